@@ -1,0 +1,31 @@
+# make demo: create .venv if needed, install, run the main job on the embedded default.
+# make test: the test suite (under 10 minutes on 2 cores).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install clean bench
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU wheel of torch when none is installed (plain `torch` would pull a 5.5 GB CUDA build).
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[runtime,export,dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m geofractal_edge.demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+bench: $(STAMP)
+	$(PY) benchmarks/atlas_key_switch.py
+	$(PY) benchmarks/atlas_key_capacity.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info demo-out

@@ -1,0 +1,111 @@
+"""Write and open bundles.
+
+A bundle is a directory: manifest.json (+ its sha256), model.onnx, keys/, golden/, and later
+engine files. `seal` hashes every file into the manifest; `open_bundle` checks every hash, every
+path and the format version before anything is loaded, and refuses with the reason and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from geofractal_edge.artifacts import atomic
+from geofractal_edge.artifacts.golden import GoldenCase, read_case
+from geofractal_edge.artifacts.hashing import file_sha256
+from geofractal_edge.artifacts.keys import Key, read_key
+from geofractal_edge.artifacts.manifest import MANIFEST, MANIFEST_HASH, Manifest, check_relative, parse_manifest
+from geofractal_edge.errors import BundleError
+
+_RE_EXPORT = "re-export it with `gfedge export`"
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+    manifest: Manifest
+
+    def file(self, rel: str) -> Path:
+        check_relative(rel)
+        if rel not in self.manifest.files:
+            raise BundleError(f"bundle {self.path} has no file '{rel}' in its manifest", _RE_EXPORT)
+        return self.path / rel
+
+    @property
+    def model_path(self) -> Path:
+        return self.file(self.manifest.graph["file"])
+
+    def key_names(self) -> list[str]:
+        keys = self.manifest.keys
+        return list(keys["names"]) if keys else []
+
+    def key(self, name: str) -> Key:
+        keys = self.manifest.keys
+        if not keys or name not in keys["names"]:
+            known = ", ".join(self.key_names()) or "none"
+            raise BundleError(f"bundle has no key '{name}'", f"known keys: {known}")
+        return read_key(self.file(f"{keys['dir']}/{name}.safetensors"))
+
+    def golden_cases(self) -> list[GoldenCase]:
+        return [read_case(self.file(rel), name=Path(rel).stem) for rel in self.manifest.data["golden"]["files"]]
+
+    @property
+    def model_bytes(self) -> int:
+        return sum(v["bytes"] for k, v in self.manifest.files.items() if not k.startswith("golden/"))
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(v["bytes"] for v in self.manifest.files.values())
+
+
+def seal(staging: Path, data: dict) -> Manifest:
+    """Hash every file under `staging` into the manifest and write it with its own hash."""
+    staging = Path(staging)
+    files = {}
+    for path in sorted(p for p in staging.rglob("*") if p.is_file()):
+        rel = path.relative_to(staging).as_posix()
+        if rel in (MANIFEST, MANIFEST_HASH):
+            continue
+        files[rel] = {"sha256": file_sha256(path), "bytes": path.stat().st_size}
+    manifest = Manifest({**data, "files": files})
+    text = manifest.to_json()
+    atomic.write_text(staging / MANIFEST, text)
+    atomic.write_text(staging / MANIFEST_HASH, hashlib.sha256(text.encode()).hexdigest() + "\n")
+    return manifest
+
+
+def open_bundle(path: Path) -> Bundle:
+    """Check a bundle completely, then return it. Nothing is loaded from an unchecked bundle."""
+    path = Path(path)
+    if not path.is_dir():
+        what = "is a file, not a bundle directory" if path.exists() else "does not exist"
+        raise BundleError(f"bundle {path} {what}", "pass the directory written by `gfedge export --out`")
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise BundleError(f"{path} has no {MANIFEST}", "pass the directory written by `gfedge export --out`")
+    raw = manifest_path.read_bytes()
+    _check_manifest_hash(path, raw)
+    manifest = parse_manifest(raw.decode("utf-8", errors="replace"), source=manifest_path)
+    for rel, meta in manifest.files.items():
+        _check_file(path, rel, meta)
+    return Bundle(path=path, manifest=manifest)
+
+
+def _check_manifest_hash(path: Path, raw: bytes) -> None:
+    sidecar = path / MANIFEST_HASH
+    if not sidecar.is_file():
+        raise BundleError(f"{path} has no {MANIFEST_HASH}", _RE_EXPORT)
+    expected = sidecar.read_text(encoding="utf-8", errors="replace").strip()
+    if hashlib.sha256(raw).hexdigest() != expected:
+        raise BundleError(f"{path / MANIFEST} does not match its recorded sha256 (corrupted or edited)", _RE_EXPORT)
+
+
+def _check_file(root: Path, rel: str, meta: dict) -> None:
+    file = root / check_relative(rel)
+    if not file.resolve().is_relative_to(root.resolve()):
+        raise BundleError(f"manifest names a file outside the bundle: '{rel}'", _RE_EXPORT)
+    if not file.is_file():
+        raise BundleError(f"bundle file '{rel}' is missing", _RE_EXPORT)
+    if file.stat().st_size != meta.get("bytes") or file_sha256(file) != meta.get("sha256"):
+        raise BundleError(f"bundle file '{rel}' does not match its sha256 in the manifest (corrupted)", _RE_EXPORT)

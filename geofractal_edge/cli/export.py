@@ -1,0 +1,44 @@
+"""gfedge export: one bundle for one target and precision (format onnx; more formats later)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from geofractal_edge.cli.render import console, print_json, progress_bar, verdict
+
+
+def export(
+    target: str = typer.Option(..., "--target", "-t", help="Target profile name or alias (gfedge targets list)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Bundle directory to create."),
+    family: str = typer.Option("atlas", "--family", "-f", help="Model family."),
+    model: Path | None = typer.Option(None, "--model", "-m", help="Checkpoint from `gfedge train`; default: the family's embedded default."),
+    precision: str | None = typer.Option(None, "--precision", "-p", help="fp32, fp16, int8, int4; default: the target's."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle (only once the new one is complete)."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+) -> None:
+    """Trace, quantize and write a bundle; parity against torch is measured and recorded in it."""
+    from geofractal_edge.pipeline import export_bundle
+    from geofractal_edge.targets import get_target
+
+    get_target(target)  # an unknown name fails before any work
+    with progress_bar(enabled=not as_json) as progress:
+        result = export_bundle(family=family, target=target, out=out, precision=precision, model=model, overwrite=overwrite, progress=progress)
+    report = result.parity
+    summary = {
+        "bundle": str(result.path),
+        "family": family,
+        "target": result.manifest.target["name"],
+        "precision": result.manifest.precision,
+        "bytes": sum(f["bytes"] for f in result.manifest.files.values()),
+        "parity": report.to_dict(),
+    }
+    if as_json:
+        print_json(summary)
+    else:
+        task = report.metrics[report.task_metric]
+        console.print(f"wrote {result.path}: {summary['target']} {summary['precision']}, {summary['bytes']:,} bytes")
+        verdict(report.passed, f"export parity: {report.task_metric} torch {task['torch']:.2f}% vs runtime {task['runtime']:.2f}%, SQNR {report.metrics['sqnr_db']:.1f} dB")
+    if not report.passed:
+        raise typer.Exit(1)

@@ -1,0 +1,42 @@
+"""Rendering shared by the commands: JSON for machines, rich for people, a progress bar."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+console = Console()
+errors = Console(stderr=True)
+
+
+def print_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def verdict(passed: bool, detail: str) -> None:
+    """The one closing line of a check: PASSED or FAILED."""
+    style = "bold green" if passed else "bold red"
+    console.print(f"[{style}]{'PASSED' if passed else 'FAILED'}[/] {detail}")
+
+
+@contextlib.contextmanager
+def progress_bar(*, enabled: bool = True) -> Iterator:
+    """Yield a callback `(phase, done, total)` that draws one bar per phase (on stderr)."""
+    if not enabled:
+        yield None
+        return
+    bars: dict[str, int] = {}
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=errors, transient=False) as progress:
+
+        def update(phase: str, done: int, total: int) -> None:
+            if phase not in bars:
+                bars[phase] = progress.add_task(phase, total=total)
+            progress.update(bars[phase], completed=done, total=total)
+
+        yield update

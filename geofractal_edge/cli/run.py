@@ -1,0 +1,50 @@
+"""gfedge run BUNDLE --input FILE: run a bundle in the torch-free runtime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import typer
+
+from geofractal_edge.cli.render import console, print_json
+
+
+def run(
+    bundle: Path = typer.Argument(..., help="Bundle directory."),
+    input: Path = typer.Option(..., "--input", "-i", help="Inputs: .safetensors, .npz or .json (name -> array)."),
+    key: str | None = typer.Option(None, "--key", "-k", help="Key name (bundle keys/) or a key file path."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write outputs: .safetensors, .npz or .json."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+) -> None:
+    """Check the bundle, load it, validate the inputs and run."""
+    from geofractal_edge.runtimes import load
+    from geofractal_edge.runtimes.io import read_inputs, write_outputs
+
+    session = load(bundle)
+    feeds = read_inputs(input, session.manifest.inputs)
+    if key is not None:
+        session.use_key(session.keys.from_file(Path(key)) if key.endswith(".safetensors") else key)
+    outputs = session.run(feeds)
+    if output is not None:
+        write_outputs(output, outputs)
+    summary = {
+        "bundle": str(bundle),
+        "key": session.active_key,
+        "providers_used": list(session.providers_used),
+        "fallbacks": list(session.fallbacks),
+        "outputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in outputs.items()},
+    }
+    vocab = session.manifest.data["task"].get("vocab")
+    if vocab and "logits" in outputs:
+        summary["decoded"] = "".join(vocab[i] for i in np.asarray(outputs["logits"]).argmax(-1).reshape(-1))
+    if output is not None:
+        summary["output_file"] = str(output)
+    if as_json:
+        print_json(summary)
+        return
+    console.print(f"providers: {', '.join(session.providers_used)}" + (f" (missing here: {', '.join(session.fallbacks)})" if session.fallbacks else ""))
+    for name, meta in summary["outputs"].items():
+        console.print(f"{name}: shape {meta['shape']} {meta['dtype']}")
+    if "decoded" in summary:
+        console.print(f"decoded: {summary['decoded'][:200]!r}")

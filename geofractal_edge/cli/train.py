@@ -1,0 +1,58 @@
+"""gfedge train FAMILY: train a model (or, for Atlas, a new key against a frozen core)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from geofractal_edge.cli.render import console, print_json, progress_bar
+from geofractal_edge.errors import GfedgeError
+
+app = typer.Typer(help="Train a family's model on your data or the embedded default data.", no_args_is_help=True)
+
+
+@app.command("atlas")
+def train_atlas(
+    out: Path = typer.Option(..., "--out", help="Checkpoint to write (.safetensors); with --key-only, the key file."),
+    text: list[Path] = typer.Option([], "--text", help="A UTF-8 text file; repeat for a library. Default: the embedded library."),
+    key_only: bool = typer.Option(False, "--key-only", help="Learn one new key against the frozen core of --model."),
+    model: Path | None = typer.Option(None, "--model", help="With --key-only: the library checkpoint whose core stays frozen."),
+    steps: int | None = typer.Option(None, "--steps", min=1, help="Optimizer steps (default: the config's)."),
+    seed: int = typer.Option(0, "--seed"),
+    as_json: bool = typer.Option(False, "--json", help="Print the training report as JSON."),
+) -> None:
+    """Train an Atlas library (one core, one key per text), or one key with --key-only."""
+    from geofractal_edge.models.atlas.cli_support import train_key_file, train_library_file
+
+    texts = _read_texts(text)
+    with progress_bar(enabled=not as_json) as progress:
+        if key_only:
+            if model is None or len(texts) != 1:
+                raise GfedgeError("--key-only needs --model CKPT and exactly one --text FILE", "e.g. gfedge train atlas --key-only --model lib.safetensors --text new.txt --out new.key.safetensors")
+            report = train_key_file(model=model, name=next(iter(texts)), text=next(iter(texts.values())), out=out, steps=steps, seed=seed, progress=progress)
+        else:
+            report = train_library_file(texts=texts or None, out=out, steps=steps, seed=seed, progress=progress)
+    if as_json:
+        print_json(report)
+    else:
+        for name, acc in report["accuracy"].items():
+            console.print(f"  {name:<28} char accuracy {100 * acc:6.2f}%")
+        console.print(f"wrote {out} ({report['seconds']:.1f} s)")
+
+
+def _read_texts(paths: list[Path]) -> dict[str, str]:
+    texts = {}
+    for path in paths:
+        if not path.is_file():
+            raise GfedgeError(f"text file {path} does not exist", "check the --text path")
+        try:
+            content = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise GfedgeError(f"text file {path} is not UTF-8 ({exc.reason})", "convert it to UTF-8") from exc
+        if len(content) < 2:
+            raise GfedgeError(f"text file {path} has fewer than 2 characters", "pass a real text")
+        if path.stem in texts:
+            raise GfedgeError(f"two texts are named {path.stem}", "rename one file")
+        texts[path.stem] = content
+    return texts

@@ -1,0 +1,1 @@
+"""trace -> lower -> quantize -> write bundle. Needs torch; TensorRT optional and lazy."""

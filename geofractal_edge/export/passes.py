@@ -1,0 +1,85 @@
+"""Small ONNX graph passes the quantizers need (onnx only, no torch)."""
+
+from __future__ import annotations
+
+import onnx
+from onnx import helper, numpy_helper
+
+
+def _attrs(node: onnx.NodeProto) -> dict:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def gemm_to_matmul(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Rewrite Gemm(A, W, b) with a constant W as MatMul(A, W') + b.
+
+    ORT's weight-only quantizers read MatMul only. A weight shared by several Gemms (Atlas iterates
+    one block T times) gets one transposed initializer, so it stays shared after the rewrite.
+    """
+    graph = model.graph
+    inits = {init.name: init for init in graph.initializer}
+    transposed: dict[str, str] = {}
+    nodes = []
+    for node in graph.node:
+        a = _attrs(node)
+        convertible = (
+            node.op_type == "Gemm"
+            and node.input[1] in inits
+            and a.get("transA", 0) == 0
+            and a.get("alpha", 1.0) == 1.0
+            and a.get("beta", 1.0) == 1.0
+        )
+        if not convertible:
+            nodes.append(node)
+            continue
+        weight = node.input[1]
+        if a.get("transB", 0):
+            if weight not in transposed:
+                array = numpy_helper.to_array(inits[weight]).T.copy()
+                name = f"{weight}.T"
+                graph.initializer.append(numpy_helper.from_array(array, name))
+                transposed[weight] = name
+            weight = transposed[weight]
+        has_bias = len(node.input) > 2 and node.input[2]
+        mm_out = f"{node.output[0]}.mm" if has_bias else node.output[0]
+        nodes.append(helper.make_node("MatMul", [node.input[0], weight], [mm_out], name=f"{node.name}.matmul"))
+        if has_bias:
+            nodes.append(helper.make_node("Add", [mm_out, node.input[2]], [node.output[0]], name=f"{node.name}.bias"))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    _drop_unused_initializers(model)
+    return model
+
+
+def _drop_unused_initializers(model: onnx.ModelProto) -> None:
+    used = {name for node in model.graph.node for name in node.input}
+    used |= {out.name for out in model.graph.output}
+    keep = [init for init in model.graph.initializer if init.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+
+
+def dedupe_producers(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Keep one of several identical nodes that produce the same output.
+
+    ORT's weight-only quantizer emits one DequantizeLinear per use of a weight; a weight shared by
+    T iterations then has T producers of one tensor name, which is invalid ONNX.
+    """
+    seen: dict[str, bytes] = {}
+    nodes = []
+    for node in model.graph.node:
+        anonymous = onnx.NodeProto()
+        anonymous.CopyFrom(node)
+        anonymous.name = ""
+        body = anonymous.SerializeToString()
+        outs = tuple(node.output)
+        if outs and all(o in seen for o in outs):
+            if all(seen[o] == body for o in outs):
+                continue
+            raise ValueError(f"two different nodes produce {outs}")
+        for out in outs:
+            seen[out] = body
+        nodes.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model

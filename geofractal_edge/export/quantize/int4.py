@@ -1,0 +1,43 @@
+"""int4: weight-only, blocked, symmetric INT4 in standard `DequantizeLinear` (opset 21), zero point 0.
+
+That is the INT4 dialect TensorRT reads (ORT's `MatMulNBits` contrib op is not). Uses onnxruntime's
+`MatMulNBitsQuantizer` in QDQ mode; it reads MatMul only, so Gemms are rewritten first, and the
+duplicate dequantize nodes it emits for a weight shared by several matmuls are merged.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import onnx
+
+from geofractal_edge.export.passes import dedupe_producers, gemm_to_matmul
+from geofractal_edge.export.quantize.base import QuantConfig, QuantContext, register
+
+
+@dataclass(frozen=True)
+class Int4Config(QuantConfig):
+    precision: str = "int4"
+    block_size: int = 32
+    symmetric: bool = True  # zero point 0, as TensorRT requires
+    format: str = "qdq"
+
+
+@register(Int4Config)
+def to_int4(model: onnx.ModelProto, config: Int4Config, context: QuantContext) -> onnx.ModelProto:
+    from onnxruntime.quantization import QuantFormat
+    from onnxruntime.quantization import matmul_nbits_quantizer as mq
+
+    algo = mq.DefaultWeightOnlyQuantConfig(
+        block_size=config.block_size, is_symmetric=config.symmetric, quant_format=QuantFormat.QDQ
+    )
+    quantizer = mq.MatMulNBitsQuantizer(gemm_to_matmul(model), algo_config=algo)
+    logger = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # it logs one INFO line per node
+    try:
+        quantizer.process()
+    finally:
+        logger.setLevel(level)
+    return dedupe_producers(quantizer.model.model)

@@ -1,0 +1,61 @@
+"""int8: explicit Q/DQ, per-channel symmetric int8 weights, symmetric int8 activations.
+
+This is the form TensorRT's strongly typed builder takes (explicit quantization, zero point 0).
+Activation scales are calibrated on the family's calibration inputs with onnxruntime's
+`quantize_static`; only the spec's op types (matrix products) are quantized, so the feature stage
+is left alone.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+from geofractal_edge.export.quantize.base import QuantConfig, QuantContext, register
+
+
+@dataclass(frozen=True)
+class Int8Config(QuantConfig):
+    precision: str = "int8"
+    per_channel: bool = True
+    weight_symmetric: bool = True
+    calibrate_method: str = "MinMax"
+
+
+@register(Int8Config)
+def to_int8(model: onnx.ModelProto, config: Int8Config, context: QuantContext) -> onnx.ModelProto:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp, "float.onnx"), Path(tmp, "int8.onnx")
+        onnx.save(model, src)
+        quantize_static(
+            str(src),
+            str(dst),
+            _Reader(context.calibration),
+            quant_format=QuantFormat.QDQ,
+            per_channel=config.per_channel,
+            weight_type=QuantType.QInt8,
+            activation_type=QuantType.QInt8,
+            op_types_to_quantize=list(context.spec.quantize_op_types),
+            calibrate_method=CalibrationMethod[config.calibrate_method],
+            extra_options={
+                "WeightSymmetric": config.weight_symmetric,
+                "ActivationSymmetric": True,
+                "QuantizeBias": False,
+            },
+        )
+        return onnx.load(dst)
+
+
+class _Reader:
+    """onnxruntime's CalibrationDataReader protocol over a fixed list of feeds."""
+
+    def __init__(self, feeds) -> None:
+        self._feeds = iter(list(feeds))
+
+    def get_next(self):
+        return next(self._feeds, None)

@@ -1,0 +1,55 @@
+"""Trace a family's torch module to ONNX with the dynamic dimensions its export spec names."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+from pathlib import Path
+
+import onnx
+
+from geofractal_edge._lazy import require
+from geofractal_edge.errors import GfedgeError
+from geofractal_edge.models.family import Exportable
+
+
+def trace(exportable: Exportable) -> onnx.ModelProto:
+    """torch -> ONNX (torch.export based exporter). The module's forward takes the spec inputs in order."""
+    torch = require("torch")
+    spec = exportable.spec
+    module = exportable.module.eval()
+    feeds = exportable.feeds(exportable.cases[0])
+    args = tuple(torch.from_numpy(feeds[t.name]) for t in spec.inputs)
+    dims = {name: torch.export.Dim(name, min=1, max=max(2, r.max)) for name, r in spec.dim_ranges.items()}
+    dynamic = {t.name: {a: dims[d] for a, d in enumerate(t.shape) if isinstance(d, str)} or None for t in spec.inputs}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, "model.onnx")
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+                torch.onnx.export(
+                    module, args, str(path),
+                    input_names=[t.name for t in spec.inputs],
+                    output_names=[t.name for t in spec.outputs],
+                    dynamic_shapes=dynamic,
+                    dynamo=True,
+                    external_data=False,
+                )
+        except Exception as exc:
+            raise GfedgeError(f"torch could not export the {spec.family} model: {exc}".splitlines()[0], "report this with GFEDGE_DEBUG=1") from exc
+        model = onnx.load(str(path))
+    _name_dims(model, spec)
+    return model
+
+
+def _name_dims(model: onnx.ModelProto, spec) -> None:
+    """Give graph inputs and outputs the spec's dimension names (the exporter invents its own)."""
+    tensors = {t.name: t for t in (*spec.inputs, *spec.outputs)}
+    for value in (*model.graph.input, *model.graph.output):
+        want = tensors.get(value.name)
+        if want is None:
+            continue
+        for dim, size in zip(value.type.tensor_type.shape.dim, want.shape):
+            if isinstance(size, str):
+                dim.ClearField("dim_value")
+                dim.dim_param = size

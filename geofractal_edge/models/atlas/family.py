@@ -1,0 +1,67 @@
+"""Atlas as an exportable family: checkpoint or embedded default -> Exportable; training entry points."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from geofractal_edge import __version__
+from geofractal_edge.artifacts.hashing import file_sha256
+from geofractal_edge.models.atlas.checkpoint import core_sha256, load_checkpoint, save_checkpoint
+from geofractal_edge.models.atlas.config import AtlasConfig
+from geofractal_edge.models.atlas.data import build_vocab, coordinates, default_texts, encode
+from geofractal_edge.models.atlas.spec import atlas_spec
+from geofractal_edge.models.atlas.train import train_library
+from geofractal_edge.models.family import Case, Exportable, Progress, cache_dir
+
+DEFAULT_SEED = 0
+
+
+def default_checkpoint(*, progress: Progress | None = None) -> Path:
+    """The embedded default library: trained with a fixed seed on first use, then cached."""
+    texts = default_texts()
+    config = AtlasConfig.default(build_vocab(texts.values()))
+    recipe = json.dumps({"v": __version__, "config": config.to_dict(), "seed": DEFAULT_SEED, "texts": texts}, sort_keys=True)
+    path = cache_dir() / f"atlas-default-{hashlib.sha256(recipe.encode()).hexdigest()[:16]}.safetensors"
+    if not path.is_file():
+        library, _ = train_library(texts, config=config, seed=DEFAULT_SEED, progress=_steps(progress, "train atlas (default, first use)"))
+        save_checkpoint(path, library, texts)
+    return path
+
+
+def load_exportable(model: Path | None, *, progress: Progress | None = None) -> Exportable:
+    path = Path(model) if model is not None else default_checkpoint(progress=progress)
+    library, texts = load_checkpoint(path)
+    library.eval()
+    config = library.config
+    keys = {name: library.key(name).detach().cpu().numpy().astype(np.float32) for name in library.names}
+    cases = [
+        Case(
+            name=name,
+            inputs={"x": coordinates(len(texts[name])).numpy().astype(np.float32)},
+            key=name,
+            labels={"chars": encode(texts[name], config.vocab).numpy().astype(np.int64)},
+        )
+        for name in library.names
+    ]
+    return Exportable(
+        family="atlas",
+        name="atlas-default" if model is None else path.stem,
+        module=library.core,
+        spec=atlas_spec(key_dim=config.key_dim, vocab_size=config.vocab_size),
+        config=config.to_dict(),
+        cases=cases,
+        keys=keys,
+        core_sha256=core_sha256(library.core),
+        task={"vocab": config.vocab},
+        source={"checkpoint": "embedded default" if model is None else path.name, "sha256": file_sha256(path)},
+    )
+
+
+def _steps(progress: Progress | None, phase: str):
+    if progress is None:
+        return None
+    return lambda step, total, loss: progress(phase, step, total)

@@ -1,0 +1,60 @@
+"""What an exporter needs to know about a family, as data. No torch here.
+
+Each family carries an `ExportSpec`: named inputs with dtypes, static or named dynamic dimensions
+and value ranges; the dynamic dimensions' ranges (for TensorRT optimization profiles); which inputs
+stay float32 through the feature stage at fp16; which op types the quantizers touch; the task
+metric parity reports; and tolerance overrides. The exporter reads it and never guesses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+Dim = int | str  # a fixed size, or the name of a dynamic dimension
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str  # numpy dtype name: "float32", "int64"
+    shape: tuple[Dim, ...]
+    range: tuple[float, float] | None = None  # allowed values, checked by the runtime
+    role: str = "data"  # "data", "key" (bound from the key cache), "logits", ...
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["shape"] = list(self.shape)
+        data["range"] = None if self.range is None else list(self.range)
+        return data
+
+
+@dataclass(frozen=True)
+class DimRange:
+    """min / opt / max of one dynamic dimension: the TensorRT optimization profile."""
+
+    min: int
+    opt: int
+    max: int
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    family: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    dim_ranges: dict[str, DimRange]
+    task_metric: str  # a name in geofractal_edge.parity.tasks
+    fp32_inputs: tuple[str, ...] = ()  # inputs whose feature stage stays float32 at fp16
+    quantize_op_types: tuple[str, ...] = ("Gemm", "MatMul")
+    tolerance_overrides: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def input(self, name: str) -> TensorSpec:
+        return next(t for t in self.inputs if t.name == name)
+
+    @property
+    def key_input(self) -> str | None:
+        return next((t.name for t in self.inputs if t.role == "key"), None)
+
+    def validation_shape(self, tensor: TensorSpec, *, use: str) -> tuple[int, ...]:
+        """A concrete shape: `use` is "min", "opt" or "max" of each dynamic dimension."""
+        return tuple(d if isinstance(d, int) else getattr(self.dim_ranges[d], use) for d in tensor.shape)

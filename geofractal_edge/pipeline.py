@@ -1,0 +1,57 @@
+"""The whole path for one bundle: load the family's model, trace, quantize, write, verify, seal.
+
+Like the CLI, this module may import every stage; the stages themselves import only earlier ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from geofractal_edge.artifacts import Manifest, atomic, open_bundle, seal
+from geofractal_edge.errors import GfedgeError
+from geofractal_edge.export.quantize import QuantContext, default_config, quantize
+from geofractal_edge.export.trace import trace
+from geofractal_edge.export.validate import check_shapes
+from geofractal_edge.export.writer import write_files
+from geofractal_edge.models.family import Progress, family_module
+from geofractal_edge.parity import ParityReport, verify_bundle
+from geofractal_edge.targets import get_target
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    manifest: Manifest
+    parity: ParityReport
+
+
+def export_bundle(
+    *, family: str, target: str, out: Path, precision: str | None = None, model: Path | None = None,
+    overwrite: bool = False, progress: Progress | None = None, exportable=None,
+) -> ExportResult:
+    """Export one bundle for one target and precision; parity is measured and recorded in it."""
+    step = progress or (lambda phase, done, total: None)
+    profile = get_target(target)
+    precision = precision or profile.default_precision
+    if precision not in profile.precisions:
+        raise GfedgeError(f"precision {precision} is not allowed on target {profile.name}", f"use one of {', '.join(profile.precisions)}")
+    config = default_config(precision)
+    if model is not None and not Path(model).is_file():
+        raise GfedgeError(f"model checkpoint {model} does not exist", "pass a file written by `gfedge train`, or drop --model for the embedded default")
+    exportable = exportable or family_module(family).load_exportable(model, progress=progress)
+    step("trace", 0, 4)
+    graph = trace(exportable)
+    step("quantize", 1, 4)
+    graph = quantize(graph, config, QuantContext(spec=exportable.spec, calibration=exportable.calibration()))
+    check_shapes(graph, exportable)
+    step("write", 2, 4)
+    with atomic.directory(Path(out), overwrite=overwrite) as staging:
+        data = write_files(staging, exportable, graph, profile=profile, config=config)
+        seal(staging, data)
+        step("verify", 3, 4)
+        report = verify_bundle(open_bundle(staging))
+        data["parity"] = report.to_dict()
+        manifest = seal(staging, data)
+    step("done", 4, 4)
+    return ExportResult(path=Path(out), manifest=manifest, parity=report)
