@@ -38,3 +38,7 @@ class KeyFileError(GfedgeError):
 
 class MissingDependencyError(GfedgeError):
     """An optional dependency that this command needs is not installed."""
+
+
+class Bug(RuntimeError):
+    """Something geofractal_edge got wrong, not the user: reported with a traceback."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from geofractal_edge.errors import GfedgeError
+from geofractal_edge.errors import Bug, GfedgeError
 
 USER_ERROR = 2
 
@@ -19,6 +19,9 @@ def run_guarded(app) -> None:
             raise
         sys.stderr.write(f"error: {exc.one_line()}\n")
         sys.exit(USER_ERROR)
+    except Bug as exc:
+        sys.stderr.write(f"bug in geofractal_edge (please report it, with GFEDGE_DEBUG=1 output): {exc}\n")
+        raise
     except KeyboardInterrupt:
         sys.stderr.write("interrupted: nothing was written\n")
         sys.exit(130)

@@ -11,6 +11,7 @@ import onnx
 
 from geofractal_edge._lazy import require
 from geofractal_edge.errors import GfedgeError
+from geofractal_edge.export.quiet import quiet
 from geofractal_edge.models.family import Exportable
 
 
@@ -26,7 +27,7 @@ def trace(exportable: Exportable) -> onnx.ModelProto:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp, "model.onnx")
         try:
-            with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+            with contextlib.redirect_stdout(io.StringIO()), quiet(), torch.no_grad():
                 torch.onnx.export(
                     module, args, str(path),
                     input_names=[t.name for t in spec.inputs],

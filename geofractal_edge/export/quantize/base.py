@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from geofractal_edge.errors import GfedgeError
+from geofractal_edge.errors import Bug, GfedgeError
 from geofractal_edge.models.spec import ExportSpec
 
 
@@ -62,8 +62,16 @@ def default_config(precision: str) -> QuantConfig:
 
 def quantize(model: onnx.ModelProto, config: QuantConfig, context: QuantContext) -> onnx.ModelProto:
     _load_schemes()
+    from geofractal_edge.export.quiet import quiet
+
     _, transform = _REGISTRY[config.precision]
-    return transform(model, config, context)
+    with quiet():
+        quantized = transform(model, config, context)
+    try:
+        onnx.checker.check_model(quantized, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise Bug(f"the {config.precision} graph is not valid ONNX: {str(exc).splitlines()[0]}") from exc
+    return quantized
 
 
 def _load_schemes() -> None:

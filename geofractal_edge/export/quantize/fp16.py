@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import onnx
 
+from geofractal_edge.export.passes import toposort
 from geofractal_edge.export.quantize.base import QuantConfig, QuantContext, register
 from geofractal_edge.export.quantize.islands import feature_stage
 
@@ -25,4 +26,6 @@ def to_fp16(model: onnx.ModelProto, config: Fp16Config, context: QuantContext) -
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     keep = feature_stage(model, context.spec.fp32_inputs)
-    return convert_float_to_float16(model, keep_io_types=config.keep_io_types, node_block_list=keep)
+    converted = toposort(convert_float_to_float16(model, keep_io_types=config.keep_io_types, node_block_list=keep))
+    del converted.graph.value_info[:]  # stale float32 annotations; shape inference redoes them
+    return converted

@@ -35,21 +35,27 @@ def default_checkpoint(*, progress: Progress | None = None) -> Path:
 def load_exportable(model: Path | None, *, progress: Progress | None = None) -> Exportable:
     path = Path(model) if model is not None else default_checkpoint(progress=progress)
     library, texts = load_checkpoint(path)
+    source = {"checkpoint": "embedded default" if model is None else path.name, "sha256": file_sha256(path)}
+    return exportable_from_library(library, texts, name="atlas-default" if model is None else path.stem, source=source)
+
+
+def exportable_from_library(library, texts: dict[str, str], *, name: str, source: dict) -> Exportable:
+    """One golden case per key: the whole text's coordinates, labelled with its characters."""
     library.eval()
     config = library.config
-    keys = {name: library.key(name).detach().cpu().numpy().astype(np.float32) for name in library.names}
+    keys = {n: library.key(n).detach().cpu().numpy().astype(np.float32) for n in library.names}
     cases = [
         Case(
-            name=name,
-            inputs={"x": coordinates(len(texts[name])).numpy().astype(np.float32)},
-            key=name,
-            labels={"chars": encode(texts[name], config.vocab).numpy().astype(np.int64)},
+            name=n,
+            inputs={"x": coordinates(len(texts[n])).numpy().astype(np.float32)},
+            key=n,
+            labels={"chars": encode(texts[n], config.vocab).numpy().astype(np.int64)},
         )
-        for name in library.names
+        for n in library.names
     ]
     return Exportable(
         family="atlas",
-        name="atlas-default" if model is None else path.stem,
+        name=name,
         module=library.core,
         spec=atlas_spec(key_dim=config.key_dim, vocab_size=config.vocab_size),
         config=config.to_dict(),
@@ -57,7 +63,7 @@ def load_exportable(model: Path | None, *, progress: Progress | None = None) -> 
         keys=keys,
         core_sha256=core_sha256(library.core),
         task={"vocab": config.vocab},
-        source={"checkpoint": "embedded default" if model is None else path.name, "sha256": file_sha256(path)},
+        source=source,
     )
 
 

@@ -1,0 +1,66 @@
+"""Shared fixtures: one tiny Atlas library on real text, trained once, and bundles exported from it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_texts() -> dict[str, str]:
+    from geofractal_edge.models.atlas.data import default_texts
+
+    return {name: text[:300] for name, text in list(default_texts().items())[:2]}
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    from geofractal_edge.models.atlas.checkpoint import save_checkpoint
+    from geofractal_edge.models.atlas.config import AtlasConfig
+    from geofractal_edge.models.atlas.data import build_vocab
+    from geofractal_edge.models.atlas.train import train_library
+
+    texts = tiny_texts()
+    library, report = train_library(texts, config=AtlasConfig.tiny(build_vocab(texts.values())), seed=0)
+    assert report["min_accuracy"] >= 0.99, report
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_checkpoint(path, library, texts)
+    return path
+
+
+@pytest.fixture(scope="session")
+def bundle_factory(tiny_checkpoint, tmp_path_factory):
+    """Export (once per target and precision) and return the bundle path."""
+    from geofractal_edge.pipeline import export_bundle
+
+    made: dict[tuple[str, str], Path] = {}
+
+    def make(precision: str = "fp32", target: str = "host-cpu") -> Path:
+        if (target, precision) not in made:
+            out = tmp_path_factory.mktemp("bundles") / f"{target}-{precision}"
+            export_bundle(family="atlas", target=target, precision=precision, model=tiny_checkpoint, out=out)
+            made[(target, precision)] = out
+        return made[(target, precision)]
+
+    return make
+
+
+@pytest.fixture()
+def bundle_copy(bundle_factory, tmp_path):
+    """A private copy of the fp32 host bundle, for tests that damage it."""
+    dst = tmp_path / "bundle"
+    shutil.copytree(bundle_factory("fp32"), dst)
+    return dst
+
+
+def gfedge(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run the real CLI in a subprocess, as a user would."""
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("GFEDGE_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", "geofractal_edge.cli.main", *map(str, args)], capture_output=True, text=True, env=full_env, timeout=timeout, cwd=ROOT)

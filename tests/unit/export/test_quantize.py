@@ -1,0 +1,70 @@
+"""What each precision puts in the graph, read back from the bundle's ONNX."""
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from geofractal_edge.errors import GfedgeError
+from geofractal_edge.export.quantize import default_config
+
+
+def graph(bundle):
+    return onnx.load(str(bundle / "model.onnx"))
+
+
+def test_shared_block_weights_are_stored_once(bundle_factory, tiny_checkpoint):
+    from geofractal_edge.models.atlas.checkpoint import load_checkpoint
+
+    library, _ = load_checkpoint(tiny_checkpoint)
+    model = graph(bundle_factory("fp32"))
+    params = sum(p.numel() for p in library.core.parameters())
+    stored = sum(int(np.prod(i.dims)) for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT and len(i.dims) >= 1)
+    # All T iterations read one copy of the block: stored floats ~ parameters, not T x the block.
+    assert stored < params + 1024
+    assert library.config.T >= 2
+
+
+def test_int4_is_blocked_dequantize_linear_with_zero_point_zero(bundle_factory):
+    model = graph(bundle_factory("int4"))
+    assert model.opset_import[0].version >= 21
+    dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    assert dq and not any(n.domain for n in model.graph.node), "only standard ops, no MatMulNBits"
+    inits = {i.name: i for i in model.graph.initializer}
+    for node in dq:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        assert attrs["block_size"] == 32
+        assert inits[node.input[0]].data_type == onnx.TensorProto.INT4
+        assert len(node.input) < 3 or not np.any(numpy_helper.to_array(inits[node.input[2]]))
+
+
+def test_int8_is_explicit_symmetric_qdq_per_channel(bundle_factory):
+    model = graph(bundle_factory("int8"))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    weights = [inits[n.input[0]] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].ndim == 2]
+    assert weights and all(w.dtype == np.int8 for w in weights)
+    zero_points = [inits[n.input[2]] for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2]
+    assert all(not np.any(z) for z in zero_points)
+    per_channel = [inits[n.input[1]] for n in model.graph.node if n.op_type == "DequantizeLinear" and inits.get(n.input[1]) is not None and inits[n.input[1]].size > 1]
+    assert per_channel
+
+
+def test_fp16_keeps_the_fourier_features_in_float32(bundle_factory):
+    model = graph(bundle_factory("fp16"))
+    sin = next(n for n in model.graph.node if n.op_type == "Sin")
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type for v in (*inferred.graph.value_info, *inferred.graph.input)}
+    assert types[sin.input[0]] == onnx.TensorProto.FLOAT
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
+
+
+def test_unsupported_precision_names_the_ones_we_have():
+    with pytest.raises(GfedgeError, match="fp32"):
+        default_config("fp8")
+
+
+def test_manifest_records_quantization_config(bundle_factory):
+    from geofractal_edge.artifacts import open_bundle
+
+    manifest = open_bundle(bundle_factory("int4")).manifest.data
+    assert manifest["quantization"] == {"scheme": "Int4Config", "precision": "int4", "version": 1, "block_size": 32, "symmetric": True, "format": "qdq"}
