@@ -34,7 +34,7 @@ def test_profiles_carry_the_device_facts():
 
 
 def test_fp8_below_sm89_is_refused():
-    data = get_target("a100").to_dict() | {"precisions": ["fp32", "fp8"]}
+    data = get_target("a100").to_dict() | {"precisions": ["fp32", "fp16", "fp8"]}
     with pytest.raises(GfedgeError, match="FP8 needs SM >= 8.9"):
         TargetProfile.from_dict(data)
 
