@@ -96,8 +96,8 @@ def _check_manifest_hash(path: Path, raw: bytes) -> None:
     sidecar = path / MANIFEST_HASH
     if not sidecar.is_file():
         raise BundleError(f"{path} has no {MANIFEST_HASH}", _RE_EXPORT)
-    expected = sidecar.read_text(encoding="utf-8", errors="replace").strip()
-    if hashlib.sha256(raw).hexdigest() != expected:
+    # Exact bytes: a damaged trailing newline must not be forgiven by strip().
+    if sidecar.read_bytes() != (hashlib.sha256(raw).hexdigest() + "\n").encode():
         raise BundleError(f"{path / MANIFEST} does not match its recorded sha256 (corrupted or edited)", _RE_EXPORT)
 
 

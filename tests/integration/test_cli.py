@@ -45,7 +45,7 @@ def test_verify_fails_with_exit_1_when_a_tolerance_is_missed(bundle_factory, tmp
     data["tolerance_overrides"] = {"int4": {"sqnr_db_min": 200.0}}  # unreachable on purpose
     text = json.dumps(data, indent=2) + "\n"
     (bundle / "manifest.json").write_text(text)
-    (bundle / "manifest.json.sha256").write_text(hashlib.sha256(text.encode()).hexdigest())
+    (bundle / "manifest.json.sha256").write_text(hashlib.sha256(text.encode()).hexdigest() + "\n")
     result = gfedge("verify", bundle)
     assert result.returncode == 1
     assert result.stdout.strip().splitlines()[-1].startswith("FAILED")
