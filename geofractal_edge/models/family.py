@@ -21,6 +21,8 @@ from geofractal_edge.models.spec import ExportSpec
 
 FAMILIES = {
     "atlas": "geofractal_edge.models.atlas.family",
+    "trix": "geofractal_edge.models.trix.family",
+    "collective": "geofractal_edge.models.collective.family",
 }
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
