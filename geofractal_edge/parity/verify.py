@@ -13,6 +13,7 @@ import numpy as np
 from geofractal_edge.artifacts import Bundle, GoldenCase, open_bundle
 from geofractal_edge.errors import BundleError
 from geofractal_edge.parity.report import Check, ParityReport
+from geofractal_edge.parity.routing import route_agreement
 from geofractal_edge.parity.stats import error_stats, merge_stats
 from geofractal_edge.parity.tasks import METRICS
 from geofractal_edge.parity.tolerances import tolerances_for
@@ -37,6 +38,7 @@ def verify_bundle(bundle: Bundle | Path | str, *, session: Session | None = None
         target=manifest.target["name"],
         task_metric=manifest.data["task"]["metric"],
         overrides=manifest.data.get("tolerance_overrides"),
+        roles={o["name"]: o.get("role", "data") for o in manifest.outputs},
     )
     report.providers_used = list(session.providers_used)
     report.fallbacks = list(session.fallbacks)
@@ -53,11 +55,18 @@ def compare_cases(
     target: str,
     task_metric: str,
     overrides: dict | None = None,
+    roles: dict[str, str] | None = None,
 ) -> ParityReport:
-    """Compare reference outputs (in each case) with results, and judge against the tolerances."""
+    """Compare reference outputs (in each case) with results, and judge against the tolerances.
+
+    With route outputs (role "routes"), routing decisions are compared on their own and the numeric
+    checks run only on rows whose routes all agree (see routing.py).
+    """
     limits = tolerances_for(precision, overrides)
     metric = METRICS[task_metric]
-    output_names = list(cases[0].outputs)
+    roles = roles or {}
+    output_names = [n for n in cases[0].outputs if roles.get(n, "data") not in ("routes", "margins")]
+    route_names = [n for n in cases[0].outputs if roles.get(n) == "routes"]
     shape_ok = all(r[n].shape == c.outputs[n].shape for c, r in zip(cases, results) for n in output_names)
     per_output = {
         n: merge_stats([(c.outputs[n], r[n]) for c, r in zip(cases, results)]) for n in output_names
@@ -67,11 +76,16 @@ def compare_cases(
     torch_score = 100.0 * sum(h for h, _ in torch_hits) / max(1, sum(n for _, n in torch_hits))
     runtime_score = 100.0 * sum(h for h, _ in runtime_hits) / max(1, sum(n for _, n in runtime_hits))
     primary = per_output.get(output_names[0], {})
+    routing = None
+    if shape_ok and route_names:
+        routing, primary = _routing(cases, results, route_names, roles, output_names[0], limits)
     metrics = {
         **{k: primary.get(k, float("nan")) for k in ("max_abs", "mean_abs", "q99_abs", "sqnr_db", "cosine", "nonfinite")},
         task_metric: {"torch": torch_score, "runtime": runtime_score, "delta_points": runtime_score - torch_score},
         "outputs": per_output,
     }
+    if routing is not None:
+        metrics["route_agreement"] = routing
     checks = [
         Check("shapes_match", float(shape_ok), 1.0, "min"),
         Check("nonfinite", float(primary.get("nonfinite", 1)), 0.0, "max"),
@@ -79,6 +93,8 @@ def compare_cases(
         Check("cosine", primary.get("cosine", float("nan")), limits["cosine_min"], "min"),
         Check(f"{task_metric}_delta_points", abs(runtime_score - torch_score), limits["task_delta_max"], "max"),
     ]
+    if routing is not None:
+        checks.append(Check("route_agreement", routing["min"], limits["route_agreement_min"], "min"))
     detail = [_case_detail(c, r, metric, task_metric, output_names[0]) for c, r in zip(cases, results)] if shape_ok else []
     return ParityReport(family, precision, target, task_metric, metrics, checks, detail)
 
@@ -88,3 +104,24 @@ def _case_detail(case: GoldenCase, result: dict, metric, name: str, output: str)
     rh, rn = metric(result, case.labels)
     stats = error_stats(case.outputs[output], result[output])
     return {"case": case.name, "key": case.key, f"{name}_torch": 100.0 * th / tn, f"{name}_runtime": 100.0 * rh / rn, "sqnr_db": stats["sqnr_db"]}
+
+
+def _routing(cases, results, route_names, roles, primary_name, limits) -> tuple[dict, dict]:
+    """Route agreement per routed output, and the primary output's stats on rows where all routes agree."""
+    margin_name = next((n for n in cases[0].outputs if roles.get(n) == "margins"), None)
+    token_ndim = cases[0].outputs[primary_name].ndim - 1
+    summary, masks = {}, [np.ones(c.outputs[primary_name].shape[:-1], bool) for c in cases]
+    for name in route_names:
+        part, part_masks = route_agreement(
+            [c.outputs[name] for c in cases], [r[name] for r in results],
+            [c.outputs[margin_name] for c in cases] if margin_name else None,
+            token_ndim=token_ndim, near_tie_rel=limits.get("near_tie_rel", 0.01), case_names=[c.name for c in cases],
+        )
+        summary[name] = part
+        masks = [m & pm for m, pm in zip(masks, part_masks)]
+    agreed = [(c.outputs[primary_name][m], r[primary_name][m]) for c, r, m in zip(cases, results, masks)]
+    rows = sum(int(m.sum()) for m in masks)
+    stats = merge_stats(agreed) if rows else {"sqnr_db": float("nan"), "cosine": float("nan"), "nonfinite": 0}
+    merged = {"min": min(s["min"] for s in summary.values()), "rows_all_agree": rows,
+              "rows": sum(m.size for m in masks), "by_output": summary}
+    return merged, {**stats, "measured_on": "rows where all routes agree"}
