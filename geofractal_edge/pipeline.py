@@ -11,6 +11,7 @@ from pathlib import Path
 from geofractal_edge.artifacts import Manifest, atomic, open_bundle, seal
 from geofractal_edge.errors import GfedgeError
 from geofractal_edge.export.quantize import QuantContext, default_config, quantize
+from geofractal_edge.export.ternary import externalize_ternary
 from geofractal_edge.export.trace import trace
 from geofractal_edge.export.validate import check_shapes
 from geofractal_edge.export.writer import write_files
@@ -39,15 +40,16 @@ def export_bundle(
     config = default_config(precision)
     if model is not None and not Path(model).is_file():
         raise GfedgeError(f"model checkpoint {model} does not exist", "pass a file written by `gfedge train`, or drop --model for the embedded default")
-    exportable = exportable or family_module(family).load_exportable(model, progress=progress)
+    exportable = exportable or family_module(family).load_exportable(model, progress=progress, target=profile)
     step("trace", 0, 4)
     graph = trace(exportable)
     step("quantize", 1, 4)
     graph = quantize(graph, config, QuantContext(spec=exportable.spec, calibration=exportable.calibration()))
     check_shapes(graph, exportable)
+    ternary = externalize_ternary(graph, tuple(c for c, _ in exportable.spec.ternary)) if exportable.spec.ternary else None
     step("write", 2, 4)
     with atomic.directory(Path(out), overwrite=overwrite) as staging:
-        data = write_files(staging, exportable, graph, profile=profile, config=config)
+        data = write_files(staging, exportable, graph, profile=profile, config=config, ternary=ternary)
         seal(staging, data)
         step("verify", 3, 4)
         report = verify_bundle(open_bundle(staging))

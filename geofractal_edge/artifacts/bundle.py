@@ -11,10 +11,15 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load
+
 from geofractal_edge.artifacts import atomic
 from geofractal_edge.artifacts.golden import GoldenCase, read_case
 from geofractal_edge.artifacts.hashing import file_sha256
 from geofractal_edge.artifacts.keys import Key, read_key
+from geofractal_edge.artifacts.ternary import unpack_tensors
 from geofractal_edge.artifacts.manifest import MANIFEST, MANIFEST_HASH, Manifest, check_relative, parse_manifest
 from geofractal_edge.errors import BundleError
 
@@ -49,6 +54,17 @@ class Bundle:
 
     def golden_cases(self) -> list[GoldenCase]:
         return [read_case(self.file(rel), name=Path(rel).stem) for rel in self.manifest.data["golden"]["files"]]
+
+    def ternary_codes(self) -> dict[str, np.ndarray]:
+        """Unpacked ternary codes for the graph's external initializers ({} when there are none)."""
+        section = self.manifest.data.get("ternary")
+        if not section:
+            return {}
+        try:
+            packed = load(self.file(section["file"]).read_bytes())
+        except SafetensorError as exc:
+            raise BundleError(f"packed ternary weights cannot be read ({exc})", _RE_EXPORT) from exc
+        return unpack_tensors(packed, section)
 
     @property
     def model_bytes(self) -> int:

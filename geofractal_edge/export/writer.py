@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from safetensors.numpy import save
 
 from geofractal_edge._lazy import require
-from geofractal_edge.artifacts import GoldenCase, Key, write_key
+from geofractal_edge.artifacts import GoldenCase, Key, atomic, write_key
 from geofractal_edge.artifacts.golden import write_case
 from geofractal_edge.artifacts.manifest import FORMAT, FORMAT_VERSION
 from geofractal_edge.export.builder_settings import builder_settings
@@ -25,9 +26,13 @@ from geofractal_edge.targets import TargetProfile
 MODEL_FILE = "model.onnx"
 
 
-def write_files(staging: Path, exportable: Exportable, model: onnx.ModelProto, *, profile: TargetProfile, config: QuantConfig) -> dict:
+def write_files(staging: Path, exportable: Exportable, model: onnx.ModelProto, *, profile: TargetProfile, config: QuantConfig,
+                ternary: tuple[dict[str, np.ndarray], dict] | None = None) -> dict:
     staging = Path(staging)
     (staging / MODEL_FILE).write_bytes(model.SerializeToString())
+    if ternary is not None:
+        packed, section = ternary
+        atomic.write_bytes(staging / section["file"], save(packed, metadata={"format": "gfedge-ternary/1"}))
     key_names = _write_keys(staging / "keys", exportable)
     golden = _write_golden(staging / "golden", exportable)
     spec = exportable.spec
@@ -51,7 +56,9 @@ def write_files(staging: Path, exportable: Exportable, model: onnx.ModelProto, *
         "keys": _keys_section(exportable, key_names),
         "golden": {"files": golden, "cases": len(golden)},
         "task": {"metric": spec.task_metric, **exportable.task},
+        "family_info": exportable.info,
         "tolerance_overrides": spec.tolerance_overrides,
+        "ternary": None if ternary is None else ternary[1],
         "tensorrt": builder_settings(profile, spec, precision=config.precision),
         "parity": None,
     }

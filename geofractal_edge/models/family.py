@@ -49,6 +49,7 @@ class Exportable:
     core_sha256: str = ""
     task: dict = field(default_factory=dict)  # metric name plus what decoding needs (vocab)
     source: dict = field(default_factory=dict)  # checkpoint path and sha256, or "embedded default"
+    info: dict = field(default_factory=dict)  # family-specific facts for `gfedge inspect` (routing, tiles)
 
     def feeds(self, case: Case) -> dict[str, np.ndarray]:
         """The full input dict of a case: its data inputs plus the key vector, if any."""

@@ -46,6 +46,15 @@ class ExportSpec:
     task_metric: str  # a name in geofractal_edge.parity.tasks
     fp32_inputs: tuple[str, ...] = ()  # inputs whose feature stage stays float32 at fp16
     quantize_op_types: tuple[str, ...] = ("Gemm", "MatMul")
+    # (codes, scale) initializer pairs holding ternary weights: stored 2-bit packed, never re-quantized
+    ternary: tuple[tuple[str, str], ...] = ()
+    # initializers whose consumers stay float (e.g. routing signatures: int8 noise would flip routes)
+    keep_float: tuple[str, ...] = ()
+
+    @property
+    def unquantized(self) -> tuple[str, ...]:
+        """Initializers the quantizers must leave alone: ternary codes and keep_float tensors."""
+        return tuple(c for c, _ in self.ternary) + self.keep_float
     tolerance_overrides: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def input(self, name: str) -> TensorSpec:

@@ -29,6 +29,10 @@ class Session:
         self.plan: ProviderPlan = plan_providers(bundle, override=providers)
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        # Ternary codes live 2-bit packed in the bundle; the graph names them as external data.
+        self._codes = {name: ort.OrtValue.ortvalue_from_numpy(codes) for name, codes in bundle.ternary_codes().items()}
+        if self._codes:
+            options.add_external_initializers(list(self._codes), list(self._codes.values()))
         started = time.perf_counter()
         try:
             self._session = ort.InferenceSession(str(bundle.model_path), sess_options=options, providers=list(self.plan.chosen))

@@ -33,6 +33,8 @@ class TargetProfile:
     jetpack: str | None = None
     workspace_mib: int | None = None  # TensorRT builder workspace cap
     builder_optimization_level: int = 3
+    # Routed (TriX) export: compute every tile and select up to this many tiles, gather by route above.
+    compute_all_max_tiles: int = 8
     sources: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:

@@ -13,6 +13,7 @@ import onnx
 
 from geofractal_edge.export.passes import dedupe_producers, gemm_to_matmul
 from geofractal_edge.export.quantize.base import QuantConfig, QuantContext, register
+from geofractal_edge.export.quantize.islands import consumers
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,9 @@ def to_int4(model: onnx.ModelProto, config: Int4Config, context: QuantContext) -
     algo = mq.DefaultWeightOnlyQuantConfig(
         block_size=config.block_size, is_symmetric=config.symmetric, quant_format=QuantFormat.QDQ
     )
-    quantizer = mq.MatMulNBitsQuantizer(gemm_to_matmul(model), algo_config=algo)
+    model = gemm_to_matmul(model)
+    skip = consumers(model, context.spec.unquantized)
+    quantizer = mq.MatMulNBitsQuantizer(model, algo_config=algo, nodes_to_exclude=skip)
     # It raises the opset to 21 (INT4 needs it) and warns that this "may" be invalid: the ops in our
     # graphs mean the same in 21, and the quantize step runs the full ONNX checker afterwards.
     quantizer.process()

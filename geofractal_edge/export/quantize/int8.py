@@ -15,6 +15,7 @@ from pathlib import Path
 import onnx
 
 from geofractal_edge.export.quantize.base import QuantConfig, QuantContext, register
+from geofractal_edge.export.quantize.islands import consumers
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ def to_int8(model: onnx.ModelProto, config: Int8Config, context: QuantContext) -
             weight_type=QuantType.QInt8,
             activation_type=QuantType.QInt8,
             op_types_to_quantize=list(context.spec.quantize_op_types),
+            nodes_to_exclude=consumers(model, context.spec.unquantized),
             calibrate_method=CalibrationMethod[config.calibrate_method],
             extra_options={
                 "WeightSymmetric": config.weight_symmetric,

@@ -26,3 +26,25 @@ def feature_stage(model: onnx.ModelProto, inputs: tuple[str, ...]) -> list[str]:
                 frontier.update(node.output)
                 changed = True
     return stage
+
+
+_PASS_THROUGH = {"Gather", "Cast", "Reshape", "Transpose", "Unsqueeze", "Squeeze", "Identity"}
+
+
+def consumers(model: onnx.ModelProto, tensors: tuple[str, ...]) -> list[str]:
+    """Names of nodes that read `tensors`, directly or through shape-only ops and gathers.
+
+    The quantizers exclude these nodes so that ternary weights reach the graph untouched.
+    """
+    frontier, found = set(tensors), []
+    changed = True
+    while changed:
+        changed = False
+        for node in model.graph.node:
+            if node.name in found or not any(i in frontier for i in node.input):
+                continue
+            found.append(node.name)
+            changed = True
+            if node.op_type in _PASS_THROUGH:
+                frontier.update(node.output)
+    return found

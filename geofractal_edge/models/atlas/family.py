@@ -32,7 +32,8 @@ def default_checkpoint(*, progress: Progress | None = None) -> Path:
     return path
 
 
-def load_exportable(model: Path | None, *, progress: Progress | None = None) -> Exportable:
+def load_exportable(model: Path | None, *, progress: Progress | None = None, target=None) -> Exportable:
+    """The library at `model`, or the embedded default. Atlas lowers the same way for every target."""
     path = Path(model) if model is not None else default_checkpoint(progress=progress)
     library, texts = load_checkpoint(path)
     source = {"checkpoint": "embedded default" if model is None else path.name, "sha256": file_sha256(path)}
