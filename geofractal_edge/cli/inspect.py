@@ -13,6 +13,7 @@ from geofractal_edge.cli.render import console, print_json
 def inspect(
     bundle: Path = typer.Argument(..., help="Bundle directory."),
     as_json: bool = typer.Option(False, "--json", help="Print the whole manifest as JSON."),
+    plot: Path | None = typer.Option(None, "--plot", help="Routed models: write a PNG of tile usage per layer."),
 ) -> None:
     """Check every hash, then print what the bundle holds."""
     from geofractal_edge.artifacts import open_bundle
@@ -37,6 +38,27 @@ def inspect(
     parity = data.get("parity")
     if parity:
         console.print(f"parity at export: {'PASSED' if parity['passed'] else 'FAILED'} on {', '.join(parity['providers_used'])}")
+    info = data.get("family_info") or {}
+    if info.get("layers"):
+        _render_routing(info)
+    if plot is not None:
+        from geofractal_edge.cli.plots import tile_usage_png
+
+        tile_usage_png(info, plot, title=f"{data['model']['name']} ({data['precision']}, {info.get('lowering', '')})")
+        console.print(f"wrote {plot}")
     if data.get("tensorrt"):
         trt = data["tensorrt"]
         console.print(f"TensorRT {trt['tensorrt_version']} (SM {trt['sm']}): strongly typed, workspace {trt['workspace_bytes'] >> 20} MiB, opt level {trt['builder_optimization_level']}")
+
+
+def _render_routing(info: dict) -> None:
+    table = Table("layer", "tiles", "unused", "busiest share", "unique signatures", "mean Hamming", "clusters",
+                  title=f"routing: {info['routing']}, lowered as {info['lowering']} (usage on {info['golden_tokens']} golden tokens)")
+    for i, layer in enumerate(info["layers"]):
+        usage = layer["usage"]
+        total = max(1, sum(usage))
+        clusters = layer.get("clusters")
+        table.add_row(str(i), str(layer["tiles"]), str(sum(1 for u in usage if u == 0)), f"{max(usage) / total:.1%}",
+                      str(layer["unique_signatures"]), f"{layer['mean_signature_hamming']:.3f}",
+                      " ".join("{" + ",".join(map(str, c)) + "}" for c in clusters) if clusters else "-")
+    console.print(table)

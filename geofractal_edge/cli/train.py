@@ -56,3 +56,28 @@ def _read_texts(paths: list[Path]) -> dict[str, str]:
             raise GfedgeError(f"two texts are named {path.stem}", "rename one file")
         texts[path.stem] = content
     return texts
+
+
+@app.command("trix")
+def train_trix(
+    out: Path = typer.Option(..., "--out", help="Checkpoint to write (.safetensors)."),
+    text: Path | None = typer.Option(None, "--text", help="A UTF-8 text file; default: CPython's pydoc topics (real English)."),
+    tiles: int | None = typer.Option(None, "--tiles", min=2, help="Tiles per TriX FFN (default: the config's)."),
+    hierarchical: bool = typer.Option(False, "--hierarchical", help="2-level routing: cluster, then tile (O(sqrt n))."),
+    dense: bool = typer.Option(False, "--dense", help="Train the dense-FFN baseline instead (same active parameters)."),
+    steps: int | None = typer.Option(None, "--steps", min=1),
+    seed: int = typer.Option(0, "--seed"),
+    as_json: bool = typer.Option(False, "--json", help="Print the training report as JSON."),
+) -> None:
+    """Train a character-level TriX LM (ternary tiles, signature routing); reports held-out bits/char."""
+    from geofractal_edge.models.trix.cli_support import train_trix_file
+
+    content = None
+    if text is not None:
+        content = next(iter(_read_texts([text]).values()))
+    with progress_bar(enabled=not as_json) as progress:
+        report = train_trix_file(text=content, out=out, tiles=tiles, hierarchical=hierarchical, dense=dense, steps=steps, seed=seed, progress=progress)
+    if as_json:
+        print_json(report)
+    else:
+        console.print(f"held-out bits/char {report['held_out_bpc']:.4f} ({report['ffn']}, {report['steps']} steps); wrote {out}")

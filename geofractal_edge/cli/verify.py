@@ -33,6 +33,21 @@ def _render(report) -> None:
         table.add_row(check.name, f"{check.value:.6g}", f"{sign} {check.limit:g}", "ok" if check.passed else "FAIL")
     console.print(table)
     console.print(f"providers used: {', '.join(report.providers_used)}" + (f"; missing here: {', '.join(report.fallbacks)}" if report.fallbacks else ""))
+    routing = report.metrics.get("route_agreement")
+    if routing:
+        _render_routes(routing)
     task = report.metrics[report.task_metric]
     detail = f"{report.task_metric} torch {task['torch']:.2f}% runtime {task['runtime']:.2f}%, SQNR {report.metrics['sqnr_db']:.1f} dB, {len(report.cases)} cases"
     verdict(report.passed, detail)
+
+
+def _render_routes(routing: dict) -> None:
+    for name, part in routing["by_output"].items():
+        layers = ", ".join(f"{a:.4%}" for a in part["per_layer"])
+        console.print(f"{name}: agreement per layer {layers}; {part['disagreements']} of {part['decisions']} decisions differ, "
+                      f"{part['near_ties']} of them near-ties (torch margin <= {part['near_tie_rel']:g} x the layer's median)")
+        for item in part["listed"][:10]:
+            tie = "near-tie" if item["near_tie"] else "CLEAR MARGIN"
+            console.print(f"  {item['case']} layer {item['layer']} at {item['at']}: torch {item['torch']} vs runtime {item['runtime']}, "
+                          f"margin {item['torch_margin']:.4g} ({tie})")
+    console.print(f"numeric checks on the {routing['rows_all_agree']} of {routing['rows']} rows where every route agrees")

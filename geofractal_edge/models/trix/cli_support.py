@@ -1,0 +1,24 @@
+"""File-level training entry point behind `gfedge train trix`."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from geofractal_edge.models.trix.checkpoint import save_checkpoint
+from geofractal_edge.models.trix.config import TrixConfig
+from geofractal_edge.models.trix.data import build_vocab, corpus
+from geofractal_edge.models.trix.train import train_lm
+
+
+def train_trix_file(*, text: str | None, out: Path, tiles: int | None, hierarchical: bool, dense: bool, steps: int | None,
+                    seed: int, progress=None) -> dict:
+    config = TrixConfig.default(build_vocab(corpus() if text is None else text))
+    changes = {"routing": "hierarchical"} if hierarchical else {}
+    if tiles is not None:
+        changes["n_tiles"] = tiles
+    config = dataclasses.replace(config, **changes)
+    bar = None if progress is None else (lambda step, total, loss: progress("train trix", step, total))
+    model, report = train_lm(config, ffn="dense" if dense else "trix", steps=steps, seed=seed, progress=bar, text=text)
+    save_checkpoint(out, model, report=report)
+    return {**{k: v for k, v in report.items() if k != "tile_usage"}, "out": str(out)}
