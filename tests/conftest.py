@@ -64,3 +64,40 @@ def gfedge(*args: str, env: dict | None = None, timeout: int = 300) -> subproces
     full_env = {**os.environ, **(env or {})}
     full_env.pop("GFEDGE_DEBUG", None)
     return subprocess.run([sys.executable, "-m", "geofractal_edge.cli.main", *map(str, args)], capture_output=True, text=True, env=full_env, timeout=timeout, cwd=ROOT)
+
+
+@pytest.fixture(scope="session")
+def trix_checkpoint(tmp_path_factory) -> Path:
+    """A small TriX LM on the real pydoc corpus (4 tiles, 2 layers), trained briefly, saved and reloaded."""
+    import dataclasses
+
+    from geofractal_edge.models.trix.checkpoint import save_checkpoint
+    from geofractal_edge.models.trix.config import TrixConfig
+    from geofractal_edge.models.trix.data import build_vocab, corpus
+    from geofractal_edge.models.trix.train import train_lm
+
+    config = dataclasses.replace(TrixConfig.tiny(build_vocab(corpus())), d_hidden=64)
+    model, _ = train_lm(config, steps=80, seed=0)
+    path = tmp_path_factory.mktemp("trix") / "trix.safetensors"
+    save_checkpoint(path, model)
+    return path
+
+
+@pytest.fixture(scope="session")
+def trix_bundle_factory(trix_checkpoint, tmp_path_factory):
+    """Export the TriX checkpoint (once per lowering and precision) and return the bundle path."""
+    from geofractal_edge.models.trix.checkpoint import load_checkpoint
+    from geofractal_edge.models.trix.family import exportable_from_model
+    from geofractal_edge.pipeline import export_bundle
+
+    made: dict[tuple[str, str], Path] = {}
+
+    def make(precision: str = "fp32", lowering: str = "gather_by_route") -> Path:
+        if (lowering, precision) not in made:
+            exportable = exportable_from_model(load_checkpoint(trix_checkpoint), name="trix-test", source={}, lowering=lowering)
+            out = tmp_path_factory.mktemp("trix-bundles") / f"{lowering}-{precision}"
+            export_bundle(family="trix", target="host-cpu", precision=precision, out=out, exportable=exportable)
+            made[(lowering, precision)] = out
+        return made[(lowering, precision)]
+
+    return make
