@@ -32,7 +32,10 @@ def export_bundle(
     overwrite: bool = False, progress: Progress | None = None, exportable=None,
 ) -> ExportResult:
     """Export one bundle for one target and precision; parity is measured and recorded in it."""
-    step = progress or (lambda phase, done, total: None)
+    def step(phase: str, done: int, total: int) -> None:
+        if progress is not None:
+            progress(f"export {family} {precision or ''}".strip(), done, total)
+
     profile = get_target(target)
     precision = precision or profile.default_precision
     if precision not in profile.precisions:
@@ -41,19 +44,19 @@ def export_bundle(
     if model is not None and not Path(model).is_file():
         raise GfedgeError(f"model checkpoint {model} does not exist", "pass a file written by `gfedge train`, or drop --model for the embedded default")
     exportable = exportable or family_module(family).load_exportable(model, progress=progress, target=profile)
-    step("trace", 0, 4)
+    step("trace", 0, 5)
     graph = trace(exportable)
-    step("quantize", 1, 4)
+    step("quantize", 1, 5)
     graph = quantize(graph, config, QuantContext(spec=exportable.spec, calibration=exportable.calibration()))
     check_shapes(graph, exportable)
     ternary = externalize_ternary(graph, tuple(c for c, _ in exportable.spec.ternary)) if exportable.spec.ternary else None
-    step("write", 2, 4)
+    step("write", 2, 5)
     with atomic.directory(Path(out), overwrite=overwrite) as staging:
         data = write_files(staging, exportable, graph, profile=profile, config=config, ternary=ternary)
         seal(staging, data)
-        step("verify", 3, 4)
+        step("verify", 3, 5)
         report = verify_bundle(open_bundle(staging))
         data["parity"] = report.to_dict()
         manifest = seal(staging, data)
-    step("done", 4, 4)
+    step("done", 5, 5)
     return ExportResult(path=Path(out), manifest=manifest, parity=report)
