@@ -18,7 +18,7 @@ def run_guarded(app) -> None:
         if os.environ.get("GFEDGE_DEBUG"):
             raise
         sys.stderr.write(f"error: {exc.one_line()}\n")
-        sys.exit(USER_ERROR)
+        sys.exit(getattr(exc, "exit_code", USER_ERROR))
     except Bug as exc:
         sys.stderr.write(f"bug in geofractal_edge (please report it, with GFEDGE_DEBUG=1 output): {exc}\n")
         raise

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from geofractal_edge.cli.render import console, print_json, progress_bar, verdict
+from geofractal_edge.errors import GfedgeError
 
 
 def export(
@@ -17,14 +18,18 @@ def export(
     precision: str | None = typer.Option(None, "--precision", "-p", help="fp32, fp16, int8, int4; default: the target's."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle (only once the new one is complete)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+    format: str = typer.Option("onnx", "--format", help="onnx: a gfedge bundle at --out. triton: a Triton model repository at --out, its bundle beside it as OUT.bundle."),
 ) -> None:
     """Trace, quantize and write a bundle; parity against torch is measured and recorded in it."""
     from geofractal_edge.pipeline import export_bundle
     from geofractal_edge.targets import get_target
 
     get_target(target)  # an unknown name fails before any work
+    if format not in ("onnx", "triton"):
+        raise GfedgeError(f"unknown format '{format}'", "use --format onnx or --format triton")
+    bundle_out = out if format == "onnx" else out.with_name(out.name + ".bundle")
     with progress_bar(enabled=not as_json) as progress:
-        result = export_bundle(family=family, target=target, out=out, precision=precision, model=model, overwrite=overwrite, progress=progress)
+        result = export_bundle(family=family, target=target, out=bundle_out, precision=precision, model=model, overwrite=overwrite, progress=progress)
     report = result.parity
     summary = {
         "bundle": str(result.path),
@@ -34,11 +39,19 @@ def export(
         "bytes": sum(f["bytes"] for f in result.manifest.files.values()),
         "parity": report.to_dict(),
     }
+    repo = None
+    if format == "triton" and report.passed:  # a bundle that fails parity is not served
+        from geofractal_edge.export.triton import write_repository
+
+        repo = write_repository([result.path], out, overwrite=overwrite)
+        summary["triton"] = {"repository": str(repo.path), "models": repo.models}
     if as_json:
         print_json(summary)
     else:
         task = report.metrics[report.task_metric]
         console.print(f"wrote {result.path}: {summary['target']} {summary['precision']}, {summary['bytes']:,} bytes")
+        if repo is not None:
+            console.print(f"wrote Triton repository {repo.path}: models {', '.join(repo.models)}")
         verdict(report.passed, f"export parity: {report.task_metric} torch {task['torch']:.2f}% vs runtime {task['runtime']:.2f}%, SQNR {report.metrics['sqnr_db']:.1f} dB")
     if not report.passed:
         raise typer.Exit(1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from geofractal_edge import __version__
-from geofractal_edge.cli import env, export, inspect, run, targets, train, verify
+from geofractal_edge.cli import build, env, export, inspect, run, targets, train, verify
 from geofractal_edge.cli.errors import run_guarded
 
 app = typer.Typer(
@@ -22,6 +22,7 @@ app.command("run")(run.run)
 app.command("verify")(verify.verify)
 app.command("inspect")(inspect.inspect)
 app.command("env")(env.env)
+app.command("build")(build.build)
 
 
 @app.callback(invoke_without_command=True)

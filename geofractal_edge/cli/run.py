@@ -16,12 +16,18 @@ def run(
     key: str | None = typer.Option(None, "--key", "-k", help="Key name (bundle keys/) or a key file path."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write outputs: .safetensors, .npz or .json."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 1 if any part of the graph would not run on the target's first provider."),
+    engine: bool = typer.Option(False, "--engine", help="Run engine.plan with TensorRT (made by `gfedge build`) instead of onnxruntime."),
 ) -> None:
     """Check the bundle, load it, validate the inputs and run."""
     from geofractal_edge.runtimes import load
     from geofractal_edge.runtimes.io import read_inputs, write_outputs
+    from geofractal_edge.runtimes.placement import check_placement
 
+    if engine:
+        from geofractal_edge.runtimes.tensorrt_session import load_engine as load
     session = load(bundle)
+    placement = check_placement(session, strict=strict)
     feeds = read_inputs(input, session.manifest.inputs)
     if key is not None:
         session.use_key(session.keys.from_file(Path(key)) if key.endswith(".safetensors") else key)
@@ -32,6 +38,7 @@ def run(
         "bundle": str(bundle),
         "key": session.active_key,
         "providers_used": list(session.providers_used),
+        "placement": placement.to_dict(),
         "fallbacks": list(session.fallbacks),
         "outputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in outputs.items()},
     }
@@ -43,7 +50,7 @@ def run(
     if as_json:
         print_json(summary)
         return
-    console.print(f"providers: {', '.join(session.providers_used)}" + (f" (missing here: {', '.join(session.fallbacks)})" if session.fallbacks else ""))
+    console.print(placement.line(), soft_wrap=True)
     for name, meta in summary["outputs"].items():
         console.print(f"{name}: shape {meta['shape']} {meta['dtype']}")
     if "decoded" in summary:

@@ -13,14 +13,25 @@ from geofractal_edge.cli.render import console, print_json, verdict
 def verify(
     bundle: Path = typer.Argument(..., help="Bundle directory."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 1 if any part of the graph would not run on the target's first provider."),
+    engine: bool = typer.Option(False, "--engine", help="Verify engine.plan with TensorRT (made by `gfedge build`) instead of onnxruntime."),
 ) -> None:
     """Exit 0 when every parity check passes, 1 when one fails."""
+    from geofractal_edge.artifacts import open_bundle
     from geofractal_edge.parity import verify_bundle
+    from geofractal_edge.runtimes import Session
+    from geofractal_edge.runtimes.placement import check_placement
 
-    report = verify_bundle(bundle)
+    opened = open_bundle(bundle)
+    if engine:
+        from geofractal_edge.runtimes.tensorrt_session import TensorRTSession as Session
+    session = Session(opened)
+    placement = check_placement(session, strict=strict)
+    report = verify_bundle(opened, session=session)
     if as_json:
-        print_json(report.to_dict())
+        print_json({**report.to_dict(), "placement": placement.to_dict()})
     else:
+        console.print(placement.line(), soft_wrap=True)
         _render(report)
     if not report.passed:
         raise typer.Exit(1)

@@ -1,11 +1,12 @@
 """Write a Triton Inference Server model repository from bundles, for users who serve on a fleet.
 
 One Triton model per bundle: `<repo>/<model>/config.pbtxt` and `<repo>/<model>/1/model.onnx`
-(onnxruntime backend), plus the bundle's keys under `<model>/keys/` and its manifest beside them
+(onnxruntime backend; packed ternary weights filled back into the graph, since Triton reads one
+self-contained file), plus the bundle's keys under `<model>/keys/` and its manifest beside them
 (Triton ignores non-numeric folders and extra files). Everything comes from the manifest, never
 from the family: inputs and outputs with dtypes and dims, and batching only where every input and
-output leads with the same dynamic dimension (otherwise `max_batch_size: 0`, said why in a
-comment). Given several bundles whose outputs feed later inputs by name, an ensemble wires them.
+output leads with the dynamic dimension the spec names "batch" (otherwise `max_batch_size: 0`, said
+why in a comment). Given several bundles whose outputs feed later inputs by name, an ensemble wires them.
 The text is written here; tests parse it with tritonclient's model_config protobuf.
 """
 
@@ -20,6 +21,7 @@ from pathlib import Path
 from geofractal_edge.artifacts import Bundle, atomic, open_bundle
 from geofractal_edge.artifacts.manifest import MANIFEST
 from geofractal_edge.errors import GfedgeError
+from geofractal_edge.export.tensorrt.build import standalone_onnx
 
 VERSION = "1"
 TYPES = {
@@ -67,7 +69,7 @@ def write_repository(
         for model in models:
             folder = staging / model.name
             (folder / VERSION).mkdir(parents=True)
-            shutil.copyfile(model.bundle.model_path, folder / VERSION / "model.onnx")
+            (folder / VERSION / "model.onnx").write_bytes(standalone_onnx(model.bundle))
             for key in model.bundle.key_names():
                 (folder / "keys").mkdir(exist_ok=True)
                 shutil.copyfile(model.bundle.file(f"{model.bundle.manifest.keys['dir']}/{key}.safetensors"), folder / "keys" / f"{key}.safetensors")
@@ -84,14 +86,17 @@ def default_name(bundle: Bundle) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", f"{m.family}_{m.data.get('model', {}).get('name', 'model')}_{m.target.get('name', 'any')}_{m.precision}")
 
 
+BATCH = "batch"  # a spec declares Triton's batch axis by naming the leading dynamic dimension so
+
+
 def batch_dim(manifest) -> str | None:
-    """The dynamic dimension every input and output leads with, if there is one: Triton's batch."""
+    """The batch dimension, when every input and output leads with the one named "batch".
+
+    Only a declared name counts: a shared leading dimension alone (Atlas's coordinate count `n`)
+    does not say that rows are independent requests, so Triton must not stack them.
+    """
     firsts = {tuple(t["shape"][:1]) for t in manifest.inputs + manifest.outputs}
-    if len(firsts) == 1:
-        (first,) = firsts
-        if first and isinstance(first[0], str):
-            return first[0]
-    return None
+    return BATCH if firsts == {(BATCH,)} else None
 
 
 def triton_model(bundle: Bundle, *, name: str, instances: int = 1, max_queue_delay_us: int = 100) -> TritonModel:
@@ -204,7 +209,7 @@ def _header(model: TritonModel) -> str:
     m = model.bundle.manifest
     lines = [f"# gfedge: {m.family} {m.data.get('model', {}).get('name', '')} {m.precision} for {m.target.get('name')}, from bundle {model.bundle.path.name}"]
     if model.max_batch_size == 0:
-        lines.append("# not batched by Triton: its inputs and outputs do not all lead with one dynamic dimension")
+        lines.append(f'# not batched by Triton: its inputs and outputs do not all lead with a dimension named "{BATCH}"')
     return "\n".join(lines) + "\n"
 
 

@@ -18,6 +18,7 @@ from geofractal_edge.artifacts import Bundle, Key, open_bundle
 from geofractal_edge.errors import BundleError, InputError
 from geofractal_edge.runtimes.compat import ProviderPlan, plan_providers
 from geofractal_edge.runtimes.inputs import check_inputs
+from geofractal_edge.runtimes.ort_cache import provider_options
 from geofractal_edge.runtimes.keys import KeyCache
 
 
@@ -35,7 +36,7 @@ class Session:
             options.add_external_initializers(list(self._codes), list(self._codes.values()))
         started = time.perf_counter()
         try:
-            self._session = ort.InferenceSession(str(bundle.model_path), sess_options=options, providers=list(self.plan.chosen))
+            self._session = ort.InferenceSession(str(bundle.model_path), sess_options=options, providers=provider_options(bundle, self.plan.chosen))
         except Exception as exc:  # onnxruntime raises its own untyped errors for unloadable graphs
             raise BundleError(f"onnxruntime cannot load {bundle.model_path.name}: {exc}", "re-export the bundle for this runtime") from exc
         self.load_seconds = time.perf_counter() - started

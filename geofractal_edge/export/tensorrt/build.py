@@ -18,6 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from geofractal_edge._lazy import require
 from geofractal_edge.artifacts import Bundle, atomic, open_bundle, seal
 from geofractal_edge.errors import BundleError, Bug, GfedgeError
 from geofractal_edge.export.tensorrt import adapter
@@ -62,13 +65,8 @@ def build_engine(bundle_path: Path | str, *, timing_cache: Path | None = None, p
 
     step("parse onnx", 0, STEPS)
     builder = trt.Builder(api.logger)
-    network = builder.create_network(api.network_flags())
-    parser = trt.OnnxParser(network, api.logger)
-    if not parser.parse(bundle.model_path.read_bytes()):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise BundleError(f"TensorRT {api.version} cannot parse {bundle.model_path.name}: {errors}", "re-export the bundle; report the op if it persists")
-    _check_io(bundle, network)
-    config = _configure(api, builder, network, settings, progress)
+    network, _parser = _parse(api, builder, bundle)  # the parser owns weights the network refers to
+    config = _configure(api, builder, network, settings, progress, precision=bundle.manifest.precision)
     blobs = _timing_blobs(bundle, timing_cache, api.version, sm)
     cache = config.create_timing_cache(blobs[0] if blobs else b"")
     for blob in blobs[1:]:
@@ -89,21 +87,11 @@ def build_engine(bundle_path: Path | str, *, timing_cache: Path | None = None, p
     timing = bytes(config.get_timing_cache().serialize())
 
     step("check engine", 2, STEPS)
-    facts = _inspect(api, plan)
     record = {
         "file": ENGINE_FILE,
         "key": key.to_dict(),
-        "built": {
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "seconds": round(seconds, 3),
-            "tensorrt_version": api.version,
-            "cuda_runtime": api.cuda.runtime_version(),
-            "gpu": api.cuda.device_name(),
-            "sm": sm,
-            "plan_bytes": len(plan),
-            "timing_cache_reused": bool(blobs),
-        },
-        "engine": facts,
+        "built": _built(api, sm, seconds=seconds, plan_bytes=len(plan), reused=bool(blobs)),
+        "engine": _inspect(api, plan),
         "timing_cache": {"file": TIMING_CACHE_FILE, "tensorrt_version": api.version, "sm": sm},
         "dla": dla,
     }
@@ -113,6 +101,49 @@ def build_engine(bundle_path: Path | str, *, timing_cache: Path | None = None, p
         _save_timing_cache(Path(timing_cache), timing, api.version, sm)
     step("done", STEPS, STEPS)
     return BuildResult(path=bundle.path, key=key, record=record)
+
+
+def _parse(api: adapter.TensorRT, builder, bundle: Bundle):
+    trt = api.trt
+    network = builder.create_network(api.network_flags())
+    parser = trt.OnnxParser(network, api.logger)
+    if not parser.parse(standalone_onnx(bundle)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise BundleError(f"TensorRT {api.version} cannot parse {bundle.model_path.name}: {errors}", "re-export the bundle; report the op if it persists")
+    _check_io(bundle, network)
+    return network, parser
+
+
+def standalone_onnx(bundle: Bundle) -> bytes:
+    """model.onnx with its external initializers (packed ternary codes) filled in.
+
+    TensorRT's parser and Triton's onnxruntime backend read one self-contained graph; onnxruntime
+    sessions get the codes handed over instead. Needs the onnx package only when there are codes.
+    """
+    data = bundle.model_path.read_bytes()
+    codes = bundle.ternary_codes()
+    if not codes:
+        return data
+    onnx = require("onnx")
+    model = onnx.load_from_string(data)
+    for init in model.graph.initializer:
+        if init.name in codes:
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(init.data_type)
+            init.CopyFrom(onnx.numpy_helper.from_array(codes[init.name].astype(dtype), init.name))
+    return model.SerializeToString()
+
+
+def _built(api: adapter.TensorRT, sm: str, *, seconds: float, plan_bytes: int, reused: bool) -> dict:
+    return {
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(seconds, 3),
+        "tensorrt_version": api.version,
+        "cuda_runtime": api.cuda.runtime_version(),
+        "gpu": api.cuda.device_name(),
+        "sm": sm,
+        "plan_bytes": plan_bytes,
+        "timing_cache_reused": reused,
+    }
 
 
 def _check_host(bundle: Bundle, settings: dict, api: adapter.TensorRT, sm: str) -> None:
@@ -139,11 +170,14 @@ def _check_io(bundle: Bundle, network) -> None:
         raise BundleError(f"the parsed network has inputs {got_in} and outputs {got_out}; the manifest says {want_in} and {want_out}", "re-export the bundle")
 
 
-def _configure(api: adapter.TensorRT, builder, network, settings: dict, progress: Progress | None):
+def _configure(api: adapter.TensorRT, builder, network, settings: dict, progress: Progress | None, *, precision: str):
     trt = api.trt
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(settings["workspace_bytes"]))
     config.builder_optimization_level = int(settings["builder_optimization_level"])
+    if precision == "fp32":
+        # TF32 is on by default on Ampere+; an fp32 bundle's parity tolerances assume real fp32.
+        config.clear_flag(trt.BuilderFlag.TF32)
     # Per-layer detail in the plan, so the engine inspector can show where each layer runs.
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     if progress is not None:
@@ -197,8 +231,6 @@ def _inspect(api: adapter.TensorRT, plan: bytes) -> dict:
 
 
 def _dtype_name(trt, dtype) -> str:
-    import numpy as np
-
     try:
         return np.dtype(trt.nptype(dtype)).name
     except TypeError:  # bf16, fp8, int4: no numpy type

@@ -32,6 +32,7 @@ class EngineKey:
     tensorrt_version: str  # the full version of the TensorRT that built the plan, "10.3.0.30"
     sm: str  # compute capability of the GPU it was built on, "8.7"
     onnx_sha256: str  # the graph it was built from
+    external_sha256: str  # weights kept outside model.onnx (packed ternary codes); "" when none
     precision: str
     profiles_sha256: str  # optimization profiles (min/opt/max of every dynamic input)
     settings_sha256: str  # workspace, optimization level, strong typing, DLA use
@@ -72,10 +73,17 @@ def engine_key(manifest: Manifest, *, tensorrt_version: str, sm: str) -> EngineK
         tensorrt_version=str(tensorrt_version),
         sm=str(sm),
         onnx_sha256=manifest.files[graph_file]["sha256"],
+        external_sha256=external_sha256(manifest),
         precision=manifest.precision,
         profiles_sha256=canonical_sha256(settings["optimization_profiles"]),
         settings_sha256=canonical_sha256({name: settings.get(name) for name in SETTINGS_FIELDS}),
     )
+
+
+def external_sha256(manifest: Manifest) -> str:
+    """The hash of the packed ternary weights the graph names as external data, or ""."""
+    section = manifest.data.get("ternary")
+    return manifest.files[section["file"]]["sha256"] if section else ""
 
 
 def engine_record(manifest: Manifest) -> dict | None:
@@ -101,6 +109,6 @@ def check_engine_compat(manifest: Manifest, host_trt_version: str, host_sm: str)
         raise BundleError(f"{ENGINE_FILE} was built for SM {stored.sm}, this GPU is SM {host_sm}", REBUILD)
     expected = engine_key(manifest, tensorrt_version=stored.tensorrt_version, sm=stored.sm)
     if expected != stored:
-        what = [f for f in ("onnx_sha256", "precision", "profiles_sha256", "settings_sha256") if getattr(expected, f) != getattr(stored, f)]
+        what = [f for f in ("onnx_sha256", "external_sha256", "precision", "profiles_sha256", "settings_sha256") if getattr(expected, f) != getattr(stored, f)]
         raise BundleError(f"{ENGINE_FILE} was not built from this bundle's graph and settings (differs in {', '.join(what)})", REBUILD)
     return stored

@@ -93,8 +93,9 @@ def test_engine_key_is_deterministic_and_names_version_and_sm(trt_bundle):
         lambda d: d["tensorrt"]["dla"].__setitem__("use", True),
         lambda d: d.__setitem__("precision", "fp16"),
         lambda d: d["files"]["model.onnx"].__setitem__("sha256", "0" * 64),
+        lambda d: d.__setitem__("ternary", {"file": "keys/async.safetensors", "tensors": {}}),  # weights outside model.onnx
     ],
-    ids=["workspace", "opt-level", "profile", "dla", "precision", "onnx"],
+    ids=["workspace", "opt-level", "profile", "dla", "precision", "onnx", "external-weights"],
 )
 def test_engine_key_changes_with_everything_that_shapes_the_engine(trt_bundle, change):
     before = engine_key(trt_bundle.manifest, tensorrt_version="10.3.0.30", sm="8.7")
@@ -166,6 +167,25 @@ def test_tensorrt_session_without_tensorrt_names_jetpack(trt_bundle):
     assert "JetPack" in err.value.fix
 
 
+def test_packed_ternary_weights_are_filled_back_for_the_parser(trix_bundle_factory):
+    """TensorRT's parser reads one self-contained graph: the 2-bit codes go back in as initializers."""
+    import onnx
+
+    from geofractal_edge.export.tensorrt.build import standalone_onnx
+    from geofractal_edge.export.tensorrt.compat import external_sha256
+
+    bundle = open_bundle(trix_bundle_factory("fp32"))
+    section = bundle.manifest.data["ternary"]
+    assert external_sha256(bundle.manifest) == bundle.manifest.files[section["file"]]["sha256"]
+    model = onnx.load_from_string(standalone_onnx(bundle))
+    inits = {i.name: i for i in model.graph.initializer}
+    codes = bundle.ternary_codes()
+    assert codes and set(codes) <= set(inits)
+    for name, values in codes.items():
+        assert inits[name].data_location != onnx.TensorProto.EXTERNAL
+        assert (onnx.numpy_helper.to_array(inits[name]) == values).all()
+
+
 def test_host_bundle_has_no_tensorrt_settings(bundle_factory):
     from geofractal_edge.export.tensorrt.compat import tensorrt_settings
 
@@ -198,8 +218,9 @@ def test_cache_key_changes_with_each_host_fact(trt_bundle, field):
         lambda d: d["tensorrt"]["optimization_profiles"][0]["x"].__setitem__("max", [4096]),
         lambda d: d.__setitem__("precision", "fp16"),
         lambda d: d["tensorrt"].__setitem__("workspace_bytes", 1 << 30),
+        lambda d: d.__setitem__("ternary", {"file": "keys/async.safetensors", "tensors": {}}),
     ],
-    ids=["onnx", "shapes", "precision", "workspace"],
+    ids=["onnx", "shapes", "precision", "workspace", "external-weights"],
 )
 def test_cache_key_changes_with_graph_shapes_precision_and_flags(trt_bundle, change):
     data = copy.deepcopy(trt_bundle.manifest.data)

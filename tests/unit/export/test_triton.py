@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import shutil
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
@@ -13,7 +15,7 @@ from onnx import TensorProto, helper
 from geofractal_edge.artifacts import Bundle, Manifest, open_bundle, seal
 from geofractal_edge.artifacts.hashing import file_sha256
 from geofractal_edge.errors import GfedgeError
-from geofractal_edge.export.triton import batch_dim, write_repository
+from geofractal_edge.export.triton import TYPES, batch_dim, write_repository
 from geofractal_edge.models.family import FAMILIES
 from geofractal_edge.targets import get_target
 
@@ -25,34 +27,57 @@ def parse(path: Path):
     return text_format.Parse(path.read_text(encoding="utf-8"), model_config.ModelConfig())
 
 
-def family_bundles(bundle_factory) -> dict[str, list[Path]]:
-    """Bundles of every family that exists today (a family module that is not there yet is skipped)."""
-    import importlib.util
+def bundles_of(family: str, request) -> list[Path]:
+    """Two bundles of `family` from conftest's factories (a family without one is skipped, saying so)."""
+    if importlib.util.find_spec(FAMILIES[family]) is None:
+        pytest.skip(f"family {family} has no module yet ({FAMILIES[family]})")
+    if family == "atlas":
+        make = request.getfixturevalue("bundle_factory")
+        return [make("fp32", "host-cpu"), make("int8", "jetson-orin-nano")]
+    if family == "trix":
+        make = request.getfixturevalue("trix_bundle_factory")
+        return [make("fp32"), make("int8")]
+    pytest.skip(f"tests/conftest.py has no bundle factory for family {family} yet")
 
-    made = {}
-    for family, module in FAMILIES.items():
-        if importlib.util.find_spec(module) is None:
-            continue
-        assert family == "atlas", f"add a bundle factory for family {family}"
-        made[family] = [bundle_factory("fp32"), bundle_factory("int8", "jetson-orin-nano")]
-    return made
 
-
-def test_every_family_writes_a_repository_that_triton_can_parse(bundle_factory, tmp_path):
-    for family, bundles in family_bundles(bundle_factory).items():
-        repo = write_repository(bundles, tmp_path / family)
-        assert len(repo.models) == len(bundles) and len(set(repo.models)) == len(bundles)
-        for name, path in zip(repo.models, bundles):
-            bundle = open_bundle(path)
-            config = parse(repo.path / name / "config.pbtxt")
-            assert config.name == name and config.backend == "onnxruntime"
-            assert [i.name for i in config.input] == [t["name"] for t in bundle.manifest.inputs]
-            assert [o.name for o in config.output] == [t["name"] for t in bundle.manifest.outputs]
-            assert all(i.data_type == model_config.TYPE_FP32 for i in config.input)
-            assert file_sha256(repo.path / name / "1" / "model.onnx") == bundle.manifest.files["model.onnx"]["sha256"]
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_every_family_writes_a_repository_that_triton_can_parse(family, request, tmp_path):
+    bundles = bundles_of(family, request)
+    repo = write_repository(bundles, tmp_path / family)
+    assert len(repo.models) == len(bundles) and len(set(repo.models)) == len(bundles)
+    types = {v: k for k, v in model_config.DataType.items()}
+    for name, path in zip(repo.models, bundles):
+        bundle = open_bundle(path)
+        config = parse(repo.path / name / "config.pbtxt")
+        assert config.name == name and config.backend == "onnxruntime"
+        assert [i.name for i in config.input] == [t["name"] for t in bundle.manifest.inputs]
+        assert [o.name for o in config.output] == [t["name"] for t in bundle.manifest.outputs]
+        assert [types[i.data_type] for i in config.input] == [TYPES[t["dtype"]] for t in bundle.manifest.inputs]
+        assert [types[o.data_type] for o in config.output] == [TYPES[t["dtype"]] for t in bundle.manifest.outputs]
+        if bundle.key_names():
             assert sorted(p.stem for p in (repo.path / name / "keys").iterdir()) == sorted(bundle.key_names())
-            kind = model_config.ModelInstanceGroup.KIND_GPU if bundle.manifest.target.get("sm") else model_config.ModelInstanceGroup.KIND_CPU
-            assert [(g.kind, g.count) for g in config.instance_group] == [(kind, 1)]
+        kind = model_config.ModelInstanceGroup.KIND_GPU if bundle.manifest.target.get("sm") else model_config.ModelInstanceGroup.KIND_CPU
+        assert [(g.kind, g.count) for g in config.instance_group] == [(kind, 1)]
+        _same_outputs_as_the_bundle(repo.path / name / "1" / "model.onnx", bundle)
+
+
+def _same_outputs_as_the_bundle(model: Path, bundle) -> None:
+    """The repository's model.onnx stands alone (no external data) and computes what the bundle does."""
+    import onnxruntime as ort
+
+    from geofractal_edge.runtimes import Session
+    from geofractal_edge.runtimes.placement import golden_feeds
+
+    graph = onnx.load(str(model), load_external_data=False)
+    assert not any(init.data_location == onnx.TensorProto.EXTERNAL for init in graph.graph.initializer)
+    if not bundle.manifest.data.get("ternary"):
+        assert file_sha256(model) == bundle.manifest.files[bundle.manifest.graph["file"]]["sha256"]  # copied as is
+    case = bundle.golden_cases()[0]
+    want = Session(bundle, providers=("CPUExecutionProvider",)).run(case.inputs, key=case.key)
+    names = [t["name"] for t in bundle.manifest.outputs]
+    got = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(names, golden_feeds(bundle))
+    for name, array in zip(names, got, strict=True):
+        np.testing.assert_array_equal(array, want[name])
 
 
 def test_atlas_is_not_batched_because_its_key_has_no_n(bundle_factory, tmp_path):

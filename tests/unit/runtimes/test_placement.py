@@ -36,7 +36,7 @@ def _report(**fields) -> PlacementReport:
 
 def test_measured_kernels_come_from_a_real_profiled_run(bundle_factory):
     session = load(bundle_factory("fp32"))
-    kernels, kept = measure(session.bundle.model_path, [CPU_EP], golden_feeds(session.bundle))
+    kernels, kept = measure(session.bundle, [CPU_EP], golden_feeds(session.bundle))
     assert kept == (CPU_EP,)
     assert set(kernels) == {CPU_EP} and kernels[CPU_EP] > 5
 
@@ -58,6 +58,11 @@ def test_host_bundle_runs_where_its_target_intends(bundle_factory):
     assert report.clean and report.ran_on == CPU_EP
     assert "as the target host-cpu intends" in report.line()
     check_strict(report)  # no error
+
+
+def test_packed_ternary_weights_are_handed_to_the_measuring_session(trix_bundle_factory):
+    report = report_for(load(trix_bundle_factory("fp32")))  # TriX keeps its tile codes outside model.onnx
+    assert report.clean and report.kernels[CPU_EP] > 0
 
 
 @pytest.mark.skipif(not NO_TRT_EP, reason="this host's onnxruntime has the TensorRT provider")
