@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from geofractal_edge import __version__
-from geofractal_edge.cli import build, env, export, inspect, run, targets, train, verify
+from geofractal_edge.cli import build, env, export, inspect, ps, run, serve, targets, train, verify
 from geofractal_edge.cli.errors import run_guarded
 
 app = typer.Typer(
@@ -23,6 +23,8 @@ app.command("verify")(verify.verify)
 app.command("inspect")(inspect.inspect)
 app.command("env")(env.env)
 app.command("build")(build.build)
+app.command("serve")(serve.serve)
+app.command("ps")(ps.ps)
 
 
 @app.callback(invoke_without_command=True)

@@ -1,0 +1,160 @@
+"""The zoo's models as entries: registered from a folder, checked, described, matched to requests.
+
+Every sub-folder of the zoo folder is a bundle, except `keys/` and hidden folders. Registering
+checks the bundle completely (`open_bundle`: every hash, the format version); one that fails is
+kept as a quarantined entry with the reason, so a corrupted bundle dropped into a serving zoo shows
+up in the status instead of vanishing. A folder whose files change (size or mtime) is registered
+again at the next scan, so a half-copied bundle recovers once the copy completes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from geofractal_edge.artifacts import Bundle, open_bundle
+from geofractal_edge.errors import GfedgeError
+
+REGISTERED = "registered"  # checked, not loaded
+LOADING = "loading"
+RESIDENT = "resident"
+QUARANTINED = "quarantined"
+KEYS_FOLDER = "keys"
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a request needs from a model: its data inputs (names), a key, a family, or one model."""
+
+    inputs: Mapping[str, Any] | None  # None: any inputs (prefetch hints)
+    key: str | None = None
+    context: str = "default"
+    family: str | None = None
+    model: str | None = None
+
+
+@dataclass
+class Entry:
+    id: str
+    path: Path
+    signature: tuple
+    bundle: Bundle | None = None
+    state: str = REGISTERED
+    reason: str = ""
+    session: Any = None  # runtimes.Session while resident
+    pins: int = 0  # requests holding it; never evicted while > 0
+    hits: int = 0
+    loads: int = 0
+    evictions: int = 0
+    runs: int = 0
+    failures: int = 0
+    last_used: float = 0.0
+    measured_bytes: int | None = None  # process delta of the last load, warm-up run included
+    freed_bytes: int | None = None  # what the last unload gave back, measured
+    load_seconds: float | None = None  # last measured load (session + warm-up run)
+    run_lock: threading.Lock = field(default_factory=threading.Lock)  # the bound key is session state
+
+    @property
+    def manifest(self):
+        return self.bundle.manifest
+
+    @property
+    def estimate_bytes(self) -> int:
+        """The manifest's estimate: bytes of the model files (golden cases excluded)."""
+        return self.bundle.model_bytes if self.bundle else 0
+
+    @property
+    def manifest_sha(self) -> str:
+        """The manifest's recorded sha256: names this exact bundle (memory book key)."""
+        try:
+            return (self.path / "manifest.json.sha256").read_text().strip()
+        except OSError:
+            return ""
+
+    @property
+    def core(self) -> str:
+        return self.manifest.data.get("model", {}).get("core_sha256", "")
+
+    @property
+    def key_dim(self) -> int:
+        return int((self.manifest.keys or {}).get("dim", 0))
+
+    @property
+    def takes_key(self) -> bool:
+        return any(i.get("role") == "key" for i in self.manifest.inputs)
+
+    @property
+    def data_inputs(self) -> list[dict]:
+        return [i for i in self.manifest.inputs if i.get("role") != "key"]
+
+    @property
+    def default_key(self) -> str | None:
+        return (self.manifest.keys or {}).get("default")
+
+    def accepts(self, request: Request, keyring) -> bool:
+        """Does this model declare what the request needs (family, input names, key)?"""
+        if self.bundle is None:
+            return False
+        if request.model is not None and request.model != self.id:
+            return False
+        if request.family is not None and request.family != self.manifest.family:
+            return False
+        if request.inputs is not None and set(request.inputs) != {i["name"] for i in self.data_inputs}:
+            return False
+        if request.key is None:
+            return not self.takes_key or self.default_key is not None
+        if not self.takes_key:
+            return False
+        return request.key in self.bundle.key_names() or keyring.find(request.key, core_sha256=self.core, dim=self.key_dim) is not None
+
+    def describe(self) -> dict:
+        manifest = self.manifest if self.bundle else None
+        return {
+            "id": self.id,
+            "state": self.state,
+            "reason": self.reason,
+            "family": manifest.family if manifest else None,
+            "precision": manifest.precision if manifest else None,
+            "target": manifest.target.get("name") if manifest else None,
+            "estimate_bytes": self.estimate_bytes,
+            "measured_bytes": self.measured_bytes,
+            "freed_bytes": self.freed_bytes,
+            "load_seconds": self.load_seconds,
+            "pins": self.pins,
+            "hits": self.hits,
+            "loads": self.loads,
+            "evictions": self.evictions,
+            "runs": self.runs,
+            "failures": self.failures,
+            "providers": list(self.session.providers_used) if self.session is not None else [],
+        }
+
+
+def bundle_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in Path(folder).iterdir() if p.is_dir() and p.name != KEYS_FOLDER and not p.name.startswith("."))
+
+
+def signature(path: Path) -> tuple:
+    """Sizes and mtimes of every file: changes when a bundle is replaced, edited or still copying."""
+    stamps = []
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        try:
+            stat = file.stat()
+        except OSError:
+            continue
+        stamps.append((file.relative_to(path).as_posix(), stat.st_size, stat.st_mtime_ns))
+    return tuple(stamps)
+
+
+def register(path: Path, sig: tuple) -> Entry:
+    """Check a bundle folder completely; a failing one becomes a quarantined entry with the reason."""
+    try:
+        return Entry(id=path.name, path=path, signature=sig, bundle=open_bundle(path))
+    except GfedgeError as exc:
+        reason = exc.one_line()
+    except Exception as exc:  # a manifest damaged in a way the reader does not name: still quarantine it
+        reason = f"unreadable bundle ({type(exc).__name__}: {exc})"
+    return Entry(id=path.name, path=path, signature=sig, state=QUARANTINED, reason=f"not registered: {reason}")

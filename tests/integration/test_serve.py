@@ -1,0 +1,300 @@
+"""The model zoo on real tiny bundles: in process (pins, quarantine, re-measured unloads) and as
+`gfedge serve` with torch blocked (8 concurrent clients x 500 requests while swapping, killed
+clients, a corrupted bundle dropped in while serving, keys hot-added, feedback, `gfedge ps`)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from geofractal_edge.artifacts import Key, open_bundle, seal, write_key
+from geofractal_edge.runtimes.zoo import NoCandidateError, Zoo
+from tests.conftest import ROOT, gfedge
+from tests.integration.test_device_side_without_torch import BLOCK_TORCH
+
+X = np.linspace(0.0, 1.0, 300, dtype=np.float32)[:48]
+
+
+@pytest.fixture(scope="module")
+def zoo_dir(bundle_factory, tmp_path_factory):
+    """Three models: two copies of the fp32 bundle and the int8 one."""
+    root = tmp_path_factory.mktemp("zoo")
+    for name, precision in (("a-fp32", "fp32"), ("b-fp32", "fp32"), ("c-int8", "int8")):
+        shutil.copytree(bundle_factory(precision), root / name)
+    return root
+
+
+def _private_zoo(zoo_dir, tmp_path, *names):
+    root = tmp_path / "zoo"
+    root.mkdir()
+    for name in names:
+        shutil.copytree(zoo_dir / name, root / name)
+    return root
+
+
+def _broken_but_sealed(src, dst):
+    """Hashes all valid, graph unloadable: fails at load, not at registration."""
+    shutil.copytree(src, dst)
+    (dst / "model.onnx").write_bytes(b"this is not an onnx graph")
+    data = {k: v for k, v in json.loads((dst / "manifest.json").read_text()).items() if k != "files"}
+    seal(dst, data)
+
+
+# ---- in process ----
+
+
+def test_a_model_that_fails_to_load_is_quarantined_and_the_request_moves_on(zoo_dir, tmp_path):
+    root = _private_zoo(zoo_dir, tmp_path, "a-fp32")
+    _broken_but_sealed(zoo_dir / "a-fp32", root / "0-broken")  # ranks first among equals
+    zoo = Zoo(root, budget_bytes=64 << 20)
+    answer = zoo.infer({"x": X}, key="assignment")
+    assert answer.model == "a-fp32"
+    broken = zoo.describe("0-broken")
+    assert broken["state"] == "quarantined" and "load failed" in broken["reason"] and "onnxruntime cannot load" in broken["reason"]
+    assert zoo.metrics.summary()["failures"] == 1
+    with pytest.raises(NoCandidateError, match="quarantined: 0-broken"):
+        zoo.infer({"x": X}, key="assignment", model="0-broken")
+    zoo.close()
+
+
+def test_a_pinned_model_is_never_evicted_and_the_budget_waits_for_it(zoo_dir, tmp_path):
+    root = _private_zoo(zoo_dir, tmp_path, "a-fp32", "b-fp32")
+    zoo = Zoo(root, budget_bytes=64 << 20)
+    zoo.load("a-fp32")
+    zoo.budget_bytes = int(zoo.describe("a-fp32")["expected_bytes"] * 1.5)  # one model fits, not two
+    session = zoo._models["a-fp32"].session
+    states = []
+
+    def slow_run(feeds, _run=session.run):
+        time.sleep(0.6)
+        states.append(zoo.describe("a-fp32")["state"])
+        return _run(feeds)
+
+    session.run = slow_run
+    first = {}
+    worker = threading.Thread(target=lambda: first.setdefault("answer", zoo.infer({"x": X}, key="assignment", model="a-fp32")))
+    worker.start()
+    time.sleep(0.2)
+    second = zoo.infer({"x": X}, key="assignment", model="b-fp32")  # must wait for a-fp32's run to end
+    worker.join()
+    assert states == ["resident"]
+    assert first["answer"].model == "a-fp32" and second.model == "b-fp32"
+    assert second.seconds >= 0.3 and second.swapped
+    a = zoo.describe("a-fp32")
+    assert a["state"] == "registered" and a["evictions"] == 1 and a["pins"] == 0
+    assert a["freed_bytes"] is not None  # re-measured after the unload
+    assert zoo.accounted_bytes() <= zoo.budget_bytes
+    zoo.close()
+
+
+def test_unload_is_measured_and_feedback_moves_trust(zoo_dir, tmp_path):
+    root = _private_zoo(zoo_dir, tmp_path, "c-int8")
+    zoo = Zoo(root, budget_bytes=64 << 20)
+    answer = zoo.infer({"x": X.tolist()}, key="async")  # JSON-style lists take the manifest's dtype
+    assert answer.outputs["logits"].shape == (48, len(zoo._models["c-int8"].manifest.data["task"]["vocab"]))
+    before = zoo.trust.get("c-int8", "async")
+    after = zoo.feedback(answer.request_id, 0.0)["trust"]
+    assert after < before
+    with pytest.raises(Exception, match="no answered request"):
+        zoo.feedback(answer.request_id, 1.0)  # once per request
+    loaded = zoo.describe("c-int8")
+    assert loaded["measured_bytes"] > 0 and loaded["estimate_bytes"] > 0
+    unloaded = zoo.unload("c-int8")
+    assert unloaded["state"] == "registered" and isinstance(unloaded["freed_bytes"], int)
+    zoo.close()
+
+
+# ---- gfedge serve, torch blocked ----
+
+
+class Client:
+    """One keep-alive connection, as a real client would hold."""
+
+    def __init__(self, port: int) -> None:
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+    def call(self, path: str, body: dict | None = None) -> tuple[int, dict]:
+        if body is None:
+            self.connection.request("GET", path)
+        else:
+            self.connection.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
+        response = self.connection.getresponse()
+        return response.status, json.loads(response.read())
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+@pytest.fixture(scope="module")
+def server(zoo_dir, tmp_path_factory):
+    """`gfedge serve` in a process where importing torch fails; at most two of the three models resident."""
+    keys = tmp_path_factory.mktemp("keys")
+    script = BLOCK_TORCH + textwrap.dedent(
+        f"""
+        sys.argv = ["gfedge", "serve", {str(zoo_dir)!r}, "--port", "0", "--budget", "64", "--max-loaded", "2", "--rescan", "0.5", "--json"]
+        from geofractal_edge.cli.main import main
+        main()
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    line = proc.stdout.readline()
+    if not line:
+        proc.kill()
+        pytest.fail(f"gfedge serve did not start: {proc.stderr.read()}")
+    ready = json.loads(line)
+    yield {"port": ready["port"], "ready": ready, "proc": proc, "zoo": zoo_dir, "keys": keys}
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    stderr = proc.stderr.read()
+    assert "torch is blocked" not in stderr, stderr
+    assert "Traceback" not in stderr, stderr
+
+
+def _half_request(port: int, kind: str) -> subprocess.Popen:
+    """A client process that is killed mid-request: mid-body, or before reading its answer."""
+    body = json.dumps({"inputs": {"x": X.tolist()}, "key": "assignment"})
+    length = len(body) * 10 if kind == "mid-body" else len(body)
+    script = textwrap.dedent(
+        f"""
+        import socket, sys, time
+        s = socket.create_connection(("127.0.0.1", {port}))
+        s.sendall(b"POST /infer HTTP/1.1\\r\\nHost: x\\r\\nContent-Type: application/json\\r\\nContent-Length: {length}\\r\\n\\r\\n")
+        s.sendall({body!r}.encode())
+        print("sent", flush=True)
+        time.sleep(60)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "sent"
+    return proc
+
+
+def test_eight_clients_500_requests_each_while_swapping(server, bundle_factory):
+    port, models = server["port"], ("a-fp32", "b-fp32", "c-int8")
+    _, before = Client(port).call("/status")
+    results: list[list] = [[] for _ in range(8)]
+
+    def client(i: int) -> None:
+        c = Client(port)
+        for j in range(500):
+            body = {"inputs": {"x": X.tolist()}, "key": ("assignment", "async")[(i + j) % 2]}
+            if j % 40 == 5 * i % 40:
+                body["model"] = models[(i + j // 40) % 3]  # forced swaps: three models, two slots
+            status, answer = c.call("/infer", body)
+            results[i].append(("infer", status, answer))
+            if status == 200 and j % 10 == 0:
+                results[i].append(("feedback", *c.call("/feedback", {"request_id": answer["request_id"], "quality": 1.0})))
+        c.close()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    victims = [_half_request(port, "mid-body"), _half_request(port, "no-read")]
+    corrupt = server["zoo"] / "z-corrupt"
+    shutil.copytree(bundle_factory("fp32"), corrupt)
+    data = bytearray((corrupt / "model.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (corrupt / "model.onnx").write_bytes(bytes(data))
+    time.sleep(0.3)
+    for v in victims:
+        v.kill()
+        v.wait()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - started
+    calls = [r for rs in results for r in rs]
+    failed = [r for r in calls if r[1] != 200]
+    assert not failed, failed[:3]
+    infers = [answer for kind, _, answer in calls if kind == "infer"]
+    assert len(infers) == 4000 and len({a["request_id"] for a in infers}) == 4000  # nothing failed, nothing lost
+    assert all(a["decoded"] and len(a["decoded"]) == 48 for a in infers)
+    assert sum(kind == "feedback" for kind, _, _ in calls) == 400
+    _, after = Client(port).call("/status")
+    metrics = after["metrics"]
+    assert metrics["swaps"] - before["metrics"]["swaps"] >= 20, metrics
+    assert metrics["errors"] == 0
+    assert all(m["pins"] == 0 for m in after["models"]), after["models"]
+    deadline = time.time() + 10
+    while not any(m["id"] == "z-corrupt" for m in after["models"]) and time.time() < deadline:
+        time.sleep(0.2)
+        _, after = Client(port).call("/status")
+    corrupt_status = next(m for m in after["models"] if m["id"] == "z-corrupt")
+    assert corrupt_status["state"] == "quarantined" and "corrupted" in corrupt_status["reason"]
+    status, answer = Client(port).call("/infer", {"inputs": {"x": X.tolist()}, "key": "async"})
+    assert status == 200 and answer["model"] != "z-corrupt"
+    print(f"8 x 500 requests in {seconds:.1f} s, {metrics['swaps'] - before['metrics']['swaps']} swaps")
+
+
+def test_http_errors_keys_power_load_unload(server, zoo_dir):
+    c = Client(server["port"])
+    status, answer = c.call("/infer", {"inputs": {"x": X.tolist()}, "key": "no-such-key"})
+    assert status == 404 and "no-such-key" in answer["error"] and "assignment" in answer["fix"]
+    status, answer = c.call("/infer", {"inputs": {"x": [2.0]}, "key": "async"})
+    assert status == 400 and "outside" in answer["error"]
+    status, answer = c.call("/feedback", {"request_id": "never", "quality": 1.0})
+    assert status == 404
+    status, _ = c.call("/nowhere", {})
+    assert status == 404
+    # hot-added keys: one made for this core is served, one made for another core is refused
+    keys = server["keys"]
+    shutil.copy(zoo_dir / "a-fp32" / "keys" / "async.safetensors", keys / "fresh.safetensors")
+    bundle = open_bundle(zoo_dir / "a-fp32")
+    write_key(keys / "alien.safetensors", Key(name="alien", vector=np.zeros(bundle.manifest.keys["dim"], np.float32), core_sha256="0" * 64, family="atlas"))
+    status, listing = c.call("/keys", {"folder": str(keys)})
+    assert status == 200 and any(k["name"] == "fresh" for k in listing["folder_keys"])
+    assert any("alien" in r["path"] and "no model in this zoo has that core" in r["reason"] for r in listing["rejected"])
+    status, fresh = c.call("/infer", {"inputs": {"x": X.tolist()}, "key": "fresh", "outputs": True})
+    assert status == 200 and len(fresh["outputs"]["logits"]["data"]) == 48
+    status, _ = c.call("/infer", {"inputs": {"x": X.tolist()}, "key": "alien"})
+    assert status == 404
+    assert c.call("/power", {"low": True}) == (200, {"low_power": True})
+    assert c.call("/power", {"low": False}) == (200, {"low_power": False})
+    status, loaded = c.call("/load", {"model": "c-int8"})
+    assert status == 200 and loaded["state"] == "resident" and loaded["measured_bytes"] > 0
+    status, unloaded = c.call("/unload", {"model": "c-int8"})
+    assert status == 200 and unloaded["state"] == "registered" and unloaded["freed_bytes"] is not None
+    assert c.call("/prefetch", {"key": "assignment"})[0] == 200
+    c.close()
+
+
+def test_gfedge_ps_shows_resident_models_without_torch(server):
+    Client(server["port"]).call("/load", {"model": "a-fp32"})
+    script = BLOCK_TORCH + textwrap.dedent(
+        f"""
+        sys.argv = ["gfedge", "ps", "--port", "{server['port']}", "--json"]
+        from geofractal_edge.cli.main import main
+        main()
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    resident = [m for m in status["models"] if m["state"] == "resident"]
+    assert resident and all(m["measured_bytes"] > 0 for m in resident)
+    assert {"hits", "loads", "trust", "estimate_bytes"} <= set(resident[0])
+    table = gfedge("ps", "--port", server["port"], timeout=60)
+    assert table.returncode == 0 and "a-fp32" in table.stdout and "hit rate" in table.stdout
+
+
+def test_ps_without_a_server_says_how_to_start_one():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
+    result = gfedge("ps", "--port", free, timeout=60)
+    assert result.returncode == 2 and "gfedge serve" in result.stderr and "Traceback" not in result.stderr
