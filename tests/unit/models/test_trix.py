@@ -144,6 +144,17 @@ def test_soft_training_path_gives_gradients_to_every_tile_and_a_balance_term() -
     assert all(float(ffn.up.grad[t].abs().sum()) > 0 and float(ffn.down.grad[t].abs().sum()) > 0 for t in range(4))
 
 
+@pytest.mark.parametrize("routing", ["flat", "hierarchical"])
+def test_cold_soft_routing_becomes_the_hard_route(routing: str) -> None:
+    ffn = make_ffn(9, routing=routing)
+    ffn.temperature = 1e-4
+    x = torch.randn(50, D)
+    sigs = ffn.signatures()
+    probs = ffn._soft_probs(x, sigs, sigs)
+    torch.testing.assert_close(probs.sum(dim=1), torch.ones(50))
+    assert torch.equal(probs.argmax(dim=1), ffn.route(x))
+
+
 def test_kmeans_is_deterministic_capacity_limited_and_covers_every_tile() -> None:
     sigs = torch.randint(-1, 2, (37, D)).float()
     a = kmeans(sigs, 6, capacity=9)
@@ -208,7 +219,9 @@ def test_onnx_export_reproduces_torch_routes_on_another_batch_size(tmp_path, low
         torch.onnx.export(wrapper, (traced,), str(path), input_names=["tokens"], output_names=["logits", "routes", "margins"], dynamic_shapes=dims, dynamo=True, external_data=False)
     graph = onnx.load(str(path)).graph
     names = {init.name for init in graph.initializer}
+    tables = ("signatures",) if routing == "flat" else ("cluster_signatures", "cluster_member_signatures", "cluster_members", "cluster_pad")
     assert {f"blocks.{i}.ffn.{w}" for i in range(2) for w in ("up_q", "up_scale", "down_q", "down_scale")} <= names
+    assert {f"blocks.0.ffn.{w}" for w in tables} <= names  # layer 1's may be merged into layer 0's when equal
     assert all(a.i == 0 for node in graph.node if node.op_type == "ArgMax" for a in node.attribute if a.name == "select_last_index")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     tokens = torch.randint(0, len(VOCAB), (5, 11))  # another batch and context than traced
@@ -266,5 +279,6 @@ def test_train_lm_is_deterministic_and_reports_held_out_bits(tmp_path) -> None:
     tokens = torch.randint(0, config.vocab_size, (2, 16))
     assert torch.equal(loaded(tokens), model(tokens))
     assert torch.equal(loaded.blocks[0].ffn.cluster_members, model.blocks[0].ffn.cluster_members)
+    assert torch.equal(ExportableTrixLM(model)(tokens)[1], model.forward_with_routes(tokens)[1])  # a trained model lowers too
     with pytest.raises(GfedgeError):
         load_checkpoint(tmp_path / "missing.safetensors")

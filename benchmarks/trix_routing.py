@@ -1,0 +1,165 @@
+"""TriX routing cost: flat vs hierarchical (torch), and the two static lowerings under onnxruntime.
+
+Part 1 times routing only (score computation + argmax, both stages for hierarchical) for 64, 256
+and 1024 tiles at d_model 128 on batches of 256 and 1024 tokens, interleaving the two so that machine noise
+hits both alike; wall-clock and process CPU time are both reported. Signatures are those of randomly
+initialised tiles and the clusters come from the real k-means (defaults: round(sqrt(n)) clusters,
+capacity 1.25 n / C). "agree" is the fraction of tokens hierarchical routing sends to the flat
+argmax's tile: with random signatures (no cluster structure: a pessimistic number) and with
+signatures scattered around C prototypes ("agree*"). Acceptance: hierarchical at 1024 tiles <= 1/5
+of flat.
+
+Part 2 exports one hard-routed TriX FFN (flat routing, d_model 128, d_hidden 128) with each lowering
+and times onnxruntime CPU at 1 and 256 tokens for 16 and 64 tiles.
+Usage: python benchmarks/trix_routing.py [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from geofractal_edge.models.trix.ffn import TrixFFN, flat_route, hierarchical_route
+
+D_MODEL = 128
+TOKEN_BATCHES = (256, 1024)  # 256: the brief's example batch; 1024: the default LM's batch (16 x 64 tokens)
+# One thread by default: on a 2-core machine shared with other work, 2 OpenMP threads stall at every
+# barrier while a sibling is descheduled (measured 5-15x slower small ops under load), which buries
+# the routing cost itself. --threads 2 measures with both cores.
+THREADS = 1
+
+
+def _interleaved(fns: dict[str, callable], *, rounds: int, reps: int) -> dict[str, tuple[float, float]]:
+    """Per call (median wall seconds, median CPU seconds of this process) of each fn, interleaved round by round.
+
+    CPU time is what the call itself consumed: on a shared machine it does not count the time other
+    jobs held the core, so it is the steadier number; wall time is what a caller waits.
+    """
+    for fn in fns.values():  # warm up
+        for _ in range(5):
+            fn()
+    wall = {name: [] for name in fns}
+    cpu = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            w0, c0 = time.perf_counter(), time.process_time()
+            for _ in range(reps):
+                fn()
+            wall[name].append((time.perf_counter() - w0) / reps)
+            cpu[name].append((time.process_time() - c0) / reps)
+    return {name: (statistics.median(wall[name]), statistics.median(cpu[name])) for name in fns}
+
+
+def _structured_ffn(n: int, n_groups: int, *, flip: float = 0.15, seed: int = 0) -> TrixFFN:
+    """Tiles whose signatures scatter around `n_groups` random prototypes (`flip` of the entries redrawn)."""
+    g = torch.Generator().manual_seed(seed)
+    prototypes = torch.randint(-1, 2, (n_groups, D_MODEL), generator=g).float()
+    sigs = prototypes[torch.randint(0, n_groups, (n,), generator=g)]
+    redraw = torch.rand(n, D_MODEL, generator=g) < flip
+    sigs = torch.where(redraw, torch.randint(-1, 2, (n, D_MODEL), generator=g).float(), sigs)
+    ffn = TrixFFN(D_MODEL, 8, n, routing="hierarchical").eval()
+    with torch.no_grad():
+        ffn.up.copy_(sigs[:, None, :].expand(-1, 8, -1))  # every hidden unit votes its tile's signature
+    ffn.rebuild_hierarchy()
+    return ffn
+
+
+def routing_part() -> None:
+    print(f"routing only (scores + argmax), d_model {D_MODEL}, torch {THREADS} thread(s); medians of interleaved rounds")
+    print(
+        f"{'tokens':>6} {'tiles':>6} {'C':>3} {'M':>3} {'dots':>8} {'flat us':>8} {'hier us':>8} {'ratio':>6} "
+        f"{'flat cpu':>9} {'hier cpu':>9} {'ratio':>6} {'agree':>6} {'agree*':>6}"
+    )
+    ratios = {}
+    for n in (64, 256, 1024):
+        torch.manual_seed(n)
+        ffn = TrixFFN(D_MODEL, 8, n, routing="hierarchical").eval()  # d_hidden only shapes the signatures' votes
+        sigs, tables = ffn.signatures(), ffn.hierarchy_tables()
+        structured = _structured_ffn(n, ffn.n_clusters, seed=n)
+        s_sigs, s_tables = structured.signatures(), structured.hierarchy_tables()
+        for tokens in TOKEN_BATCHES:
+            x = torch.randn(tokens, D_MODEL, generator=torch.Generator().manual_seed(tokens))
+            with torch.inference_mode():
+                times = _interleaved({"flat": lambda: flat_route(x, sigs), "hier": lambda: hierarchical_route(x, *tables)}, rounds=20, reps=max(5, 5120 // tokens))
+                agree = float((flat_route(x, sigs)[0] == hierarchical_route(x, *tables)[0]).float().mean())
+                agree_s = float((flat_route(x, s_sigs)[0] == hierarchical_route(x, *s_tables)[0]).float().mean())
+            (fw, fc), (hw, hc) = times["flat"], times["hier"]
+            ratios[tokens, n] = (hw / fw, hc / fc)
+            c, m = ffn.n_clusters, ffn.capacity
+            print(
+                f"{tokens:>6} {n:>6} {c:>3} {m:>3} {f'{n}/{c + m}':>8} {fw * 1e6:>8.1f} {hw * 1e6:>8.1f} {hw / fw:>6.3f} "
+                f"{fc * 1e6:>9.1f} {hc * 1e6:>9.1f} {hc / fc:>6.3f} {agree:>6.2f} {agree_s:>6.2f}"
+            )
+    print("dots: score dot products per token, flat / hierarchical (C clusters + M slots); ratio: hierarchical / flat;")
+    print("agree: tokens hierarchical routing sends to the flat argmax's tile, random signatures (no cluster structure);")
+    print("agree*: the same with signatures scattered around C prototypes (15% of entries redrawn)")
+    for tokens in TOKEN_BATCHES:
+        wall, cpu = ratios[tokens, 1024]
+        print(
+            f"acceptance at 1024 tiles, {tokens} tokens: hierarchical/flat = {wall:.3f} wall, {cpu:.3f} CPU "
+            f"(<= 0.200: wall {'PASS' if wall <= 0.2 else 'FAIL'}, CPU {'PASS' if cpu <= 0.2 else 'FAIL'}); "
+            f"speed-up {1 / wall:.1f}x wall, {1 / cpu:.1f}x CPU"
+        )
+
+
+def _export(module: torch.nn.Module, path: Path) -> None:
+    from geofractal_edge.export.quiet import quiet
+
+    example = torch.randn(7, D_MODEL)
+    dims = {"x": {0: torch.export.Dim("tokens", min=1, max=4096)}}
+    with contextlib.redirect_stdout(io.StringIO()), quiet(), torch.no_grad():
+        torch.onnx.export(module, (example,), str(path), input_names=["x"], output_names=["y", "route", "margin"], dynamic_shapes=dims, dynamo=True, external_data=False)
+
+
+def runtime_part() -> None:
+    import onnxruntime as ort
+
+    from geofractal_edge.models.trix.lowering import lower_ffn
+
+    print()
+    print(f"onnxruntime CPU ({THREADS} threads) latency of one hard-routed TriX FFN, d_model {D_MODEL}, d_hidden 128, flat routing")
+    print(f"{'tiles':>6} {'tokens':>6} {'gather us':>10} {'all+select us':>14} {'gather/all':>10} {'routes equal':>12}")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = THREADS
+    options.inter_op_num_threads = 1
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (16, 64):
+            torch.manual_seed(n)
+            ffn = TrixFFN(D_MODEL, 128, n).eval()
+            sessions = {}
+            for name in ("gather_by_route", "compute_all_select"):
+                path = Path(tmp, f"{name}-{n}.onnx")
+                _export(lower_ffn(ffn, name), path)
+                sessions[name] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            for tokens in (1, 256):
+                x = np.random.default_rng(tokens).standard_normal((tokens, D_MODEL)).astype(np.float32)
+                feeds = {"x": x}
+                times = _interleaved({name: (lambda s=s: s.run(None, feeds)) for name, s in sessions.items()}, rounds=20, reps=10 if tokens > 1 else 50)
+                times = {name: wall for name, (wall, _) in times.items()}
+                routes = {name: s.run(None, feeds)[1] for name, s in sessions.items()}
+                same = np.array_equal(routes["gather_by_route"], routes["compute_all_select"]) and np.array_equal(routes["gather_by_route"], ffn.route(torch.from_numpy(x)).numpy())
+                g, a = times["gather_by_route"], times["compute_all_select"]
+                print(f"{n:>6} {tokens:>6} {g * 1e6:>10.1f} {a * 1e6:>14.1f} {g / a:>10.3f} {str(same):>12}")
+
+
+def main(argv: list[str]) -> None:
+    global THREADS
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=THREADS, help="torch and onnxruntime intra-op threads (default: %(default)s)")
+    THREADS = parser.parse_args(argv).threads
+    torch.set_num_threads(THREADS)
+    routing_part()
+    runtime_part()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,68 @@
+"""Real text for the TriX LM: CPython's documentation topics, split by position, and fixed-context batches.
+
+The corpus is `pydoc_data.topics.topics` (ships with every Python, so nothing is downloaded): the
+topics in sorted name order joined by a blank line. The held-out split is the LAST fraction of that
+string, a contiguous piece of text the model never trains on (not a random sample of characters,
+which would leak its neighbours). Different Python releases ship slightly different topic texts, so
+the exact characters depend on the interpreter.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from geofractal_edge.errors import GfedgeError
+
+
+def corpus() -> str:
+    """All pydoc topics, sorted by name, joined by "\\n\\n" (about 465k characters on CPython 3.12)."""
+    from pydoc_data.topics import topics
+
+    return "\n\n".join(topics[name] for name in sorted(topics))
+
+
+def split(text: str, held_out_fraction: float) -> tuple[str, str]:
+    """(train, held_out): the held-out part is the last `held_out_fraction` of `text`."""
+    cut = int(round(len(text) * (1.0 - held_out_fraction)))
+    if cut < 2 or len(text) - cut < 2:
+        raise GfedgeError(f"a {len(text)}-character text cannot be split at fraction {held_out_fraction}", "use a longer text or another fraction")
+    return text[:cut], text[cut:]
+
+
+def build_vocab(text: str) -> str:
+    """Sorted unique characters; a character's index is its token id. Built from the whole corpus so held-out text encodes."""
+    return "".join(sorted(set(text)))
+
+
+def encode(text: str, vocab: str) -> Tensor:
+    """Token ids [len(text)] int64; characters outside `vocab` are refused, not silently dropped."""
+    index = {char: i for i, char in enumerate(vocab)}
+    missing = sorted(set(text) - index.keys())
+    if missing:
+        raise GfedgeError(f"text has characters outside the model's vocabulary: {''.join(missing)!r}", "train a model whose vocabulary includes them")
+    return torch.tensor([index[char] for char in text], dtype=torch.long)
+
+
+def decode(ids, vocab: str) -> str:
+    return "".join(vocab[int(i)] for i in ids)
+
+
+def random_batch(ids: Tensor, *, batch_size: int, context: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """(inputs [B, context], targets [B, context]): windows at random offsets, targets shifted by one."""
+    if len(ids) < context + 1:
+        raise GfedgeError(f"{len(ids)} tokens are too few for a context of {context}", "use a shorter context or more text")
+    start = torch.randint(0, len(ids) - context, (batch_size,), generator=generator)
+    window = start[:, None] + torch.arange(context + 1)[None, :]  # [B, context + 1]
+    chunk = ids[window]
+    return chunk[:, :-1], chunk[:, 1:]
+
+
+def eval_windows(ids: Tensor, *, context: int) -> tuple[Tensor, Tensor]:
+    """Non-overlapping windows covering `ids` (a ragged tail is dropped): (inputs [W, context], targets [W, context])."""
+    n = (len(ids) - 1) // context
+    if n < 1:
+        raise GfedgeError(f"{len(ids)} held-out tokens are too few for a context of {context}", "use a shorter context or a larger held-out fraction")
+    inputs = ids[: n * context].view(n, context)
+    targets = ids[1 : n * context + 1].view(n, context)
+    return inputs, targets

@@ -1,0 +1,180 @@
+"""Export-friendly, static-shape forms of hard-routed TriX, and the LM wrapper the exporter traces.
+
+Hard routing picks one tile per token, and "run only that tile" has data-dependent shapes. Two
+static-shape lowerings compute the same function as `TrixFFN`'s hard path (the same routes, outputs
+equal up to float rounding) for a dynamic number of tokens N. Scores are computed by other matmul
+shapes than torch's eager path, so a route can only differ where two scores are within rounding of
+each other: the margin output marks those tokens.
+
+* ``compute_all_select``: every tile runs on every token, and the output is selected by a one-hot
+  of the argmax (a multiply by 0/1 and a sum: exact). n x the FLOPs, no gathers: the better choice
+  for few tiles or tiny batches.
+* ``gather_by_route``: each token's tile weights are gathered by its route index (Gather with fixed
+  trailing shapes), then one batched matmul per projection. Weight traffic per token, FLOPs of one
+  tile: the better choice for many tiles.
+
+Routing in both: flat ``argmax(x . signature)``, or hierarchical as two argmax stages (cluster,
+then the cluster's member slots; the member list has a fixed width, padded slots score -inf).
+Ties go to the lowest index at every stage, like torch.argmax and ONNX ArgMax(select_last_index=0).
+
+Tensor names in `ExportableTrixLM` (buffers, hence ONNX initializers), per layer i; n tiles,
+h = d_hidden, d = d_model, C clusters, M = cluster capacity:
+
+* ``blocks.{i}.ffn.up_q``      float32 [n, h, d], values exactly -1, 0, +1 (int8-valued)
+* ``blocks.{i}.ffn.up_scale``  float32 [n]: tile t's up weight is ``up_q[t] * up_scale[t]``
+* ``blocks.{i}.ffn.down_q``    float32 [n, d, h], values exactly -1, 0, +1
+* ``blocks.{i}.ffn.down_scale`` float32 [n]
+* ``blocks.{i}.ffn.signatures`` float32 [n, d] in {-1, 0, 1}, = sign(up_q.sum(1)) (derived; kept
+  as its own tensor so packing up_q does not change routing). Flat routing only: a hierarchical
+  graph does not read it, so the ONNX export leaves it out.
+* hierarchical only: ``blocks.{i}.ffn.cluster_signatures`` float32 [C, d],
+  ``blocks.{i}.ffn.cluster_member_signatures`` float32 [C, M, d] (zero rows at padding),
+  ``blocks.{i}.ffn.cluster_members`` int64 [C, M], ``blocks.{i}.ffn.cluster_pad`` float32 [C, M]
+  (0 or -inf).
+
+Every weight enters the graph untransformed (as the left operand of a MatMul or the data of a
+Gather), so the ONNX initializers keep exactly these names (checked by the unit tests) and a later
+pass can swap them for packed or INT4 forms by name. The scales are applied to matmul outputs,
+never folded into the codes. One caveat: the exporter's optimiser merges initializers with equal
+contents, so two layers whose small routing tables happen to be equal (cluster_pad, say) share
+the first layer's name.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from geofractal_edge.errors import GfedgeError
+from geofractal_edge.models.trix.ffn import TrixFFN
+from geofractal_edge.models.trix.lm import TrixLM
+
+LOWERINGS = ("compute_all_select", "gather_by_route")
+
+
+class LoweredTrixFFN(nn.Module):
+    """A frozen, hard-routed copy of a TrixFFN: forward(x [N, d]) -> (y [N, d], route [N] int64, margin [N] float32)."""
+
+    def __init__(self, ffn: TrixFFN) -> None:
+        super().__init__()
+        up_q, up_scale, down_q, down_scale = ffn.tile_weights()
+        self.n_tiles, self.routing = ffn.n_tiles, ffn.routing
+        self.register_buffer("up_q", up_q.float().contiguous())
+        self.register_buffer("up_scale", up_scale.float().contiguous())
+        self.register_buffer("down_q", down_q.float().contiguous())
+        self.register_buffer("down_scale", down_scale.float().contiguous())
+        self.register_buffer("signatures", ffn.signatures().float().contiguous())
+        if self.routing == "hierarchical":
+            cluster_sigs, member_sigs, members, pad = ffn.hierarchy_tables()
+            self.register_buffer("cluster_signatures", cluster_sigs.float().contiguous())
+            self.register_buffer("cluster_member_signatures", member_sigs.float().contiguous())
+            self.register_buffer("cluster_members", members.long().contiguous())
+            self.register_buffer("cluster_pad", pad.float().contiguous())
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        route, margin = self.route(x)
+        return self.tiles(x, route), route, margin
+
+    def route(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """[N, d] -> (route [N] int64, margin [N]); margins as in `TrixFFN.routes`."""
+        # Score tables are the left MatMul operand (sig @ x^T) so that they enter the graph untransposed.
+        if self.routing == "flat":
+            scores = (self.signatures @ x.T).T  # [N, n]
+            return scores.argmax(dim=1), _margin(scores)
+        cluster_scores = (self.cluster_signatures @ x.T).T  # [N, C]
+        cluster = cluster_scores.argmax(dim=1)  # [N]
+        member_sigs = self.cluster_member_signatures.index_select(0, cluster)  # [N, M, d]
+        scores = (member_sigs @ x.unsqueeze(2)).squeeze(2) + self.cluster_pad.index_select(0, cluster)  # [N, M]
+        members = self.cluster_members.index_select(0, cluster)  # [N, M]
+        route = members.gather(1, scores.argmax(dim=1, keepdim=True)).squeeze(1)  # [N]
+        return route, torch.minimum(_margin(cluster_scores), _margin(scores))
+
+    def tiles(self, x: Tensor, route: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+class ComputeAllSelectFFN(LoweredTrixFFN):
+    """Every tile on every token, then a one-hot select. Activations are kept tile-major so weights stay untransposed."""
+
+    def tiles(self, x: Tensor, route: Tensor) -> Tensor:
+        pre = self.up_q @ x.T  # [n, h, N]
+        hidden = F.gelu(pre.transpose(0, 2) * self.up_scale).transpose(0, 2)  # scale broadcasts over the last (tile) axis
+        out = self.down_q @ hidden  # [n, d, N]
+        tile_ids = torch.arange(self.n_tiles, device=x.device)
+        select = (route[:, None] == tile_ids[None, :]).to(x.dtype) * self.down_scale  # [N, n]: one-hot x the winner's scale
+        return (out.permute(2, 1, 0) * select[:, None, :]).sum(dim=2)  # [N, d]; adding exact zeros
+
+
+class GatherByRouteFFN(LoweredTrixFFN):
+    """Each token gathers its own tile's weights ([N, h, d] and [N, d, h]) and runs a batched matmul."""
+
+    def tiles(self, x: Tensor, route: Tensor) -> Tensor:
+        up = self.up_q.index_select(0, route)  # [N, h, d]
+        hidden = F.gelu((up @ x.unsqueeze(2)).squeeze(2) * self.up_scale.index_select(0, route).unsqueeze(1))  # [N, h]
+        down = self.down_q.index_select(0, route)  # [N, d, h]
+        return (down @ hidden.unsqueeze(2)).squeeze(2) * self.down_scale.index_select(0, route).unsqueeze(1)  # [N, d]
+
+
+def lower_ffn(ffn: TrixFFN, lowering: str) -> LoweredTrixFFN:
+    """A static-shape copy of `ffn` (its current weights and clusters) under the named lowering."""
+    if lowering == "compute_all_select":
+        return ComputeAllSelectFFN(ffn)
+    if lowering == "gather_by_route":
+        return GatherByRouteFFN(ffn)
+    raise GfedgeError(f"unknown TriX lowering '{lowering}'", f"use one of: {', '.join(LOWERINGS)}")
+
+
+class ExportableTrixLM(nn.Module):
+    """tokens int64 [B, T] -> (logits [B, T, V], routes [L, B, T] int64, margins [L, B, T] float32).
+
+    A frozen copy of a trained TrixLM with each FFN replaced by a lowering; B and T may be dynamic
+    (T <= context). The routes are the exported graph's own decisions, so parity can compare them
+    with `TrixLM.forward_with_routes` separately from the logits.
+    """
+
+    def __init__(self, model: TrixLM, *, lowering: str = "gather_by_route") -> None:
+        super().__init__()
+        if model.ffn_kind != "trix":
+            raise GfedgeError("only a TriX model can be lowered", "train it with ffn='trix'")
+        self.lowering = lowering
+        self.tok_emb, self.norm_out, self.head = (copy.deepcopy(m) for m in (model.tok_emb, model.norm_out, model.head))
+        self.pos_emb = nn.Parameter(model.pos_emb.detach().clone())
+        self.blocks = nn.ModuleList(_LoweredBlock(block, lowering) for block in model.blocks)
+        self.requires_grad_(False)
+        self.eval()
+
+    def forward(self, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        b, t = tokens.shape
+        x = self.tok_emb(tokens) + self.pos_emb[:t]  # [B, T, d]
+        routes, margins = [], []
+        for block in self.blocks:
+            x, route, margin = block(x)
+            routes.append(route.reshape(b, t))
+            margins.append(margin.reshape(b, t))
+        return self.head(self.norm_out(x)), torch.stack(routes), torch.stack(margins)
+
+
+class _LoweredBlock(nn.Module):
+    """A pre-norm block whose FFN runs on the flattened tokens [B*T, d]."""
+
+    def __init__(self, block: nn.Module, lowering: str) -> None:
+        super().__init__()
+        self.norm1, self.attn, self.norm2 = (copy.deepcopy(m) for m in (block.norm1, block.attn, block.norm2))
+        self.ffn = lower_ffn(block.ffn, lowering)  # copies the tiles' current ternary weights
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        x = x + self.attn(self.norm1(x))
+        b, t, d = x.shape
+        y, route, margin = self.ffn(self.norm2(x).reshape(b * t, d))
+        return x + y.reshape(b, t, d), route, margin
+
+
+def _margin(scores: Tensor) -> Tensor:
+    """[N, k] -> [N]: top1 - top2 (+inf when k == 1; a padded runner-up gives +inf too)."""
+    if scores.shape[1] < 2:
+        return torch.full_like(scores[:, 0], float("inf"))
+    top = torch.topk(scores, 2, dim=1).values
+    return top[:, 0] - top[:, 1]
