@@ -6,7 +6,6 @@ Uses the tiny config on two short real texts (pydoc topics), trained once per mo
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 import torch
@@ -33,15 +32,14 @@ TINY_CHARS = 300
 
 @pytest.fixture(scope="module")
 def texts() -> dict[str, str]:
-    return default_texts(n=2, min_chars=TINY_CHARS, max_chars=TINY_CHARS)
+    """The first two default texts cut to 300 characters (the same pair tests/conftest.py uses)."""
+    return {name: text[:TINY_CHARS] for name, text in list(default_texts().items())[:2]}
 
 
 @pytest.fixture(scope="module")
 def trained(texts):
-    config = AtlasConfig.tiny(build_vocab(texts.values()))
-    start = time.perf_counter()
-    library, report = train_library(texts, config=config, seed=0)
-    return library, report, time.perf_counter() - start
+    library, report = train_library(texts, config=AtlasConfig.tiny(build_vocab(texts.values())), seed=0)
+    return library, report
 
 
 def test_default_texts_are_deterministic_real_text() -> None:
@@ -71,11 +69,13 @@ def test_config_round_trips_through_json() -> None:
         AtlasConfig.from_dict({**config.to_dict(), "no_such_field": 1})
 
 
-def test_tiny_library_memorises_two_texts_quickly(trained) -> None:
-    library, report, seconds = trained
-    assert report["min_accuracy"] >= 0.99, report["accuracy"]
-    assert seconds <= 10.0
-    assert set(report) >= {"accuracy", "seconds", "steps"}
+def test_tiny_library_memorises_two_texts(trained, texts) -> None:
+    # Wall time is not asserted: this runs on shared CI cores. The tiny config is sized for a few
+    # seconds on 2 idle cores; report["seconds"] shows it in a failure message.
+    library, report = trained
+    assert report["min_accuracy"] >= 0.99, report
+    assert set(report["accuracy"]) == set(texts)
+    assert report["steps"] == library.config.steps
     assert not library.training
 
 
@@ -104,7 +104,7 @@ def test_training_is_deterministic_under_a_seed(texts) -> None:
 
 
 def test_key_only_training_leaves_core_unchanged(trained, texts) -> None:
-    library, _, _ = trained
+    library, _ = trained
     core = library.core
     before = {name: value.clone() for name, value in core.state_dict().items()}
     sha_before = core_sha256(core)
@@ -121,7 +121,7 @@ def test_key_only_training_leaves_core_unchanged(trained, texts) -> None:
 
 
 def test_checkpoint_round_trip_reproduces_logits_exactly(trained, texts, tmp_path) -> None:
-    library, _, _ = trained
+    library, _ = trained
     path = tmp_path / "atlas.safetensors"
     save_checkpoint(path, library, texts)
     loaded, loaded_texts = load_checkpoint(path)
@@ -145,3 +145,27 @@ def test_loading_a_missing_or_corrupt_checkpoint_is_a_user_error(tmp_path) -> No
     bad.write_bytes(b"")
     with pytest.raises(GfedgeError):
         load_checkpoint(bad)
+
+
+def test_a_foreign_safetensors_file_is_refused(tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    path = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path), metadata={"format": "something-else"})
+    with pytest.raises(GfedgeError, match="not an Atlas checkpoint"):
+        load_checkpoint(path)
+
+
+def test_core_exports_to_onnx_with_a_dynamic_length(trained, tmp_path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    library, _ = trained
+    core, key = library.core.eval(), library.keys[0].detach()
+    path = tmp_path / "core.onnx"
+    torch.onnx.export(core, (coordinates(300), key), str(path), dynamo=False, input_names=["x", "key"], output_names=["logits"], dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}})
+    x = coordinates(77)
+    (logits,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy(), "key": key.numpy()})
+    with torch.no_grad():
+        expected = core(x, key).numpy()
+    assert logits.shape == expected.shape
+    assert abs(logits - expected).max() < 1e-4
