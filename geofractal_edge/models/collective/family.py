@@ -1,0 +1,74 @@
+"""The collective as an exportable family: checkpoint or embedded default -> Exportable.
+
+The exported module is the wide lowering of the trained collective (identical towers stacked).
+Golden cases are the fixed digits held-out split, labelled with the true classes; int8 activation
+ranges are calibrated on training images, never on the held-out ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from geofractal_edge import __version__
+from geofractal_edge.artifacts.hashing import file_sha256
+from geofractal_edge.models.collective.checkpoint import collective_sha256, load_checkpoint, save_checkpoint
+from geofractal_edge.models.collective.collective import RouterCollective
+from geofractal_edge.models.collective.config import CollectiveConfig
+from geofractal_edge.models.collective.data import SPLIT_SEED, TEST_FRACTION, DigitsSplit, digits_split
+from geofractal_edge.models.collective.lowering import lower
+from geofractal_edge.models.collective.spec import CalibratedExportable, collective_spec
+from geofractal_edge.models.collective.train import train_collective
+from geofractal_edge.models.family import Case, Exportable, Progress, cache_dir
+
+DEFAULT_SEED = 0
+CALIBRATION_IMAGES = 256
+
+
+def default_checkpoint(*, progress: Progress | None = None) -> Path:
+    """The embedded default collective: trained with a fixed seed on first use, then cached."""
+    config = CollectiveConfig.digits()
+    recipe = json.dumps({"v": __version__, "config": config.to_dict(), "seed": DEFAULT_SEED, "split": [TEST_FRACTION, SPLIT_SEED]}, sort_keys=True)
+    path = cache_dir() / f"collective-default-{hashlib.sha256(recipe.encode()).hexdigest()[:16]}.safetensors"
+    if not path.is_file():
+        collective, report = train_collective(config, seed=DEFAULT_SEED, progress=_steps(progress, "train collective (default, first use)"))
+        save_checkpoint(path, collective, report=report)
+    return path
+
+
+def load_exportable(model: Path | None, *, progress: Progress | None = None, target=None) -> Exportable:
+    """The collective at `model`, or the embedded default; it lowers the same way for every target."""
+    path = Path(model) if model is not None else default_checkpoint(progress=progress)
+    collective, _ = load_checkpoint(path)
+    source = {"checkpoint": "embedded default" if model is None else path.name, "sha256": file_sha256(path)}
+    return exportable_from_collective(collective, name="collective-default" if model is None else path.stem, source=source)
+
+
+def exportable_from_collective(collective: RouterCollective, *, name: str, source: dict, split: DigitsSplit | None = None) -> CalibratedExportable:
+    """One golden case: the whole held-out split, labelled with its classes."""
+    split = split or digits_split()
+    config = collective.config
+    case = Case(name="digits-held-out", inputs={"features": split.x_test.numpy().astype(np.float32)}, labels={"class": split.y_test.numpy().astype(np.int64)})
+    calibration = [{"features": split.x_train[i : i + 64].numpy().astype(np.float32)} for i in range(0, CALIBRATION_IMAGES, 64)]
+    spec = collective_spec(input_dim=config.input_dim, input_scale=config.input_scale, num_classes=config.num_classes, streams=config.num_streams, slots=config.num_slots, routes=config.routes)
+    return CalibratedExportable(
+        family="collective",
+        name=name,
+        module=lower(collective),
+        spec=spec,
+        config=config.to_dict(),
+        cases=[case],
+        core_sha256=collective_sha256(collective),
+        task={"classes": config.num_classes, "streams": collective.names, "route_outputs": ["routes"]},
+        source=source,
+        calibration_feeds=calibration,
+    )
+
+
+def _steps(progress: Progress | None, phase: str):
+    if progress is None:
+        return None
+    return lambda step, total, loss: progress(phase, step, total)

@@ -1,0 +1,49 @@
+"""The collective's export spec: digits pixels in, class logits and every router's top-K routes out.
+
+`features` are raw digits values in [0, 16] (the graph divides by 16). `routes` are, per router,
+sample and slot, the K slots it reads, in ascending order ([streams, batch, slots, K], int64; the
+router axis first, as parity's route agreement wants); `margins` [streams, batch] the smallest gap
+over slots between the K-th and (K+1)-th routing score, so that a disagreement can be called a
+near-tie.
+
+Tolerances: one held-out image is 100/450 = 0.22 accuracy points, so fp16 may not be held to the
+default 0.1 points (one flipped near-tie would fail it); fp16 and int8 get 0.3, int4 1.0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from geofractal_edge.models.family import Exportable
+from geofractal_edge.models.spec import DimRange, ExportSpec, TensorSpec
+
+MAX_BATCH = 1024
+TOLERANCES = {"fp16": {"task_delta_max": 0.3}, "int8": {"task_delta_max": 0.3}, "int4": {"task_delta_max": 1.0}}
+
+
+@dataclass
+class CalibratedExportable(Exportable):
+    """An Exportable whose int8 calibration reads its own feeds (training images, other
+    sentences) instead of the golden cases, so scored inputs never set activation ranges."""
+
+    calibration_feeds: list[dict[str, np.ndarray]] = field(default_factory=list)
+
+    def calibration(self):
+        return tuple(self.calibration_feeds) or super().calibration()
+
+
+def collective_spec(*, input_dim: int, input_scale: float, num_classes: int, streams: int, slots: int, routes: int) -> ExportSpec:
+    return ExportSpec(
+        family="collective",
+        inputs=(TensorSpec("features", "float32", ("batch", input_dim), range=(0.0, float(input_scale)), role="data"),),
+        outputs=(
+            TensorSpec("logits", "float32", ("batch", num_classes), role="logits"),
+            TensorSpec("routes", "int64", (streams, "batch", slots, routes), role="routes"),
+            TensorSpec("margins", "float32", (streams, "batch"), role="margins"),
+        ),
+        dim_ranges={"batch": DimRange(min=1, opt=64, max=MAX_BATCH)},
+        task_metric="accuracy",
+        tolerance_overrides=TOLERANCES,
+    )
