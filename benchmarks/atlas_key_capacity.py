@@ -5,7 +5,7 @@ train a new key for held-out real texts (pydoc topics not in the library, cut to
 print char accuracy and seconds per length. One key holds key_dim floats, so accuracy must fall as
 texts grow; this prints where. It claims nothing beyond the table it prints.
 
-    python benchmarks/atlas_key_capacity.py [--checkpoint CKPT] [--lengths 50,100,...] [--texts 2]
+    python benchmarks/atlas_key_capacity.py [--checkpoint CKPT] [--lengths 50,100,...] [--texts 2] [--no-control]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from geofractal_edge.models.atlas import default_texts, held_out_texts, load_checkpoint, train_key, train_library
+from geofractal_edge.models.atlas import AtlasCore, AtlasLibrary, default_texts, held_out_texts, load_checkpoint, train_key, train_library
 
 LENGTHS = (50, 100, 200, 400, 800, 1600, 2400)
 
@@ -25,7 +25,7 @@ LENGTHS = (50, 100, 200, 400, 800, 1600, 2400)
 def main() -> None:
     args = _parse()
     torch.set_num_threads(args.threads)
-    library = _core_library(args.checkpoint)
+    library, texts = _core_library(args.checkpoint)
     core, vocab = library.core, library.config.vocab
     pool = held_out_texts(library.names, vocab, n_chars=max(args.lengths))
     names = list(pool)[: args.texts]
@@ -39,17 +39,28 @@ def main() -> None:
             seconds.append(time.perf_counter() - start)
             accuracies.append(accuracy)
         print(f"{length:>7} {100 * statistics.mean(accuracies):>15.2f}% {100 * min(accuracies):>7.2f}% {statistics.mean(seconds):>12.2f}", flush=True)
+    if args.control:
+        _control(core, texts, steps=args.steps)
 
 
-def _core_library(checkpoint: Path | None):
+def _control(core: AtlasCore, texts: dict[str, str], *, steps: int | None) -> None:
+    """Re-learn a library text's key from a random start: tells optimiser failure from missing capacity."""
+    name = min(texts, key=lambda n: len(texts[n]))
+    start = time.perf_counter()
+    _, accuracy = train_key(core, texts[name], steps=steps, seed=0)
+    print(f"control: library text '{name}' ({len(texts[name])} chars) re-learned from a random key: {100 * accuracy:.2f}% in {time.perf_counter() - start:.1f} s")
+
+
+def _core_library(checkpoint: Path | None) -> tuple[AtlasLibrary, dict[str, str]]:
     """The frozen core's library: loaded, or trained now on the default texts (~1 minute)."""
     if checkpoint is not None:
-        library, _ = load_checkpoint(checkpoint)
+        library, texts = load_checkpoint(checkpoint)
         print(f"core: {checkpoint}")
-        return library
-    library, report = train_library(default_texts(), seed=0)
+        return library, texts
+    texts = default_texts()
+    library, report = train_library(texts, seed=0)
     print(f"core: default library trained here in {report['seconds']:.1f} s, min per-key accuracy {100 * report['min_accuracy']:.2f}%")
-    return library
+    return library, texts
 
 
 def _parse() -> argparse.Namespace:
@@ -59,6 +70,7 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--texts", type=int, default=2, help="held-out texts per length (accuracy is their mean and min)")
     parser.add_argument("--steps", type=int, default=None, help="key-only steps (default: the config's key_steps)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-control", dest="control", action="store_false", help="skip re-learning a library text's key (the optimiser check)")
     return parser.parse_args()
 
 

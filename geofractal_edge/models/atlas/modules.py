@@ -78,6 +78,9 @@ class AtlasLibrary(nn.Module):
         return self.core.config
 
     def key(self, name: str) -> Tensor:
+        """The key [key_dim] of text `name`."""
+        if name not in self.names:
+            raise GfedgeError(f"no key named '{name}' in this library", f"known keys: {', '.join(self.names)}")
         return self.keys[self.names.index(name)]
 
     def forward(self, x: Tensor, key_index: Tensor, *, sparse_update_prob: float | None = None) -> Tensor:
