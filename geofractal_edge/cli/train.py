@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from geofractal_edge.cli.render import console, print_json, progress_bar
+from geofractal_edge.cli.train_collective import train_collective
 from geofractal_edge.errors import GfedgeError
 
 app = typer.Typer(help="Train a family's model on your data or the embedded default data.", no_args_is_help=True)
@@ -81,3 +82,6 @@ def train_trix(
         print_json(report)
     else:
         console.print(f"held-out bits/char {report['held_out_bpc']:.4f} ({report['ffn']}, {report['steps']} steps); wrote {out}")
+
+
+app.command("collective")(train_collective)

