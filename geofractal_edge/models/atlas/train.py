@@ -1,7 +1,10 @@
 """Training: a library (core + one key per text, jointly) and key-only (a new key, frozen core).
 
-Both are deterministic under a fixed seed: all randomness (key init, weight init, batch order,
-sparse-update masks) is drawn after seeding inside a forked RNG, so callers' RNG state is untouched.
+Both are bit-deterministic under a fixed seed and a fixed torch thread count (CPU matmuls block
+differently for 1 and 2 threads): all randomness (key init, weight init, batch order, sparse-update
+masks) is drawn after seeding inside a forked RNG, so callers' RNG state is untouched.
+
+Default library (8 texts x <= 2400 chars, default config): ~55 s on 2 idle CPU cores, >= 99.9% per key.
 """
 
 from __future__ import annotations

@@ -33,9 +33,27 @@ def test_int4_is_blocked_dequantize_linear_with_zero_point_zero(bundle_factory):
     inits = {i.name: i for i in model.graph.initializer}
     for node in dq:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        assert attrs["block_size"] == 32
+        assert attrs["block_size"] == default_config("int4").block_size
         assert inits[node.input[0]].data_type == onnx.TensorProto.INT4
         assert len(node.input) < 3 or not np.any(numpy_helper.to_array(inits[node.input[2]]))
+
+
+def test_int4_leaves_keep_float_weights_in_float(bundle_factory):
+    import dataclasses
+
+    from geofractal_edge.export.quantize import QuantContext, quantize
+    from geofractal_edge.models.atlas.spec import atlas_spec
+
+    fp32 = graph(bundle_factory("fp32"))
+    key_dim = next(i for i in fp32.graph.input if i.name == "key").type.tensor_type.shape.dim[0].dim_value
+    vocab = fp32.graph.output[0].type.tensor_type.shape.dim[1].dim_value
+    spec = dataclasses.replace(atlas_spec(key_dim=key_dim, vocab_size=vocab), keep_float=("block.weight",))
+    model = quantize(fp32, default_config("int4"), QuantContext(spec=spec, calibration=None))
+    # Gemm -> MatMul transposes the weight (block.weight.T); the kept weight must still be float.
+    floats = {i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    int4 = [i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT4]
+    assert any(n.startswith("block.weight") for n in floats)
+    assert int4 and not any(n.startswith("block.weight") for n in int4)
 
 
 def test_int8_is_explicit_symmetric_qdq_per_channel(bundle_factory):
@@ -67,4 +85,4 @@ def test_manifest_records_quantization_config(bundle_factory):
     from geofractal_edge.artifacts import open_bundle
 
     manifest = open_bundle(bundle_factory("int4")).manifest.data
-    assert manifest["quantization"] == {"scheme": "Int4Config", "precision": "int4", "version": 1, "block_size": 32, "symmetric": True, "format": "qdq"}
+    assert manifest["quantization"] == {"scheme": "Int4Config", "precision": "int4", "version": 1, "block_size": 16, "symmetric": True, "format": "qdq"}
