@@ -3,7 +3,9 @@
 This is the form TensorRT's strongly typed builder takes (explicit quantization, zero point 0).
 Activation scales are calibrated on the family's calibration inputs with onnxruntime's
 `quantize_static`; only the spec's op types (matrix products) are quantized, so the feature stage
-is left alone.
+is left alone, and of those only the ones with a weight operand: attention's activation x activation
+products stay float (on the TriX LM that lifted int8 route agreement from 98.90% to 99.17% in the
+worse layer, SQNR from 33.2 to 34.9 dB).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ class Int8Config(QuantConfig):
     per_channel: bool = True
     weight_symmetric: bool = True
     calibrate_method: str = "MinMax"
+    # Products of two activations (attention's Q.K^T and P.V) stay float: only layers with weights are int8.
+    weight_products_only: bool = True
 
 
 @register(Int8Config)
@@ -42,7 +46,7 @@ def to_int8(model: onnx.ModelProto, config: Int8Config, context: QuantContext) -
             weight_type=QuantType.QInt8,
             activation_type=QuantType.QInt8,
             op_types_to_quantize=list(context.spec.quantize_op_types),
-            nodes_to_exclude=consumers(model, context.spec.unquantized),
+            nodes_to_exclude=_excluded(model, config, context),
             calibrate_method=CalibrationMethod[config.calibrate_method],
             extra_options={
                 "WeightSymmetric": config.weight_symmetric,
@@ -51,6 +55,16 @@ def to_int8(model: onnx.ModelProto, config: Int8Config, context: QuantContext) -
             },
         )
         return onnx.load(dst)
+
+
+def _excluded(model: onnx.ModelProto, config: Int8Config, context: QuantContext) -> list[str]:
+    """Nodes left float: consumers of the spec's unquantized tensors, and (by config) activation x activation products."""
+    excluded = consumers(model, context.spec.unquantized)
+    if config.weight_products_only:
+        constants = {i.name for i in model.graph.initializer} | {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+        excluded += [n.name for n in model.graph.node
+                     if n.op_type in context.spec.quantize_op_types and not any(i in constants for i in n.input[:2])]
+    return excluded
 
 
 class _Reader:

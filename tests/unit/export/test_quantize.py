@@ -56,6 +56,26 @@ def test_int4_leaves_keep_float_weights_in_float(bundle_factory):
     assert int4 and not any(n.startswith("block.weight") for n in int4)
 
 
+def test_int8_quantizes_weight_products_and_leaves_attention_products_float(trix_bundle_factory):
+    model = onnx.load(str(trix_bundle_factory("int8") / "model.onnx"), load_external_data=False)  # tiles are 2-bit packed
+    produced_by = {o: n for n in model.graph.node for o in n.output}
+    constants = {i.name for i in model.graph.initializer}
+
+    def from_dequantize(name):
+        return name in produced_by and produced_by[name].op_type == "DequantizeLinear"
+
+    def weight_operand(node):
+        return any(from_dequantize(i) and produced_by[i].input[0] in constants for i in node.input[:2])
+
+    matmuls = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm")]
+    with_weights = [n for n in matmuls if weight_operand(n)]
+    activation_products = [n for n in matmuls if not weight_operand(n) and not any(i in constants for i in n.input[:2])]
+    assert with_weights, "projections with weights are int8"
+    assert activation_products, "the TriX LM has attention products Q.K^T and P.V"
+    for node in activation_products:  # Q.K^T and P.V: no quantize/dequantize on either operand
+        assert not any(from_dequantize(i) for i in node.input[:2]), node.name
+
+
 def test_int8_is_explicit_symmetric_qdq_per_channel(bundle_factory):
     model = graph(bundle_factory("int8"))
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
