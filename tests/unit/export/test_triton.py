@@ -37,6 +37,12 @@ def bundles_of(family: str, request) -> list[Path]:
     if family == "trix":
         make = request.getfixturevalue("trix_bundle_factory")
         return [make("fp32"), make("int8")]
+    if family == "collective":
+        make = request.getfixturevalue("collective_bundle_factory")
+        return [make("fp32"), make("int8", "jetson-orin-nano")]
+    if family == "collective-encoder":
+        make = request.getfixturevalue("encoder_bundle_factory")
+        return [make("fp32").path, make("int8").path]
     pytest.skip(f"tests/conftest.py has no bundle factory for family {family} yet")
 
 
