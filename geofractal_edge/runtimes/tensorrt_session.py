@@ -12,21 +12,19 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from geofractal_edge.artifacts import Bundle, Key, open_bundle
+from geofractal_edge.artifacts import Bundle, open_bundle
 from geofractal_edge.errors import BundleError, GfedgeError, InputError
 from geofractal_edge.export.tensorrt import adapter
 from geofractal_edge.export.tensorrt.compat import REBUILD, check_engine_compat, engine_record
-from geofractal_edge.runtimes.inputs import check_inputs
-from geofractal_edge.runtimes.keys import KeyCache
+from geofractal_edge.runtimes.binding import KeyedRunner
 from geofractal_edge.runtimes.placement import ENGINE, PlacementReport
 
 
-class TensorRTSession:
+class TensorRTSession(KeyedRunner):
     def __init__(self, bundle: Bundle, *, key_capacity: int = 64, device: int = 0) -> None:
         api = adapter.load()
         trt, self._cuda = api.trt, api.cuda
@@ -55,35 +53,7 @@ class TensorRTSession:
             target=self.manifest.target["name"], requested=(ENGINE,), available=(ENGINE,), registered=(ENGINE,),
             kernels={ENGINE: int(self._engine.num_layers)}, dla=record.get("dla"),
         )
-        self.keys = KeyCache(bundle, capacity=key_capacity)
-        self._key_input = next((i["name"] for i in self.manifest.inputs if i.get("role") == "key"), None)
-        self._data_specs = [i for i in self.manifest.inputs if i.get("role") != "key"]
-        self._active: Key | None = None
-        default = (self.manifest.keys or {}).get("default")
-        if self._key_input and default:
-            self.use_key(default)
-
-    @property
-    def active_key(self) -> str | None:
-        return None if self._active is None else self._active.name
-
-    def use_key(self, key: str | Key) -> None:
-        if self._key_input is None:
-            raise InputError("this model takes no key", "drop --key")
-        self._active = key if isinstance(key, Key) else self.keys.get(key)
-
-    def run(self, inputs: Mapping[str, np.ndarray], *, key: str | Key | None = None) -> dict[str, np.ndarray]:
-        if key is not None:
-            self.use_key(key)
-        feeds = dict(inputs)
-        if self._key_input is not None and self._key_input in feeds:
-            raise InputError(f"'{self._key_input}' is bound from the key cache", "pass --key NAME instead of the raw vector")
-        check_inputs(feeds, self._data_specs)
-        if self._key_input is not None:
-            if self._active is None:
-                raise InputError("no key is bound", f"pass a key: {', '.join(self.keys.names())}")
-            feeds[self._key_input] = self._active.vector
-        return self._execute(feeds)
+        self._bind_keys(bundle, key_capacity=key_capacity)
 
     def close(self) -> None:
         """Free the device buffers and the stream now (otherwise when the session is collected)."""
