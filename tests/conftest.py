@@ -141,17 +141,18 @@ def minilm_port():
 
 @pytest.fixture(scope="session")
 def encoder_bundle_factory(minilm_port, tmp_path_factory):
-    """Export the MiniLM encoder (once per precision; 24 real sentences of golden I/O) and return the ExportResult."""
+    """Export the MiniLM encoder (once per precision; 24 real sentences of golden I/O) and return the bundle path."""
     from geofractal_edge.models.collective.encoder import encoder_exportable
     from geofractal_edge.pipeline import export_bundle
 
-    made: dict[str, object] = {}
+    made: dict[str, Path] = {}
 
-    def make(precision: str = "fp32"):
+    def make(precision: str = "fp32") -> Path:
         if precision not in made:
             out = tmp_path_factory.mktemp("encoder-bundles") / precision
-            made[precision] = export_bundle(family="collective-encoder", target="host-cpu", precision=precision, out=out,
-                                            exportable=encoder_exportable(minilm_port, cases=1, per_case=24))
+            export_bundle(family="collective-encoder", target="host-cpu", precision=precision, out=out,
+                          exportable=encoder_exportable(minilm_port, cases=1, per_case=24))
+            made[precision] = out
         return made[precision]
 
     return make

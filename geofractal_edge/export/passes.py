@@ -10,11 +10,12 @@ def _attrs(node: onnx.NodeProto) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
-def gemm_to_matmul(model: onnx.ModelProto) -> onnx.ModelProto:
+def gemm_to_matmul(model: onnx.ModelProto, *, keep: tuple[str, ...] = ()) -> onnx.ModelProto:
     """Rewrite Gemm(A, W, b) with a constant W as MatMul(A, W') + b.
 
     ORT's weight-only quantizers read MatMul only. A weight shared by several Gemms (Atlas iterates
     one block T times) gets one transposed initializer, so it stays shared after the rewrite.
+    Gemms reading a weight in `keep` are left as they are (those stay float, under their own name).
     """
     graph = model.graph
     inits = {init.name: init for init in graph.initializer}
@@ -25,6 +26,7 @@ def gemm_to_matmul(model: onnx.ModelProto) -> onnx.ModelProto:
         convertible = (
             node.op_type == "Gemm"
             and node.input[1] in inits
+            and node.input[1] not in keep
             and a.get("transA", 0) == 0
             and a.get("alpha", 1.0) == 1.0
             and a.get("beta", 1.0) == 1.0

@@ -32,9 +32,9 @@ def to_int4(model: onnx.ModelProto, config: Int4Config, context: QuantContext) -
     algo = mq.DefaultWeightOnlyQuantConfig(
         block_size=config.block_size, is_symmetric=config.symmetric, quant_format=QuantFormat.QDQ
     )
-    model = gemm_to_matmul(model)
     kept = context.spec.unquantized
-    skip = consumers(model, kept + tuple(f"{name}.T" for name in kept))  # gemm_to_matmul's transposes
+    model = gemm_to_matmul(model, keep=kept)
+    skip = consumers(model, kept)
     quantizer = mq.MatMulNBitsQuantizer(model, algo_config=algo, nodes_to_exclude=skip)
     # It raises the opset to 21 (INT4 needs it) and warns that this "may" be invalid: the ops in our
     # graphs mean the same in 21, and the quantize step runs the full ONNX checker afterwards.

@@ -11,8 +11,6 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from geofractal_edge.artifacts import atomic
@@ -21,6 +19,7 @@ from geofractal_edge.errors import GfedgeError
 from geofractal_edge.models.atlas.config import AtlasConfig
 from geofractal_edge.models.atlas.data import decode, encode
 from geofractal_edge.models.atlas.modules import AtlasCore, AtlasLibrary
+from geofractal_edge.models.checkpoint_io import read_checkpoint
 
 CHECKPOINT_FORMAT = "gfedge-ckpt/1"
 FAMILY = "atlas"
@@ -53,15 +52,7 @@ def load_checkpoint(path: Path) -> tuple[AtlasLibrary, dict[str, str]]:
 
     Any missing, truncated or foreign file is a `GfedgeError` naming the file and the fix.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise GfedgeError(f"checkpoint {path} does not exist", "check the path, or train one with `gfedge train atlas`")
-    data = path.read_bytes()
-    try:
-        tensors = st_load(data)
-        metadata = _metadata(data)
-    except (SafetensorError, ValueError, UnicodeDecodeError) as exc:
-        raise GfedgeError(f"checkpoint {path} is not a readable safetensors file ({exc})", "re-train it with `gfedge train atlas`") from exc
+    tensors, metadata = read_checkpoint(path, family=FAMILY)
     if metadata.get("format") != CHECKPOINT_FORMAT or metadata.get("family") != FAMILY:
         raise GfedgeError(f"{path} is not an Atlas checkpoint (format {metadata.get('format')!r}, family {metadata.get('family')!r})", "pass a checkpoint written by `gfedge train atlas`")
     try:
@@ -97,11 +88,3 @@ def _decode_text(ids: torch.Tensor, vocab: str) -> str:
         raise ValueError(f"a stored text has token ids outside the vocabulary of {len(vocab)} characters")
     return decode(ids.tolist(), vocab)
 
-
-def _metadata(data: bytes) -> dict[str, str]:
-    """The safetensors header's ``__metadata__`` (safetensors.torch.load does not return it)."""
-    if len(data) < 8:
-        raise ValueError("file is shorter than a safetensors header")
-    header_len = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8 : 8 + header_len])
-    return dict(header.get("__metadata__") or {})

@@ -8,10 +8,11 @@ of a character in it is its token id.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from geofractal_edge.errors import GfedgeError
+from geofractal_edge.models.checkpoint_io import known_fields
 
 DEFAULT_MAX_CHARS = 2400
 DEFAULT_N_FREQS = 384
@@ -76,10 +77,7 @@ class AtlasConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AtlasConfig:
         """Rebuild from `to_dict()` output; unknown fields are refused so that typos surface."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise GfedgeError(f"unknown Atlas config fields: {', '.join(unknown)}", "the checkpoint was written by a newer geofractal_edge; upgrade")
+        known_fields(cls, data, what="Atlas")
         return cls(**data)
 
     @classmethod

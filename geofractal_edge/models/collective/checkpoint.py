@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from geofractal_edge.artifacts import atomic
@@ -21,6 +19,7 @@ from geofractal_edge.errors import GfedgeError
 from geofractal_edge.models.collective.collective import RouterCollective
 from geofractal_edge.models.collective.config import CollectiveConfig
 from geofractal_edge.models.collective.streams import FrozenStream
+from geofractal_edge.models.checkpoint_io import read_checkpoint
 
 CHECKPOINT_FORMAT = "gfedge-ckpt/1"
 FAMILY = "collective"
@@ -45,15 +44,7 @@ def load_checkpoint(path: Path) -> tuple[RouterCollective, dict]:
 
     Any missing, truncated or foreign file is a `GfedgeError` naming the file and the fix.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise GfedgeError(f"checkpoint {path} does not exist", "check the path, or train one with `gfedge train collective`")
-    data = path.read_bytes()
-    try:
-        tensors = st_load(data)
-        metadata = _metadata(data)
-    except (SafetensorError, ValueError, UnicodeDecodeError) as exc:
-        raise GfedgeError(f"checkpoint {path} is not a readable safetensors file ({exc})", "re-train it with `gfedge train collective`") from exc
+    tensors, metadata = read_checkpoint(path, family=FAMILY)
     if metadata.get("format") != CHECKPOINT_FORMAT or metadata.get("family") != FAMILY:
         raise GfedgeError(f"{path} is not a collective checkpoint (format {metadata.get('format')!r}, family {metadata.get('family')!r})", "pass a checkpoint written by `gfedge train collective`")
     try:
@@ -83,12 +74,4 @@ def _ports(entries: dict) -> dict:
             raise GfedgeError(f"the encoder in {entry['folder']} is not the one stream '{name}' was trained with (sha256 differs)", "point the checkpoint at the original encoder folder, or re-train")
         ports[name] = port
     return ports
-
-
-def _metadata(data: bytes) -> dict[str, str]:
-    """The safetensors header's ``__metadata__`` (safetensors.torch.load does not return it)."""
-    if len(data) < 8:
-        raise ValueError("file is shorter than a safetensors header")
-    header_len = int.from_bytes(data[:8], "little")
-    return dict(json.loads(data[8 : 8 + header_len]).get("__metadata__") or {})
 

@@ -11,10 +11,11 @@ that the export lowering can stack all routers into one batched set of tensor op
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from geofractal_edge.errors import GfedgeError
+from geofractal_edge.models.checkpoint_io import known_fields
 
 STREAM_KINDS = ("feature", "conv", "frozen")
 VIEWS = ("pixels", "projections", "gradients", "coarse")  # what a feature stream sees of an 8x8 image
@@ -119,10 +120,7 @@ class CollectiveConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CollectiveConfig:
         """Rebuild from `to_dict()` output; unknown fields are refused so that typos surface."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise GfedgeError(f"unknown collective config fields: {', '.join(unknown)}", "the checkpoint was written by a newer geofractal_edge; upgrade")
+        known_fields(cls, data, what="collective")
         data = dict(data)
         data["streams"] = tuple(StreamConfig.from_dict(s) for s in data["streams"])
         data["slot_grid"] = tuple(data.get("slot_grid", (4, 2)))

@@ -12,10 +12,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from geofractal_edge.artifacts.atomic import write_bytes
 from geofractal_edge.errors import GfedgeError
+from geofractal_edge.models.checkpoint_io import read_checkpoint
 from geofractal_edge.models.trix.config import TrixConfig
 from geofractal_edge.models.trix.lm import TrixLM
 
@@ -41,17 +40,7 @@ def save_checkpoint(path: Path, model: TrixLM, *, report: dict | None = None) ->
 
 def load_checkpoint(path: Path) -> TrixLM:
     """Rebuild the model saved at `path`, in eval mode."""
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise GfedgeError(f"no TriX checkpoint at {path}", "pass the .safetensors file written by save_checkpoint")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
-    except SafetensorError as exc:
-        raise GfedgeError(f"{path} is not a readable .safetensors file ({exc})", "re-save the checkpoint") from exc
+    tensors, metadata = read_checkpoint(path, family="trix")
     if metadata.get("format") != FORMAT:
         raise GfedgeError(f"{path} is not a TriX LM checkpoint (format {metadata.get('format')!r})", "pass a checkpoint written by geofractal_edge.models.trix.checkpoint")
     if int(metadata.get("version", "0")) > VERSION:

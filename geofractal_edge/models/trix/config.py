@@ -11,10 +11,11 @@ so that both models have the same active FFN parameters per token.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from geofractal_edge.errors import GfedgeError
+from geofractal_edge.models.checkpoint_io import known_fields
 
 ROUTINGS = ("flat", "hierarchical")
 
@@ -96,10 +97,7 @@ class TrixConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrixConfig:
         """Rebuild from `to_dict()` output; unknown fields are refused so that typos surface."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise GfedgeError(f"unknown TriX config fields: {', '.join(unknown)}", "the checkpoint was written by a newer geofractal_edge; upgrade")
+        known_fields(cls, data, what="TriX")
         return cls(**data)
 
     @classmethod

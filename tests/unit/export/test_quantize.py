@@ -49,7 +49,7 @@ def test_int4_leaves_keep_float_weights_in_float(bundle_factory):
     vocab = fp32.graph.output[0].type.tensor_type.shape.dim[1].dim_value
     spec = dataclasses.replace(atlas_spec(key_dim=key_dim, vocab_size=vocab), keep_float=("block.weight",))
     model = quantize(fp32, default_config("int4"), QuantContext(spec=spec, calibration=None))
-    # Gemm -> MatMul transposes the weight (block.weight.T); the kept weight must still be float.
+    # The Gemm -> MatMul rewrite (which transposes weights) must not move the kept weight into int4.
     floats = {i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
     int4 = [i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT4]
     assert any(n.startswith("block.weight") for n in floats)

@@ -42,7 +42,7 @@ def bundles_of(family: str, request) -> list[Path]:
         return [make("fp32"), make("int8", "jetson-orin-nano")]
     if family == "collective-encoder":
         make = request.getfixturevalue("encoder_bundle_factory")
-        return [make("fp32").path, make("int8").path]
+        return [make("fp32"), make("int8")]
     pytest.skip(f"tests/conftest.py has no bundle factory for family {family} yet")
 
 
