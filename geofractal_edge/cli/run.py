@@ -18,6 +18,7 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 if any part of the graph would not run on the target's first provider."),
     engine: bool = typer.Option(False, "--engine", help="Run engine.plan with TensorRT (made by `gfedge build`) instead of onnxruntime."),
+    encoder: Path | None = typer.Option(None, "--encoder", "-e", help="The encoder bundle a text collective names (checked by hash); inputs are then its token ids and mask."),
 ) -> None:
     """Check the bundle, load it, validate the inputs and run."""
     from geofractal_edge.runtimes import load
@@ -26,12 +27,18 @@ def run(
 
     if engine:
         from geofractal_edge.runtimes.tensorrt_session import load_engine as load
-    session = load(bundle)
+    chain = None
+    if encoder is not None:
+        from geofractal_edge.runtimes import load_chain
+
+        chain = load_chain(bundle, encoder)
+        check_placement(chain.encoder, strict=strict)
+    session = chain.collective if chain else load(bundle)
     placement = check_placement(session, strict=strict)
-    feeds = read_inputs(input, session.manifest.inputs)
+    feeds = read_inputs(input, (chain.encoder if chain else session).manifest.inputs)
     if key is not None:
         session.use_key(session.keys.from_file(Path(key)) if key.endswith(".safetensors") else key)
-    outputs = session.run(feeds)
+    outputs = chain.run(feeds) if chain else session.run(feeds)
     if output is not None:
         write_outputs(output, outputs)
     summary = {
@@ -42,6 +49,11 @@ def run(
         "fallbacks": list(session.fallbacks),
         "outputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in outputs.items()},
     }
+    labels = session.manifest.data["task"].get("labels")
+    if chain is not None:
+        summary["encoder"] = str(encoder)
+    if labels and "logits" in outputs:
+        summary["predicted"] = [labels[i] for i in np.asarray(outputs["logits"]).argmax(-1).reshape(-1)]
     vocab = session.manifest.data["task"].get("vocab")
     if vocab and "logits" in outputs:
         summary["decoded"] = "".join(vocab[i] for i in np.asarray(outputs["logits"]).argmax(-1).reshape(-1))
@@ -53,5 +65,7 @@ def run(
     console.print(placement.line(), soft_wrap=True)
     for name, meta in summary["outputs"].items():
         console.print(f"{name}: shape {meta['shape']} {meta['dtype']}")
+    if "predicted" in summary:
+        console.print(f"predicted: {', '.join(summary['predicted'][:20])}")
     if "decoded" in summary:
         console.print(f"decoded: {summary['decoded'][:200]!r}")

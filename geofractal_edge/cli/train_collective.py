@@ -14,7 +14,7 @@ from geofractal_edge.cli.render import console, print_json, progress_bar
 
 def train_collective(
     out: Path = typer.Option(..., "--out", help="Checkpoint to write (.safetensors)."),
-    preset: str = typer.Option("digits", "--preset", help="digits (the default collective) or tiny (fast, for tests)."),
+    preset: str = typer.Option("digits", "--preset", help="digits (the default collective), tiny (fast, for tests) or text (pydoc topic task over the frozen MiniLM; export it with its encoder bundle)."),
     epochs: int | None = typer.Option(None, "--epochs", min=1, help="Training epochs (default: the preset's)."),
     seed: int = typer.Option(0, "--seed"),
     processes: int = typer.Option(1, "--processes", min=1, help="Processes; >1 trains under torchrun (DDP, gloo on CPU)."),

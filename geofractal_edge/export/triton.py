@@ -63,7 +63,10 @@ def write_repository(
     if not opened:
         raise GfedgeError("no bundles to put in the Triton repository", "pass at least one bundle directory")
     names = list(names) if names else _unique([default_name(b) for b in opened])
-    models = [triton_model(b, name=n, instances=instances, max_queue_delay_us=max_queue_delay_us) for b, n in zip(opened, names, strict=True)]
+    # Triton cannot chain a model it batches with one it does not: in such an ensemble every stage
+    # takes full shapes (batch axis included) and none is batched by Triton.
+    batched = not ensemble or len({batch_dim(b.manifest) for b in opened}) == 1
+    models = [triton_model(b, name=n, instances=instances, max_queue_delay_us=max_queue_delay_us, batched=batched) for b, n in zip(opened, names, strict=True)]
     chain = ensemble_config(ensemble, models) if ensemble else None
     with atomic.directory(Path(out), overwrite=overwrite) as staging:
         for model in models:
@@ -99,9 +102,10 @@ def batch_dim(manifest) -> str | None:
     return BATCH if firsts == {(BATCH,)} else None
 
 
-def triton_model(bundle: Bundle, *, name: str, instances: int = 1, max_queue_delay_us: int = 100) -> TritonModel:
+def triton_model(bundle: Bundle, *, name: str, instances: int = 1, max_queue_delay_us: int = 100, batched: bool = True) -> TritonModel:
+    """One model's config; `batched=False` leaves Triton's batching off even where the bundle allows it."""
     m = bundle.manifest
-    batch = batch_dim(m)
+    batch = batch_dim(m) if batched else None
     ranges = m.graph.get("dim_ranges", {})
     max_batch = int(ranges[batch]["max"]) if batch else 0
     config: dict = {

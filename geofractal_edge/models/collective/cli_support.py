@@ -11,18 +11,24 @@ from pathlib import Path
 from geofractal_edge.errors import GfedgeError
 from geofractal_edge.models.collective.checkpoint import save_checkpoint
 from geofractal_edge.models.collective.config import CollectiveConfig
-from geofractal_edge.models.collective.train import train_collective
+from geofractal_edge.models.collective.train import train_collective, train_text_collective
 
-PRESETS = {"digits": CollectiveConfig.digits, "tiny": CollectiveConfig.tiny}
+PRESETS = {"digits": CollectiveConfig.digits, "tiny": CollectiveConfig.tiny, "text": CollectiveConfig.text}  # text: pydoc topics over MiniLM
 
 
 def train_collective_file(*, out: Path, preset: str = "digits", epochs: int | None = None, seed: int = 0, processes: int = 1, progress=None) -> dict:
-    """Train on the digits split and write a checkpoint; with `processes` > 1, under torchrun (DDP, gloo)."""
+    """Train on the digits split (the text preset: the pydoc topic task over the frozen MiniLM) and write
+    a checkpoint; with `processes` > 1, under torchrun (DDP, gloo)."""
     if preset not in PRESETS:
         raise GfedgeError(f"unknown collective preset '{preset}'", f"use one of: {', '.join(PRESETS)}")
     if processes < 1:
         raise GfedgeError(f"--processes must be at least 1, got {processes}", "pass e.g. --processes 2")
-    if processes > 1:
+    if preset == "text" and processes > 1:
+        raise GfedgeError("the text preset trains in one process (its encoder is frozen: only the small heads train)", "drop --processes")
+    if preset == "text":
+        collective, report = train_text_collective(PRESETS[preset](), epochs=epochs, seed=seed, progress=_bar(progress, "train collective (text)"))
+        save_checkpoint(Path(out), collective, report=report)
+    elif processes > 1:
         report = run_torchrun(out=Path(out), preset=preset, epochs=epochs, seed=seed, processes=processes)
     else:
         collective, report = train_collective(PRESETS[preset](), epochs=epochs, seed=seed, progress=_bar(progress, f"train collective ({preset})"))

@@ -42,10 +42,12 @@ class RouterCollective(nn.Module):
         return any(isinstance(s, FrozenStream) for s in self.streams.values())
 
     def stream_input(self, x, name: str):
-        """Streams share one feature tensor (scaled to [0, 1]) or each reads its entry of a mapping."""
+        """Streams share one feature tensor (scaled to [0, 1]) or each reads its entry of a mapping.
+        A frozen stream's input (tokens or the encoder's embeddings) is never scaled."""
         if isinstance(x, Mapping):
             x = x[name]
-            return x / self.config.input_scale if isinstance(x, Tensor) else x
+        if isinstance(self.streams[name], FrozenStream) or not isinstance(x, Tensor):
+            return x
         return x / self.config.input_scale
 
     def forward(self, x: Tensor | Mapping[str, object]) -> tuple[Tensor, dict[str, Tensor]]:

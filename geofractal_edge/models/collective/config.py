@@ -138,6 +138,14 @@ class CollectiveConfig:
         return cls(streams=streams, feature_dim=32, fingerprint_dim=8, num_heads=2, num_anchors=4, num_routes=2, slot_grid=(2, 2), message_dim=16, epochs=12, lr=4e-3)
 
     @classmethod
+    def text(cls, towers: int = 2, *, port: str = "", num_classes: int = 4) -> CollectiveConfig:
+        """`towers` streams over one frozen encoder (default: the bundled MiniLM), for the pydoc
+        topic task: they read the same embedding and differ by their routers; they stack at export."""
+        streams = tuple(StreamConfig(f"text{i}", kind="frozen", port=port) for i in range(towers))
+        return cls(streams=streams, num_classes=num_classes, feature_dim=32, fingerprint_dim=8, num_heads=2, num_anchors=4,
+                   num_routes=2, slot_grid=(2, 2), message_dim=16, epochs=30, lr=4e-3, shift_augment=False)
+
+    @classmethod
     def towers(cls, n: int, *, feature_dim: int = 64) -> CollectiveConfig:
         """`n` identical pixel towers (for the wide-lowering test and benchmark)."""
         return cls(streams=tuple(StreamConfig(f"tower{i}") for i in range(n)), feature_dim=feature_dim)

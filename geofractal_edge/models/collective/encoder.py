@@ -66,6 +66,9 @@ class TextPort:
             raise GfedgeError(f"{folder} is not a transformers model folder (no config.json)", "pass the folder that holds config.json and the weights")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # our own progress bars are the only ones
 
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         module = AutoModel.from_pretrained(str(folder), local_files_only=True).eval()
@@ -230,12 +233,18 @@ def sentences(n: int, *, skip: int = 0, min_chars: int = 40, max_chars: int = 20
 
     found: list[str] = []
     for name in sorted(topics):
-        for raw in re.split(r"(?<=[.!?])\s+", " ".join(topics[name].split())):
-            if min_chars <= len(raw) <= max_chars and raw[0].isupper() and not re.search(r"[{}\[\]=<>*|]", raw):
-                found.append(raw)
-                if len(found) >= skip + n:
-                    return found[skip:]
+        found += topic_sentences(name, min_chars=min_chars, max_chars=max_chars)
+        if len(found) >= skip + n:
+            return found[skip : skip + n]
     return found[skip:]
+
+
+def topic_sentences(topic: str, *, min_chars: int = 40, max_chars: int = 200) -> list[str]:
+    """The prose sentences of one pydoc topic (code-like lines dropped), in order."""
+    from pydoc_data.topics import topics
+
+    return [raw for raw in re.split(r"(?<=[.!?])\s+", " ".join(topics[topic].split()))
+            if min_chars <= len(raw) <= max_chars and raw[0].isupper() and not re.search(r"[{}\[\]=<>*|]", raw)]
 
 
 def encoder_exportable(port: TextPort | None = None, *, cases: int = 2, per_case: int = 32, smooth: bool = True) -> Exportable:

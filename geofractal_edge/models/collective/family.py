@@ -2,7 +2,8 @@
 
 The exported module is the wide lowering of the trained collective (identical towers stacked).
 Golden cases are the fixed digits held-out split, labelled with the true classes; int8 activation
-ranges are calibrated on training images, never on the held-out ones.
+ranges are calibrated on training images, never on the held-out ones. A collective of frozen-encoder
+streams exports without its encoder (see `exportable_from_text_collective`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from geofractal_edge.models.family import Case, Exportable, Progress, cache_dir
 
 DEFAULT_SEED = 0
 CALIBRATION_IMAGES = 256
+CALIBRATION_TEXTS = 128
 
 
 def default_checkpoint(*, progress: Progress | None = None) -> Path:
@@ -44,7 +46,8 @@ def load_exportable(model: Path | None, *, progress: Progress | None = None, tar
     path = Path(model) if model is not None else default_checkpoint(progress=progress)
     collective, _ = load_checkpoint(path)
     source = {"checkpoint": "embedded default" if model is None else path.name, "sha256": file_sha256(path)}
-    return exportable_from_collective(collective, name="collective-default" if model is None else path.stem, source=source)
+    build = exportable_from_text_collective if collective.frozen else exportable_from_collective
+    return build(collective, name="collective-default" if model is None else path.stem, source=source)
 
 
 def exportable_from_collective(collective: RouterCollective, *, name: str, source: dict, split: DigitsSplit | None = None) -> CalibratedExportable:
@@ -53,7 +56,34 @@ def exportable_from_collective(collective: RouterCollective, *, name: str, sourc
     config = collective.config
     case = Case(name="digits-held-out", inputs={"features": split.x_test.numpy().astype(np.float32)}, labels={"class": split.y_test.numpy().astype(np.int64)})
     calibration = [{"features": split.x_train[i : i + 64].numpy().astype(np.float32)} for i in range(0, CALIBRATION_IMAGES, 64)]
-    spec = collective_spec(input_dim=config.input_dim, input_scale=config.input_scale, num_classes=config.num_classes, streams=config.num_streams, slots=config.num_slots, routes=config.routes)
+    return _exportable(collective, name=name, source=source, case=case, calibration=calibration, input_dim=config.input_dim)
+
+
+def exportable_from_text_collective(collective: RouterCollective, *, name: str, source: dict, split=None) -> CalibratedExportable:
+    """A collective of frozen-encoder streams: its graph takes the encoder's sentence embedding.
+
+    The golden case is the held-out pydoc topic split, embedded by the frozen encoder in torch and
+    labelled with its topics. The manifest's task names the encoder by the sha256 of its weights
+    (`task.encoder`), which is the `model.core_sha256` of the encoder's own bundle
+    (`gfedge export --family collective-encoder`): `runtimes.load_chain` refuses any other encoder.
+    """
+    from geofractal_edge.models.collective.text_data import TOPICS, topic_split
+    from geofractal_edge.models.collective.train import embed_texts
+
+    split = split or topic_split()
+    port = next(iter(collective.streams.values())).port
+    case = Case(name="topics-held-out", inputs={"sentence_embedding": embed_texts(port, split.test_texts).numpy()}, labels={"class": split.y_test.numpy().astype(np.int64)})
+    calibration = [{"sentence_embedding": embed_texts(port, split.train_texts[:CALIBRATION_TEXTS]).numpy()}]
+    encoder = {"family": "collective-encoder", "core_sha256": port.sha256, "folder": str(port.folder), "output": "sentence_embedding"}
+    return _exportable(collective, name=name, source=source, case=case, calibration=calibration, input_dim=port.dim,
+                       embedding=True, task={"labels": list(TOPICS), "encoder": encoder})
+
+
+def _exportable(collective: RouterCollective, *, name: str, source: dict, case: Case, calibration: list, input_dim: int,
+                embedding: bool = False, task: dict | None = None) -> CalibratedExportable:
+    config = collective.config
+    spec = collective_spec(input_dim=input_dim, input_scale=config.input_scale, num_classes=config.num_classes, streams=config.num_streams,
+                           slots=config.num_slots, routes=config.routes, embedding=embedding)
     return CalibratedExportable(
         family="collective",
         name=name,
@@ -62,7 +92,7 @@ def exportable_from_collective(collective: RouterCollective, *, name: str, sourc
         config=config.to_dict(),
         cases=[case],
         core_sha256=collective_sha256(collective),
-        task={"classes": config.num_classes, "streams": collective.names, "route_outputs": ["routes"]},
+        task={"classes": config.num_classes, "streams": collective.names, "route_outputs": ["routes"], **(task or {})},
         source=source,
         calibration_feeds=calibration,
     )

@@ -11,6 +11,9 @@
 - Top-K routing stays static-shape: TopK with a fixed K, scatter to a mask, -inf, dense softmax.
 - Nothing Python-side (caches, per-stream dicts, names) is kept: forward is tensors in, tensors out.
 
+A collective whose streams all wrap one frozen encoder lowers to `WideTextCollective`, whose input
+is that encoder's `sentence_embedding` (the encoder runs as its own bundle in front of it).
+
 `WideCollective.forward(features [B, input_dim]) -> (logits [B, C], routes [T, B, S, K] int64,
 margins [T, B])`: routes are each slot's K kept slots in ascending order (the set is what the
 computation uses; the order of near-equal scores inside it is not a decision), margins the smallest
@@ -28,16 +31,17 @@ from torch.nn import functional as F
 from geofractal_edge.errors import GfedgeError
 from geofractal_edge.models.collective.collective import RouterCollective
 from geofractal_edge.models.collective.router import pool_opinion, route_slots
-from geofractal_edge.models.collective.streams import SIDE, FeatureStream, TrainableStream
+from geofractal_edge.models.collective.streams import SIDE, FeatureStream, FrozenStream, TrainableStream
 
 
 class StackedFeatureGroup(nn.Module):
-    """T identical feature streams: one view, one projection to all towers' slots."""
+    """T identical feature streams: one view, one projection to all towers' slots. Frozen-encoder
+    streams are the same with no view: their input is the encoder's embedding."""
 
-    def __init__(self, streams: list[FeatureStream]) -> None:
+    def __init__(self, streams: list[FeatureStream | FrozenStream]) -> None:
         super().__init__()
         first = streams[0]
-        self.view = first.view
+        self.view = getattr(first, "view", None)
         if hasattr(first, "lines"):
             self.register_buffer("lines", first.lines.clone())
         self.towers, self.slots, self.dim = len(streams), first.slots.slots, first.slots.dim
@@ -47,7 +51,7 @@ class StackedFeatureGroup(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """[B, input_dim] -> [T, B, S, D]."""
-        h = self.view(x, self) @ self.weight + self.bias  # [B, T*S*D]
+        h = (x if self.view is None else self.view(x, self)) @ self.weight + self.bias  # [B, T*S*D]
         return h.reshape(-1, self.towers, self.slots, self.dim).transpose(0, 1) + self.position
 
 
@@ -108,7 +112,10 @@ class WideCollective(nn.Module):
 
     def forward(self, features: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """features [B, input_dim] raw values -> (logits [B, C], routes [T, B, S, K] int64, margins [T, B])."""
-        x = features / self.scale
+        return self.run(features / self.scale)
+
+    def run(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The graph after input scaling: x [B, d] as the streams read it."""
         slots = torch.cat([front(x) for front in self.fronts]) if len(self.fronts) > 1 else self.fronts[0](x)  # [T, B, S, D]
         if self.reorder:
             slots = slots.index_select(0, self.restore)
@@ -136,19 +143,32 @@ def group_towers(collective: RouterCollective) -> list[list[int]]:
     return list(groups.values())
 
 
+class WideTextCollective(WideCollective):
+    """A collective whose streams all wrap one frozen encoder: the graph takes the encoder's
+    sentence embedding (the output of the encoder's own bundle), unscaled."""
+
+    def forward(self, sentence_embedding: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return self.run(sentence_embedding)
+
+
 def lower(collective: RouterCollective, *, stack: bool = True) -> WideCollective:
     """The stacked, export-ready form of a trained collective (eval mode, no gradients).
 
-    `stack=False` keeps one subgraph per tower (the naive form, for benchmarks and tests)."""
-    return WideCollective(collective.eval(), stack=stack)
+    `stack=False` keeps one subgraph per tower (the naive form, for benchmarks and tests). A
+    collective of frozen-encoder streams lowers to a `WideTextCollective`; one that mixes them with
+    image streams, or wraps two different encoders, is refused (one graph input per encoder bundle)."""
+    frozen = {s.signature() for s in collective.config.streams if s.kind == "frozen"}
+    if not frozen:
+        return WideCollective(collective.eval(), stack=stack)
+    if len(frozen) > 1 or len(frozen) != len({s.signature() for s in collective.config.streams}):
+        raise GfedgeError(
+            "this collective mixes a frozen encoder with other streams (or wraps two encoders); it cannot be one graph behind one encoder bundle",
+            "export collectives whose streams all wrap the same encoder, or only image streams",
+        )
+    return WideTextCollective(collective.eval(), stack=stack)
 
 
 def _stack_group(streams: list[nn.Module]) -> nn.Module:
-    if isinstance(streams[0], FeatureStream):
-        return StackedFeatureGroup(streams)
     if isinstance(streams[0], TrainableStream):
         return StackedConvGroup(streams)
-    raise GfedgeError(
-        "a collective with a frozen-encoder stream cannot be exported as one digits graph",
-        "export the encoder as its own bundle (geofractal_edge.models.collective.encoder) and feed its embeddings to a feature stream",
-    )
+    return StackedFeatureGroup(streams)

@@ -34,10 +34,14 @@ class CalibratedExportable(Exportable):
         return tuple(self.calibration_feeds) or super().calibration()
 
 
-def collective_spec(*, input_dim: int, input_scale: float, num_classes: int, streams: int, slots: int, routes: int) -> ExportSpec:
+def collective_spec(*, input_dim: int, input_scale: float, num_classes: int, streams: int, slots: int, routes: int, embedding: bool = False) -> ExportSpec:
+    """`embedding`: the input is a frozen encoder's L2-normalised sentence embedding [batch, input_dim],
+    named like the encoder bundle's output so that the two chain by name."""
+    data = (TensorSpec("sentence_embedding", "float32", ("batch", input_dim), range=(-1.0, 1.0), role="data") if embedding
+            else TensorSpec("features", "float32", ("batch", input_dim), range=(0.0, float(input_scale)), role="data"))
     return ExportSpec(
         family="collective",
-        inputs=(TensorSpec("features", "float32", ("batch", input_dim), range=(0.0, float(input_scale)), role="data"),),
+        inputs=(data,),
         outputs=(
             TensorSpec("logits", "float32", ("batch", num_classes), role="logits"),
             TensorSpec("routes", "int64", (streams, "batch", slots, routes), role="routes"),

@@ -137,6 +137,10 @@ class FrozenStream(nn.Module):
         return self
 
     def features(self, batch) -> Tensor:
+        """A token batch through the frozen encoder, or a float [B, E] batch of its embeddings as is
+        (what the exported graph takes: the encoder runs as its own bundle in front of it)."""
+        if isinstance(batch, Tensor) and batch.is_floating_point():
+            return batch
         with torch.no_grad():
             return self.port.encode(batch)
 

@@ -38,6 +38,28 @@ def train_collective(config: CollectiveConfig, *, split: DigitsSplit | None = No
     return collective, report
 
 
+def train_text_collective(config: CollectiveConfig, *, ports: dict | None = None, split=None, epochs: int | None = None, seed: int = 0, progress: Progress | None = None) -> tuple[RouterCollective, dict]:
+    """A collective of frozen-encoder streams on the pydoc topic task; (collective, report).
+
+    The encoder is frozen, so every sentence is embedded once and the streams train on the
+    embeddings, exactly the input the exported graph takes (the encoder is its own bundle)."""
+    from geofractal_edge.models.collective.text_data import topic_split
+
+    split = split or topic_split()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        collective = RouterCollective(config, ports=ports)
+        port = next(iter(collective.streams.values())).port
+        report = fit(collective, (embed_texts(port, split.train_texts), split.y_train), (embed_texts(port, split.test_texts), split.y_test), epochs=epochs, seed=seed, progress=progress)
+    return collective, {**report, "task": "pydoc-topics"}
+
+
+@torch.no_grad()
+def embed_texts(port, texts: list[str], *, batch: int = 64) -> Tensor:
+    """[N, E] sentence embeddings from the frozen encoder behind `port`, in batches."""
+    return torch.cat([port.encode(texts[i : i + batch]) for i in range(0, len(texts), batch)])
+
+
 def fit(collective: RouterCollective, train: tuple, val: tuple | None = None, *, epochs: int | None = None, seed: int = 0, threads: int = 1, progress: Progress | None = None) -> dict:
     """AdamW + one-cycle over shuffled mini-batches; only parameters with requires_grad train
     (with frozen streams: projections, routers, mailbox, fusion and head). Returns the report.

@@ -190,10 +190,18 @@ def test_ensemble_refuses_a_wire_whose_dtype_differs(bundle_factory, template, t
     assert not (tmp_path / "repo").exists()  # nothing half-written
 
 
-def test_ensemble_refuses_mixing_batched_and_unbatched_models(bundle_factory, template, tmp_path):
+def test_ensemble_of_batched_and_unbatched_models_turns_triton_batching_off(bundle_factory, template, tmp_path):
+    from geofractal_edge.export.triton import ensemble_config, triton_model
+
     batched = make_bundle(tmp_path / "b", template=template, inputs=[tensor("logits", ["batch", 47])], outputs=[tensor("p", ["batch", 47])], op="Relu", ranges={"batch": {"min": 1, "opt": 4, "max": 8}})
-    with pytest.raises(GfedgeError, match="batches"):
-        write_repository([bundle_factory("fp32"), batched], tmp_path / "repo", ensemble="mixed")
+    models = [triton_model(open_bundle(bundle_factory("fp32")), name="a"), triton_model(open_bundle(batched), name="b")]
+    with pytest.raises(GfedgeError, match="batches"):  # Triton cannot chain them as they are
+        ensemble_config("mixed", models)
+    repo = write_repository([bundle_factory("fp32"), batched], tmp_path / "repo", names=["a", "b"], ensemble="mixed")
+    b = parse(repo.path / "b" / "config.pbtxt")
+    assert b.max_batch_size == 0 and not b.HasField("dynamic_batching")
+    assert list(b.input[0].dims) == [-1, 47]  # the batch axis is now part of the shape
+    assert parse(repo.path / "mixed" / "config.pbtxt").max_batch_size == 0
 
 
 def test_existing_repository_is_kept_unless_overwrite(bundle_factory, tmp_path):
