@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 
-def build(towers: int, *, stack: bool, dim: int = 32):
+def build(towers: int, *, stack: bool, dim: int = 32, precision: str = "fp32"):
     import torch
 
     from geofractal_edge.models.collective import CollectiveConfig, RouterCollective
@@ -32,9 +32,13 @@ def build(towers: int, *, stack: bool, dim: int = 32):
         from geofractal_edge.models.collective.lowering import lower
 
         exportable.module = lower(collective, stack=False)
+    from geofractal_edge.export.quantize import QuantContext, default_config, quantize
     from geofractal_edge.export.trace import trace
 
-    return trace(exportable)
+    graph = trace(exportable)
+    if precision == "fp32":
+        return graph
+    return quantize(graph, default_config(precision), QuantContext(spec=exportable.spec, calibration=exportable.calibration()))
 
 
 def latency_ms(model, *, batch: int, runs: int) -> float:
@@ -62,16 +66,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--dim", type=int, default=32, help="tower width D (slots 8, FFN 4D); at D=64 batch 1 is weight-bandwidth bound")
+    parser.add_argument("--precision", default="fp32", help="fp32 (default), fp16, int8 or int4: the graph as that bundle would hold it")
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
     rows = []
     for towers in args.towers:
-        stacked, naive = build(towers, stack=True, dim=args.dim), build(towers, stack=False, dim=args.dim)
+        stacked, naive = build(towers, stack=True, dim=args.dim, precision=args.precision), build(towers, stack=False, dim=args.dim, precision=args.precision)
         rows.append((towers, len(stacked.graph.node), len(naive.graph.node), latency_ms(stacked, batch=args.batch, runs=args.runs), latency_ms(naive, batch=args.batch, runs=args.runs)))
         print(f"  measured {towers} towers", file=sys.stderr, flush=True)
-    print(f"CPU latency, onnxruntime CPUExecutionProvider, 1 thread, batch {args.batch}, median of {args.runs} runs; towers: pixel view, D={args.dim}, 8 slots, FFN {4 * args.dim}")
+    print(f"CPU latency, onnxruntime CPUExecutionProvider, 1 thread, batch {args.batch}, median of {args.runs} runs; towers: pixel view, D={args.dim}, 8 slots, FFN {4 * args.dim}, {args.precision}")
     print(f"{'towers':>6} | {'nodes stacked':>13} | {'nodes per-tower':>15} | {'stacked ms':>10} | {'per tower us':>12} | {'per-tower ms':>12} | {'per tower us':>12}")
     print("-" * 99)
     for towers, n_stacked, n_naive, ms_stacked, ms_naive in rows:
