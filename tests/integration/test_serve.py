@@ -298,3 +298,30 @@ def test_ps_without_a_server_says_how_to_start_one():
         free = s.getsockname()[1]
     result = gfedge("ps", "--port", free, timeout=60)
     assert result.returncode == 2 and "gfedge serve" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_one_zoo_serves_every_family_under_one_budget(bundle_factory, trix_bundle_factory, collective_bundle_factory, encoder_bundle_factory, tmp_path):
+    """Atlas (key input), TriX (2-bit packed tiles), the digits collective and the MiniLM encoder,
+    each chosen by family and answering exactly what its own Session answers."""
+    from geofractal_edge.runtimes import Session
+
+    bundles = {"atlas": bundle_factory("int8"), "trix": trix_bundle_factory("int8"), "collective": collective_bundle_factory("fp32"),
+               "collective-encoder": encoder_bundle_factory("int8")}
+    root = tmp_path / "zoo"
+    for family, path in bundles.items():
+        shutil.copytree(path, root / family)
+    zoo = Zoo(root, budget_bytes=512 << 20, max_loaded=2)  # four models, two resident at a time: swaps happen
+    served = set()
+    for _ in range(2):
+        for family, path in bundles.items():
+            bundle = open_bundle(path)
+            case = bundle.golden_cases()[0]
+            answer = zoo.infer(case.inputs, key=case.key, family=family)
+            assert answer.model == family
+            want = Session(bundle).run(case.inputs, key=case.key)
+            for name, array in want.items():
+                np.testing.assert_array_equal(answer.outputs[name], array)
+            served.add(answer.model)
+    assert served == set(bundles)
+    assert zoo.metrics.summary()["swaps"] >= 2 and zoo.metrics.summary()["failures"] == 0
+    zoo.close()
