@@ -103,3 +103,13 @@ def test_gfedge_run_with_encoder_predicts_topics_and_refuses_a_foreign_encoder(t
     assert len(summary["predicted"]) == 3 and set(summary["predicted"]) <= {"compound", "debugger", "specialnames", "types"}
     assert summary["outputs"]["sentence_embedding"]["shape"] == [3, minilm_port.dim]
     assert_one_line_error(gfedge("run", text_bundles["fp32"], "--encoder", bundle_factory("fp32"), "--input", tmp_path / "tokens.json"), "is not the encoder", "gfedge export --family collective-encoder")
+
+
+def test_a_collective_mixing_image_and_encoder_streams_is_refused_at_lowering(minilm_port):
+    from geofractal_edge.errors import GfedgeError
+    from geofractal_edge.models.collective import StreamConfig
+    from geofractal_edge.models.collective.lowering import lower
+
+    config = CollectiveConfig.text(1).replace(streams=(StreamConfig("pixels"), StreamConfig("text0", kind="frozen")))
+    with pytest.raises(GfedgeError, match="mixes a frozen encoder with other streams"):
+        lower(RouterCollective(config, ports={"text0": minilm_port}))
