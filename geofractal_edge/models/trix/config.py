@@ -56,6 +56,10 @@ class TrixConfig:
     temperature_start: float = 1.0
     temperature_end: float = 0.05
     balance_weight: float = 0.01
+    # Routes that survive quantization: a hinge pushes each token's top-1 minus top-2 routing score
+    # (in units of sqrt(d_model)) above `route_margin`, weighted by `route_margin_weight` (0: off).
+    route_margin: float = 0.1
+    route_margin_weight: float = 0.1  # 0.1: same held-out bpc, fewer int8 route flips (benchmarks/RESULTS.md)
     recluster_every: int = 100
     held_out_fraction: float = 0.1
 

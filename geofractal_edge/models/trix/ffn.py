@@ -59,6 +59,8 @@ class TrixFFN(nn.Module):
         self.down = nn.Parameter(torch.empty(n_tiles, d_model, d_hidden).uniform_(-1.0, 1.0) / math.sqrt(d_hidden))
         self.register_buffer("usage", torch.zeros(n_tiles, dtype=torch.long), persistent=False)
         self.aux_loss: Tensor | None = None  # load-balancing term of the last training forward
+        self.route_margin = 0.0  # set by the trainer; > 0 makes the soft path compute `margin_loss`
+        self.margin_loss: Tensor | None = None  # mean hinge on the top-1 minus top-2 routing score
         if routing == "hierarchical":
             self.n_clusters = n_clusters or default_clusters(n_tiles)
             self.capacity = cluster_capacity(n_tiles, self.n_clusters, cluster_capacity_factor)
@@ -173,6 +175,9 @@ class TrixFFN(nn.Module):
             self.usage += torch.bincount(chosen, minlength=n)
         fraction = torch.bincount(chosen, minlength=n).to(probs.dtype) / chosen.numel()  # [n], no gradient
         self.aux_loss = n * (fraction * probs.mean(dim=0)).sum()
+        if self.route_margin > 0:
+            top = torch.topk(flat_x @ exact_sigs.T, 2, dim=1).values / math.sqrt(d)  # [N, 2]; gradient into x only
+            self.margin_loss = torch.relu(self.route_margin - (top[:, 0] - top[:, 1])).mean()
         return y.reshape(*lead, d)
 
     def _soft_probs(self, x: Tensor, sigs: Tensor, exact_sigs: Tensor) -> Tensor:

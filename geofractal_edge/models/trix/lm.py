@@ -120,6 +120,15 @@ class TrixLM(nn.Module):
         terms = [ffn.aux_loss for ffn in self.trix_ffns() if ffn.aux_loss is not None]
         return torch.stack(terms).sum() if terms else torch.zeros(())
 
+    def margin_loss(self) -> Tensor:
+        """Sum of the TriX FFNs' route-margin hinges from the last training forward (0 when off)."""
+        terms = [ffn.margin_loss for ffn in self.trix_ffns() if ffn.margin_loss is not None]
+        return torch.stack(terms).sum() if terms else torch.zeros(())
+
+    def set_route_margin(self, margin: float) -> None:
+        for ffn in self.trix_ffns():
+            ffn.route_margin = margin
+
     def set_temperature(self, temperature: float) -> None:
         for ffn in self.trix_ffns():
             ffn.temperature = temperature

@@ -33,7 +33,8 @@ def train_lm(
 ) -> tuple[TrixLM, dict]:
     """Train on the train split of `text` (default: the pydoc corpus); report held-out bits/char.
 
-    Loss: cross-entropy + `balance_weight` x the TriX load-balancing term. AdamW with a one-cycle
+    Loss: cross-entropy + `balance_weight` x the TriX load-balancing term + `route_margin_weight` x
+    the route-margin hinge (routes that survive quantization noise). AdamW with a one-cycle
     schedule; the routing temperature decays geometrically from `temperature_start` to
     `temperature_end`; hierarchical clusters are rebuilt every `recluster_every` steps and once at
     the end, so the deployed grouping matches the final signatures.
@@ -49,7 +50,7 @@ def train_lm(
         final_loss = _fit(model, train_ids, steps=steps, generator=generator, progress=progress)
     model.rebuild_hierarchy()
     for ffn_module in model.trix_ffns():
-        ffn_module.aux_loss = None  # drop the last step's autograd graph
+        ffn_module.aux_loss = ffn_module.margin_loss = None  # drop the last step's autograd graph
     model.eval()
     train_seconds = time.perf_counter() - start
     held_bpc, usage = evaluate(model, held_ids)
@@ -97,6 +98,7 @@ def _fit(model: TrixLM, ids: torch.Tensor, *, steps: int, generator: torch.Gener
     """The training loop; returns the last batch's cross-entropy (nats)."""
     config = model.config
     model.train()
+    model.set_route_margin(config.route_margin if config.route_margin_weight > 0 else 0.0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.98))
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.lr, total_steps=max(steps, 1), pct_start=0.1, anneal_strategy="cos", div_factor=10.0, final_div_factor=20.0
@@ -109,7 +111,7 @@ def _fit(model: TrixLM, ids: torch.Tensor, *, steps: int, generator: torch.Gener
         inputs, targets = random_batch(ids, batch_size=config.batch_size, context=config.context, generator=generator)
         logits = model(inputs)
         ce = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
-        loss = ce + config.balance_weight * model.aux_loss()
+        loss = ce + config.balance_weight * model.aux_loss() + config.route_margin_weight * model.margin_loss()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip > 0:

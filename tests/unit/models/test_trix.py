@@ -282,3 +282,20 @@ def test_train_lm_is_deterministic_and_reports_held_out_bits(tmp_path) -> None:
     assert torch.equal(ExportableTrixLM(model)(tokens)[1], model.forward_with_routes(tokens)[1])  # a trained model lowers too
     with pytest.raises(GfedgeError):
         load_checkpoint(tmp_path / "missing.safetensors")
+
+
+def test_route_margin_hinge_pushes_token_representations_away_from_ties() -> None:
+    torch.manual_seed(0)
+    ffn = TrixFFN(16, 8, 4).train()
+    x = torch.randn(64, 16, requires_grad=True)
+    ffn(x)
+    assert ffn.margin_loss is None  # off unless the trainer sets a margin
+    ffn.route_margin = 10.0  # above every margin: every token contributes
+    ffn(x)
+    sigs = ffn.signatures()
+    top = torch.topk(x.detach() @ sigs.T, 2, dim=1).values / 4.0  # sqrt(d_model) = 4
+    assert ffn.margin_loss.item() == pytest.approx(float(torch.relu(10.0 - (top[:, 0] - top[:, 1])).mean()), rel=1e-5)
+    up_before = ffn.up.grad
+    ffn.margin_loss.backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0  # the hinge moves the inputs (upstream layers)
+    assert up_before is None and ffn.up.grad is None  # signatures are read from the weights: no gradient through them
