@@ -234,16 +234,16 @@ def hierarchical_route(
     cluster_scores = x @ cluster_signatures.T  # [N, C]
     cluster = cluster_scores.argmax(dim=1)  # [N]
     # A token's slot: its cluster's block of W rows, then its rank among that cluster's tokens (a running count, no sort).
-    running = torch.zeros(len(x), n_clusters, dtype=torch.long, device=x.device).scatter_(1, cluster[:, None], 1).cumsum(dim=0)  # [N, C]
+    running = torch.zeros(len(x), n_clusters, dtype=torch.int32, device=x.device).scatter_(1, cluster[:, None], 1).cumsum_(dim=0)  # [N, C]
     width = int(running[-1].max()) if len(x) else 0  # W: tokens in the fullest cluster
-    slot = running.gather(1, cluster[:, None]).squeeze(1).add_(cluster, alpha=width).sub_(1)  # [N], distinct rows of [C*W]
-    grouped = x.new_zeros(n_clusters * width, x.shape[1]).index_copy_(0, slot, x)  # [C*W, d]
+    slot = running.gather(1, cluster[:, None]).squeeze(1).long().add_(cluster, alpha=width).sub_(1)  # [N], distinct rows of [C*W]
+    grouped = x.new_empty(n_clusters * width, x.shape[1]).index_copy_(0, slot, x)  # [C*W, d]; padding rows are never read
     scores = torch.baddbmm(pad[:, None, :], grouped.view(n_clusters, width, -1), member_signatures.transpose(1, 2))  # [C, W, M]
-    scores = scores.view(n_clusters * width, capacity)
-    route = members[cluster, scores.argmax(dim=1)[slot]]
+    scores = scores.view(n_clusters * width, capacity).index_select(0, slot)  # [N, M]: each token's own row
+    route = members[cluster, scores.argmax(dim=1)]
     if not margins:
         return route, None
-    return route, torch.minimum(_margin(cluster_scores), _margin(scores[slot]))
+    return route, torch.minimum(_margin(cluster_scores), _margin(scores))
 
 
 def _margin(scores: Tensor) -> Tensor:
