@@ -1,13 +1,16 @@
 """TriX routing cost: flat vs hierarchical (torch), and the two static lowerings under onnxruntime.
 
 Part 1 times routing only (score computation + argmax, both stages for hierarchical) for 64, 256
-and 1024 tiles at d_model 128 on batches of 256 and 1024 tokens, interleaving the two so that machine noise
-hits both alike; wall-clock and process CPU time are both reported. Signatures are those of randomly
+and 1024 tiles at d_model 128 on batches of 256 and 1024 tokens, in two implementations each:
+eager torch, and fused (the same score GEMMs; argmax and the second stage in the C kernel of
+`geofractal_edge.models.trix.fused`, the same kernel argmax for flat so the comparison is fair).
+All four are interleaved so that machine noise hits them alike; wall-clock and process CPU time
+are both reported. Signatures are those of randomly
 initialised tiles and the clusters come from the real k-means (defaults: round(sqrt(n)) clusters,
 capacity 1.25 n / C). "agree" is the fraction of tokens hierarchical routing sends to the flat
 argmax's tile: with random signatures (no cluster structure: a pessimistic number) and with
 signatures scattered around C prototypes ("agree*"). Acceptance: hierarchical at 1024 tiles <= 1/5
-of flat.
+of flat (printed for both implementations).
 
 Part 2 exports one hard-routed TriX FFN (flat routing, d_model 128, d_hidden 128) with each lowering
 and times onnxruntime CPU at 1 and 256 tokens for 16 and 64 tiles.
@@ -73,42 +76,68 @@ def _structured_ffn(n: int, n_groups: int, *, flip: float = 0.15, seed: int = 0)
     return ffn
 
 
+def _fused_routers(ffn: TrixFFN):
+    """(flat, hierarchical) fused routers of `ffn`'s tables, or (None, None) with the reason printed."""
+    from geofractal_edge.errors import GfedgeError
+    from geofractal_edge.models.trix.fused import FusedRouter
+
+    try:
+        return FusedRouter.flat(ffn.signatures()), FusedRouter.from_ffn(ffn)
+    except GfedgeError as error:
+        print(f"fused kernel unavailable, eager only: {error.one_line()}")
+        return None, None
+
+
 def routing_part() -> None:
     print(f"routing only (scores + argmax), d_model {D_MODEL}, torch {THREADS} thread(s); medians of interleaved rounds")
+    print("eager: torch ops (grouped batched matmul for hierarchical); fused: the same score GEMMs, argmax and the second stage in route_kernel.c")
     print(
-        f"{'tokens':>6} {'tiles':>6} {'C':>3} {'M':>3} {'dots':>8} {'flat us':>8} {'hier us':>8} {'ratio':>6} "
-        f"{'flat cpu':>9} {'hier cpu':>9} {'ratio':>6} {'agree':>6} {'agree*':>6}"
+        f"{'tokens':>6} {'tiles':>6} {'C':>3} {'M':>3} {'dots':>8} | {'flat us':>8} {'hier us':>8} {'ratio':>6} {'cpu':>6} | "
+        f"{'flat us':>8} {'hier us':>8} {'ratio':>6} {'cpu':>6} {'same':>5} | {'agree':>6} {'agree*':>6}"
     )
+    print(f"{'':>31}| {'eager':^31} | {'fused':^37} |")
     ratios = {}
     for n in (64, 256, 1024):
         torch.manual_seed(n)
         ffn = TrixFFN(D_MODEL, 8, n, routing="hierarchical").eval()  # d_hidden only shapes the signatures' votes
         sigs, tables = ffn.signatures(), ffn.hierarchy_tables()
+        fused_flat, fused_hier = _fused_routers(ffn)
         structured = _structured_ffn(n, ffn.n_clusters, seed=n)
         s_sigs, s_tables = structured.signatures(), structured.hierarchy_tables()
         for tokens in TOKEN_BATCHES:
             x = torch.randn(tokens, D_MODEL, generator=torch.Generator().manual_seed(tokens))
+            fns = {"flat": lambda: flat_route(x, sigs), "hier": lambda: hierarchical_route(x, *tables)}
+            if fused_hier is not None:
+                fns |= {"flat*": lambda: fused_flat(x), "hier*": lambda: fused_hier(x)}
             with torch.inference_mode():
-                times = _interleaved({"flat": lambda: flat_route(x, sigs), "hier": lambda: hierarchical_route(x, *tables)}, rounds=20, reps=max(5, 5120 // tokens))
-                agree = float((flat_route(x, sigs)[0] == hierarchical_route(x, *tables)[0]).float().mean())
+                times = _interleaved(fns, rounds=20, reps=max(5, 5120 // tokens))
+                eager_route = hierarchical_route(x, *tables)[0]
+                agree = float((flat_route(x, sigs)[0] == eager_route).float().mean())
                 agree_s = float((flat_route(x, s_sigs)[0] == hierarchical_route(x, *s_tables)[0]).float().mean())
-            (fw, fc), (hw, hc) = times["flat"], times["hier"]
-            ratios[tokens, n] = (hw / fw, hc / fc)
+                same = "-" if fused_hier is None else str(bool(torch.equal(fused_hier(x), eager_route) and torch.equal(fused_flat(x), flat_route(x, sigs)[0])))
             c, m = ffn.n_clusters, ffn.capacity
-            print(
-                f"{tokens:>6} {n:>6} {c:>3} {m:>3} {f'{n}/{c + m}':>8} {fw * 1e6:>8.1f} {hw * 1e6:>8.1f} {hw / fw:>6.3f} "
-                f"{fc * 1e6:>9.1f} {hc * 1e6:>9.1f} {hc / fc:>6.3f} {agree:>6.2f} {agree_s:>6.2f}"
-            )
-    print("dots: score dot products per token, flat / hierarchical (C clusters + M slots); ratio: hierarchical / flat;")
+            row = f"{tokens:>6} {n:>6} {c:>3} {m:>3} {f'{n}/{c + m}':>8} | "
+            for flat, hier in (("flat", "hier"), ("flat*", "hier*")):
+                if flat not in times:
+                    continue
+                (fw, fc), (hw, hc) = times[flat], times[hier]
+                ratios[hier, tokens, n] = (hw / fw, hc / fc)
+                row += f"{fw * 1e6:>8.1f} {hw * 1e6:>8.1f} {hw / fw:>6.3f} {hc / fc:>6.3f} " + (f"{same:>5} | " if flat == "flat*" else "| ")
+            print(row + f"{agree:>6.2f} {agree_s:>6.2f}")
+    print("dots: score dot products per token, flat / hierarchical (C clusters + M slots); ratio: hierarchical / flat wall time, cpu: the same in process CPU time;")
+    print("same: the fused kernel's routes equal eager torch's on this batch (flat and hierarchical);")
     print("agree: tokens hierarchical routing sends to the flat argmax's tile, random signatures (no cluster structure);")
     print("agree*: the same with signatures scattered around C prototypes (15% of entries redrawn)")
-    for tokens in TOKEN_BATCHES:
-        wall, cpu = ratios[tokens, 1024]
-        print(
-            f"acceptance at 1024 tiles, {tokens} tokens: hierarchical/flat = {wall:.3f} wall, {cpu:.3f} CPU "
-            f"(<= 0.200: wall {'PASS' if wall <= 0.2 else 'FAIL'}, CPU {'PASS' if cpu <= 0.2 else 'FAIL'}); "
-            f"speed-up {1 / wall:.1f}x wall, {1 / cpu:.1f}x CPU"
-        )
+    for impl, label in (("hier", "eager"), ("hier*", "fused")):
+        for tokens in TOKEN_BATCHES:
+            if (impl, tokens, 1024) not in ratios:
+                continue
+            wall, cpu = ratios[impl, tokens, 1024]
+            print(
+                f"acceptance at 1024 tiles, {tokens} tokens, {label}: hierarchical/flat = {wall:.3f} wall, {cpu:.3f} CPU "
+                f"(<= 0.200: wall {'PASS' if wall <= 0.2 else 'FAIL'}, CPU {'PASS' if cpu <= 0.2 else 'FAIL'}); "
+                f"speed-up {1 / wall:.1f}x wall, {1 / cpu:.1f}x CPU"
+            )
 
 
 def _export(module: torch.nn.Module, path: Path) -> None:
