@@ -12,7 +12,10 @@ argmax's tile: with random signatures (no cluster structure: a pessimistic numbe
 signatures scattered around C prototypes ("agree*"). Acceptance: hierarchical at 1024 tiles <= 1/5
 of flat (printed for both implementations).
 
-Part 2 exports one hard-routed TriX FFN (flat routing, d_model 128, d_hidden 128) with each lowering
+Part 2 exports flat and hierarchical routing alone (1024 tiles) and times them under onnxruntime:
+the deployed form, where static shapes make the second stage gather each token's member signatures.
+
+Part 3 exports one hard-routed TriX FFN (flat routing, d_model 128, d_hidden 128) with each lowering
 and times onnxruntime CPU at 1 and 256 tokens for 16 and 64 tiles.
 Usage: python benchmarks/trix_routing.py [--threads N]
 """
@@ -121,10 +124,13 @@ def routing_part() -> None:
                 if flat not in times:
                     continue
                 (fw, fc), (hw, hc) = times[flat], times[hier]
-                ratios[hier, tokens, n] = (hw / fw, hc / fc)
+                # Acceptance judges each hierarchical route against the faster flat route measured (eager or fused).
+                best_w, best_c = min(times[f][0] for f in ("flat", "flat*") if f in times), min(times[f][1] for f in ("flat", "flat*") if f in times)
+                ratios[hier, tokens, n] = (hw / best_w, hc / best_c)
                 row += f"{fw * 1e6:>8.1f} {hw * 1e6:>8.1f} {hw / fw:>6.3f} {hc / fc:>6.3f} " + (f"{same:>5} | " if flat == "flat*" else "| ")
             print(row + f"{agree:>6.2f} {agree_s:>6.2f}")
     print("dots: score dot products per token, flat / hierarchical (C clusters + M slots); ratio: hierarchical / flat wall time, cpu: the same in process CPU time;")
+    print("acceptance compares each hierarchical route with the faster of the two flat routes")
     print("same: the fused kernel's routes equal eager torch's on this batch (flat and hierarchical);")
     print("agree: tokens hierarchical routing sends to the flat argmax's tile, random signatures (no cluster structure);")
     print("agree*: the same with signatures scattered around C prototypes (15% of entries redrawn)")
@@ -134,7 +140,7 @@ def routing_part() -> None:
                 continue
             wall, cpu = ratios[impl, tokens, 1024]
             print(
-                f"acceptance at 1024 tiles, {tokens} tokens, {label}: hierarchical/flat = {wall:.3f} wall, {cpu:.3f} CPU "
+                f"acceptance at 1024 tiles, {tokens} tokens, {label}: hierarchical/fastest flat = {wall:.3f} wall, {cpu:.3f} CPU "
                 f"(<= 0.200: wall {'PASS' if wall <= 0.2 else 'FAIL'}, CPU {'PASS' if cpu <= 0.2 else 'FAIL'}); "
                 f"speed-up {1 / wall:.1f}x wall, {1 / cpu:.1f}x CPU"
             )
@@ -180,6 +186,49 @@ def runtime_part() -> None:
                 print(f"{n:>6} {tokens:>6} {g * 1e6:>10.1f} {a * 1e6:>14.1f} {g / a:>10.3f} {str(same):>12}")
 
 
+class _RouteOnly(torch.nn.Module):
+    """The routing of a lowered FFN alone: x [N, d] -> route [N] (what the exported graph computes before the tiles)."""
+
+    def __init__(self, lowered: torch.nn.Module) -> None:
+        super().__init__()
+        self.lowered = lowered
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lowered.route(x)[0]
+
+
+def runtime_routing_part() -> None:
+    """Flat vs hierarchical routing as exported (static shapes: the second stage gathers each token's [M, d] member signatures)."""
+    import onnxruntime as ort
+
+    from geofractal_edge.export.quiet import quiet
+    from geofractal_edge.models.trix.lowering import lower_ffn
+
+    print()
+    print(f"onnxruntime CPU ({THREADS} threads): routing only, as exported (static shapes), 1024 tiles, d_model {D_MODEL}")
+    print(f"{'tokens':>6} {'flat us':>9} {'hier us':>9} {'ratio':>6} {'routes = torch':>14}")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = THREADS
+    options.inter_op_num_threads = 1
+    sessions, ffns = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for routing in ("flat", "hierarchical"):
+            torch.manual_seed(1024)
+            ffns[routing] = TrixFFN(D_MODEL, 8, 1024, routing=routing).eval()
+            path = Path(tmp, f"{routing}.onnx")
+            dims = {"x": {0: torch.export.Dim("tokens", min=1, max=4096)}}
+            with contextlib.redirect_stdout(io.StringIO()), quiet(), torch.no_grad():
+                torch.onnx.export(_RouteOnly(lower_ffn(ffns[routing], "gather_by_route")), (torch.randn(7, D_MODEL),), str(path), input_names=["x"], output_names=["route"], dynamic_shapes=dims, dynamo=True, external_data=False)
+            sessions[routing] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        for tokens in TOKEN_BATCHES:
+            x = np.random.default_rng(tokens).standard_normal((tokens, D_MODEL)).astype(np.float32)
+            times = _interleaved({name: (lambda s=s: s.run(None, {"x": x})) for name, s in sessions.items()}, rounds=15, reps=max(3, 2560 // tokens))
+            same = all(np.array_equal(sessions[r].run(None, {"x": x})[0], ffns[r].route(torch.from_numpy(x)).numpy()) for r in sessions)
+            (fw, _), (hw, _) = times["flat"], times["hierarchical"]
+            print(f"{tokens:>6} {fw * 1e6:>9.1f} {hw * 1e6:>9.1f} {hw / fw:>6.3f} {str(same):>14}")
+    print("the exported second stage copies N x M x d member signatures (a Gather), so it grows with the batch like flat's GEMM does")
+
+
 def main(argv: list[str]) -> None:
     global THREADS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -187,6 +236,7 @@ def main(argv: list[str]) -> None:
     THREADS = parser.parse_args(argv).threads
     torch.set_num_threads(THREADS)
     routing_part()
+    runtime_routing_part()
     runtime_part()
 
 

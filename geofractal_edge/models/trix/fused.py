@@ -6,6 +6,8 @@ GEMM rate (benchmarks/RESULTS.md has the profile). `route_kernel.c` does the sec
 pass per token (each token reads its own cluster's member signatures, no grouping, no gather copy)
 and replaces torch.argmax, which is scalar on CPU, by a vector max and a first-index scan. The
 score matmuls stay torch GEMMs. Flat routing gets the same argmax, so the two compare fairly.
+The kernel is single-threaded: on the small batches routing sees, extra threads lost more to
+contention with torch's spinning OpenMP workers than they gained (measured on 2 cores; RESULTS.md).
 
 This is an opt-in fast path for hard routing in torch on the host (`FusedRouter.from_ffn`); the
 model's own `TrixFFN.routes` stays eager, so the torch reference that parity compares against
