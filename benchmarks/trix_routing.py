@@ -130,10 +130,10 @@ def routing_part() -> None:
                 row += f"{fw * 1e6:>8.1f} {hw * 1e6:>8.1f} {hw / fw:>6.3f} {hc / fc:>6.3f} " + (f"{same:>5} | " if flat == "flat*" else "| ")
             print(row + f"{agree:>6.2f} {agree_s:>6.2f}")
     print("dots: score dot products per token, flat / hierarchical (C clusters + M slots); ratio: hierarchical / flat wall time, cpu: the same in process CPU time;")
-    print("acceptance compares each hierarchical route with the faster of the two flat routes")
     print("same: the fused kernel's routes equal eager torch's on this batch (flat and hierarchical);")
     print("agree: tokens hierarchical routing sends to the flat argmax's tile, random signatures (no cluster structure);")
     print("agree*: the same with signatures scattered around C prototypes (15% of entries redrawn)")
+    print("acceptance compares each hierarchical route with the faster of the two flat routes")
     for impl, label in (("hier", "eager"), ("hier*", "fused")):
         for tokens in TOKEN_BATCHES:
             if (impl, tokens, 1024) not in ratios:
