@@ -16,8 +16,9 @@ never depends on a compiler. Routes equal the eager ones wherever scores are com
 because the kernel sums each score in another order than the GEMM.
 
 The kernel is compiled on first use with the system C compiler ($CC, else cc or gcc) into the
-cache ($GFEDGE_CACHE or ~/.cache/geofractal_edge/kernels), named by the source's hash and the
-machine, and written atomically; later processes load the cached library.
+cache ($GFEDGE_CACHE or ~/.cache/geofractal_edge/kernels), named by a hash of the source and the
+CPU's feature flags (it is built with -march=native), and written atomically; later processes load
+the cached library.
 """
 
 from __future__ import annotations
@@ -50,10 +51,21 @@ def compiler() -> str | None:
     return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
 
 
+def _cpu_features() -> bytes:
+    """The CPU's feature flags where the OS lists them (Linux: /proc/cpuinfo), else the processor name."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.split(":")[0].strip() in ("flags", "Features"):
+                return line.encode()
+    except OSError:
+        pass
+    return platform.processor().encode()
+
+
 def build(cache: Path | None = None) -> Path:
     """The compiled kernel library, compiling it into `cache`/kernels on first use (atomic rename)."""
     source = SOURCE.read_bytes()
-    tag = hashlib.sha256(source).hexdigest()[:16]
+    tag = hashlib.sha256(source + _cpu_features()).hexdigest()[:16]  # -march=native: a cache shared by other CPUs must not load it
     out = (cache or cache_dir()) / "kernels" / f"trix-route-{tag}-{platform.system().lower()}-{platform.machine()}.so"
     if out.exists():
         return out
@@ -92,7 +104,7 @@ def kernel(cache: Path | None = None) -> ctypes.CDLL:
 
 def argmax_rows(lib: ctypes.CDLL, scores: Tensor) -> Tensor:
     """[N, n] float32 -> [N] int64: the first maximum of each row (torch.argmax's answer for finite scores)."""
-    scores = scores.contiguous()
+    scores = scores.detach().to(device="cpu", dtype=torch.float32).contiguous()
     out = torch.empty(scores.shape[0], dtype=torch.int64)
     lib.gf_argmax_rows(scores.data_ptr(), scores.shape[0], scores.shape[1], out.data_ptr())
     return out
