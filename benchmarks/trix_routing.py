@@ -146,35 +146,35 @@ def routing_part() -> None:
             )
 
 
-def _export(module: torch.nn.Module, path: Path) -> None:
+def _session(module: torch.nn.Module, path: Path, outputs: list[str]):
+    """Export `module` (x [tokens, D_MODEL] -> `outputs`, tokens dynamic) to `path` and open it on the CPU with THREADS threads."""
+    import onnxruntime as ort
+
     from geofractal_edge.export.quiet import quiet
 
     example = torch.randn(7, D_MODEL)
     dims = {"x": {0: torch.export.Dim("tokens", min=1, max=4096)}}
     with contextlib.redirect_stdout(io.StringIO()), quiet(), torch.no_grad():
-        torch.onnx.export(module, (example,), str(path), input_names=["x"], output_names=["y", "route", "margin"], dynamic_shapes=dims, dynamo=True, external_data=False)
+        torch.onnx.export(module, (example,), str(path), input_names=["x"], output_names=outputs, dynamic_shapes=dims, dynamo=True, external_data=False)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = THREADS
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def runtime_part() -> None:
-    import onnxruntime as ort
-
     from geofractal_edge.models.trix.lowering import lower_ffn
 
     print()
     print(f"onnxruntime CPU ({THREADS} threads) latency of one hard-routed TriX FFN, d_model {D_MODEL}, d_hidden 128, flat routing")
     print(f"{'tiles':>6} {'tokens':>6} {'gather us':>10} {'all+select us':>14} {'gather/all':>10} {'routes equal':>12}")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = THREADS
-    options.inter_op_num_threads = 1
     with tempfile.TemporaryDirectory() as tmp:
         for n in (16, 64):
             torch.manual_seed(n)
             ffn = TrixFFN(D_MODEL, 128, n).eval()
             sessions = {}
             for name in ("gather_by_route", "compute_all_select"):
-                path = Path(tmp, f"{name}-{n}.onnx")
-                _export(lower_ffn(ffn, name), path)
-                sessions[name] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+                sessions[name] = _session(lower_ffn(ffn, name), Path(tmp, f"{name}-{n}.onnx"), ["y", "route", "margin"])
             for tokens in (1, 256):
                 x = np.random.default_rng(tokens).standard_normal((tokens, D_MODEL)).astype(np.float32)
                 feeds = {"x": x}
@@ -199,27 +199,17 @@ class _RouteOnly(torch.nn.Module):
 
 def runtime_routing_part() -> None:
     """Flat vs hierarchical routing as exported (static shapes: the second stage gathers each token's [M, d] member signatures)."""
-    import onnxruntime as ort
-
-    from geofractal_edge.export.quiet import quiet
     from geofractal_edge.models.trix.lowering import lower_ffn
 
     print()
     print(f"onnxruntime CPU ({THREADS} threads): routing only, as exported (static shapes), 1024 tiles, d_model {D_MODEL}")
     print(f"{'tokens':>6} {'flat us':>9} {'hier us':>9} {'ratio':>6} {'routes = torch':>14}")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = THREADS
-    options.inter_op_num_threads = 1
     sessions, ffns = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for routing in ("flat", "hierarchical"):
             torch.manual_seed(1024)
             ffns[routing] = TrixFFN(D_MODEL, 8, 1024, routing=routing).eval()
-            path = Path(tmp, f"{routing}.onnx")
-            dims = {"x": {0: torch.export.Dim("tokens", min=1, max=4096)}}
-            with contextlib.redirect_stdout(io.StringIO()), quiet(), torch.no_grad():
-                torch.onnx.export(_RouteOnly(lower_ffn(ffns[routing], "gather_by_route")), (torch.randn(7, D_MODEL),), str(path), input_names=["x"], output_names=["route"], dynamic_shapes=dims, dynamo=True, external_data=False)
-            sessions[routing] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            sessions[routing] = _session(_RouteOnly(lower_ffn(ffns[routing], "gather_by_route")), Path(tmp, f"{routing}.onnx"), ["route"])
         for tokens in TOKEN_BATCHES:
             x = np.random.default_rng(tokens).standard_normal((tokens, D_MODEL)).astype(np.float32)
             times = _interleaved({name: (lambda s=s: s.run(None, {"x": x})) for name, s in sessions.items()}, rounds=15, reps=max(3, 2560 // tokens))
