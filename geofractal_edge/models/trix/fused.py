@@ -28,6 +28,7 @@ import functools
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -62,38 +63,49 @@ def _cpu_features() -> bytes:
     return platform.processor().encode()
 
 
+_FLAGS = (["-O3", "-march=native", "-shared", "-fPIC"], ["-O3", "-shared", "-fPIC"])  # some compilers refuse -march=native
+_NO_KERNEL = "or use the eager route (TrixFFN.routes)"
+
+
 def build(cache: Path | None = None) -> Path:
     """The compiled kernel library, compiling it into `cache`/kernels on first use (atomic rename)."""
-    source = SOURCE.read_bytes()
-    tag = hashlib.sha256(source + _cpu_features()).hexdigest()[:16]  # -march=native: a cache shared by other CPUs must not load it
+    cc = compiler()
+    key = b"\0".join([SOURCE.read_bytes(), _cpu_features(), (cc or "").encode(), repr(_FLAGS).encode()])
+    tag = hashlib.sha256(key).hexdigest()[:16]  # -march=native: a cache shared by other CPUs must not load it
     out = (cache or cache_dir()) / "kernels" / f"trix-route-{tag}-{platform.system().lower()}-{platform.machine()}.so"
     if out.exists():
         return out
-    cc = compiler()
     if cc is None:
-        raise MissingDependencyError("no C compiler for the fused TriX routing kernel", "install gcc (apt install gcc), or use the eager route (TrixFFN.routes)")
+        raise MissingDependencyError("no C compiler for the fused TriX routing kernel", f"install gcc (apt install gcc), {_NO_KERNEL}")
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         staged = Path(tmp, out.name)
-        errors = []
-        for arch in (["-march=native"], []):  # some compilers (or old ones on aarch64) refuse -march=native
+        for flags in _FLAGS:
             try:
-                result = subprocess.run([cc, "-O3", *arch, "-shared", "-fPIC", "-o", str(staged), str(SOURCE)], capture_output=True, text=True)
-            except OSError as error:
-                raise MissingDependencyError(f"could not run the C compiler {cc}: {error.strerror}", "set CC to a working gcc or clang, or use the eager route (TrixFFN.routes)") from None
+                result = subprocess.run([*shlex.split(cc), *flags, "-o", str(staged), str(SOURCE)], capture_output=True, text=True, timeout=300)
+            except (OSError, subprocess.TimeoutExpired) as error:
+                raise MissingDependencyError(f"could not run the C compiler {cc}: {getattr(error, 'strerror', None) or error}", f"set CC to a working gcc or clang, {_NO_KERNEL}") from None
             if result.returncode == 0:
                 os.replace(staged, out)
                 return out
-            errors.append(result.stderr.strip().splitlines()[-1:] or [f"exit {result.returncode}"])
-    raise MissingDependencyError(f"{cc} could not compile {SOURCE.name}: {errors[-1][0]}", "set CC to a working gcc or clang, or use the eager route (TrixFFN.routes)")
+    raise MissingDependencyError(f"{cc} could not compile {SOURCE.name}: {_first_error(result.stderr, result.returncode)}", f"set CC to a working gcc or clang, {_NO_KERNEL}")
+
+
+def _first_error(stderr: str, code: int) -> str:
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    return next((line for line in lines if "error" in line.lower()), lines[-1] if lines else f"exit {code}")
 
 
 @functools.cache
 def _library(path: Path) -> ctypes.CDLL:
-    lib = ctypes.CDLL(str(path))
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as error:
+        raise MissingDependencyError(f"could not load the fused routing kernel {path.name}: {error}", f"delete {path} to rebuild it, mount the cache without noexec (or set GFEDGE_CACHE), {_NO_KERNEL}") from None
     lib.gf_argmax_rows.argtypes = [_P, _I, _I, _P]
     lib.gf_stage2.argtypes = [_P, _P, _P, _P, _P, _I, _I, _I, _P]
-    lib.gf_max_slots.restype = ctypes.c_int64
+    for name in ("gf_argmax_rows", "gf_stage2", "gf_max_slots", "gf_lanes"):
+        getattr(lib, name).restype = ctypes.c_int64
     return lib
 
 
@@ -103,10 +115,13 @@ def kernel(cache: Path | None = None) -> ctypes.CDLL:
 
 
 def argmax_rows(lib: ctypes.CDLL, scores: Tensor) -> Tensor:
-    """[N, n] float32 -> [N] int64: the first maximum of each row (torch.argmax's answer for finite scores)."""
-    scores = scores.detach().to(device="cpu", dtype=torch.float32).contiguous()
+    """[N, n] float32 CPU scores, n >= 1 -> [N] int64: the first maximum of each row (torch.argmax's answer for finite scores)."""
+    if scores.ndim != 2 or scores.shape[1] < 1 or scores.dtype != torch.float32 or scores.device.type != "cpu":
+        raise InputError(f"argmax_rows takes [N, n >= 1] float32 CPU scores, got {list(scores.shape)} {scores.dtype} on {scores.device}", "reshape, cast or move the scores first")
+    scores = scores.detach().contiguous()
     out = torch.empty(scores.shape[0], dtype=torch.int64)
-    lib.gf_argmax_rows(scores.data_ptr(), scores.shape[0], scores.shape[1], out.data_ptr())
+    if lib.gf_argmax_rows(scores.data_ptr(), scores.shape[0], scores.shape[1], out.data_ptr()) != 0:
+        raise AssertionError("gf_argmax_rows refused a width argmax_rows checked")  # a bug here, not bad input
     return out
 
 
@@ -114,8 +129,8 @@ def argmax_rows(lib: ctypes.CDLL, scores: Tensor) -> Tensor:
 class FusedRouter:
     """Hard routes of one TriX FFN's current tables: flat (`signatures_t` only) or hierarchical.
 
-    Call it on tokens [N, d] float32 (CPU) to get routes [N] int64. Tables are copied at
-    construction; build a new router after the weights change.
+    Call it on tokens [N, d] (CPU) to get routes [N] int64. Tables are copied at construction;
+    build a new router after the weights change.
     """
 
     lib: ctypes.CDLL
@@ -128,11 +143,14 @@ class FusedRouter:
 
     @classmethod
     def flat(cls, signatures: Tensor, *, cache: Path | None = None) -> FusedRouter:
-        return cls(kernel(cache), signatures.shape[1], signatures_t=signatures.detach().float().cpu().T.contiguous())
+        if signatures.ndim != 2 or signatures.shape[0] < 1:
+            raise InputError(f"flat routing takes signatures [n_tiles >= 1, d], got {list(signatures.shape)}", "pass TrixFFN.signatures()")
+        return cls(kernel(cache), signatures.shape[1], signatures_t=_copy(signatures.T))
 
     @classmethod
     def hierarchical(cls, cluster_signatures: Tensor, member_signatures: Tensor, members: Tensor, pad: Tensor, *, cache: Path | None = None) -> FusedRouter:
         """From `TrixFFN.hierarchy_tables()`: ([C, d], [C, M, d], [C, M], [C, M])."""
+        _check_tables(cluster_signatures, member_signatures, members, pad)
         lib = kernel(cache)
         capacity = member_signatures.shape[1]
         slots = -(-capacity // _LANES) * _LANES
@@ -142,7 +160,7 @@ class FusedRouter:
         return cls(
             lib,
             cluster_signatures.shape[1],
-            cluster_signatures_t=cluster_signatures.detach().float().cpu().T.contiguous(),
+            cluster_signatures_t=_copy(cluster_signatures.T),
             member_signatures_t=F.pad(member_signatures.detach().float().cpu().transpose(1, 2), (0, extra)).contiguous(),
             pad=F.pad(pad.detach().float().cpu(), (0, extra), value=float("-inf")).contiguous(),
             members=F.pad(members.detach().long().cpu(), (0, extra)).contiguous(),
@@ -166,5 +184,22 @@ class FusedRouter:
         cluster = argmax_rows(self.lib, x @ self.cluster_signatures_t)
         route = torch.empty(x.shape[0], dtype=torch.int64)
         slots = self.member_signatures_t.shape[2]
-        self.lib.gf_stage2(x.data_ptr(), cluster.data_ptr(), self.member_signatures_t.data_ptr(), self.pad.data_ptr(), self.members.data_ptr(), x.shape[0], slots, self.d_model, route.data_ptr())
+        if self.lib.gf_stage2(x.data_ptr(), cluster.data_ptr(), self.member_signatures_t.data_ptr(), self.pad.data_ptr(), self.members.data_ptr(), x.shape[0], slots, self.d_model, route.data_ptr()) != 0:
+            raise AssertionError(f"gf_stage2 refused {slots} slots that hierarchical() checked")  # a bug here, not bad input
         return route
+
+
+def _copy(table: Tensor) -> Tensor:
+    """A contiguous float32 CPU copy that shares no storage with the model (.contiguous() alone may not copy)."""
+    return table.detach().to(device="cpu", dtype=torch.float32, memory_format=torch.contiguous_format, copy=True)
+
+
+def _check_tables(cluster_signatures: Tensor, member_signatures: Tensor, members: Tensor, pad: Tensor) -> None:
+    """The kernel trusts its tables' sizes: refuse any that do not agree with one another."""
+    if member_signatures.ndim != 3 or min(member_signatures.shape) < 1:
+        raise InputError(f"member signatures must be [C, M >= 1, d], got {list(member_signatures.shape)}", "pass TrixFFN.hierarchy_tables()")
+    c, m, d = member_signatures.shape
+    expected = {"cluster signatures": (cluster_signatures, (c, d)), "members": (members, (c, m)), "pad": (pad, (c, m))}
+    for name, (table, shape) in expected.items():
+        if tuple(table.shape) != shape:
+            raise InputError(f"{name} must be {list(shape)} to match member signatures {[c, m, d]}, got {list(table.shape)}", "pass TrixFFN.hierarchy_tables()")

@@ -3,7 +3,9 @@
  * Plain C with GCC/Clang vector extensions: no torch headers, no Python API, so it builds in well
  * under a second with the system compiler and works with any torch version. All tensors are
  * row-major float32 / int64, contiguous, owned by the caller. Ties go to the LOWEST index, like
- * torch.argmax. Scores that are NaN give an unspecified (but in-range) index.
+ * torch.argmax. Scores that are NaN give an unspecified (but in-range) index. Both entry points
+ * return 0, or -1 (computing nothing) for widths they cannot take. Casting a vector array to float*
+ * relies on GCC/Clang letting a vector type alias its element type.
  */
 #include <stdint.h>
 
@@ -25,9 +27,11 @@ static int64_t first_max(const float *row, int64_t n) {
 }
 
 int64_t gf_max_slots(void) { return MAXV * V; }
+int64_t gf_lanes(void) { return V; }
 
-/* out[i] = argmax_j s[i, j] for s [N, n]: a vector max, then the first index holding it. */
-void gf_argmax_rows(const float *restrict s, int64_t N, int64_t n, int64_t *restrict out) {
+/* out[i] = argmax_j s[i, j] for s [N, n]: a vector max, then the first index holding it. Returns -1 for n < 1. */
+int64_t gf_argmax_rows(const float *restrict s, int64_t N, int64_t n, int64_t *restrict out) {
+    if (n < 1) return -1;
     for (int64_t i = 0; i < N; i++) {
         const float *row = s + i * n;
         if (n < 2 * V) { out[i] = first_max(row, n); continue; }
@@ -41,6 +45,7 @@ void gf_argmax_rows(const float *restrict s, int64_t N, int64_t n, int64_t *rest
         while (best < n - 1 && row[best] != bv) best++;
         out[i] = best;
     }
+    return 0;
 }
 
 /* The second stage of hierarchical routing, one pass per token, no grouping and no gather copy:
@@ -48,9 +53,10 @@ void gf_argmax_rows(const float *restrict s, int64_t N, int64_t n, int64_t *rest
  * msT [C, d, Mp] holds each cluster's member signatures transposed, Mp a multiple of V (<= MAXV * V),
  * padded slots have zero signatures and pad -inf. Two tokens at a time keep two independent
  * accumulator chains in flight; each score is summed in ascending k. */
-void gf_stage2(const float *restrict x, const int64_t *restrict cluster, const float *restrict msT,
-               const float *restrict pad, const int64_t *restrict members, int64_t N, int64_t Mp, int64_t d,
-               int64_t *restrict route) {
+int64_t gf_stage2(const float *restrict x, const int64_t *restrict cluster, const float *restrict msT,
+                  const float *restrict pad, const int64_t *restrict members, int64_t N, int64_t Mp, int64_t d,
+                  int64_t *restrict route) {
+    if (Mp < V || Mp % V != 0 || Mp > MAXV * V) return -1;
     const int64_t nv = Mp / V;
     vf a0[MAXV], a1[MAXV];
     int64_t i = 0;
@@ -76,4 +82,5 @@ void gf_stage2(const float *restrict x, const int64_t *restrict cluster, const f
         }
         route[i] = members[c * Mp + first_max((const float *)a0, Mp)];
     }
+    return 0;
 }
