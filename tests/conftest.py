@@ -34,21 +34,26 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def bundle_factory(tiny_checkpoint, tmp_path_factory):
-    """Export (once per target and precision) and return the bundle path."""
+def _export_once(tmp_path_factory, family: str, model: Path, folder: str):
+    """make(precision, target) -> the path of `model`'s bundle, exported on first request and reused after."""
     from geofractal_edge.pipeline import export_bundle
 
     made: dict[tuple[str, str], Path] = {}
 
     def make(precision: str = "fp32", target: str = "host-cpu") -> Path:
         if (target, precision) not in made:
-            out = tmp_path_factory.mktemp("bundles") / f"{target}-{precision}"
-            export_bundle(family="atlas", target=target, precision=precision, model=tiny_checkpoint, out=out)
+            out = tmp_path_factory.mktemp(folder) / f"{target}-{precision}"
+            export_bundle(family=family, target=target, precision=precision, model=model, out=out)
             made[(target, precision)] = out
         return made[(target, precision)]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def bundle_factory(tiny_checkpoint, tmp_path_factory):
+    """Export (once per target and precision) and return the bundle path."""
+    return _export_once(tmp_path_factory, "atlas", tiny_checkpoint, "bundles")
 
 
 @pytest.fixture()
@@ -117,18 +122,7 @@ def collective_checkpoint(tmp_path_factory) -> tuple[Path, dict]:
 @pytest.fixture(scope="session")
 def collective_bundle_factory(collective_checkpoint, tmp_path_factory):
     """Export the tiny collective (once per precision and target) and return the bundle path."""
-    from geofractal_edge.pipeline import export_bundle
-
-    made: dict[tuple[str, str], Path] = {}
-
-    def make(precision: str = "fp32", target: str = "host-cpu") -> Path:
-        if (target, precision) not in made:
-            out = tmp_path_factory.mktemp("collective-bundles") / f"{target}-{precision}"
-            export_bundle(family="collective", target=target, precision=precision, model=collective_checkpoint[0], out=out)
-            made[(target, precision)] = out
-        return made[(target, precision)]
-
-    return make
+    return _export_once(tmp_path_factory, "collective", collective_checkpoint[0], "collective-bundles")
 
 
 @pytest.fixture(scope="session")

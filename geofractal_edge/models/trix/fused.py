@@ -52,6 +52,7 @@ def compiler() -> str | None:
     return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
 
 
+@functools.cache
 def _cpu_features() -> bytes:
     """The CPU's feature flags where the OS lists them (Linux: /proc/cpuinfo), else the processor name."""
     try:
