@@ -40,5 +40,16 @@ class MissingDependencyError(GfedgeError):
     """An optional dependency that this command needs is not installed."""
 
 
+class OutputLockedError(GfedgeError):
+    """Another writer holds the lock on this output path right now."""
+
+    def __init__(self, out, lock, pid: str) -> None:
+        self.out, self.lock, self.pid = out, lock, pid
+        super().__init__(f"another export is writing {out}: lock {lock} is held by pid {pid}", "wait for it to finish, or choose another --out")
+
+    def __reduce__(self):  # rebuilt from its fields when it crosses a process boundary
+        return type(self), (self.out, self.lock, self.pid)
+
+
 class Bug(RuntimeError):
     """Something geofractal_edge got wrong, not the user: reported with a traceback."""
