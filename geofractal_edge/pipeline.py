@@ -10,7 +10,7 @@ from pathlib import Path
 
 from geofractal_edge.artifacts import Manifest, atomic, open_bundle, seal
 from geofractal_edge.errors import GfedgeError
-from geofractal_edge.export.quantize import QuantContext, default_config, quantize
+from geofractal_edge.export.quantize import QuantConfig, QuantContext, default_config, quantize
 from geofractal_edge.export.ternary import externalize_ternary
 from geofractal_edge.export.trace import trace
 from geofractal_edge.export.validate import check_shapes
@@ -29,18 +29,23 @@ class ExportResult:
 
 def export_bundle(
     *, family: str, target: str, out: Path, precision: str | None = None, model: Path | None = None,
-    overwrite: bool = False, progress: Progress | None = None, exportable=None,
+    overwrite: bool = False, progress: Progress | None = None, exportable=None, config: QuantConfig | None = None,
 ) -> ExportResult:
-    """Export one bundle for one target and precision; parity is measured and recorded in it."""
+    """Export one bundle for one target and precision; parity is measured and recorded in it.
+
+    `config`: a quantization scheme with its settings; default: the precision's default scheme.
+    """
     def step(phase: str, done: int, total: int) -> None:
         if progress is not None:
             progress(f"export {family} {precision or ''}".strip(), done, total)
 
     profile = get_target(target)
-    precision = precision or profile.default_precision
+    if config is not None and precision not in (None, config.precision):
+        raise GfedgeError(f"precision {precision} disagrees with the quantization config ({type(config).__name__} is {config.precision})", f"drop the precision or use {config.precision}")
+    precision = config.precision if config is not None else precision or profile.default_precision
     if precision not in profile.precisions:
         raise GfedgeError(f"precision {precision} is not allowed on target {profile.name}", f"use one of {', '.join(profile.precisions)}")
-    config = default_config(precision)
+    config = config or default_config(precision)
     if model is not None and not Path(model).is_file():
         raise GfedgeError(f"model checkpoint {model} does not exist", "pass a file written by `gfedge train`, or drop --model for the embedded default")
     exportable = exportable or family_module(family).load_exportable(model, progress=progress, target=profile)

@@ -15,7 +15,8 @@ def export(
     out: Path = typer.Option(..., "--out", "-o", help="Bundle directory to create."),
     family: str = typer.Option("atlas", "--family", "-f", help="Model family."),
     model: Path | None = typer.Option(None, "--model", "-m", help="Checkpoint from `gfedge train`; default: the family's embedded default."),
-    precision: str | None = typer.Option(None, "--precision", "-p", help="fp32, fp16, int8, int4; default: the target's."),
+    precision: str | None = typer.Option(None, "--precision", "-p", help="fp32, fp16, int8, int4; default: the target's (or the --quant-config's)."),
+    quant_config: Path | None = typer.Option(None, "--quant-config", help='TOML file naming a quantization scheme and its settings, e.g. scheme = "Int8Config" and per_channel = false.'),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle (only once the new one is complete)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
     format: str = typer.Option("onnx", "--format", help="onnx: a gfedge bundle at --out. triton: a Triton model repository at --out, its bundle beside it as OUT.bundle."),
@@ -25,11 +26,16 @@ def export(
     from geofractal_edge.targets import get_target
 
     get_target(target)  # an unknown name fails before any work
+    config = None
+    if quant_config is not None:
+        from geofractal_edge.export.quantize import QuantConfig
+
+        config = QuantConfig.from_toml(quant_config)
     if format not in ("onnx", "triton"):
         raise GfedgeError(f"unknown format '{format}'", "use --format onnx or --format triton")
     bundle_out = out if format == "onnx" else out.with_name(out.name + ".bundle")
     with progress_bar(enabled=not as_json) as progress:
-        result = export_bundle(family=family, target=target, out=bundle_out, precision=precision, model=model, overwrite=overwrite, progress=progress)
+        result = export_bundle(family=family, target=target, out=bundle_out, precision=precision, model=model, overwrite=overwrite, progress=progress, config=config)
     report = result.parity
     summary = {
         "bundle": str(result.path),

@@ -6,11 +6,10 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from geofractal_edge.errors import GfedgeError
+from geofractal_edge.targets.precisions import PRECISIONS
 
 MIB = 1 << 20
 GIB = 1 << 30
-KNOWN_PRECISIONS = ("fp32", "fp16", "bf16", "fp8", "int8", "int4")
-FP8_MIN_SM = (8, 9)
 
 
 @dataclass(frozen=True)
@@ -80,13 +79,12 @@ class TargetProfile:
 
 
 def _validate(p: TargetProfile) -> None:
-    bad = [x for x in p.precisions if x not in KNOWN_PRECISIONS]
-    if bad:
-        raise GfedgeError(f"target {p.name}: unknown precisions {bad}", f"use some of {list(KNOWN_PRECISIONS)}")
+    for field_name in ("precisions", "dla_precisions"):
+        bad = [x for x in getattr(p, field_name) if x not in PRECISIONS]
+        if bad:
+            raise GfedgeError(f"target {p.name}: {field_name} {bad} cannot be exported", f"remove them; {field_name} may list only {', '.join(PRECISIONS)}")
     if p.default_precision not in p.precisions:
         raise GfedgeError(f"target {p.name}: default precision {p.default_precision} is not allowed", "add it to precisions")
-    if "fp8" in p.precisions and (p.sm_tuple is None or p.sm_tuple < FP8_MIN_SM):
-        raise GfedgeError(f"target {p.name}: FP8 needs SM >= 8.9, profile has SM {p.sm}", "remove fp8 from precisions")
     if p.dla_cores and not p.dla_precisions:
         raise GfedgeError(f"target {p.name}: DLA cores without DLA precisions", "set dla_precisions")
     if p.tensorrt_version is not None and (p.sm is None or p.workspace_mib is None):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from geofractal_edge.export.trace import trace
-from geofractal_edge.models.collective import CollectiveConfig, RouterCollective, StreamConfig, digits_split
+from geofractal_edge.models.collective import CollectiveConfig, RouterCollective, StreamConfig, digits_split, fit
 from geofractal_edge.models.collective.family import exportable_from_collective
 
 
@@ -56,7 +56,7 @@ def test_fit_with_a_frozen_stream_trains_only_routing_fusion_and_heads(minilm_po
     encoder_before = {n: p.detach().clone() for n, p in port.module.named_parameters()}
     trained_before = {n: p.detach().clone() for n, p in collective.named_parameters()}
     inputs = {"minilm": port.preprocess(texts)}  # each stream reads its own entry: a token batch
-    report = collective.fit((inputs, labels), (inputs, labels))
+    report = fit(collective, (inputs, labels), (inputs, labels))
     assert report["steps"] == 2 and report["accuracy"] is not None
     assert all(torch.equal(encoder_before[n], p) for n, p in port.module.named_parameters())
     assert not port.module.training

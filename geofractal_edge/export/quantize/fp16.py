@@ -7,6 +7,7 @@ own float16 converter.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import onnx
 
@@ -17,7 +18,7 @@ from geofractal_edge.export.quantize.islands import feature_stage
 
 @dataclass(frozen=True)
 class Fp16Config(QuantConfig):
-    precision: str = "fp16"
+    precision: ClassVar[str] = "fp16"
     keep_io_types: bool = True
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import onnx
 
@@ -11,7 +12,7 @@ from geofractal_edge.export.quantize.base import QuantConfig, QuantContext, regi
 
 @dataclass(frozen=True)
 class Fp32Config(QuantConfig):
-    precision: str = "fp32"
+    precision: ClassVar[str] = "fp32"
 
 
 @register(Fp32Config)

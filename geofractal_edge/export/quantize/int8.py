@@ -13,21 +13,29 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import onnx
 
+from geofractal_edge.errors import GfedgeError
 from geofractal_edge.export.quantize.base import QuantConfig, QuantContext, register
 from geofractal_edge.export.quantize.islands import consumers
+
+CALIBRATE_METHODS = ("MinMax", "Entropy", "Percentile", "Distribution")  # onnxruntime's CalibrationMethod
 
 
 @dataclass(frozen=True)
 class Int8Config(QuantConfig):
-    precision: str = "int8"
+    precision: ClassVar[str] = "int8"
     per_channel: bool = True
     weight_symmetric: bool = True
     calibrate_method: str = "MinMax"
     # Products of two activations (attention's Q.K^T and P.V) stay float: only layers with weights are int8.
     weight_products_only: bool = True
+
+    def __post_init__(self) -> None:
+        if self.calibrate_method not in CALIBRATE_METHODS:
+            raise GfedgeError(f"int8 calibrate_method {self.calibrate_method!r} is unknown", f"use one of {', '.join(CALIBRATE_METHODS)}")
 
 
 @register(Int8Config)

@@ -1,9 +1,9 @@
 """RouterCollective: streams -> one router each -> mailbox -> fusion -> classifier (training side).
 
 This is the readable, per-stream form that trains. The export form is `lowering.lower(...)`, which
-stacks identical towers; both compute the same logits and routes. Python-side bookkeeping (the last
-forward's routing posts, kept for diagnostics as the prototype's registry did) lives in `_cache`,
-is cleared by `cache_clear()` and never reaches an exported graph.
+stacks identical towers; both compute the same logits and routes. The model keeps no per-forward
+state: routes, margins and opinions come back in `forward`'s info. Training lives in train.py, which
+imports this module, never the other way round.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ class RouterCollective(nn.Module):
         self.mailbox = Mailbox(config) if config.mailbox else None
         self.fusion = build_fusion(config)
         self.head = nn.Sequential(nn.LayerNorm(config.feature_dim), nn.Linear(config.feature_dim, config.num_classes))
-        self._cache: dict[str, Tensor] = {}
 
     @property
     def names(self) -> list[str]:
@@ -72,7 +71,6 @@ class RouterCollective(nn.Module):
             opinions_t = self.mailbox(opinions_t, weights_t.mean(dim=2), self.mailbox.address(self.fingerprints()))
         logits = self.head(self.fusion(opinions_t))
         routes_t = torch.cat(routes).sort(dim=-1).values  # [T, B, S, K]
-        self._cache["routes"] = routes_t.detach()
         margins_t = torch.cat(margins)  # [T, B, S]
         info = {"routes": routes_t, "route_weights": weights_t, "margins": margins_t.amin(dim=-1), "slot_margins": margins_t, "opinions": opinions_t}
         return logits, info
@@ -82,15 +80,6 @@ class RouterCollective(nn.Module):
         prints = [r.fingerprint for r in self.routers.values()]
         return None if any(p is None for p in prints) else torch.stack(prints)
 
-    def cache_clear(self) -> None:
-        self._cache.clear()
-
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """What `fit` optimizes: everything with requires_grad (a frozen encoder has none)."""
+        """What `train.fit` optimizes: everything with requires_grad (a frozen encoder has none)."""
         return [p for p in self.parameters() if p.requires_grad]
-
-    def fit(self, train, val=None, **options) -> dict:
-        """Train in place (see geofractal_edge.models.collective.train.fit); returns the report."""
-        from geofractal_edge.models.collective.train import fit
-
-        return fit(self, train, val, **options)

@@ -107,7 +107,6 @@ def _fit(collective: RouterCollective, train, val, *, epochs: int | None, seed: 
             loss.backward()
             optimizer.step()
             schedule.step()
-            collective.cache_clear()
             loss_value = float(loss.detach())
             if progress is not None and rank == 0:
                 progress(epoch * per_epoch + step + 1, total, loss_value)

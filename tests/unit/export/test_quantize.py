@@ -106,3 +106,90 @@ def test_manifest_records_quantization_config(bundle_factory):
 
     manifest = open_bundle(bundle_factory("int4")).manifest.data
     assert manifest["quantization"] == {"scheme": "Int4Config", "precision": "int4", "version": 1, "block_size": 16, "symmetric": True, "format": "qdq"}
+
+
+# ---- the registry: one default scheme per precision, dispatch on the config's type -------------
+
+
+def test_every_precision_has_exactly_one_default_scheme_and_no_scheme_is_outside_the_list():
+    from geofractal_edge.export.quantize import precisions, schemes
+    from geofractal_edge.targets.precisions import PRECISIONS
+
+    assert precisions() == PRECISIONS
+    defaults = [type(default_config(p)) for p in PRECISIONS]
+    assert [c.precision for c in defaults] == list(PRECISIONS) and len(set(defaults)) == len(PRECISIONS)
+    assert all(c.precision in PRECISIONS for c in schemes().values())
+
+
+def test_register_refuses_a_second_default_and_an_unlisted_precision():
+    import dataclasses
+    from typing import ClassVar
+
+    from geofractal_edge.errors import Bug
+    from geofractal_edge.export.quantize import QuantConfig, register, schemes
+
+    @dataclasses.dataclass(frozen=True)
+    class OtherInt8Config(QuantConfig):
+        precision: ClassVar[str] = "int8"
+
+    @dataclasses.dataclass(frozen=True)
+    class Bf16Config(QuantConfig):
+        precision: ClassVar[str] = "bf16"
+
+    with pytest.raises(Bug, match="both the default int8 scheme"):
+        register(OtherInt8Config)(lambda model, config, context: model)
+    with pytest.raises(Bug, match="bf16"):
+        register(Bf16Config, default=False)(lambda model, config, context: model)
+    assert "OtherInt8Config" not in schemes() and "Bf16Config" not in schemes()
+
+
+def test_a_new_scheme_file_is_found_without_editing_a_list(monkeypatch, tmp_path):
+    import sys
+
+    import geofractal_edge.export.quantize as package
+    from geofractal_edge.export.quantize import QuantContext, base, quantize
+
+    (tmp_path / "extra_scheme.py").write_text(
+        "from dataclasses import dataclass\n"
+        "from typing import ClassVar\n"
+        "from geofractal_edge.export.quantize.base import QuantConfig, register\n\n"
+        "@dataclass(frozen=True)\n"
+        "class ExtraFp32Config(QuantConfig):\n"
+        "    precision: ClassVar[str] = 'fp32'\n"
+        "    tag: str = 'x'\n\n"
+        "@register(ExtraFp32Config, default=False)\n"
+        "def to_extra(model, config, context):\n"
+        "    model.doc_string = config.tag\n"
+        "    return model\n"
+    )
+    monkeypatch.setattr(package, "__path__", [*package.__path__, str(tmp_path)])
+    monkeypatch.setattr(base, "_TRANSFORMS", dict(base._TRANSFORMS))
+    monkeypatch.setattr(base, "_DEFAULTS", dict(base._DEFAULTS))
+    monkeypatch.delitem(sys.modules, "geofractal_edge.export.quantize.extra_scheme", raising=False)
+    base._load_schemes.cache_clear()
+    try:
+        config = base.QuantConfig.from_dict({"scheme": "ExtraFp32Config", "tag": "found"})
+        model = onnx.helper.make_model(onnx.helper.make_graph(
+            [onnx.helper.make_node("Identity", ["a"], ["b"])], "g",
+            [onnx.helper.make_tensor_value_info("a", onnx.TensorProto.FLOAT, [1])],
+            [onnx.helper.make_tensor_value_info("b", onnx.TensorProto.FLOAT, [1])]))
+        assert quantize(model, config, QuantContext(spec=None)).doc_string == "found"  # dispatched on the type
+        assert type(default_config("fp32")).__name__ == "Fp32Config"
+    finally:
+        base._load_schemes.cache_clear()
+        sys.modules.pop("geofractal_edge.export.quantize.extra_scheme", None)
+
+
+def test_an_unregistered_config_type_is_a_bug():
+    import dataclasses
+    from typing import ClassVar
+
+    from geofractal_edge.errors import Bug
+    from geofractal_edge.export.quantize import QuantConfig, QuantContext, quantize
+
+    @dataclasses.dataclass(frozen=True)
+    class Unbound(QuantConfig):
+        precision: ClassVar[str] = "fp32"
+
+    with pytest.raises(Bug, match="Unbound is not a registered"):
+        quantize(onnx.ModelProto(), Unbound(), QuantContext(spec=None))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from geofractal_edge.errors import GfedgeError
-from geofractal_edge.models.collective import CollectiveConfig, RouterCollective, StreamConfig, load_checkpoint, lower, save_checkpoint
+from geofractal_edge.models.collective import CollectiveConfig, RouterCollective, StreamConfig, fit, load_checkpoint, lower, save_checkpoint
 from geofractal_edge.models.collective.data import digits_split, shift_images
 from geofractal_edge.models.collective.lowering import group_towers
 from geofractal_edge.models.collective.router import RouterBlock, cantor_prior, route_gather, route_topk
@@ -112,17 +112,22 @@ def test_identical_towers_are_grouped_and_heterogeneous_ones_kept_apart() -> Non
     assert group_towers(collective) == [[0, 3], [1, 4], [2], [5]]
     wide = lower(collective)
     assert len(wide.fronts) == 4 and wide.reorder
-    assert not any(hasattr(m, "_cache") for m in wide.modules())  # Python bookkeeping stays behind
     assert all(not p.requires_grad for p in wide.parameters())
 
 
-def test_cache_holds_the_last_routes_until_cleared(images) -> None:
+def test_forward_hands_back_the_routes_and_keeps_no_state(images) -> None:
     collective = build(small())
     with torch.no_grad():
-        collective(images)
-    assert set(collective._cache) == {"routes"}
-    collective.cache_clear()
-    assert collective._cache == {}
+        _, info = collective(images)
+    routes = info["routes"]  # the last forward's routing posts, for diagnostics, with no cache on the model
+    assert routes.shape == (len(MIXED), len(images), 4, 2) and routes.dtype == torch.int64
+    assert torch.equal(routes, routes.sort(dim=-1).values)
+
+    def tensors(value) -> bool:
+        return isinstance(value, torch.Tensor) or isinstance(value, dict) and any(isinstance(v, torch.Tensor) for v in value.values())
+
+    held = [f"{n}.{k}" for n, m in collective.named_modules() for k, v in vars(m).items() if k not in ("_parameters", "_buffers") and tensors(v)]
+    assert not held, held  # tensors outside parameters and buffers would be per-forward state
 
 
 def test_fit_trains_and_reports_in_one_format() -> None:
@@ -130,7 +135,7 @@ def test_fit_trains_and_reports_in_one_format() -> None:
     config = small(streams=MIXED[:2], epochs=1, batch_size=64)
     collective = build(config).train()
     before = {n: p.detach().clone() for n, p in collective.named_parameters()}
-    report = collective.fit((split.x_train[:256], split.y_train[:256]), (split.x_test[:64], split.y_test[:64]))
+    report = fit(collective, (split.x_train[:256], split.y_train[:256]), (split.x_test[:64], split.y_test[:64]))
     assert {"accuracy", "history", "epochs", "steps", "seconds", "world_size", "final_loss"} <= set(report)
     assert report["steps"] == 4 and report["world_size"] == 1 and len(report["history"]) == 1
     assert any(not torch.equal(before[n], p) for n, p in collective.named_parameters())

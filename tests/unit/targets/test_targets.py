@@ -1,7 +1,13 @@
+import subprocess
+import sys
+import textwrap
+
 import pytest
 
 from geofractal_edge.errors import GfedgeError, UnknownTargetError
 from geofractal_edge.targets import TargetProfile, all_targets, get_target
+from geofractal_edge.targets.precisions import PRECISIONS
+from tests.conftest import ROOT
 
 REQUIRED = {"host-cpu", "a100", "rtx4090", "jetson-agx-orin", "jetson-orin-nano"}
 
@@ -27,16 +33,41 @@ def test_profiles_carry_the_device_facts():
     nano, agx, a100, rtx = (get_target(n) for n in ("jetson-orin-nano", "jetson-agx-orin", "a100", "rtx4090"))
     assert (nano.sm, nano.memory_shared, nano.dla_cores, nano.tensorrt_version) == ("8.7", True, 0, "10.3")
     assert (agx.dla_cores, agx.tensorrt_major) == (2, 10)
-    assert a100.tensorrt_major == 11 and "fp8" not in a100.precisions
-    assert "fp8" in rtx.precisions and rtx.sm == "8.9"
+    assert a100.tensorrt_major == 11 and rtx.sm == "8.9"
     assert nano.workspace_mib < agx.workspace_mib
     assert all(p.ort_providers[-1] == "CPUExecutionProvider" for p in all_targets().values())
 
 
-def test_fp8_below_sm89_is_refused():
-    data = get_target("a100").to_dict() | {"precisions": ["fp32", "fp16", "fp8"]}
-    with pytest.raises(GfedgeError, match="FP8 needs SM >= 8.9"):
+def test_profiles_list_only_exported_precisions():
+    for profile in all_targets().values():
+        assert set(profile.precisions) <= set(PRECISIONS) and set(profile.dla_precisions) <= set(profile.precisions), profile.name
+
+
+@pytest.mark.parametrize("field", ["precisions", "dla_precisions"])
+def test_a_precision_no_scheme_exports_is_refused_with_the_list(field):
+    data = get_target("jetson-agx-orin").to_dict() | {field: ["fp32", "fp16", "bf16"]}
+    with pytest.raises(GfedgeError) as err:
         TargetProfile.from_dict(data)
+    text = str(err.value)
+    assert "bf16" in text and field in text and all(p in text for p in PRECISIONS) and "\n" not in text
+
+
+def test_targets_import_without_torch_or_onnx():
+    script = textwrap.dedent(
+        """
+        import sys, importlib.abc
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("torch", "onnx", "onnxruntime"):
+                    raise ImportError(f"{name} is blocked")
+        sys.meta_path.insert(0, Block())
+        from geofractal_edge.targets import all_targets
+        from geofractal_edge.targets.precisions import PRECISIONS
+        print(len(all_targets()), PRECISIONS)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr
 
 
 def test_budget_counts_the_shared_pool_minus_reserve():
