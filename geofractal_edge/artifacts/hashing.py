@@ -1,8 +1,9 @@
-"""Hashes of files and of named arrays (no torch)."""
+"""Hashes of files, of named arrays and of JSON-able data (no torch)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -30,3 +31,8 @@ def arrays_sha256(arrays: Mapping[str, np.ndarray]) -> str:
         digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
         digest.update(array.tobytes())
     return digest.hexdigest()
+
+
+def canonical_sha256(obj) -> str:
+    """sha256 of JSON with sorted keys and no whitespace, so equal data hashes equally (engine and cache keys)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

@@ -19,7 +19,7 @@ def build(
 ) -> None:
     """Build engine.plan for this device from the bundle's ONNX and write it into the bundle (atomically)."""
     from geofractal_edge.errors import MissingDependencyError
-    from geofractal_edge.export.tensorrt.build import build_engine
+    from geofractal_edge.backends.tensorrt import build_engine
 
     try:
         with progress_bar(enabled=not as_json) as progress:
@@ -54,7 +54,7 @@ def build(
 def _verify(path: Path):
     from geofractal_edge.artifacts import open_bundle
     from geofractal_edge.parity import verify_bundle
-    from geofractal_edge.runtimes.tensorrt_session import TensorRTSession
+    from geofractal_edge.backends.tensorrt import TensorRTSession
 
     bundle = open_bundle(path)
     with TensorRTSession(bundle) as session:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from geofractal_edge._lazy import require
 from geofractal_edge.artifacts import atomic
+from geofractal_edge.backends.lazy import require
 from geofractal_edge.errors import GfedgeError
 
 

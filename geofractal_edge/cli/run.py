@@ -23,10 +23,10 @@ def run(
     """Check the bundle, load it, validate the inputs and run."""
     from geofractal_edge.runtimes import load
     from geofractal_edge.runtimes.io import read_inputs, write_outputs
-    from geofractal_edge.runtimes.placement import check_placement
+    from geofractal_edge.backends.placement import check_placement
 
     if engine:
-        from geofractal_edge.runtimes.tensorrt_session import load_engine as load
+        from geofractal_edge.backends.tensorrt import load_engine as load
     chain = None
     if encoder is not None:
         from geofractal_edge.runtimes import load_chain

@@ -20,11 +20,11 @@ def verify(
     from geofractal_edge.artifacts import open_bundle
     from geofractal_edge.parity import verify_bundle
     from geofractal_edge.runtimes import Session
-    from geofractal_edge.runtimes.placement import check_placement
+    from geofractal_edge.backends.placement import check_placement
 
     opened = open_bundle(bundle)
     if engine:
-        from geofractal_edge.runtimes.tensorrt_session import TensorRTSession as Session
+        from geofractal_edge.backends.tensorrt import TensorRTSession as Session
     session = Session(opened)
     placement = check_placement(session, strict=strict)
     report = verify_bundle(opened, session=session)

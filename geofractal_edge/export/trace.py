@@ -9,7 +9,7 @@ from pathlib import Path
 
 import onnx
 
-from geofractal_edge._lazy import require
+from geofractal_edge.backends.lazy import require
 from geofractal_edge.errors import GfedgeError
 from geofractal_edge.export.quiet import quiet
 from geofractal_edge.models.family import Exportable

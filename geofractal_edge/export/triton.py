@@ -20,8 +20,8 @@ from pathlib import Path
 
 from geofractal_edge.artifacts import Bundle, atomic, open_bundle
 from geofractal_edge.artifacts.manifest import MANIFEST
+from geofractal_edge.backends.tensorrt.loader import standalone_onnx
 from geofractal_edge.errors import GfedgeError
-from geofractal_edge.export.tensorrt.build import standalone_onnx
 
 VERSION = "1"
 TYPES = {

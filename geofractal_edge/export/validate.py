@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from geofractal_edge._lazy import require
+from geofractal_edge.backends.lazy import require
 from geofractal_edge.errors import GfedgeError
 from geofractal_edge.models.family import Exportable
 

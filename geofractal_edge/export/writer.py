@@ -13,10 +13,10 @@ import numpy as np
 import onnx
 from safetensors.numpy import save
 
-from geofractal_edge._lazy import require
 from geofractal_edge.artifacts import GoldenCase, Key, atomic, write_key
 from geofractal_edge.artifacts.golden import write_case
 from geofractal_edge.artifacts.manifest import FORMAT, FORMAT_VERSION
+from geofractal_edge.backends.lazy import require
 from geofractal_edge.export.builder_settings import builder_settings
 from geofractal_edge.export.quantize import QuantConfig
 from geofractal_edge.export.toolchain import versions

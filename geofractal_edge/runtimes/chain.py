@@ -16,7 +16,7 @@ import numpy as np
 
 from geofractal_edge.artifacts import Bundle, open_bundle
 from geofractal_edge.errors import BundleError
-from geofractal_edge.runtimes.session import Session
+from geofractal_edge.backends.onnxruntime import Session
 
 
 def encoder_link(collective: Bundle) -> dict | None:

@@ -16,8 +16,8 @@ import pytest
 
 from geofractal_edge.artifacts import open_bundle, seal
 from geofractal_edge.errors import BundleError, GfedgeError, InputError
-from geofractal_edge.export.tensorrt import adapter
-from geofractal_edge.export.tensorrt.compat import ENGINE_FILE, TIMING_CACHE_FILE
+from geofractal_edge.backends.tensorrt import adapter
+from geofractal_edge.backends.tensorrt.compat import ENGINE_FILE, TIMING_CACHE_FILE
 
 pytestmark = pytest.mark.gpu
 needs_trt = pytest.mark.trt
@@ -61,7 +61,7 @@ def host_target(api, tmp_path_factory):
 @pytest.fixture(scope="module")
 def built(host_target, tmp_path_factory, request):
     """An fp16 bundle for this GPU with its engine built, and the shared timing cache it wrote."""
-    from geofractal_edge.export.tensorrt.build import build_engine
+    from geofractal_edge.backends.tensorrt.loader import build_engine
     from geofractal_edge.pipeline import export_bundle
 
     tiny_checkpoint = request.getfixturevalue("tiny_checkpoint")  # trained only once TensorRT is known to be here
@@ -87,7 +87,7 @@ def test_build_writes_engine_key_and_timing_cache_into_a_sealed_bundle(built, ap
 @needs_trt
 def test_engine_passes_parity_against_the_golden_outputs(built):
     from geofractal_edge.parity import verify_bundle
-    from geofractal_edge.runtimes.tensorrt_session import load_engine
+    from geofractal_edge.backends.tensorrt import load_engine
 
     with load_engine(built[0].path) as session:
         report = verify_bundle(session.bundle, session=session)
@@ -98,7 +98,7 @@ def test_engine_passes_parity_against_the_golden_outputs(built):
 @needs_trt
 def test_engine_matches_onnxruntime_on_shapes_it_was_not_tuned_for(built):
     from geofractal_edge.runtimes import Session
-    from geofractal_edge.runtimes.tensorrt_session import load_engine
+    from geofractal_edge.backends.tensorrt import load_engine
 
     with load_engine(built[0].path) as engine:
         reference = Session(engine.bundle, providers=("CPUExecutionProvider",))
@@ -113,7 +113,7 @@ def test_engine_matches_onnxruntime_on_shapes_it_was_not_tuned_for(built):
 
 @needs_trt
 def test_key_switch_rebinds_without_rebuilding(built):
-    from geofractal_edge.runtimes.tensorrt_session import load_engine
+    from geofractal_edge.backends.tensorrt import load_engine
 
     with load_engine(built[0].path) as engine:
         names = engine.keys.names()
@@ -124,7 +124,7 @@ def test_key_switch_rebinds_without_rebuilding(built):
 
 @needs_trt
 def test_rebuild_reuses_the_timing_cache(built):
-    from geofractal_edge.export.tensorrt.build import build_engine
+    from geofractal_edge.backends.tensorrt.loader import build_engine
 
     result, folder = built
     again = build_engine(result.path, timing_cache=folder / "timing.cache")
@@ -134,7 +134,7 @@ def test_rebuild_reuses_the_timing_cache(built):
 
 @needs_trt
 def test_engine_claiming_another_sm_is_refused_by_the_session(built, tmp_path):
-    from geofractal_edge.runtimes.tensorrt_session import TensorRTSession
+    from geofractal_edge.backends.tensorrt import TensorRTSession
 
     src = open_bundle(built[0].path)
     dst = tmp_path / "foreign"
@@ -151,8 +151,8 @@ def test_onnxruntime_tensorrt_provider_uses_its_own_keyed_cache(built, tmp_path,
     ort = pytest.importorskip("onnxruntime")
     if "TensorrtExecutionProvider" not in ort.get_available_providers():
         pytest.skip("this onnxruntime has no TensorRT provider (pip install onnxruntime-gpu)")
-    from geofractal_edge.runtimes import ort_cache
-    from geofractal_edge.runtimes.placement import golden_feeds, measure
+    from geofractal_edge.backends.onnxruntime import loader as ort_cache
+    from geofractal_edge.backends.onnxruntime.placement import golden_feeds, measure
 
     monkeypatch.setenv("GFEDGE_CACHE", str(tmp_path))
     bundle = open_bundle(built[0].path)
@@ -168,7 +168,7 @@ def test_onnxruntime_tensorrt_provider_uses_its_own_keyed_cache(built, tmp_path,
 
 @needs_trt
 def test_dla_build_reports_layer_placement(api, host_target, tmp_path, request):
-    from geofractal_edge.export.tensorrt.build import build_engine
+    from geofractal_edge.backends.tensorrt.loader import build_engine
     from geofractal_edge.pipeline import export_bundle
 
     if not api.has_dla or api.trt.Builder(api.logger).num_DLA_cores == 0:
@@ -186,12 +186,12 @@ def test_dla_build_reports_layer_placement(api, host_target, tmp_path, request):
 @needs_trt
 def test_trix_bundle_with_packed_ternary_weights_builds_and_passes_parity(api, host_target, tmp_path, request):
     """TriX keeps its tile codes 2-bit packed outside model.onnx; the build fills them back in."""
-    from geofractal_edge.export.tensorrt.build import build_engine
+    from geofractal_edge.backends.tensorrt.loader import build_engine
     from geofractal_edge.models.trix.checkpoint import load_checkpoint
     from geofractal_edge.models.trix.family import exportable_from_model
     from geofractal_edge.parity import verify_bundle
     from geofractal_edge.pipeline import export_bundle
-    from geofractal_edge.runtimes.tensorrt_session import load_engine
+    from geofractal_edge.backends.tensorrt import load_engine
 
     model = load_checkpoint(request.getfixturevalue("trix_checkpoint"))
     exportable = exportable_from_model(model, name="trix-trt", source={}, lowering="gather_by_route")
@@ -207,7 +207,7 @@ def test_onnxruntime_cuda_provider_placement(request):
     ort = pytest.importorskip("onnxruntime")
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("this onnxruntime has no CUDA provider (pip install onnxruntime-gpu)")
-    from geofractal_edge.runtimes.placement import golden_feeds, measure
+    from geofractal_edge.backends.onnxruntime.placement import golden_feeds, measure
 
     bundle = open_bundle(request.getfixturevalue("bundle_factory")("fp32"))  # only once CUDA is known to be here
     kernels, kept = measure(bundle, [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"], golden_feeds(bundle))

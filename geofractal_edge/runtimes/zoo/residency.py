@@ -178,7 +178,7 @@ class Residency:
         return True
 
     def _new_session(self, entry: Entry):
-        from geofractal_edge.runtimes.session import Session
+        from geofractal_edge.backends.onnxruntime import Session
 
         session = Session(entry.bundle, providers=self.providers, key_capacity=self.key_capacity)
         for folder in self.keyring.folders:

@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 from geofractal_edge.artifacts import Bundle, Manifest, open_bundle, seal
 from geofractal_edge.errors import BundleError, MissingDependencyError
 from geofractal_edge.export.builder_settings import MIB, builder_settings
-from geofractal_edge.export.tensorrt.compat import ENGINE_FILE, EngineKey, check_engine_compat, engine_key
+from geofractal_edge.backends.tensorrt.compat import ENGINE_FILE, EngineKey, check_engine_compat, engine_key
 from geofractal_edge.models.atlas.spec import atlas_spec
-from geofractal_edge.runtimes import ort_cache
-from geofractal_edge.runtimes.ort_cache import HostFacts, cache_key, provider_options, trt_flags
+from geofractal_edge.backends.onnxruntime import loader as ort_cache
+from geofractal_edge.backends.onnxruntime.loader import HostFacts, cache_key, provider_options, trt_flags
 from geofractal_edge.targets import all_targets
 from tests.conftest import gfedge
 
@@ -160,7 +160,7 @@ def test_foreign_engine_in_a_sealed_bundle_is_refused_before_tensorrt_sees_it(bu
 
 @pytest.mark.skipif(HAS_TRT, reason="TensorRT is installed here; this checks the message where it is not")
 def test_tensorrt_session_without_tensorrt_names_jetpack(trt_bundle):
-    from geofractal_edge.runtimes.tensorrt_session import TensorRTSession
+    from geofractal_edge.backends.tensorrt import TensorRTSession
 
     with pytest.raises(MissingDependencyError) as err:
         TensorRTSession(trt_bundle)
@@ -171,8 +171,8 @@ def test_packed_ternary_weights_are_filled_back_for_the_parser(trix_bundle_facto
     """TensorRT's parser reads one self-contained graph: the 2-bit codes go back in as initializers."""
     import onnx
 
-    from geofractal_edge.export.tensorrt.build import standalone_onnx
-    from geofractal_edge.export.tensorrt.compat import external_sha256
+    from geofractal_edge.backends.tensorrt.loader import standalone_onnx
+    from geofractal_edge.backends.tensorrt.compat import external_sha256
 
     bundle = open_bundle(trix_bundle_factory("fp32"))
     section = bundle.manifest.data["ternary"]
@@ -187,7 +187,7 @@ def test_packed_ternary_weights_are_filled_back_for_the_parser(trix_bundle_facto
 
 
 def test_host_bundle_has_no_tensorrt_settings(bundle_factory):
-    from geofractal_edge.export.tensorrt.compat import tensorrt_settings
+    from geofractal_edge.backends.tensorrt.compat import tensorrt_settings
 
     with pytest.raises(BundleError, match="runs without TensorRT"):
         tensorrt_settings(open_bundle(bundle_factory("fp32")).manifest)

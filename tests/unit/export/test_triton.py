@@ -72,7 +72,7 @@ def _same_outputs_as_the_bundle(model: Path, bundle) -> None:
     import onnxruntime as ort
 
     from geofractal_edge.runtimes import Session
-    from geofractal_edge.runtimes.placement import golden_feeds
+    from geofractal_edge.backends.onnxruntime.placement import golden_feeds
 
     graph = onnx.load(str(model), load_external_data=False)
     assert not any(init.data_location == onnx.TensorProto.EXTERNAL for init in graph.graph.initializer)

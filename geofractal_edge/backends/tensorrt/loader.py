@@ -1,5 +1,8 @@
 """gfedge build: turn a bundle's ONNX into a TensorRT engine on the device, and put it in the bundle.
 
+Device-side, like the runner that loads the engine: the export host writes the builder settings,
+the device builds (TensorRT cannot build for another GPU).
+
 The builder settings come from the manifest (written at export from the target profile): strongly
 typed network, workspace cap, builder optimization level, one optimization profile per entry of
 the spec's dynamic dimension ranges, DLA only where the manifest asks for it (with a per-layer
@@ -20,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from geofractal_edge._lazy import require
 from geofractal_edge.artifacts import Bundle, atomic, open_bundle, seal
-from geofractal_edge.errors import BundleError, Bug, GfedgeError
-from geofractal_edge.export.tensorrt import adapter
-from geofractal_edge.export.tensorrt.compat import (
+from geofractal_edge.artifacts.manifest import TensorRTSettings
+from geofractal_edge.backends.lazy import require
+from geofractal_edge.backends.tensorrt import adapter
+from geofractal_edge.backends.tensorrt.compat import (
     ENGINE_FILE,
     TIMING_CACHE_FILE,
     EngineKey,
@@ -32,6 +35,7 @@ from geofractal_edge.export.tensorrt.compat import (
     engine_record,
     tensorrt_settings,
 )
+from geofractal_edge.errors import BundleError, Bug, GfedgeError
 
 Progress = Callable[[str, int, int], None]
 STEPS = 4
@@ -146,17 +150,17 @@ def _built(api: adapter.TensorRT, sm: str, *, seconds: float, plan_bytes: int, r
     }
 
 
-def _check_host(bundle: Bundle, settings: dict, api: adapter.TensorRT, sm: str) -> None:
+def _check_host(bundle: Bundle, settings: TensorRTSettings, api: adapter.TensorRT, sm: str) -> None:
     """This host must be the target's kind of device: same SM, same TensorRT major."""
-    target = bundle.manifest.target.get("name", "?")
-    if sm != settings["sm"]:
+    target = bundle.manifest.target.name
+    if sm != settings.sm:
         raise BundleError(
-            f"this GPU is SM {sm}, the bundle targets {target} (SM {settings['sm']})",
+            f"this GPU is SM {sm}, the bundle targets {target} (SM {settings.sm})",
             "build on the target device, or export for this GPU's target (gfedge targets list)",
         )
-    if api.major != settings["tensorrt_major"]:
+    if api.major != settings.tensorrt_major:
         raise BundleError(
-            f"this host has TensorRT {api.version}, target {target} runs TensorRT {settings['tensorrt_version']}",
+            f"this host has TensorRT {api.version}, target {target} runs TensorRT {settings.tensorrt_version}",
             "build on the target device with its own TensorRT, or export for a target that runs this version",
         )
 
@@ -164,17 +168,17 @@ def _check_host(bundle: Bundle, settings: dict, api: adapter.TensorRT, sm: str) 
 def _check_io(bundle: Bundle, network) -> None:
     got_in = sorted(network.get_input(i).name for i in range(network.num_inputs))
     got_out = sorted(network.get_output(i).name for i in range(network.num_outputs))
-    want_in = sorted(t["name"] for t in bundle.manifest.inputs)
-    want_out = sorted(t["name"] for t in bundle.manifest.outputs)
+    want_in = sorted(t.name for t in bundle.manifest.inputs)
+    want_out = sorted(t.name for t in bundle.manifest.outputs)
     if (got_in, got_out) != (want_in, want_out):
         raise BundleError(f"the parsed network has inputs {got_in} and outputs {got_out}; the manifest says {want_in} and {want_out}", "re-export the bundle")
 
 
-def _configure(api: adapter.TensorRT, builder, network, settings: dict, progress: Progress | None, *, precision: str):
+def _configure(api: adapter.TensorRT, builder, network, settings: TensorRTSettings, progress: Progress | None, *, precision: str):
     trt = api.trt
     config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(settings["workspace_bytes"]))
-    config.builder_optimization_level = int(settings["builder_optimization_level"])
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_bytes)
+    config.builder_optimization_level = settings.builder_optimization_level
     if precision == "fp32":
         # TF32 is on by default on Ampere+; an fp32 bundle's parity tolerances assume real fp32.
         config.clear_flag(trt.BuilderFlag.TF32)
@@ -182,7 +186,7 @@ def _configure(api: adapter.TensorRT, builder, network, settings: dict, progress
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     if progress is not None:
         config.progress_monitor = _monitor(trt, progress)
-    for shapes in settings["optimization_profiles"]:
+    for shapes in settings.optimization_profiles:
         profile = builder.create_optimization_profile()
         for i in range(network.num_inputs):
             tensor = network.get_input(i)
@@ -191,15 +195,15 @@ def _configure(api: adapter.TensorRT, builder, network, settings: dict, progress
             if tensor.name not in shapes:
                 raise BundleError(f"input '{tensor.name}' is dynamic but the manifest gives it no min/opt/max", "re-export the bundle")
             s = shapes[tensor.name]
-            profile.set_shape(tensor.name, s["min"], s["opt"], s["max"])
+            profile.set_shape(tensor.name, s.min, s.opt, s.max)
         config.add_optimization_profile(profile)
     return config
 
 
-def _place_on_dla(api: adapter.TensorRT, builder, network, config, settings: dict) -> dict | None:
+def _place_on_dla(api: adapter.TensorRT, builder, network, config, settings: TensorRTSettings) -> dict | None:
     """Put every layer DLA can run on a DLA core; report the layers that fall back to the GPU."""
-    dla = settings.get("dla") or {}
-    if not dla.get("use"):
+    dla = settings.dla
+    if not dla.use:
         return None
     trt = api.trt
     if not api.has_dla or builder.num_DLA_cores == 0:
@@ -207,7 +211,7 @@ def _place_on_dla(api: adapter.TensorRT, builder, network, config, settings: dic
             f"the manifest asks for DLA, but TensorRT {api.version} on this device offers no DLA core",
             "build on a Jetson AGX Orin with JetPack 6 (TensorRT 10.3), or re-export with DLA off",
         )
-    core = int(dla.get("core", 0))
+    core = dla.core
     config.default_device_type = trt.DeviceType.DLA
     config.DLA_core = core
     config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
@@ -242,8 +246,8 @@ def _timing_blobs(bundle: Bundle, external: Path | None, version: str, sm: str) 
     blobs = []
     if external is not None and Path(external).is_file() and _read_key(_key_file(Path(external))) == {"tensorrt_version": version, "sm": sm}:
         blobs.append(Path(external).read_bytes())
-    record = engine_record(bundle.manifest) or {}
-    own = record.get("timing_cache") or {}
+    record = engine_record(bundle.manifest)
+    own = record.timing_cache if record is not None else {}
     if own.get("tensorrt_version") == version and own.get("sm") == sm and TIMING_CACHE_FILE in bundle.manifest.files:
         blobs.append(bundle.file(TIMING_CACHE_FILE).read_bytes())
     return blobs
@@ -266,7 +270,7 @@ def _save_timing_cache(path: Path, blob: bytes, version: str, sm: str) -> None:
 
 
 def _write(bundle: Bundle, plan: bytes, timing: bytes, record: dict) -> None:
-    data = {k: v for k, v in bundle.manifest.data.items() if k != "files"}
+    data = {k: v for k, v in bundle.manifest.to_dict().items() if k != "files"}
     data["tensorrt"] = {**data["tensorrt"], "engine": record}
     with atomic.directory(bundle.path, overwrite=True) as staging:
         shutil.copytree(bundle.path, staging, dirs_exist_ok=True)

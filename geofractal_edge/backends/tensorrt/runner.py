@@ -4,8 +4,8 @@ The engine's compatibility key is checked against this host (TensorRT version, S
 settings) before TensorRT sees the plan; a foreign engine is refused with the reason and
 "rebuild on the device". I/O is bound by tensor name (TensorRT 10+ API), device buffers grow on
 demand and are reused, and each run is one CUDA stream: copy in, execute_async_v3, copy out,
-synchronize. Inputs are validated against the manifest and the engine's optimization profile
-first, and the latent key is bound from the key cache, as in the onnxruntime Session.
+synchronize. Inputs are validated against the manifest (backends/base.py) and the engine's
+optimization profile first, and the latent key is bound from the key cache, as in the onnxruntime Session.
 """
 
 from __future__ import annotations
@@ -17,26 +17,25 @@ from pathlib import Path
 import numpy as np
 
 from geofractal_edge.artifacts import Bundle, open_bundle
+from geofractal_edge.backends.base import Runner
+from geofractal_edge.backends.placement import ENGINE, PlacementReport
+from geofractal_edge.backends.tensorrt import adapter
+from geofractal_edge.backends.tensorrt.compat import REBUILD, check_engine_compat, engine_record
 from geofractal_edge.errors import BundleError, GfedgeError, InputError
-from geofractal_edge.export.tensorrt import adapter
-from geofractal_edge.export.tensorrt.compat import REBUILD, check_engine_compat, engine_record
-from geofractal_edge.runtimes.binding import KeyedRunner
-from geofractal_edge.runtimes.placement import ENGINE, PlacementReport
 
 
-class TensorRTSession(KeyedRunner):
+class TensorRTSession(Runner):
     def __init__(self, bundle: Bundle, *, key_capacity: int = 64, device: int = 0) -> None:
-        api = adapter.load()
+        api = adapter.load()  # no TensorRT or cuda-python here: one line naming JetPack, before anything else
+        super().__init__(bundle, key_capacity=key_capacity)
         trt, self._cuda = api.trt, api.cuda
-        self.bundle = bundle
-        self.manifest = bundle.manifest
         self.engine_key = check_engine_compat(self.manifest, api.version, api.host_sm(device))
         record = engine_record(self.manifest)
         started = time.perf_counter()
         self._runtime = trt.Runtime(api.logger)
-        self._engine = self._runtime.deserialize_cuda_engine(bundle.file(record["file"]).read_bytes())
+        self._engine = self._runtime.deserialize_cuda_engine(bundle.file(record.file).read_bytes())
         if self._engine is None:
-            raise BundleError(f"TensorRT {api.version} could not deserialize {record['file']}", REBUILD)
+            raise BundleError(f"TensorRT {api.version} could not deserialize {record.file}", REBUILD)
         self._context = self._engine.create_execution_context()
         self._stream = self._cuda.stream()
         self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, bytes)
@@ -48,22 +47,21 @@ class TensorRTSession(KeyedRunner):
         self.load_seconds = time.perf_counter() - started
         self.device_memory_bytes = api.device_memory_bytes(self._engine)
         self.providers_used = (ENGINE,)
-        self.fallbacks: tuple[str, ...] = ()
-        self.placement = PlacementReport(
-            target=self.manifest.target["name"], requested=(ENGINE,), available=(ENGINE,), registered=(ENGINE,),
-            kernels={ENGINE: int(self._engine.num_layers)}, dla=record.get("dla"),
+        self.cache_key = self.engine_key.id
+        self._placement = PlacementReport(
+            target=self.manifest.target.name, requested=(ENGINE,), available=(ENGINE,), registered=(ENGINE,),
+            kernels={ENGINE: int(self._engine.num_layers)}, dla=record.dla,
         )
-        self._bind_keys(bundle, key_capacity=key_capacity)
+
+    @property
+    def placement(self) -> PlacementReport:
+        """The engine runs every layer; DLA placement as recorded at build."""
+        return self._placement
 
     def close(self) -> None:
         """Free the device buffers and the stream now (otherwise when the session is collected)."""
         self._finalizer()
-
-    def __enter__(self) -> TensorRTSession:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        super().close()
 
     def _execute(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         cuda, context = self._cuda, self._context
@@ -78,8 +76,7 @@ class TensorRTSession(KeyedRunner):
             context.set_tensor_address(name, pointer)
             staged.append(array)
         outputs = {}
-        for spec in self.manifest.outputs:
-            name = spec["name"]
+        for name in self.manifest.graph.output_names:
             out = np.empty(tuple(context.get_tensor_shape(name)), dtype=self._dtypes[name])
             context.set_tensor_address(name, self._buffer(name, out.nbytes))
             outputs[name] = out

@@ -8,11 +8,12 @@ TensorRT, no CUDA, no torch.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass
 
 from geofractal_edge.artifacts import Manifest
+from geofractal_edge.artifacts.hashing import canonical_sha256
+from geofractal_edge.artifacts.manifest import EngineRecord, TensorRTSettings
+from geofractal_edge.artifacts.schema import dump
 from geofractal_edge.errors import BundleError
 
 ENGINE_FILE = "engine.plan"
@@ -20,11 +21,6 @@ TIMING_CACHE_FILE = "engine.timing-cache"
 # The builder settings that shape an engine (tensorrt_version and sm are key fields of their own).
 SETTINGS_FIELDS = ("strongly_typed", "workspace_bytes", "builder_optimization_level", "dla")
 REBUILD = "rebuild on the device: gfedge build BUNDLE"
-
-
-def canonical_sha256(obj) -> str:
-    """sha256 of JSON with sorted keys and no whitespace, so equal data hashes equally."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -53,11 +49,11 @@ class EngineKey:
             raise BundleError(f"the engine key in the manifest is incomplete ({exc})", REBUILD) from exc
 
 
-def tensorrt_settings(manifest: Manifest) -> dict:
+def tensorrt_settings(manifest: Manifest) -> TensorRTSettings:
     """The manifest's TensorRT builder settings, or a BundleError saying the target has none."""
-    settings = manifest.data.get("tensorrt")
-    if not settings:
-        target = manifest.target.get("name", "?")
+    settings = manifest.tensorrt
+    if settings is None:
+        target = manifest.target.name
         raise BundleError(
             f"this bundle's target {target} runs without TensorRT (its manifest has no builder settings)",
             "export for a TensorRT target, e.g. gfedge export --target jetson-orin-nano",
@@ -68,27 +64,27 @@ def tensorrt_settings(manifest: Manifest) -> dict:
 def engine_key(manifest: Manifest, *, tensorrt_version: str, sm: str) -> EngineKey:
     """The key an engine built from this bundle on this TensorRT and SM must carry."""
     settings = tensorrt_settings(manifest)
-    graph_file = manifest.graph["file"]
+    graph_file = manifest.graph.file
     return EngineKey(
         tensorrt_version=str(tensorrt_version),
         sm=str(sm),
-        onnx_sha256=manifest.files[graph_file]["sha256"],
+        onnx_sha256=manifest.files[graph_file].sha256,
         external_sha256=external_sha256(manifest),
         precision=manifest.precision,
-        profiles_sha256=canonical_sha256(settings["optimization_profiles"]),
-        settings_sha256=canonical_sha256({name: settings.get(name) for name in SETTINGS_FIELDS}),
+        profiles_sha256=canonical_sha256(dump(settings.optimization_profiles)),
+        settings_sha256=canonical_sha256({name: dump(getattr(settings, name)) for name in SETTINGS_FIELDS}),
     )
 
 
 def external_sha256(manifest: Manifest) -> str:
     """The hash of the packed ternary weights the graph names as external data, or ""."""
-    section = manifest.data.get("ternary")
-    return manifest.files[section["file"]]["sha256"] if section else ""
+    section = manifest.ternary
+    return manifest.files[section.file].sha256 if section else ""
 
 
-def engine_record(manifest: Manifest) -> dict | None:
+def engine_record(manifest: Manifest) -> EngineRecord | None:
     """What `gfedge build` wrote about the engine (file, key, build facts), or None."""
-    return (manifest.data.get("tensorrt") or {}).get("engine")
+    return manifest.tensorrt.engine if manifest.tensorrt is not None else None
 
 
 def check_engine_compat(manifest: Manifest, host_trt_version: str, host_sm: str) -> EngineKey:
@@ -99,8 +95,8 @@ def check_engine_compat(manifest: Manifest, host_trt_version: str, host_sm: str)
     """
     record = engine_record(manifest)
     if not record:
-        raise BundleError(f"bundle for {manifest.target.get('name', '?')} has no TensorRT engine", "build one on the device: gfedge build BUNDLE")
-    stored = EngineKey.from_dict(record.get("key") or {})
+        raise BundleError(f"bundle for {manifest.target.name} has no TensorRT engine", "build one on the device: gfedge build BUNDLE")
+    stored = EngineKey.from_dict(record.key)
     if stored.tensorrt_version != str(host_trt_version):
         raise BundleError(
             f"{ENGINE_FILE} was built with TensorRT {stored.tensorrt_version}, this host has TensorRT {host_trt_version}", REBUILD

@@ -11,28 +11,20 @@ What differs, per NVIDIA's 10.x -> 11.x migration guide and Python API reference
 
 cuda-python moved its runtime module from `cuda.cudart` (12.x) to `cuda.bindings.runtime`
 (12.6+, the only path in 13.x); both are tried here, so the rest of the code never asks.
-Nothing is imported until `load()` is called.
+Nothing is imported until `load()` is called, and then through the one lazy importer
+(backends/lazy.py: install hints, version floors).
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
 from types import ModuleType
 
+from geofractal_edge.backends.lazy import DEPENDENCIES, require, version_tuple
 from geofractal_edge.errors import GfedgeError, MissingDependencyError
 
 SUPPORTED_MAJORS = (10, 11)
-TRT_HINT = (
-    "on Jetson, TensorRT comes with JetPack: sudo apt install nvidia-jetpack, then use a venv made with "
-    '--system-site-packages; elsewhere: pip install "geofractal-edge[trt]"'
-)
-CUDA_HINT = 'pip install cuda-python matching your CUDA major (JetPack 6 has CUDA 12.6: pip install "cuda-python==12.6.*")'
 NO_GPU_FIX = "run on the device with its NVIDIA GPU; check the driver with nvidia-smi (on Jetson: tegrastats)"
-
-
-def _version_tuple(version: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in version.split(".") if p.isdigit())
 
 
 class Cuda:
@@ -94,7 +86,7 @@ class TensorRT:
         self.trt = trt
         self.cuda = cuda
         self.version = str(trt.__version__)
-        self.major = _version_tuple(self.version)[0]
+        self.major = version_tuple(self.version)[0]
         self.logger = trt.Logger(trt.Logger.WARNING)
 
     def network_flags(self) -> int:
@@ -133,33 +125,26 @@ class TensorRT11(TensorRT):
 
     @property
     def has_dla(self) -> bool:
-        return _version_tuple(self.version) >= (11, 4, 1)
-
-
-def _import(name: str, problem: str, hint: str) -> ModuleType:
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        raise MissingDependencyError(f"{problem} ({exc.msg})", hint) from exc
+        return version_tuple(self.version) >= (11, 4, 1)
 
 
 def cuda_runtime() -> Cuda:
     """The CUDA runtime bindings of cuda-python, new module path first."""
     try:
-        return Cuda(importlib.import_module("cuda.bindings.runtime"))
-    except ImportError:
-        return Cuda(_import("cuda.cudart", "cuda-python is not installed here (TensorRT needs it for CUDA memory and streams)", CUDA_HINT))
+        return Cuda(require("cuda.bindings.runtime"))
+    except MissingDependencyError:
+        return Cuda(require("cuda.cudart"))
 
 
 @functools.cache
 def load() -> TensorRT:
     """Import TensorRT and cuda-python and pick the adapter for this TensorRT major, once."""
-    trt = _import("tensorrt", "TensorRT is not installed here", TRT_HINT)
+    trt = require("tensorrt")
     cuda = cuda_runtime()
-    major = _version_tuple(str(trt.__version__))[0]
+    major = version_tuple(str(trt.__version__))[0]
     if major not in SUPPORTED_MAJORS:
         raise MissingDependencyError(
             f"TensorRT {trt.__version__} is not supported (gfedge builds with TensorRT {' or '.join(map(str, SUPPORTED_MAJORS))})",
-            "on Jetson use JetPack 6.1+ (TensorRT 10.3); elsewhere pip install \"geofractal-edge[trt]\"",
+            DEPENDENCIES["tensorrt"].hint,
         )
     return (TensorRT10 if major == 10 else TensorRT11)(trt, cuda)

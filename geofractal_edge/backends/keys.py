@@ -17,10 +17,10 @@ from geofractal_edge.errors import KeyFileError
 
 class KeyCache:
     def __init__(self, bundle: Bundle, *, capacity: int = 64) -> None:
-        keys = bundle.manifest.keys or {}
+        keys = bundle.manifest.keys
         self._bundle = bundle
-        self._dim = int(keys.get("dim", 0))
-        self._core = bundle.manifest.data.get("model", {}).get("core_sha256", "")
+        self._dim = keys.dim if keys else 0
+        self._core = bundle.manifest.model.core_sha256
         self._capacity = capacity
         self._cache: OrderedDict[str, Key] = OrderedDict()
         self._folders: list[Path] = []

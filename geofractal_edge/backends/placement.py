@@ -1,26 +1,19 @@
-"""Which provider actually ran the graph, and `--strict`, which makes any fallback an error.
+"""Where a runner's graph actually runs, and `--strict`, which makes any fallback an error.
 
 onnxruntime drops a provider the host lacks and hands nodes a provider cannot run to the next
 one, and says so only in verbose logs (onnxruntime#17434, #29669); TensorRT moves layers DLA cannot
 run to the GPU without an error when GPU fallback is on (TensorRT DLA docs). The report names the
 target's first choice, what this host offers, what the session kept, and, measured from one
 profiled run, how many kernels each provider ran. For a TensorRT engine it carries the DLA
-placement recorded at build. No torch.
+placement recorded at build. Each runner makes its own report (`runner.placement`; onnxruntime's
+is measured in backends/onnxruntime/placement.py). No torch.
 """
 
 from __future__ import annotations
 
-import json
-import tempfile
-from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import numpy as np
-
-from geofractal_edge._lazy import require
-from geofractal_edge.errors import BundleError, GfedgeError
+from geofractal_edge.errors import GfedgeError
 
 ENGINE = "TensorRT engine"  # geofractal_edge's own TensorRT session running engine.plan
 _INSTALL = {
@@ -110,69 +103,9 @@ def check_strict(report: PlacementReport) -> None:
     )
 
 
-def kernels_by_provider(profile: Path) -> dict[str, int]:
-    """Count the kernels each provider ran in an onnxruntime profile (one event per kernel run)."""
-    events = json.loads(Path(profile).read_text(encoding="utf-8"))
-    nodes = {
-        e["name"].removesuffix("_kernel_time"): e["args"]["provider"]
-        for e in events
-        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time") and "provider" in e.get("args", {})
-    }
-    return dict(Counter(nodes.values()))
-
-
-def measure(bundle, providers: list, feeds: Mapping[str, np.ndarray]) -> tuple[dict[str, int], tuple[str, ...]]:
-    """Run the bundle's graph once in a profiled onnxruntime session: (kernels per provider, providers kept)."""
-    ort = require("onnxruntime")
-    with tempfile.TemporaryDirectory(prefix="gfedge-placement-") as tmp:
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.enable_profiling = True
-        options.profile_file_prefix = str(Path(tmp) / "profile")
-        codes = {name: ort.OrtValue.ortvalue_from_numpy(c) for name, c in bundle.ternary_codes().items()}
-        if codes:  # packed ternary weights, handed over as the Session does
-            options.add_external_initializers(list(codes), list(codes.values()))
-        session = ort.InferenceSession(str(bundle.model_path), sess_options=options, providers=providers)
-        session.run(None, dict(feeds))
-        counts = kernels_by_provider(Path(session.end_profiling()))
-        return counts, tuple(session.get_providers())
-
-
-def report_for(session, *, measured: bool = True) -> PlacementReport:
-    """The placement of a loaded runtimes Session, measured on the bundle's first golden case.
-
-    A session that reports its own placement (the TensorRT engine session) is asked directly.
-    """
-    if hasattr(session, "placement"):
-        return session.placement
-    from geofractal_edge.runtimes.ort_cache import provider_options
-
-    bundle, plan = session.bundle, session.plan
-    kernels: dict[str, int] = {}
-    registered = tuple(session.providers_used)
-    if measured:
-        kernels, registered = measure(bundle, provider_options(bundle, plan.chosen), golden_feeds(bundle))
-    return PlacementReport(
-        target=bundle.manifest.target["name"], requested=plan.requested, available=plan.available, registered=registered, kernels=kernels
-    )
-
-
-def golden_feeds(bundle) -> dict[str, np.ndarray]:
-    """The first golden case's inputs with its key vector bound: a real input the graph accepts."""
-    cases = bundle.golden_cases()
-    if not cases:
-        raise BundleError(f"bundle {bundle.path} has no golden cases to measure placement with", "re-export it with `gfedge export`")
-    case = cases[0]
-    feeds = dict(case.inputs)
-    key_input = next((i["name"] for i in bundle.manifest.inputs if i.get("role") == "key"), None)
-    if key_input is not None and case.key is not None:
-        feeds[key_input] = bundle.key(case.key).vector
-    return feeds
-
-
-def check_placement(session, *, strict: bool) -> PlacementReport:
-    """The placement report of a loaded session; with `strict`, any fallback raises PlacementError (exit 1)."""
-    report = report_for(session)
+def check_placement(runner, *, strict: bool) -> PlacementReport:
+    """The placement report of a loaded runner; with `strict`, any fallback raises PlacementError (exit 1)."""
+    report = runner.placement
     if strict:
         check_strict(report)
     return report

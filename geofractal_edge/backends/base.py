@@ -1,0 +1,88 @@
+"""The runner contract every backend keeps, and what they share: inputs checked, the key bound from a cache.
+
+A runner is one bundle loaded and ready to run (Polygraphy's BaseRunner, with loading done at
+construction). `run(inputs, *, key=None)` checks the inputs against the manifest, binds the active
+key and calls the backend's `_execute(feeds) -> outputs`; switching keys only changes which vector
+is bound, nothing is rebuilt or reloaded. `placement` says where the graph runs, `cache_key` names
+the compiled artifact the backend reuses (None where there is none), and `close()` frees what the
+backend holds, also on leaving a `with` block.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+
+import numpy as np
+
+from geofractal_edge.artifacts import Bundle, Key
+from geofractal_edge.backends.inputs import check_inputs
+from geofractal_edge.backends.keys import KeyCache
+from geofractal_edge.backends.placement import PlacementReport
+from geofractal_edge.errors import GfedgeError, InputError
+
+
+class Runner(abc.ABC):
+    providers_used: tuple[str, ...] = ()  # what actually runs the graph, in order
+    fallbacks: tuple[str, ...] = ()  # what the target asked for and this host could not give
+    cache_key: str | None = None  # the id of the engine / engine cache this runner reuses
+    load_seconds: float = 0.0
+
+    def __init__(self, bundle: Bundle, *, key_capacity: int = 64) -> None:
+        """Set up the key cache and bind the bundle's default key, if it names one."""
+        graph = bundle.manifest.graph
+        self.bundle = bundle
+        self.manifest = bundle.manifest
+        self.keys = KeyCache(bundle, capacity=key_capacity)
+        self._key_input = graph.key_input.name if graph.key_input else None
+        self._active: Key | None = None
+        self._closed = False
+        default = bundle.manifest.keys.default if bundle.manifest.keys else None
+        if self._key_input and default:
+            self.use_key(default)
+
+    @property
+    @abc.abstractmethod
+    def placement(self) -> PlacementReport:
+        """Where the graph runs on this host, against where the target meant it to."""
+
+    @abc.abstractmethod
+    def _execute(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run checked feeds (the key bound) through the backend; outputs by name."""
+
+    @property
+    def active_key(self) -> str | None:
+        return None if self._active is None else self._active.name
+
+    def use_key(self, key: str | Key) -> None:
+        """Bind a key by name (bundle or key folders) or a Key already read and checked."""
+        if self._key_input is None:
+            raise InputError("this model takes no key", "drop --key")
+        self._active = key if isinstance(key, Key) else self.keys.get(key)
+
+    def run(self, inputs: Mapping[str, np.ndarray], *, key: str | Key | None = None) -> dict[str, np.ndarray]:
+        """Validate `inputs` against the manifest, bind the key and run; outputs by name."""
+        if self._closed:
+            raise GfedgeError(f"this runner of {self.bundle.path.name} is closed", "load the bundle again")
+        if key is not None:
+            self.use_key(key)
+        feeds = dict(inputs)
+        if self._key_input is not None and self._key_input in feeds:
+            raise InputError(f"'{self._key_input}' is bound from the key cache", "pass --key NAME instead of the raw vector")
+        graph = self.manifest.graph
+        check_inputs(feeds, graph.data_inputs, graph.dim_ranges)
+        if self._key_input is not None:
+            if self._active is None:
+                raise InputError("no key is bound", f"pass a key: {', '.join(self.keys.names())}")
+            feeds[self._key_input] = self._active.vector
+        return self._execute(feeds)
+
+    def close(self) -> None:
+        """Free what the backend holds; later runs are refused. Backends extend this."""
+        self._closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

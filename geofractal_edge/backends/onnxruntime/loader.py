@@ -1,0 +1,223 @@
+"""Create onnxruntime sessions for a bundle: the provider plan, provider options, and keyed engine caches.
+
+Providers: the target profile's order, kept where this onnxruntime build offers them, decided
+before loading (`plan_providers`). Packed ternary codes are handed to the session as external
+initializers (the graph names them), so the bundle's 2-bit file is never expanded on disk.
+
+onnxruntime's TensorRT provider caches engines in a folder and names them after the graph; its
+docs tell users to delete the folder by hand when the model, onnxruntime, TensorRT or the GPU
+changes, and users have been served stale engines for other shapes (onnxruntime#32254, #16889).
+Here every distinct (ONNX and external-weights sha256, profile shapes, precision, TensorRT, CUDA, onnxruntime, SM,
+builder flags) gets its own folder, named by a hash of all of them, with key.json inside saying
+what it is for. When a fact of the key cannot be found on this host, the engine cache is off
+rather than shared. No torch; onnxruntime and CUDA are only asked, never required.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from geofractal_edge.artifacts import Bundle, atomic
+from geofractal_edge.artifacts.hashing import canonical_sha256
+from geofractal_edge.artifacts.manifest import TensorRTSettings
+from geofractal_edge.backends.lazy import installed_version, require
+from geofractal_edge.backends.tensorrt.adapter import Cuda, cuda_runtime
+from geofractal_edge.backends.tensorrt.compat import external_sha256
+from geofractal_edge.errors import BundleError, GfedgeError, MissingDependencyError
+
+TRT_EP = "TensorrtExecutionProvider"
+CUDA_EP = "CUDAExecutionProvider"
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class ProviderPlan:
+    requested: tuple[str, ...]  # the target profile's order
+    available: tuple[str, ...]  # what this onnxruntime build offers
+    chosen: tuple[str, ...]  # requested and available, in order
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        return tuple(p for p in self.requested if p not in self.available)
+
+    @property
+    def preferred(self) -> str:
+        return self.requested[0]
+
+
+def plan_providers(bundle: Bundle, *, override: tuple[str, ...] | None = None) -> ProviderPlan:
+    """Is this bundle runnable here, and with which providers? Refused before loading if with none."""
+    ort = require("onnxruntime")
+    requested = tuple(override or bundle.manifest.target.ort_providers)
+    available = tuple(ort.get_available_providers())
+    chosen = tuple(p for p in requested if p in available)
+    if not chosen:
+        raise BundleError(
+            f"none of the providers {list(requested)} is available in this onnxruntime ({list(available)})",
+            "install the onnxruntime build for this device, or export for a target this host can run",
+        )
+    return ProviderPlan(requested=requested, available=available, chosen=chosen)
+
+
+def create_session(bundle: Bundle, providers: list, *, profile_prefix: str | None = None):
+    """(onnxruntime.InferenceSession, the OrtValues it borrows): the codes must outlive the session.
+
+    `providers`: names with their options (`provider_options`). `profile_prefix`: record one
+    profile per run there (what placement measures).
+    """
+    ort = require("onnxruntime")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
+    # Ternary codes live 2-bit packed in the bundle; the graph names them as external data.
+    codes = {name: ort.OrtValue.ortvalue_from_numpy(c) for name, c in bundle.ternary_codes().items()}
+    if codes:
+        options.add_external_initializers(list(codes), list(codes.values()))
+    try:
+        session = ort.InferenceSession(str(bundle.model_path), sess_options=options, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own untyped errors for unloadable graphs
+        raise BundleError(f"onnxruntime cannot load {bundle.model_path.name}: {exc}", "re-export the bundle for this runtime") from exc
+    return session, codes
+
+
+def engine_cache_id(providers: list) -> str | None:
+    """The id of the TensorRT provider's engine-cache folder among `provider_options`, or None when off."""
+    for entry in providers:
+        if isinstance(entry, tuple) and entry[0] == TRT_EP and entry[1].get("trt_engine_cache_enable"):
+            return Path(entry[1]["trt_engine_cache_path"]).name
+    return None
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What an engine built here depends on. UNKNOWN where this host could not tell."""
+
+    tensorrt: str = UNKNOWN
+    cuda: str = UNKNOWN
+    sm: str = UNKNOWN
+    onnxruntime: str = UNKNOWN
+
+    @property
+    def complete(self) -> bool:
+        return UNKNOWN not in asdict(self).values()
+
+
+def cache_root() -> Path:
+    """$GFEDGE_CACHE/ort-trt, or ~/.cache/geofractal_edge/ort-trt."""
+    root = os.environ.get("GFEDGE_CACHE") or Path.home() / ".cache" / "geofractal_edge"
+    return Path(root) / "ort-trt"
+
+
+def profile_shapes(settings: TensorRTSettings, use: str) -> str:
+    """onnxruntime's profile option format, "name:d1xd2,name:d1": first optimization profile."""
+    profile = settings.optimization_profiles[0]
+    return ",".join(f"{name}:{'x'.join(str(d) for d in getattr(shapes, use))}" for name, shapes in sorted(profile.items()))
+
+
+def trt_flags(settings: TensorRTSettings) -> dict:
+    """The TensorRT provider options that change the engine (and so belong in the cache key)."""
+    dla = settings.dla
+    return {
+        "trt_max_workspace_size": settings.workspace_bytes,
+        "trt_builder_optimization_level": settings.builder_optimization_level,
+        # Precision is in the graph: with these off, onnxruntime builds strongly typed networks.
+        "trt_fp16_enable": False,
+        "trt_int8_enable": False,
+        "trt_dla_enable": dla.use,
+        "trt_dla_core": dla.core,
+        "trt_profile_min_shapes": profile_shapes(settings, "min"),
+        "trt_profile_opt_shapes": profile_shapes(settings, "opt"),
+        "trt_profile_max_shapes": profile_shapes(settings, "max"),
+    }
+
+
+def cache_key(bundle: Bundle, host: HostFacts) -> dict:
+    """Everything a cached engine depends on; `key["id"]` names its folder."""
+    fields = {
+        "onnx_sha256": bundle.manifest.files[bundle.manifest.graph.file].sha256,
+        "external_sha256": external_sha256(bundle.manifest),
+        "precision": bundle.manifest.precision,
+        "flags": trt_flags(bundle.manifest.tensorrt),
+        **{f"host_{k}": v for k, v in asdict(host).items()},
+    }
+    return {**fields, "id": canonical_sha256(fields)[:24]}
+
+
+def provider_options(bundle: Bundle, providers: tuple[str, ...], *, host: HostFacts | None = None, root: Path | None = None) -> list:
+    """The `providers` argument for onnxruntime.InferenceSession: names with their options.
+
+    The TensorRT provider gets the target's builder settings and a cache folder of its own; it
+    gets no cache at all when this host's facts are incomplete or the bundle has no TensorRT
+    settings. Other providers are passed by name (CUDA with device 0).
+    """
+    out: list = []
+    for name in providers:
+        if name == TRT_EP and bundle.manifest.tensorrt is not None:
+            out.append((name, trt_options(bundle, host=host or detect_host(), root=root)))
+        elif name == CUDA_EP:
+            out.append((name, {"device_id": 0}))
+        else:
+            out.append(name)
+    return out
+
+
+def trt_options(bundle: Bundle, *, host: HostFacts, root: Path | None = None) -> dict:
+    options = {"device_id": 0, **trt_flags(bundle.manifest.tensorrt)}
+    if not host.complete:
+        return {**options, "trt_engine_cache_enable": False, "trt_timing_cache_enable": False}
+    key = cache_key(bundle, host)
+    folder = (root or cache_root()) / key["id"]
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / "key.json").is_file():
+        atomic.write_text(folder / "key.json", json.dumps(key, indent=2, sort_keys=True) + "\n")
+    return {
+        **options,
+        "trt_engine_cache_enable": True,
+        "trt_engine_cache_path": str(folder),
+        "trt_engine_cache_prefix": f"gfedge_{key['id'][:12]}",
+        "trt_timing_cache_enable": True,
+        "trt_timing_cache_path": str(folder),
+    }
+
+
+def detect_host() -> HostFacts:
+    """Ask, never require: TensorRT and CUDA versions, the GPU's SM, onnxruntime's version."""
+    cuda = _cuda()
+    return HostFacts(
+        tensorrt=_tensorrt_version(),
+        cuda=_ask(cuda.runtime_version) if cuda else UNKNOWN,
+        sm=_ask(cuda.sm) if cuda else UNKNOWN,
+        onnxruntime=installed_version("onnxruntime") or UNKNOWN,
+    )
+
+
+def _tensorrt_version() -> str:
+    """The libnvinfer onnxruntime will load: its getInferLibVersion(), else the Python package's."""
+    for lib in ("libnvinfer.so.11", "libnvinfer.so.10"):
+        try:
+            v = int(ctypes.CDLL(lib).getInferLibVersion())
+        except (OSError, AttributeError):
+            continue
+        # 10.x and later encode major*10000 + minor*100 + patch.
+        return f"{v // 10000}.{(v // 100) % 100}.{v % 100}"
+    return installed_version("tensorrt") or UNKNOWN
+
+
+def _cuda() -> Cuda | None:
+    try:
+        return cuda_runtime()
+    except MissingDependencyError:
+        return None
+
+
+def _ask(call) -> str:
+    try:
+        return call()
+    except GfedgeError:  # a CUDA call failed: no GPU or no driver here
+        return UNKNOWN

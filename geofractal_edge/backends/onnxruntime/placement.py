@@ -1,0 +1,62 @@
+"""Which onnxruntime provider actually ran each kernel, measured from one profiled run.
+
+onnxruntime reports only in verbose logs which nodes a provider handed on (onnxruntime#17434,
+#29669), so the report is measured: the bundle's first golden case runs once in a profiling
+session created as the runner's was, and each kernel event names its provider.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from geofractal_edge.artifacts import Bundle
+from geofractal_edge.backends.onnxruntime.loader import ProviderPlan, create_session, provider_options
+from geofractal_edge.backends.placement import PlacementReport
+from geofractal_edge.errors import BundleError
+
+
+def measured_placement(bundle: Bundle, plan: ProviderPlan) -> PlacementReport:
+    """The placement of a session made with `plan`, measured on the bundle's first golden case."""
+    kernels, registered = measure(bundle, provider_options(bundle, plan.chosen), golden_feeds(bundle))
+    return PlacementReport(
+        target=bundle.manifest.target.name, requested=plan.requested, available=plan.available, registered=registered, kernels=kernels
+    )
+
+
+def measure(bundle: Bundle, providers: list, feeds: Mapping[str, np.ndarray]) -> tuple[dict[str, int], tuple[str, ...]]:
+    """Run the bundle's graph once in a profiled onnxruntime session: (kernels per provider, providers kept)."""
+    with tempfile.TemporaryDirectory(prefix="gfedge-placement-") as tmp:
+        session, _codes = create_session(bundle, providers, profile_prefix=str(Path(tmp) / "profile"))
+        session.run(None, dict(feeds))
+        counts = kernels_by_provider(Path(session.end_profiling()))
+        return counts, tuple(session.get_providers())
+
+
+def kernels_by_provider(profile: Path) -> dict[str, int]:
+    """Count the kernels each provider ran in an onnxruntime profile (one event per kernel run)."""
+    events = json.loads(Path(profile).read_text(encoding="utf-8"))
+    nodes = {
+        e["name"].removesuffix("_kernel_time"): e["args"]["provider"]
+        for e in events
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time") and "provider" in e.get("args", {})
+    }
+    return dict(Counter(nodes.values()))
+
+
+def golden_feeds(bundle: Bundle) -> dict[str, np.ndarray]:
+    """The first golden case's inputs with its key vector bound: a real input the graph accepts."""
+    cases = bundle.golden_cases()
+    if not cases:
+        raise BundleError(f"bundle {bundle.path} has no golden cases to measure placement with", "re-export it with `gfedge export`")
+    case = cases[0]
+    feeds = dict(case.inputs)
+    key_input = bundle.manifest.graph.key_input
+    if key_input is not None and case.key is not None:
+        feeds[key_input.name] = bundle.key(case.key).vector
+    return feeds
