@@ -48,6 +48,13 @@ def export_bundle(
     config = config or default_config(precision)
     if model is not None and not Path(model).is_file():
         raise GfedgeError(f"model checkpoint {model} does not exist", "pass a file written by `gfedge train`, or drop --model for the embedded default")
+    with atomic.locked(Path(out)):  # a second export to the same --out is refused before any work
+        atomic.check_free(Path(out), overwrite=overwrite)
+        return _export_locked(family=family, profile=profile, config=config, out=Path(out), model=model, overwrite=overwrite,
+                              progress=progress, exportable=exportable, step=step)
+
+
+def _export_locked(*, family, profile, config, out: Path, model, overwrite: bool, progress, exportable, step) -> ExportResult:
     exportable = exportable or family_module(family).load_exportable(model, progress=progress, target=profile)
     step("trace", 0, 5)
     graph = trace(exportable)
@@ -56,7 +63,7 @@ def export_bundle(
     check_shapes(graph, exportable)
     ternary = externalize_ternary(graph, tuple(c for c, _ in exportable.spec.ternary)) if exportable.spec.ternary else None
     step("write", 2, 5)
-    with atomic.directory(Path(out), overwrite=overwrite) as staging:
+    with atomic.directory(out, overwrite=overwrite, lock=False) as staging:
         data = write_files(staging, exportable, graph, profile=profile, config=config, ternary=ternary)
         seal(staging, data)
         step("verify", 3, 5)

@@ -186,17 +186,23 @@ def _replace(tmp: Path, final: Path) -> None:
     _remove(old)
 
 
+def check_free(final: Path, *, overwrite: bool) -> None:
+    """Refuse to replace an existing `final` unless asked; call it under the lock, so racing writers cannot both pass."""
+    if Path(final).exists() and not overwrite:
+        raise GfedgeError(f"{final} already exists", "choose another --out, or pass --overwrite")
+
+
 @contextlib.contextmanager
-def directory(final: Path, *, overwrite: bool = False) -> Iterator[Path]:
+def directory(final: Path, *, overwrite: bool = False, lock: bool = True) -> Iterator[Path]:
     """Yield a temporary directory next to `final`; on success rename it to `final`.
 
-    The whole context holds the lock on `final` (OutputLockedError if another writer holds it).
+    The whole context holds the lock on `final` (OutputLockedError if another writer holds it);
+    `lock=False` is for a caller that already holds it through `locked(final)` for longer work.
     With `overwrite`, an existing `final` is replaced only after the new one is complete.
     """
     final = Path(final)
-    with locked(final):
-        if final.exists() and not overwrite:  # under the lock: two racing writers cannot both pass
-            raise GfedgeError(f"{final} already exists", "choose another --out, or pass --overwrite")
+    with locked(final) if lock else contextlib.nullcontext():
+        check_free(final, overwrite=overwrite)
         _remove_leftovers(final)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
         try:

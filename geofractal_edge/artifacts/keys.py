@@ -8,6 +8,7 @@ core. No torch here: keys are read on the device.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,9 @@ from geofractal_edge.errors import KeyFileError
 
 KEY_FORMAT = "gfedge-key/1"
 _TENSOR = "key"
+MAX_KEY_BYTES = 1 << 20  # a 64-float key is ~400 bytes; this leaves room for 250k floats
+_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -51,17 +55,28 @@ def read_key(path: Path) -> Key:
     path = Path(path)
     if not path.is_file():
         raise KeyFileError(f"key file {path} does not exist", "check the path, or list keys with `gfedge inspect`")
+    if path.stat().st_size > MAX_KEY_BYTES:
+        raise KeyFileError(f"key file {path} is {path.stat().st_size:,} bytes, more than a key can be", "pass a key file written by `gfedge train atlas --key-only`")
     data = path.read_bytes()
     try:
         tensors, metadata = load_with_metadata(data)
     except (SafetensorError, ValueError, json.JSONDecodeError) as exc:
         raise KeyFileError(f"key file {path} is not a valid safetensors key ({exc})", "re-export or re-train the key") from exc
-    if metadata.get("format") != KEY_FORMAT or _TENSOR not in tensors:
-        raise KeyFileError(f"{path} is not a gfedge key file", "write keys with `gfedge train atlas --key-only`")
-    vector = tensors[_TENSOR].astype(np.float32).reshape(-1)
-    if str(vector.shape[0]) != metadata.get("dim"):
-        raise KeyFileError(f"key file {path} says dim {metadata.get('dim')} but holds {vector.shape[0]} values", "re-train the key")
-    return Key(name=metadata["name"], vector=vector, core_sha256=metadata["core_sha256"], family=metadata.get("family", ""))
+    if metadata.get("format") != KEY_FORMAT or set(tensors) != {_TENSOR}:
+        raise KeyFileError(f"{path} is not a gfedge key file (no {KEY_FORMAT} metadata or no single '{_TENSOR}' tensor)", "write keys with `gfedge train atlas --key-only`")
+    missing = [k for k in ("name", "core_sha256", "dim") if not metadata.get(k)]
+    if missing:
+        raise KeyFileError(f"key file {path} lacks metadata {missing}", "re-train the key with `gfedge train atlas --key-only`; keys carry their name and core hash")
+    raw = tensors[_TENSOR]
+    if raw.dtype != np.float32 or raw.ndim != 1:
+        raise KeyFileError(f"key file {path} holds a {raw.dtype} tensor of shape {list(raw.shape)}", "a key is one float32 vector; re-train it")
+    if str(raw.shape[0]) != metadata["dim"]:
+        raise KeyFileError(f"key file {path} says dim {metadata['dim'][:20]} but holds {raw.shape[0]} values", "re-train the key")
+    if not np.isfinite(raw).all():
+        raise KeyFileError(f"key file {path} holds {int((~np.isfinite(raw)).sum())} NaN or infinite values", "re-train the key")
+    if not _NAME.fullmatch(metadata["name"]) or not _HEX64.fullmatch(metadata["core_sha256"]):
+        raise KeyFileError(f"key file {path} has a malformed name or core hash in its metadata", "re-train the key")
+    return Key(name=metadata["name"], vector=raw.copy(), core_sha256=metadata["core_sha256"], family=metadata.get("family", ""))
 
 
 def check_key(key: Key, *, dim: int, core_sha256: str, source: str = "") -> None:

@@ -1,98 +1,407 @@
-"""The bundle manifest: what a device needs to know before it loads anything.
+"""The bundle manifest, typed: what a device needs to know before it loads anything.
 
-A manifest is JSON. `FORMAT_VERSION` changes when a reader of the old version could misread a new
-bundle; the runtime refuses versions it does not know, with the fix. Fields (format 1):
+Every part is a frozen dataclass; `parse_manifest` reads JSON into them once, checking each field's
+type and the rules between fields, and refuses a bad manifest in one line naming the field and the
+fix. The exporter writes through the same schema (`manifest_from_dict` then `to_json`), so what is
+written is what a reader accepts. `docs/bundle-format.md` is generated from these classes
+(`python -m geofractal_edge.artifacts.format_doc`) and a test keeps the two equal.
 
-  format, format_version, created, family, model {name, config, core_sha256, source},
-  target {the full profile}, precision, quantization {scheme config}, opset,
-  toolchain {package versions}, graph {file, inputs, outputs, dim_ranges},
-  keys {dir, dim, names, default}, golden {files, cases}, task {metric, ...},
-  tensorrt {builder settings} or null, parity {results measured at export} or null,
-  files {relative path: {sha256, bytes}}
-
-The manifest's own hash sits beside it in `manifest.json.sha256`, so a corrupted byte anywhere in
-the bundle is caught.
+Versions: `FORMAT_VERSION` changes when a reader of the old version could misread a new bundle. A
+reader reads every version from `OLDEST_READABLE` to its own (older ones are upgraded in memory by
+`_UPGRADES`) and refuses a newer one with "upgrade the runtime". The manifest's own hash sits
+beside it in `manifest.json.sha256`, so a corrupted byte anywhere in the bundle is caught.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any, Literal
 
+from geofractal_edge.artifacts.schema import JsonObject, SchemaError, dump, invalid, parse
 from geofractal_edge.errors import BundleError
+from geofractal_edge.targets import TargetProfile
 
 FORMAT = "gfedge-bundle"
 FORMAT_VERSION = 1
+OLDEST_READABLE = 1
 MANIFEST = "manifest.json"
 MANIFEST_HASH = "manifest.json.sha256"
-REQUIRED = ("format", "format_version", "family", "target", "precision", "graph", "files", "task")
+MAX_MANIFEST_BYTES = 16 << 20  # the largest real manifest is ~100 KB (a TriX routing table)
+DType = Literal["float32", "float16", "int64", "int32", "int8", "uint8", "bool"]
+_RE_EXPORT = "re-export the bundle with `gfedge export`; never edit a manifest by hand"
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,128}")  # a key or tensor name that is also a safe file name
+
+
+@dataclass(frozen=True)
+class TensorDecl:
+    """One graph input or output: name, dtype, shape (ints fixed, strings named dynamic dims)."""
+
+    name: str
+    dtype: DType
+    shape: tuple[int | str, ...]
+    range: tuple[float, float] | None = None  # allowed values, checked by the runtime before a run
+    role: str = "data"  # "data", "key" (bound from the key cache), "logits", "routes", ...
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise invalid("name", "is empty")
+        if any(isinstance(d, int) and d < 1 for d in self.shape) or any(d == "" for d in self.shape):
+            raise invalid("shape", f"has a fixed dimension < 1 or an unnamed one: {list(self.shape)}")
+        if self.range is not None and self.range[0] > self.range[1]:
+            raise invalid("range", f"low {self.range[0]} is above high {self.range[1]}")
+
+
+@dataclass(frozen=True)
+class DimRange:
+    """min / opt / max of one dynamic dimension: the runtime's bound and TensorRT's profile."""
+
+    min: int
+    opt: int
+    max: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min <= self.opt <= self.max:
+            raise invalid("", f"needs 1 <= min <= opt <= max, got {self.min}, {self.opt}, {self.max}")
+
+
+@dataclass(frozen=True)
+class Graph:
+    file: str
+    inputs: tuple[TensorDecl, ...]
+    outputs: tuple[TensorDecl, ...]
+    dim_ranges: dict[str, DimRange] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_path(self.file, "file")
+        for part, decls in (("inputs", self.inputs), ("outputs", self.outputs)):
+            if not decls:
+                raise invalid(part, "is empty")
+            names = [d.name for d in decls]
+            if len(set(names)) != len(names):
+                raise invalid(part, f"repeats a name: {names}")
+        for i, decl in enumerate(self.inputs):
+            unbounded = [d for d in decl.shape if isinstance(d, str) and d not in self.dim_ranges]
+            if unbounded:
+                raise invalid(f"inputs[{i}].shape", f"names dimension '{unbounded[0]}' that dim_ranges does not bound")
+        if sum(d.role == "key" for d in self.inputs) > 1:
+            raise invalid("inputs", "has more than one input with role 'key'")
+
+    @property
+    def key_input(self) -> TensorDecl | None:
+        """The input bound from the key cache, if the model takes a key."""
+        return next((d for d in self.inputs if d.role == "key"), None)
+
+    @property
+    def data_inputs(self) -> tuple[TensorDecl, ...]:
+        """The inputs a caller passes (everything but the key)."""
+        return tuple(d for d in self.inputs if d.role != "key")
+
+    @property
+    def output_names(self) -> list[str]:
+        return [d.name for d in self.outputs]
+
+
+@dataclass(frozen=True)
+class Keys:
+    dir: str
+    dim: int
+    names: tuple[str, ...]
+    default: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_path(self.dir, "dir")
+        if self.dim < 1:
+            raise invalid("dim", f"must be >= 1, got {self.dim}")
+        for i, name in enumerate(self.names):
+            if not _NAME.fullmatch(name):
+                raise invalid(f"names[{i}]", f"'{name[:40]}' is not a key name (letters, digits, _ . -)")
+        if len(set(self.names)) != len(self.names):
+            raise invalid("names", "repeats a name")
+        if self.default is not None and self.default not in self.names:
+            raise invalid("default", f"'{self.default}' is not one of names")
+
+    def file(self, name: str) -> str:
+        return f"{self.dir}/{name}.safetensors"
+
+
+@dataclass(frozen=True)
+class Golden:
+    files: tuple[str, ...]
+    cases: int
+
+    def __post_init__(self) -> None:
+        for i, rel in enumerate(self.files):
+            _check_path(rel, f"files[{i}]")
+        if self.cases != len(self.files):
+            raise invalid("cases", f"says {self.cases} but files lists {len(self.files)}")
+
+
+@dataclass(frozen=True)
+class EncoderLink:
+    """The bundle a collective of frozen-encoder streams runs behind, named by its weights' hash."""
+
+    family: str
+    core_sha256: str
+    output: str
+    folder: str | None = None  # where the encoder came from on the build host (informative only)
+
+
+@dataclass(frozen=True)
+class Task:
+    """What the model does, for parity's task metric and the runtime's decoding."""
+
+    metric: str
+    vocab: str | None = None  # character models: index -> character
+    classes: int | None = None
+    labels: tuple[str, ...] | None = None
+    streams: tuple[str, ...] | None = None
+    route_outputs: tuple[str, ...] | None = None
+    encoder: EncoderLink | None = None
+    pooling: str | None = None
+    normalize: bool | None = None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    config: JsonObject  # the family's own config, as trained
+    core_sha256: str  # the frozen core's weights: keys and chained models are checked against it
+    source: JsonObject  # where the checkpoint came from
+
+
+@dataclass(frozen=True)
+class TernaryTensor:
+    shape: tuple[int, ...]
+    dtype: DType
+    fp32_bytes: int
+
+
+@dataclass(frozen=True)
+class TernaryPacks:
+    """Ternary codes stored 2-bit packed in `file`, named as external initializers of the graph."""
+
+    file: str
+    tensors: dict[str, TernaryTensor]
+
+    def __post_init__(self) -> None:
+        _check_path(self.file, "file")
+
+
+@dataclass(frozen=True)
+class ShapeRange:
+    min: tuple[int, ...]
+    opt: tuple[int, ...]
+    max: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Dla:
+    available_cores: int
+    allowed_for_precision: bool
+    use: bool
+    why_not: str = ""
+    core: int = 0
+
+
+@dataclass(frozen=True)
+class EngineRecord:
+    """What `gfedge build` wrote about the engine it built on the device."""
+
+    file: str
+    key: JsonObject  # the EngineKey: TensorRT version, SM, graph and settings hashes
+    built: JsonObject = field(default_factory=JsonObject)
+    engine: JsonObject = field(default_factory=JsonObject)
+    timing_cache: JsonObject = field(default_factory=JsonObject)
+    dla: Any = None
+
+    def __post_init__(self) -> None:
+        _check_path(self.file, "file")
+
+
+@dataclass(frozen=True)
+class TensorRTSettings:
+    """Builder settings a device needs to build its engine from the bundle's ONNX."""
+
+    tensorrt_version: str
+    tensorrt_major: int
+    sm: str
+    strongly_typed: bool
+    workspace_bytes: int
+    builder_optimization_level: int
+    optimization_profiles: tuple[dict[str, ShapeRange], ...]
+    dla: Dla
+    engine: EngineRecord | None = None
+
+
+@dataclass(frozen=True)
+class ParityCheck:
+    name: str
+    value: float
+    limit: float
+    kind: Literal["min", "max"]
+    passed: bool
+
+
+@dataclass(frozen=True)
+class ParityRecord:
+    """The parity report measured at export (see geofractal_edge.parity.report)."""
+
+    passed: bool
+    family: str
+    precision: str
+    target: str
+    task_metric: str
+    metrics: JsonObject
+    checks: tuple[ParityCheck, ...]
+    cases: tuple[JsonObject, ...] = ()
+    providers_used: tuple[str, ...] = ()
+    fallbacks: tuple[str, ...] = ()
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    sha256: str
+    bytes: int
+
+    def __post_init__(self) -> None:
+        if not _HEX64.fullmatch(self.sha256):
+            raise invalid("sha256", "is not 64 lowercase hex digits")
+        if self.bytes < 0:
+            raise invalid("bytes", f"is negative ({self.bytes})")
 
 
 @dataclass(frozen=True)
 class Manifest:
-    data: dict
+    format: Literal["gfedge-bundle"]
+    format_version: int
+    created: str
+    family: str
+    model: ModelInfo
+    target: TargetProfile
+    precision: str
+    quantization: JsonObject  # the scheme's config: {"scheme", "precision", "version", fields...}
+    opset: int
+    toolchain: dict[str, str | None]
+    graph: Graph
+    golden: Golden
+    task: Task
+    files: dict[str, FileEntry]
+    keys: Keys | None = None
+    family_info: JsonObject = field(default_factory=JsonObject)
+    tolerance_overrides: dict[str, dict[str, float]] = field(default_factory=dict)
+    ternary: TernaryPacks | None = None
+    tensorrt: TensorRTSettings | None = None
+    parity: ParityRecord | None = None
+
+    def __post_init__(self) -> None:
+        for i, rel in enumerate(self.files):
+            _check_path(rel, f"files[{i}]")
+        if self.quantization.get("precision") != self.precision:
+            raise invalid("quantization.precision", f"is {self.quantization.get('precision')!r}, the bundle's precision is {self.precision!r}")
+        if self.files:
+            self._check_named_files()
+        self._check_keys()
+        if self.tensorrt is not None:
+            want = {d.name for d in self.graph.inputs}
+            for i, profile in enumerate(self.tensorrt.optimization_profiles):
+                if set(profile) != want:
+                    raise invalid(f"tensorrt.optimization_profiles[{i}]", f"covers {sorted(profile)}, the graph takes {sorted(want)}")
+
+    def _check_named_files(self) -> None:
+        named = [("graph.file", self.graph.file)] + [(f"golden.files[{i}]", f) for i, f in enumerate(self.golden.files)]
+        if self.keys is not None:
+            named += [(f"keys.names[{i}]", self.keys.file(n)) for i, n in enumerate(self.keys.names)]
+        if self.ternary is not None:
+            named.append(("ternary.file", self.ternary.file))
+        for where, rel in named:
+            if rel not in self.files:
+                raise invalid(where, f"names '{rel}', which the manifest's files do not list")
+
+    def _check_keys(self) -> None:
+        key_input = self.graph.key_input
+        if (key_input is None) != (self.keys is None):
+            raise invalid("keys", "must be present exactly when the graph has an input with role 'key'")
+        if key_input is not None and list(key_input.shape) != [self.keys.dim]:
+            raise invalid("keys.dim", f"is {self.keys.dim}, the graph's key input has shape {list(key_input.shape)}")
+
+    # Short names for what nearly every reader wants.
+    @property
+    def inputs(self) -> tuple[TensorDecl, ...]:
+        return self.graph.inputs
 
     @property
-    def family(self) -> str:
-        return self.data["family"]
+    def outputs(self) -> tuple[TensorDecl, ...]:
+        return self.graph.outputs
 
-    @property
-    def precision(self) -> str:
-        return self.data["precision"]
-
-    @property
-    def target(self) -> dict:
-        return self.data["target"]
-
-    @property
-    def graph(self) -> dict:
-        return self.data["graph"]
-
-    @property
-    def inputs(self) -> list[dict]:
-        return self.graph["inputs"]
-
-    @property
-    def outputs(self) -> list[dict]:
-        return self.graph["outputs"]
-
-    @property
-    def keys(self) -> dict | None:
-        return self.data.get("keys")
-
-    @property
-    def files(self) -> dict[str, dict]:
-        return self.data["files"]
+    def to_dict(self) -> dict:
+        data = dump(self)
+        data["target"] = dump(self.target.to_dict())  # plain lists, as JSON has them
+        return data
 
     def to_json(self) -> str:
-        return json.dumps(self.data, indent=2, sort_keys=False) + "\n"
+        return json.dumps(self.to_dict(), indent=2) + "\n"
 
 
-def parse_manifest(text: str, *, source: Path) -> Manifest:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BundleError(f"{source} is not valid JSON ({exc.msg})", "re-export the bundle") from exc
+def manifest_from_dict(data: Any, *, source: str = "manifest") -> Manifest:
+    """Parsed JSON -> Manifest, or BundleError naming the first bad field and the fix."""
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise BundleError(f"{source} is not a gfedge bundle manifest", "point at a directory written by `gfedge export`")
     version = data.get("format_version")
-    if version != FORMAT_VERSION:
-        raise BundleError(
-            f"bundle format version {version} is not supported by this runtime (it reads {FORMAT_VERSION})",
-            "re-export the bundle with this version of geofractal_edge, or upgrade the runtime",
-        )
-    missing = [k for k in REQUIRED if k not in data]
-    if missing:
-        raise BundleError(f"{source} lacks fields {missing}", "re-export the bundle")
-    for rel in data["files"]:
-        check_relative(rel)
-    return Manifest(data)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise BundleError(f"{source}: format_version must be an integer, got {version!r}", _RE_EXPORT)
+    if version > FORMAT_VERSION:
+        raise BundleError(f"bundle format version {version} is newer than this runtime reads ({FORMAT_VERSION})",
+                          "upgrade geofractal_edge on the device, or re-export with the version it runs")
+    if version < OLDEST_READABLE:
+        raise BundleError(f"bundle format version {version} is older than this runtime reads ({OLDEST_READABLE}..{FORMAT_VERSION})", _RE_EXPORT)
+    data = _upgrade(dict(data), version)
+    if isinstance(data.get("target"), dict):
+        data["target"] = {k: v for k, v in data["target"].items() if k != "tensorrt_major"}  # derived; written for readers
+    try:
+        return parse(Manifest, data)
+    except SchemaError as exc:
+        raise BundleError(f"{source}: field '{exc.path}' {exc.problem}", _RE_EXPORT) from None
+
+
+def parse_manifest(raw: bytes | str, *, source: Path | str) -> Manifest:
+    """The bytes of manifest.json -> Manifest; every failure is one BundleError line."""
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{source} is {len(raw):,} bytes, over the {MAX_MANIFEST_BYTES:,} a manifest may have", _RE_EXPORT)
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # bad JSON, bad UTF-8, a 5,000-digit number, deep nesting
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).splitlines()[0][:80]
+        raise BundleError(f"{source} is not valid JSON ({reason})", _RE_EXPORT) from None
+    return manifest_from_dict(data, source=str(source))
 
 
 def check_relative(rel: str) -> PurePosixPath:
     """A manifest may name files inside its bundle only."""
+    try:
+        _check_path(rel, "")
+    except SchemaError:
+        raise BundleError(f"manifest names a file outside the bundle: {rel[:80]!r}", _RE_EXPORT) from None
+    return PurePosixPath(rel)
+
+
+def _check_path(rel: str, where: str) -> None:
     path = PurePosixPath(rel)
-    if path.is_absolute() or ".." in path.parts or not path.parts or "\\" in rel:
-        raise BundleError(f"manifest names a file outside the bundle: '{rel}'", "re-export the bundle; never edit manifest paths")
-    return path
+    if not rel or path.is_absolute() or ".." in path.parts or "\\" in rel or "\x00" in rel or len(rel) > 255:
+        raise invalid(where, f"names {rel[:40]!r}, a file outside the bundle (only relative paths inside it)")
+
+
+# version -> function turning a manifest of that version into the next one (none yet: format 1 is the first).
+_UPGRADES: dict[int, Any] = {}
+
+
+def _upgrade(data: dict, version: int) -> dict:
+    while version < FORMAT_VERSION:
+        data = _UPGRADES[version](data)
+        version += 1
+        data["format_version"] = version
+    return data

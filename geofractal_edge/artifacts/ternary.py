@@ -36,11 +36,11 @@ def unpack_ternary(packed: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return np.where(codes == 1, 1, np.where(codes == 2, -1, 0)).astype(np.int8).reshape(shape)
 
 
-def unpack_tensors(packed: dict[str, np.ndarray], section: dict) -> dict[str, np.ndarray]:
-    """The manifest's ternary section + packed arrays -> each tensor's codes in its graph dtype."""
+def unpack_tensors(packed: dict[str, np.ndarray], section) -> dict[str, np.ndarray]:
+    """The manifest's ternary section (TernaryPacks) + packed arrays -> each tensor's codes in its graph dtype."""
     out = {}
-    for name, meta in section["tensors"].items():
+    for name, meta in section.tensors.items():
         if name not in packed:
             raise BundleError(f"packed ternary tensor {name} is missing", "re-export the bundle")
-        out[name] = unpack_ternary(packed[name], tuple(meta["shape"])).astype(meta["dtype"])
+        out[name] = unpack_ternary(packed[name], tuple(meta.shape)).astype(meta.dtype)
     return out

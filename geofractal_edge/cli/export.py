@@ -40,9 +40,9 @@ def export(
     summary = {
         "bundle": str(result.path),
         "family": family,
-        "target": result.manifest.target["name"],
+        "target": result.manifest.target.name,
         "precision": result.manifest.precision,
-        "bytes": sum(f["bytes"] for f in result.manifest.files.values()),
+        "bytes": sum(f.bytes for f in result.manifest.files.values()),
         "parity": report.to_dict(),
     }
     repo = None

@@ -19,15 +19,16 @@ def inspect(
     from geofractal_edge.artifacts import open_bundle
 
     opened = open_bundle(bundle)
-    data = opened.manifest.data
+    m = opened.manifest
     if as_json:
-        print_json(data)
+        print_json(m.to_dict())
         return
+    data = m.to_dict()  # the free-form parts (model source, family_info) are read from here
     console.print(f"[bold]{data['family']}[/] bundle for [bold]{data['target']['name']}[/] at {data['precision']} (format {data['format_version']}, opset {data['opset']})")
     console.print(f"model: {data['model']['name']}  core {data['model'].get('core_sha256', '')[:16]}  from {data['model']['source'].get('checkpoint')}")
     io = Table("tensor", "dtype", "shape", "range", "role", title="inputs and outputs")
     for t in opened.manifest.inputs + opened.manifest.outputs:
-        io.add_row(t["name"], t["dtype"], str(t["shape"]), str(t.get("range") or ""), t.get("role", ""))
+        io.add_row(t.name, t.dtype, str(list(t.shape)), str(list(t.range) if t.range else ""), t.role)
     console.print(io)
     files = Table("file", "bytes", "sha256", title="files (all hashes checked)")
     for rel, meta in data["files"].items():

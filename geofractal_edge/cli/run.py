@@ -35,7 +35,8 @@ def run(
         check_placement(chain.encoder, strict=strict)
     session = chain.collective if chain else load(bundle)
     placement = check_placement(session, strict=strict)
-    feeds = read_inputs(input, (chain.encoder if chain else session).manifest.inputs)
+    graph = (chain.encoder if chain else session).manifest.graph
+    feeds = read_inputs(input, graph.data_inputs, graph.dim_ranges)
     if key is not None:
         session.use_key(session.keys.from_file(Path(key)) if key.endswith(".safetensors") else key)
     outputs = chain.run(feeds) if chain else session.run(feeds)
@@ -49,12 +50,12 @@ def run(
         "fallbacks": list(session.fallbacks),
         "outputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in outputs.items()},
     }
-    labels = session.manifest.data["task"].get("labels")
+    labels = session.manifest.task.labels
     if chain is not None:
         summary["encoder"] = str(encoder)
     if labels and "logits" in outputs:
         summary["predicted"] = [labels[i] for i in np.asarray(outputs["logits"]).argmax(-1).reshape(-1)]
-    vocab = session.manifest.data["task"].get("vocab")
+    vocab = session.manifest.task.vocab
     if vocab and "logits" in outputs:
         summary["decoded"] = "".join(vocab[i] for i in np.asarray(outputs["logits"]).argmax(-1).reshape(-1))
     if output is not None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from geofractal_edge.artifacts import Bundle, atomic, open_bundle
-from geofractal_edge.artifacts.manifest import MANIFEST
+from geofractal_edge.artifacts.manifest import MANIFEST, TensorDecl
 from geofractal_edge.backends.tensorrt.loader import standalone_onnx
 from geofractal_edge.errors import GfedgeError
 
@@ -75,7 +75,7 @@ def write_repository(
             (folder / VERSION / "model.onnx").write_bytes(standalone_onnx(model.bundle))
             for key in model.bundle.key_names():
                 (folder / "keys").mkdir(exist_ok=True)
-                shutil.copyfile(model.bundle.file(f"{model.bundle.manifest.keys['dir']}/{key}.safetensors"), folder / "keys" / f"{key}.safetensors")
+                shutil.copyfile(model.bundle.file(model.bundle.manifest.keys.file(key)), folder / "keys" / f"{key}.safetensors")
             shutil.copyfile(model.bundle.path / MANIFEST, folder / "gfedge-manifest.json")
             (folder / "config.pbtxt").write_text(_header(model) + to_pbtxt(model.config), encoding="utf-8")
         if chain is not None:
@@ -86,7 +86,7 @@ def write_repository(
 
 def default_name(bundle: Bundle) -> str:
     m = bundle.manifest
-    return re.sub(r"[^A-Za-z0-9_-]+", "_", f"{m.family}_{m.data.get('model', {}).get('name', 'model')}_{m.target.get('name', 'any')}_{m.precision}")
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", f"{m.family}_{m.model.name}_{m.target.name}_{m.precision}")
 
 
 BATCH = "batch"  # a spec declares Triton's batch axis by naming the leading dynamic dimension so
@@ -98,7 +98,7 @@ def batch_dim(manifest) -> str | None:
     Only a declared name counts: a shared leading dimension alone (Atlas's coordinate count `n`)
     does not say that rows are independent requests, so Triton must not stack them.
     """
-    firsts = {tuple(t["shape"][:1]) for t in manifest.inputs + manifest.outputs}
+    firsts = {tuple(t.shape[:1]) for t in manifest.inputs + manifest.outputs}
     return BATCH if firsts == {(BATCH,)} else None
 
 
@@ -106,18 +106,18 @@ def triton_model(bundle: Bundle, *, name: str, instances: int = 1, max_queue_del
     """One model's config; `batched=False` leaves Triton's batching off even where the bundle allows it."""
     m = bundle.manifest
     batch = batch_dim(m) if batched else None
-    ranges = m.graph.get("dim_ranges", {})
-    max_batch = int(ranges[batch]["max"]) if batch else 0
+    ranges = m.graph.dim_ranges
+    max_batch = ranges[batch].max if batch else 0
     config: dict = {
         "name": name,
         "backend": "onnxruntime",
         "max_batch_size": max_batch,
         "input": [_tensor(t, batched=batch is not None) for t in m.inputs],
         "output": [_tensor(t, batched=batch is not None) for t in m.outputs],
-        "instance_group": [{"kind": Enum("KIND_GPU" if m.target.get("sm") else "KIND_CPU"), "count": int(instances)}],
+        "instance_group": [{"kind": Enum("KIND_GPU" if m.target.sm else "KIND_CPU"), "count": int(instances)}],
     }
     if batch:
-        opt = int(ranges[batch]["opt"])
+        opt = ranges[batch].opt
         config["dynamic_batching"] = {"preferred_batch_size": [min(opt, max_batch)], "max_queue_delay_microseconds": int(max_queue_delay_us)}
     accelerator = _tensorrt_accelerator(m)
     if accelerator:
@@ -147,7 +147,7 @@ def ensemble_config(name: str, models: Sequence[TritonModel]) -> dict:
                 inputs.setdefault(entry["name"], entry)
                 in_map[entry["name"]] = entry["name"]
         out_map = Map()
-        later_inputs = {t["name"] for later in models[index + 1:] for t in later.bundle.manifest.inputs}
+        later_inputs = {t.name for later in models[index + 1:] for t in later.bundle.manifest.inputs}
         for entry in model.config["output"]:
             tensor = f"{model.name}__{entry['name']}" if entry["name"] in later_inputs else entry["name"]
             if tensor != entry["name"]:
@@ -176,12 +176,12 @@ def _check_wire(source: dict, entry: dict, where: str) -> None:
         )
 
 
-def _tensor(spec: dict, *, batched: bool) -> dict:
-    if spec["dtype"] not in TYPES:
-        raise GfedgeError(f"tensor '{spec['name']}' has dtype {spec['dtype']}, which Triton does not take", f"use one of {', '.join(TYPES)}")
-    shape = spec["shape"][1:] if batched else spec["shape"]
+def _tensor(spec: TensorDecl, *, batched: bool) -> dict:
+    if spec.dtype not in TYPES:
+        raise GfedgeError(f"tensor '{spec.name}' has dtype {spec.dtype}, which Triton does not take", f"use one of {', '.join(TYPES)}")
+    shape = spec.shape[1:] if batched else spec.shape
     dims = [d if isinstance(d, int) else -1 for d in shape]
-    entry = {"name": spec["name"], "data_type": Enum(TYPES[spec["dtype"]]), "dims": dims or [1]}
+    entry = {"name": spec.name, "data_type": Enum(TYPES[spec.dtype]), "dims": dims or [1]}
     if not dims:
         entry["reshape"] = {"shape": []}  # a scalar: Triton wants dims [1] reshaped to []
     return entry
@@ -194,16 +194,16 @@ def _tensorrt_accelerator(manifest) -> dict | None:
     Precision stays FP32 mode so that onnxruntime builds a strongly typed network from the
     already-typed graph (fp16 tensors, Q/DQ) instead of re-typing it.
     """
-    settings = manifest.data.get("tensorrt")
-    if not settings or manifest.target.get("jetpack"):
+    settings = manifest.tensorrt
+    if settings is None or manifest.target.jetpack:
         return None
-    profile = settings["optimization_profiles"][0]
+    profile = settings.optimization_profiles[0]
 
     def shapes(use: str) -> str:
-        return ",".join(f"{n}:{'x'.join(map(str, s[use]))}" for n, s in sorted(profile.items()))
+        return ",".join(f"{n}:{'x'.join(map(str, getattr(s, use)))}" for n, s in sorted(profile.items()))
 
     params = Map(
-        precision_mode="FP32", max_workspace_size_bytes=str(settings["workspace_bytes"]), trt_engine_cache_enable="1",
+        precision_mode="FP32", max_workspace_size_bytes=str(settings.workspace_bytes), trt_engine_cache_enable="1",
         trt_profile_min_shapes=shapes("min"), trt_profile_opt_shapes=shapes("opt"), trt_profile_max_shapes=shapes("max"),
     )
     return {"name": "tensorrt", "parameters": params}
@@ -211,7 +211,7 @@ def _tensorrt_accelerator(manifest) -> dict | None:
 
 def _header(model: TritonModel) -> str:
     m = model.bundle.manifest
-    lines = [f"# gfedge: {m.family} {m.data.get('model', {}).get('name', '')} {m.precision} for {m.target.get('name')}, from bundle {model.bundle.path.name}"]
+    lines = [f"# gfedge: {m.family} {m.model.name} {m.precision} for {m.target.name}, from bundle {model.bundle.path.name}"]
     if model.max_batch_size == 0:
         lines.append(f'# not batched by Triton: its inputs and outputs do not all lead with a dimension named "{BATCH}"')
     return "\n".join(lines) + "\n"

@@ -35,10 +35,10 @@ def verify_bundle(bundle: Bundle | Path | str, *, session: Session | None = None
         results,
         family=manifest.family,
         precision=manifest.precision,
-        target=manifest.target["name"],
-        task_metric=manifest.data["task"]["metric"],
-        overrides=manifest.data.get("tolerance_overrides"),
-        roles={o["name"]: o.get("role", "data") for o in manifest.outputs},
+        target=manifest.target.name,
+        task_metric=manifest.task.metric,
+        overrides=manifest.tolerance_overrides,
+        roles={o.name: o.role for o in manifest.outputs},
     )
     report.providers_used = list(session.providers_used)
     report.fallbacks = list(session.fallbacks)

@@ -40,7 +40,7 @@ def test_export_runs_and_verifies_like_torch(collective_checkpoint, collective_b
     assert len(routes["per_layer"]) == 4 and routes["decisions"] == 4 * 450
     assert routes["min"] >= 0.99, routes
     assert parity["passed"], [c for c in parity["checks"] if not c["passed"]]
-    assert bundle.manifest.data["graph"]["outputs"][1]["role"] == "routes"
+    assert bundle.manifest.to_dict()["graph"]["outputs"][1]["role"] == "routes"
 
 
 def test_fit_with_a_frozen_stream_trains_only_routing_fusion_and_heads(minilm_port) -> None:
@@ -83,7 +83,7 @@ def test_minilm_encoder_bundle_matches_torch(encoder_bundle_factory, precision, 
 
         graph = onnx.load(str(bundle.model_path)).graph
         assert sum(n.op_type == "DequantizeLinear" for n in graph.node) >= 6 * 6
-    parity = bundle.manifest.data["parity"]  # measured at export, against torch
+    parity = bundle.manifest.to_dict()["parity"]  # measured at export, against torch
     assert parity["passed"], [c for c in parity["checks"] if not c["passed"]]
 
 

@@ -55,8 +55,8 @@ def test_text_collective_verifies_and_runs_behind_its_encoder_bundle(text_checkp
         parity = verify_bundle(open_bundle(path))
         assert parity.passed, (precision, [c for c in parity.checks if not c.passed])
         assert parity.metrics["accuracy"]["torch"] == pytest.approx(100 * report["accuracy"])
-    link = open_bundle(text_bundles["fp32"]).manifest.data["task"]["encoder"]
-    assert link["core_sha256"] == minilm_port.sha256 == open_bundle(encoder_bundle_factory("fp32")).manifest.data["model"]["core_sha256"]
+    link = open_bundle(text_bundles["fp32"]).manifest.to_dict()["task"]["encoder"]
+    assert link["core_sha256"] == minilm_port.sha256 == open_bundle(encoder_bundle_factory("fp32")).manifest.to_dict()["model"]["core_sha256"]
 
     texts = topic_split().test_texts[:20]
     tokens = {k: v.numpy() for k, v in minilm_port.preprocess(texts).items()}

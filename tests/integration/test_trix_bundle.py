@@ -33,7 +33,7 @@ def test_verify_json_reports_route_agreement(trix_bundle_factory):
 
 
 def test_ternary_weights_take_at_most_a_fifteenth_of_fp32(trix_bundle_factory):
-    manifest = open_bundle(trix_bundle_factory("fp32")).manifest.data
+    manifest = open_bundle(trix_bundle_factory("fp32")).manifest.to_dict()
     fp32 = sum(t["fp32_bytes"] for t in manifest["ternary"]["tensors"].values())
     stored = manifest["files"][manifest["ternary"]["file"]]["bytes"]
     assert stored * 15 <= fp32, (stored, fp32)

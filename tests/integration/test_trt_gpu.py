@@ -77,7 +77,7 @@ def test_build_writes_engine_key_and_timing_cache_into_a_sealed_bundle(built, ap
     result, folder = built
     bundle = open_bundle(result.path)  # every hash checks, engine.plan included
     assert {ENGINE_FILE, TIMING_CACHE_FILE} <= set(bundle.manifest.files)
-    record = bundle.manifest.data["tensorrt"]["engine"]
+    record = bundle.manifest.to_dict()["tensorrt"]["engine"]
     assert record["key"]["tensorrt_version"] == api.version and record["key"]["sm"] == api.host_sm()
     assert record["engine"]["device_memory_bytes"] > 0 and record["engine"]["layers"] > 0
     assert {t["name"] for t in record["engine"]["io"]} == {"x", "key", "logits"}
@@ -139,7 +139,7 @@ def test_engine_claiming_another_sm_is_refused_by_the_session(built, tmp_path):
     src = open_bundle(built[0].path)
     dst = tmp_path / "foreign"
     shutil.copytree(src.path, dst)
-    data = {k: v for k, v in copy.deepcopy(src.manifest.data).items() if k != "files"}
+    data = {k: v for k, v in copy.deepcopy(src.manifest.to_dict()).items() if k != "files"}
     data["tensorrt"]["engine"]["key"]["sm"] = "1.0"
     seal(dst, data)
     with pytest.raises(BundleError, match="rebuild on the device"):
@@ -176,7 +176,7 @@ def test_dla_build_reports_layer_placement(api, host_target, tmp_path, request):
     out = tmp_path / "dla"
     export_bundle(family="atlas", target=str(host_target), precision="fp16", model=request.getfixturevalue("tiny_checkpoint"), out=out)
     src = open_bundle(out)
-    data = {k: v for k, v in copy.deepcopy(src.manifest.data).items() if k != "files"}
+    data = {k: v for k, v in copy.deepcopy(src.manifest.to_dict()).items() if k != "files"}
     data["tensorrt"]["dla"]["use"] = True
     seal(out, data)
     dla = build_engine(out).record["dla"]

@@ -104,7 +104,7 @@ def test_unsupported_precision_names_the_ones_we_have():
 def test_manifest_records_quantization_config(bundle_factory):
     from geofractal_edge.artifacts import open_bundle
 
-    manifest = open_bundle(bundle_factory("int4")).manifest.data
+    manifest = open_bundle(bundle_factory("int4")).manifest.to_dict()
     assert manifest["quantization"] == {"scheme": "Int4Config", "precision": "int4", "version": 1, "block_size": 16, "symmetric": True, "format": "qdq"}
 
 

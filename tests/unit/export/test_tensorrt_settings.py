@@ -13,6 +13,7 @@ import typer
 from typer.testing import CliRunner
 
 from geofractal_edge.artifacts import Bundle, Manifest, open_bundle, seal
+from geofractal_edge.artifacts.manifest import manifest_from_dict
 from geofractal_edge.errors import BundleError, MissingDependencyError
 from geofractal_edge.export.builder_settings import MIB, builder_settings
 from geofractal_edge.backends.tensorrt.compat import ENGINE_FILE, EngineKey, check_engine_compat, engine_key
@@ -70,9 +71,9 @@ def trt_bundle(bundle_factory):
 
 
 def _with_engine(manifest: Manifest, key: EngineKey) -> Manifest:
-    data = copy.deepcopy(manifest.data)
+    data = copy.deepcopy(manifest.to_dict())
     data["tensorrt"]["engine"] = {"file": ENGINE_FILE, "key": key.to_dict(), "dla": None}
-    return Manifest(data)
+    return manifest_from_dict(data)
 
 
 def test_engine_key_is_deterministic_and_names_version_and_sm(trt_bundle):
@@ -80,7 +81,7 @@ def test_engine_key_is_deterministic_and_names_version_and_sm(trt_bundle):
     b = engine_key(trt_bundle.manifest, tensorrt_version="10.3.0.30", sm="8.7")
     assert a == b and a.id == b.id
     assert a.id.startswith("trt10.3.0.30-sm87-")
-    assert a.onnx_sha256 == trt_bundle.manifest.files["model.onnx"]["sha256"]
+    assert a.onnx_sha256 == trt_bundle.manifest.files["model.onnx"].sha256
     assert EngineKey.from_dict(a.to_dict()) == a
 
 
@@ -91,7 +92,7 @@ def test_engine_key_is_deterministic_and_names_version_and_sm(trt_bundle):
         lambda d: d["tensorrt"].__setitem__("builder_optimization_level", 5),
         lambda d: d["tensorrt"]["optimization_profiles"][0]["x"].__setitem__("max", [8192]),
         lambda d: d["tensorrt"]["dla"].__setitem__("use", True),
-        lambda d: d.__setitem__("precision", "fp16"),
+        lambda d: d.update(precision="fp16", quantization={**d["quantization"], "precision": "fp16"}),
         lambda d: d["files"]["model.onnx"].__setitem__("sha256", "0" * 64),
         lambda d: d.__setitem__("ternary", {"file": "keys/async.safetensors", "tensors": {}}),  # weights outside model.onnx
     ],
@@ -99,9 +100,9 @@ def test_engine_key_is_deterministic_and_names_version_and_sm(trt_bundle):
 )
 def test_engine_key_changes_with_everything_that_shapes_the_engine(trt_bundle, change):
     before = engine_key(trt_bundle.manifest, tensorrt_version="10.3.0.30", sm="8.7")
-    data = copy.deepcopy(trt_bundle.manifest.data)
+    data = copy.deepcopy(trt_bundle.manifest.to_dict())
     change(data)
-    assert engine_key(Manifest(data), tensorrt_version="10.3.0.30", sm="8.7").id != before.id
+    assert engine_key(manifest_from_dict(data), tensorrt_version="10.3.0.30", sm="8.7").id != before.id
 
 
 def test_engine_key_changes_with_host_version_and_sm(trt_bundle):
@@ -130,9 +131,9 @@ def test_foreign_engine_is_refused_with_the_reason_and_rebuild_hint(trt_bundle, 
 
 
 def test_engine_from_another_graph_is_refused(trt_bundle):
-    data = copy.deepcopy(trt_bundle.manifest.data)
+    data = copy.deepcopy(trt_bundle.manifest.to_dict())
     data["files"]["model.onnx"]["sha256"] = "f" * 64  # the engine below was built from another model.onnx
-    key = engine_key(Manifest(data), tensorrt_version="10.3.0.30", sm="8.7")
+    key = engine_key(manifest_from_dict(data), tensorrt_version="10.3.0.30", sm="8.7")
     with pytest.raises(BundleError) as err:
         check_engine_compat(_with_engine(trt_bundle.manifest, key), "10.3.0.30", "8.7")
     assert "onnx_sha256" in err.value.problem and "rebuild on the device" in err.value.fix
@@ -150,7 +151,7 @@ def test_foreign_engine_in_a_sealed_bundle_is_refused_before_tensorrt_sees_it(bu
     dst = tmp_path / "carried"
     shutil.copytree(src.path, dst)
     (dst / ENGINE_FILE).write_bytes(b"a plan from another machine; never parsed here")
-    data = {k: v for k, v in copy.deepcopy(src.manifest.data).items() if k != "files"}
+    data = {k: v for k, v in copy.deepcopy(src.manifest.to_dict()).items() if k != "files"}
     data["tensorrt"]["engine"] = {"file": ENGINE_FILE, "key": engine_key(src.manifest, tensorrt_version="10.3.0.30", sm="8.7").to_dict()}
     seal(dst, data)
     carried = open_bundle(dst)  # hashes all fine: the bundle is intact, just foreign
@@ -175,8 +176,8 @@ def test_packed_ternary_weights_are_filled_back_for_the_parser(trix_bundle_facto
     from geofractal_edge.backends.tensorrt.compat import external_sha256
 
     bundle = open_bundle(trix_bundle_factory("fp32"))
-    section = bundle.manifest.data["ternary"]
-    assert external_sha256(bundle.manifest) == bundle.manifest.files[section["file"]]["sha256"]
+    section = bundle.manifest.to_dict()["ternary"]
+    assert external_sha256(bundle.manifest) == bundle.manifest.files[section["file"]].sha256
     model = onnx.load_from_string(standalone_onnx(bundle))
     inits = {i.name: i for i in model.graph.initializer}
     codes = bundle.ternary_codes()
@@ -197,7 +198,7 @@ def test_host_bundle_has_no_tensorrt_settings(bundle_factory):
 
 
 def test_trt_provider_flags_come_from_the_manifest(trt_bundle):
-    flags = trt_flags(trt_bundle.manifest.data["tensorrt"])
+    flags = trt_flags(trt_bundle.manifest.tensorrt)
     assert flags["trt_max_workspace_size"] == 512 * MIB  # jetson-orin-nano's cap
     assert flags["trt_profile_min_shapes"] == "key:16,x:1"
     assert flags["trt_profile_opt_shapes"] == "key:16,x:2048"
@@ -216,16 +217,16 @@ def test_cache_key_changes_with_each_host_fact(trt_bundle, field):
     [
         lambda d: d["files"]["model.onnx"].__setitem__("sha256", "0" * 64),
         lambda d: d["tensorrt"]["optimization_profiles"][0]["x"].__setitem__("max", [4096]),
-        lambda d: d.__setitem__("precision", "fp16"),
+        lambda d: d.update(precision="fp16", quantization={**d["quantization"], "precision": "fp16"}),
         lambda d: d["tensorrt"].__setitem__("workspace_bytes", 1 << 30),
         lambda d: d.__setitem__("ternary", {"file": "keys/async.safetensors", "tensors": {}}),
     ],
     ids=["onnx", "shapes", "precision", "workspace", "external-weights"],
 )
 def test_cache_key_changes_with_graph_shapes_precision_and_flags(trt_bundle, change):
-    data = copy.deepcopy(trt_bundle.manifest.data)
+    data = copy.deepcopy(trt_bundle.manifest.to_dict())
     change(data)
-    assert cache_key(trt_bundle, HOST)["id"] != cache_key(Bundle(trt_bundle.path, Manifest(data)), HOST)["id"]
+    assert cache_key(trt_bundle, HOST)["id"] != cache_key(Bundle(trt_bundle.path, manifest_from_dict(data)), HOST)["id"]
 
 
 def test_provider_options_give_each_key_its_own_cache_folder(trt_bundle, tmp_path):
@@ -236,7 +237,7 @@ def test_provider_options_give_each_key_its_own_cache_folder(trt_bundle, tmp_pat
     folder = tmp_path / cache_key(trt_bundle, HOST)["id"]
     assert trt_opts["trt_engine_cache_enable"] is True
     assert trt_opts["trt_engine_cache_path"] == trt_opts["trt_timing_cache_path"] == str(folder)
-    assert json.loads((folder / "key.json").read_text())["onnx_sha256"] == trt_bundle.manifest.files["model.onnx"]["sha256"]
+    assert json.loads((folder / "key.json").read_text())["onnx_sha256"] == trt_bundle.manifest.files["model.onnx"].sha256
     other = provider_options(trt_bundle, providers[:1], host=HostFacts(**{**HOST.__dict__, "sm": "8.9"}), root=tmp_path)
     assert other[0][1]["trt_engine_cache_path"] != str(folder)
 

@@ -13,6 +13,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from geofractal_edge.artifacts import Bundle, Manifest, open_bundle, seal
+from geofractal_edge.artifacts.manifest import manifest_from_dict
 from geofractal_edge.artifacts.hashing import file_sha256
 from geofractal_edge.errors import GfedgeError
 from geofractal_edge.export.triton import TYPES, batch_dim, write_repository
@@ -56,13 +57,13 @@ def test_every_family_writes_a_repository_that_triton_can_parse(family, request,
         bundle = open_bundle(path)
         config = parse(repo.path / name / "config.pbtxt")
         assert config.name == name and config.backend == "onnxruntime"
-        assert [i.name for i in config.input] == [t["name"] for t in bundle.manifest.inputs]
-        assert [o.name for o in config.output] == [t["name"] for t in bundle.manifest.outputs]
-        assert [types[i.data_type] for i in config.input] == [TYPES[t["dtype"]] for t in bundle.manifest.inputs]
-        assert [types[o.data_type] for o in config.output] == [TYPES[t["dtype"]] for t in bundle.manifest.outputs]
+        assert [i.name for i in config.input] == [t.name for t in bundle.manifest.inputs]
+        assert [o.name for o in config.output] == [t.name for t in bundle.manifest.outputs]
+        assert [types[i.data_type] for i in config.input] == [TYPES[t.dtype] for t in bundle.manifest.inputs]
+        assert [types[o.data_type] for o in config.output] == [TYPES[t.dtype] for t in bundle.manifest.outputs]
         if bundle.key_names():
             assert sorted(p.stem for p in (repo.path / name / "keys").iterdir()) == sorted(bundle.key_names())
-        kind = model_config.ModelInstanceGroup.KIND_GPU if bundle.manifest.target.get("sm") else model_config.ModelInstanceGroup.KIND_CPU
+        kind = model_config.ModelInstanceGroup.KIND_GPU if bundle.manifest.target.sm else model_config.ModelInstanceGroup.KIND_CPU
         assert [(g.kind, g.count) for g in config.instance_group] == [(kind, 1)]
         _same_outputs_as_the_bundle(repo.path / name / "1" / "model.onnx", bundle)
 
@@ -76,11 +77,11 @@ def _same_outputs_as_the_bundle(model: Path, bundle) -> None:
 
     graph = onnx.load(str(model), load_external_data=False)
     assert not any(init.data_location == onnx.TensorProto.EXTERNAL for init in graph.graph.initializer)
-    if not bundle.manifest.data.get("ternary"):
-        assert file_sha256(model) == bundle.manifest.files[bundle.manifest.graph["file"]]["sha256"]  # copied as is
+    if bundle.manifest.ternary is None:
+        assert file_sha256(model) == bundle.manifest.files[bundle.manifest.graph.file].sha256  # copied as is
     case = bundle.golden_cases()[0]
     want = Session(bundle, providers=("CPUExecutionProvider",)).run(case.inputs, key=case.key)
-    names = [t["name"] for t in bundle.manifest.outputs]
+    names = [t.name for t in bundle.manifest.outputs]
     got = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(names, golden_feeds(bundle))
     for name, array in zip(names, got, strict=True):
         np.testing.assert_array_equal(array, want[name])
@@ -100,10 +101,10 @@ def test_atlas_is_not_batched_because_its_key_has_no_n(bundle_factory, tmp_path)
 
 def test_datacenter_gpu_target_gets_the_tensorrt_accelerator_with_its_settings(bundle_factory, tmp_path):
     jetson = open_bundle(bundle_factory("int8", "jetson-orin-nano"))
-    data = copy.deepcopy(jetson.manifest.data)
+    data = copy.deepcopy(jetson.manifest.to_dict())
     data["target"] = get_target("a100").to_dict()  # same graph; a fleet GPU target
     data["tensorrt"]["workspace_bytes"] = 4 << 30
-    repo = write_repository([Bundle(jetson.path, Manifest(data)), jetson], tmp_path / "repo")
+    repo = write_repository([Bundle(jetson.path, manifest_from_dict(data)), jetson], tmp_path / "repo")
     fleet, edge = (parse(repo.path / name / "config.pbtxt") for name in repo.models)
     (accelerator,) = fleet.optimization.execution_accelerators.gpu_execution_accelerator
     assert accelerator.name == "tensorrt"
@@ -132,9 +133,9 @@ def make_bundle(folder: Path, *, template: Manifest, inputs: list[dict], outputs
     )
     folder.mkdir(parents=True)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), folder / "model.onnx")
-    data = {k: v for k, v in copy.deepcopy(template.data).items() if k not in ("files", "keys", "golden")}
+    data = {k: v for k, v in copy.deepcopy(template.to_dict()).items() if k not in ("files", "keys", "golden")}
     data["graph"] = {"file": "model.onnx", "inputs": inputs, "outputs": outputs, "dim_ranges": ranges}
-    data.update(keys=None, golden={"files": [], "cases": 0}, model={"name": folder.name}, family="synthetic")
+    data.update(keys=None, golden={"files": [], "cases": 0}, model={"name": folder.name, "config": {}, "core_sha256": "", "source": {}}, family="synthetic")
     seal(folder, data)
     return folder
 
@@ -171,8 +172,8 @@ def test_ensemble_wires_a_chain_by_the_bundles_inputs_and_outputs(bundle_factory
     available = {i.name for i in ensemble.input}
     for step in ensemble.ensemble_scheduling.step:
         manifest = members[step.model_name]
-        assert set(step.input_map) == {t["name"] for t in manifest.inputs}  # every model input is fed
-        assert set(step.output_map) == {t["name"] for t in manifest.outputs}
+        assert set(step.input_map) == {t.name for t in manifest.inputs}  # every model input is fed
+        assert set(step.output_map) == {t.name for t in manifest.outputs}
         assert set(step.input_map.values()) <= available  # fed by an ensemble input or an earlier step
         available |= set(step.output_map.values())
     assert [i.name for i in ensemble.input] == ["x", "key"]

@@ -42,7 +42,7 @@ def test_bad_inputs_name_the_fix(session, feeds, match):
 
 def test_raw_key_vector_is_not_an_input(session):
     with pytest.raises(InputError, match="--key"):
-        session.run({"x": x(), "key": np.zeros(session.bundle.manifest.keys["dim"], np.float32)})
+        session.run({"x": x(), "key": np.zeros(session.bundle.manifest.keys.dim, np.float32)})
 
 
 def test_unknown_key_lists_known_ones(session):
@@ -51,8 +51,8 @@ def test_unknown_key_lists_known_ones(session):
 
 
 def test_key_of_wrong_dimension_or_core_is_refused(session, tmp_path):
-    dim = session.bundle.manifest.keys["dim"]
-    core = session.bundle.manifest.data["model"]["core_sha256"]
+    dim = session.bundle.manifest.keys.dim
+    core = session.bundle.manifest.model.core_sha256
     write_key(tmp_path / "short.safetensors", Key("short", np.zeros(dim - 1, np.float32), core, "atlas"))
     write_key(tmp_path / "alien.safetensors", Key("alien", np.zeros(dim, np.float32), "f" * 64, "atlas"))
     with pytest.raises(KeyFileError, match="dimension"):
@@ -63,7 +63,7 @@ def test_key_of_wrong_dimension_or_core_is_refused(session, tmp_path):
 
 def test_hot_added_key_folder_is_found_and_switching_rebuilds_nothing(session, tmp_path):
     name = session.bundle.key_names()[0]
-    core = session.bundle.manifest.data["model"]["core_sha256"]
+    core = session.bundle.manifest.model.core_sha256
     write_key(tmp_path / "copy.safetensors", Key("copy", session.bundle.key(name).vector, core, "atlas"))
     session.keys.add_folder(tmp_path)
     graph = session._session

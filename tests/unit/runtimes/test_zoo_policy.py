@@ -1,10 +1,13 @@
 """Zoo selection policies and trust, on plain views: no bundles, no onnxruntime."""
 
+from types import SimpleNamespace
 import pytest
 
 from geofractal_edge.errors import GfedgeError
 from geofractal_edge.runtimes.zoo import LRU, AlwaysBest, Sage, TrustTable, View, make_policy
 from geofractal_edge.runtimes.zoo.policy import BLOCKED
+from geofractal_edge.artifacts.manifest import ParityRecord
+from geofractal_edge.artifacts.schema import parse
 from geofractal_edge.runtimes.zoo.trust import priors_from_manifest
 
 
@@ -99,13 +102,14 @@ def test_priors_come_from_the_parity_record():
     data = {
         "task": {"metric": "char_accuracy"},
         "parity": {
+            "passed": True, "family": "atlas", "precision": "int8", "target": "host-cpu", "checks": [],
             "task_metric": "char_accuracy",
             "metrics": {"char_accuracy": {"torch": 100.0, "runtime": 97.5}},
             "cases": [{"key": "alice", "char_accuracy_runtime": 95.0}, {"key": "bob", "char_accuracy_runtime": 100.0}],
         },
     }
-    assert priors_from_manifest(data) == (0.975, {"alice": 0.95, "bob": 1.0})
-    assert priors_from_manifest({"task": {}}) == (None, {})
+    assert priors_from_manifest(SimpleNamespace(parity=parse(ParityRecord, data["parity"]))) == (0.975, {"alice": 0.95, "bob": 1.0})
+    assert priors_from_manifest(SimpleNamespace(parity=None)) == (None, {})
 
 
 def test_sage_on_a_shifting_trace_swaps_less_than_always_best_at_near_equal_quality():
