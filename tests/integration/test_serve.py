@@ -1,6 +1,7 @@
 """The model zoo on real tiny bundles: in process (pins, quarantine, re-measured unloads) and as
 `gfedge serve` with torch blocked (8 concurrent clients x 500 requests while swapping, killed
-clients, a corrupted bundle dropped in while serving, keys hot-added, feedback, `gfedge ps`)."""
+clients, corrupted and malformed bundles dropped in while serving, bad key files at startup, keys
+hot-added, an input 100x over its bound refused without memory growth, feedback, `gfedge ps`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +24,7 @@ from geofractal_edge.artifacts import Key, open_bundle, seal, write_key
 from geofractal_edge.runtimes.zoo import NoCandidateError, Zoo
 from tests.conftest import ROOT, gfedge
 from tests.integration.test_device_side_without_torch import BLOCK_TORCH
+from tests.integration.test_zoo_integrity import MALFORMED, reseal_edited, write_bad_keys
 
 X = np.linspace(0.0, 1.0, 300, dtype=np.float32)[:48]
 
@@ -73,7 +76,7 @@ def test_a_pinned_model_is_never_evicted_and_the_budget_waits_for_it(zoo_dir, tm
     zoo = Zoo(root, budget_bytes=64 << 20)
     zoo.load("a-fp32")
     zoo.budget_bytes = int(zoo.describe("a-fp32")["expected_bytes"] * 1.5)  # one model fits, not two
-    session = zoo._models["a-fp32"].session
+    session = zoo.state.get("a-fp32").session
     states = []
 
     def slow_run(feeds, _run=session.run):
@@ -102,7 +105,7 @@ def test_unload_is_measured_and_feedback_moves_trust(zoo_dir, tmp_path):
     root = _private_zoo(zoo_dir, tmp_path, "c-int8")
     zoo = Zoo(root, budget_bytes=64 << 20)
     answer = zoo.infer({"x": X.tolist()}, key="async")  # JSON-style lists take the manifest's dtype
-    assert answer.outputs["logits"].shape == (48, len(zoo._models["c-int8"].manifest.data["task"]["vocab"]))
+    assert answer.outputs["logits"].shape == (48, len(zoo.state.get("c-int8").manifest.to_dict()["task"]["vocab"]))
     before = zoo.trust.get("c-int8", "async")
     after = zoo.feedback(answer.request_id, 0.0)["trust"]
     assert after < before
@@ -138,11 +141,15 @@ class Client:
 
 @pytest.fixture(scope="module")
 def server(zoo_dir, tmp_path_factory):
-    """`gfedge serve` in a process where importing torch fails; at most two of the three models resident."""
+    """`gfedge serve` in a process where importing torch fails; at most two of the three models resident.
+    It starts with a key folder of bad key files (NaN, no metadata, lying dim, another core) and one good one."""
     keys = tmp_path_factory.mktemp("keys")
+    bad_keys = tmp_path_factory.mktemp("bad-keys")
+    refused = write_bad_keys(bad_keys, zoo_dir / "a-fp32", good="startup-good")
     script = BLOCK_TORCH + textwrap.dedent(
         f"""
-        sys.argv = ["gfedge", "serve", {str(zoo_dir)!r}, "--port", "0", "--budget", "64", "--max-loaded", "2", "--rescan", "0.5", "--json"]
+        sys.argv = ["gfedge", "serve", {str(zoo_dir)!r}, "--port", "0", "--budget", "64", "--max-loaded", "2", "--rescan", "0.5",
+                    "--keys", {str(bad_keys)!r}, "--json"]
         from geofractal_edge.cli.main import main
         main()
         """
@@ -153,7 +160,7 @@ def server(zoo_dir, tmp_path_factory):
         proc.kill()
         pytest.fail(f"gfedge serve did not start: {proc.stderr.read()}")
     ready = json.loads(line)
-    yield {"port": ready["port"], "ready": ready, "proc": proc, "zoo": zoo_dir, "keys": keys}
+    yield {"port": ready["port"], "ready": ready, "proc": proc, "zoo": zoo_dir, "keys": keys, "bad_keys": bad_keys, "refused": refused}
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(timeout=15)
@@ -255,7 +262,7 @@ def test_http_errors_keys_power_load_unload(server, zoo_dir):
     keys = server["keys"]
     shutil.copy(zoo_dir / "a-fp32" / "keys" / "async.safetensors", keys / "fresh.safetensors")
     bundle = open_bundle(zoo_dir / "a-fp32")
-    write_key(keys / "alien.safetensors", Key(name="alien", vector=np.zeros(bundle.manifest.keys["dim"], np.float32), core_sha256="0" * 64, family="atlas"))
+    write_key(keys / "alien.safetensors", Key(name="alien", vector=np.zeros(bundle.manifest.keys.dim, np.float32), core_sha256="0" * 64, family="atlas"))
     status, listing = c.call("/keys", {"folder": str(keys)})
     assert status == 200 and any(k["name"] == "fresh" for k in listing["folder_keys"])
     assert any("alien" in r["path"] and "no model in this zoo has that core" in r["reason"] for r in listing["rejected"])
@@ -271,6 +278,65 @@ def test_http_errors_keys_power_load_unload(server, zoo_dir):
     assert status == 200 and unloaded["state"] == "registered" and unloaded["freed_bytes"] is not None
     assert c.call("/prefetch", {"key": "assignment"})[0] == 200
     c.close()
+
+
+def test_bad_key_files_at_startup_are_listed_with_their_reason_and_the_server_serves(server):
+    c = Client(server["port"])
+    status, listing = c.call("/keys")
+    assert status == 200
+    rejected = {Path(r["path"]).stem: r["reason"] for r in listing["rejected"] if Path(r["path"]).parent == server["bad_keys"]}
+    assert set(rejected) == set(server["refused"]), listing["rejected"]
+    for name, phrase in server["refused"].items():
+        assert phrase in rejected[name], (name, rejected[name])
+        status, answer = c.call("/infer", {"inputs": {"x": X.tolist()}, "key": name})
+        assert status == 404 and name in answer["error"]
+    status, answer = c.call("/infer", {"inputs": {"x": X.tolist()}, "key": "startup-good"})
+    assert status == 200 and answer["decoded"]
+    c.close()
+
+
+def test_malformed_bundles_dropped_in_while_serving_are_refused_with_their_reason(server, bundle_factory):
+    names = {f"m-{name}": field for name, (_, field) in MALFORMED.items()}
+    for name, (edit, _) in MALFORMED.items():
+        reseal_edited(bundle_factory("fp32"), server["zoo"] / f"m-{name}", edit)
+    c = Client(server["port"])
+    deadline = time.time() + 20
+    while True:
+        status, listing = c.call("/status")
+        models = {m["id"]: m for m in listing["models"]}
+        if set(names) <= set(models) or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert status == 200 and set(names) <= set(models), sorted(models)
+    for name, field in names.items():
+        assert models[name]["state"] == "quarantined" and f"field '{field}'" in models[name]["reason"], models[name]
+    status, answer = c.call("/infer", {"inputs": {"x": X.tolist()}, "key": "async"})
+    assert status == 200 and answer["model"] in ("a-fp32", "b-fp32", "c-int8")
+    status, answer = c.call("/infer", {"inputs": {"x": X.tolist()}, "key": "async", "model": "m-inputs-is-5"})
+    assert status == 404 and "quarantined" in answer["fix"]
+    c.close()
+
+
+def _rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+
+
+def test_an_input_100x_over_its_bound_is_refused_with_400_without_growing_the_server(server, zoo_dir):
+    bound = open_bundle(zoo_dir / "a-fp32").manifest.graph.dim_ranges["n"].max
+    values = np.random.default_rng(0).random(100 * bound).round(6).tolist()
+    body = {"inputs": {"x": values}, "key": "assignment"}  # ~1.6M numbers, ~14 MB of JSON
+    c = Client(server["port"])
+    assert c.call("/infer", {"inputs": {"x": X.tolist()}, "key": "assignment"})[0] == 200
+    before = _rss_bytes(server["proc"].pid)
+    status, answer = c.call("/infer", body)
+    grown = _rss_bytes(server["proc"].pid) - before
+    assert status == 400, answer
+    assert answer["error"] == f"input 'x' has n={100 * bound} on axis 0, outside the declared 1..{bound}", answer
+    assert grown < 50 << 20, f"the server grew by {grown / (1 << 20):.1f} MiB"
+    assert c.call("/infer", {"inputs": {"x": X.tolist()}, "key": "assignment"})[0] == 200
+    c.close()
+    print(f"refused {100 * bound:,} values over the bound {bound}; the server grew by {grown / (1 << 20):.1f} MiB")
 
 
 def test_gfedge_ps_shows_resident_models_without_torch(server):

@@ -5,6 +5,11 @@ checks the bundle completely (`open_bundle`: every hash, the format version); on
 kept as a quarantined entry with the reason, so a corrupted bundle dropped into a serving zoo shows
 up in the status instead of vanishing. A folder whose files change (size or mtime) is registered
 again at the next scan, so a half-copied bundle recovers once the copy completes.
+
+Registration is not trusted later: every load re-opens the bundle (`reopen`: every hash checked
+again) and compares its manifest's sha256 with the one registered, because a byte can change on
+disk without its size or mtime changing. A request's inputs become arrays through `Entry.feeds`,
+which checks JSON lists' shapes against the declared bounds before it builds anything.
 """
 
 from __future__ import annotations
@@ -15,8 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from geofractal_edge.artifacts import Bundle, open_bundle
-from geofractal_edge.errors import GfedgeError
+from geofractal_edge.artifacts.manifest import MANIFEST_HASH, TensorDecl
+from geofractal_edge.backends.inputs import check_inputs
+from geofractal_edge.errors import BundleError, GfedgeError
+from geofractal_edge.runtimes.io import tensors_from_json
 
 REGISTERED = "registered"  # checked, not loaded
 LOADING = "loading"
@@ -42,6 +52,7 @@ class Entry:
     path: Path
     signature: tuple
     bundle: Bundle | None = None
+    manifest_sha: str = ""  # the manifest's sha256 when registered: names this exact bundle (memory book key)
     state: str = REGISTERED
     reason: str = ""
     session: Any = None  # runtimes.Session while resident
@@ -67,32 +78,24 @@ class Entry:
         return self.bundle.model_bytes if self.bundle else 0
 
     @property
-    def manifest_sha(self) -> str:
-        """The manifest's recorded sha256: names this exact bundle (memory book key)."""
-        try:
-            return (self.path / "manifest.json.sha256").read_text().strip()
-        except OSError:
-            return ""
-
-    @property
     def core(self) -> str:
-        return self.manifest.data.get("model", {}).get("core_sha256", "")
+        return self.manifest.model.core_sha256
 
     @property
     def key_dim(self) -> int:
-        return int((self.manifest.keys or {}).get("dim", 0))
+        return self.manifest.keys.dim if self.manifest.keys else 0
 
     @property
     def takes_key(self) -> bool:
-        return any(i.get("role") == "key" for i in self.manifest.inputs)
+        return self.manifest.graph.key_input is not None
 
     @property
-    def data_inputs(self) -> list[dict]:
-        return [i for i in self.manifest.inputs if i.get("role") != "key"]
+    def data_inputs(self) -> tuple[TensorDecl, ...]:
+        return self.manifest.graph.data_inputs
 
     @property
     def default_key(self) -> str | None:
-        return (self.manifest.keys or {}).get("default")
+        return self.manifest.keys.default if self.manifest.keys else None
 
     def accepts(self, request: Request, keyring) -> bool:
         """Does this model declare what the request needs (family, input names, key)?"""
@@ -102,13 +105,27 @@ class Entry:
             return False
         if request.family is not None and request.family != self.manifest.family:
             return False
-        if request.inputs is not None and set(request.inputs) != {i["name"] for i in self.data_inputs}:
+        if request.inputs is not None and set(request.inputs) != {i.name for i in self.data_inputs}:
             return False
         if request.key is None:
             return not self.takes_key or self.default_key is not None
         if not self.takes_key:
             return False
         return request.key in self.bundle.key_names() or keyring.find(request.key, core_sha256=self.core, dim=self.key_dim) is not None
+
+    def feeds(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """A request's inputs as the arrays this model takes; InputError names the first problem.
+
+        JSON lists are shape-checked against the declared bounds before an array is built, so a
+        request far over a bound is refused without allocating it; arrays are checked as they are.
+        """
+        graph = self.manifest.graph
+        listed = {name: value for name, value in inputs.items() if not isinstance(value, np.ndarray)}
+        feeds = dict(inputs)
+        if listed:
+            feeds.update(tensors_from_json(listed, [d for d in graph.data_inputs if d.name in listed], graph.dim_ranges))
+        check_inputs(feeds, graph.data_inputs, graph.dim_ranges)  # names, dtypes, shapes, values, dims agreeing
+        return feeds
 
     def describe(self) -> dict:
         manifest = self.manifest if self.bundle else None
@@ -118,7 +135,7 @@ class Entry:
             "reason": self.reason,
             "family": manifest.family if manifest else None,
             "precision": manifest.precision if manifest else None,
-            "target": manifest.target.get("name") if manifest else None,
+            "target": manifest.target.name if manifest else None,
             "estimate_bytes": self.estimate_bytes,
             "measured_bytes": self.measured_bytes,
             "freed_bytes": self.freed_bytes,
@@ -149,12 +166,45 @@ def signature(path: Path) -> tuple:
     return tuple(stamps)
 
 
+class ChangedOnDisk(BundleError):
+    """A registered bundle whose files no longer match what was registered."""
+
+
 def register(path: Path, sig: tuple) -> Entry:
     """Check a bundle folder completely; a failing one becomes a quarantined entry with the reason."""
     try:
-        return Entry(id=path.name, path=path, signature=sig, bundle=open_bundle(path))
+        bundle, sha = _open_checked(path)
+        return Entry(id=path.name, path=path, signature=sig, bundle=bundle, manifest_sha=sha)
     except GfedgeError as exc:
         reason = exc.one_line()
     except Exception as exc:  # a manifest damaged in a way the reader does not name: still quarantine it
         reason = f"unreadable bundle ({type(exc).__name__}: {exc})"
     return Entry(id=path.name, path=path, signature=sig, state=QUARANTINED, reason=f"not registered: {reason}")
+
+
+def reopen(entry: Entry) -> Bundle:
+    """The entry's bundle checked again (every hash), refused with ChangedOnDisk if it is not the one registered."""
+    fix = "restore or replace the bundle folder; it is registered again at the next scan once its files change"
+    try:
+        bundle, sha = _open_checked(entry.path)
+    except GfedgeError as exc:
+        raise ChangedOnDisk(f"changed on disk since registration: {exc.problem}", fix) from None
+    if sha != entry.manifest_sha:
+        raise ChangedOnDisk(f"changed on disk since registration: manifest sha256 {sha[:12]} is not the registered {entry.manifest_sha[:12]}", fix)
+    return bundle
+
+
+def _open_checked(path: Path) -> tuple[Bundle, str]:
+    """`open_bundle` and the manifest sha256 it checked (read on both sides, so the two belong together)."""
+    before = _manifest_sha(path)
+    bundle = open_bundle(path)
+    if _manifest_sha(path) != before:
+        raise BundleError(f"bundle {path.name} changed while it was being checked", "wait until the copy has finished")
+    return bundle, before
+
+
+def _manifest_sha(path: Path) -> str:
+    try:
+        return (path / MANIFEST_HASH).read_text(encoding="ascii", errors="replace").strip()
+    except OSError:
+        return ""

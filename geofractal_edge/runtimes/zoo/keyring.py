@@ -1,11 +1,13 @@
 """Keys the zoo can offer beyond its bundles: key folders watched while serving.
 
 The second tier of the key cache. Each resident session keeps its own host LRU of keys
-(`runtimes.keys.KeyCache`) and binds the active one as a graph input; this index knows, without
+(`backends.keys.KeyCache`) and binds the active one as a graph input; this index knows, without
 loading any model, which folder keys exist and which cores they were made for, so a request naming
 a hot-added key finds its candidates. A folder is rescanned when a lookup misses or on request; a
-file is read again only when its size or mtime changed. Keys made for no core in the zoo are
-listed with the reason.
+file is read again only when its size or mtime changed. A file that is not a usable key (NaN
+values, no metadata, a dimension that does not match its data, not a key at all) is listed in
+`unreadable` with the reason and never offered; keys made for no core in the zoo are listed with
+the reason by the zoo. A bad file never stops the zoo from starting or serving.
 """
 
 from __future__ import annotations
@@ -67,11 +69,12 @@ class KeyRing:
     def _read(self, path: Path, stamp: tuple[int, int]) -> None:
         try:
             key = read_key(path)
-        except GfedgeError as exc:
+        except Exception as exc:  # GfedgeError names the problem; anything else is a file the reader did not foresee
+            reason = exc.one_line() if isinstance(exc, GfedgeError) else f"unreadable key file ({type(exc).__name__}: {exc})"
             with self._lock:
                 self._seen[path] = stamp
                 self._keys.pop(path, None)
-                self.unreadable[str(path)] = exc.one_line()
+                self.unreadable[str(path)] = reason[:300]
             return
         with self._lock:
             self._seen[path] = stamp
@@ -87,6 +90,11 @@ class KeyRing:
 
     def names(self) -> set[str]:
         return {k.name for k in self.keys()}
+
+    def unreadable_items(self) -> list[tuple[str, str]]:
+        """(path, reason) of each file in the key folders that is not a usable key."""
+        with self._lock:
+            return list(self.unreadable.items())
 
     def keys(self) -> list[FolderKey]:
         with self._lock:

@@ -202,9 +202,10 @@ class MemoryBook:
         self._data: dict[str, dict] = {}
         if path is not None and path.is_file():
             try:
-                self._data = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                self._data = {}
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError, RecursionError):
+                data = {}
+            self._data = {k: v for k, v in data.items() if _well_formed(v)} if isinstance(data, dict) else {}
 
     def get(self, manifest_sha: str) -> dict | None:
         return self._data.get(manifest_sha)
@@ -218,3 +219,12 @@ class MemoryBook:
                 atomic.write_text(self.path, json.dumps(self._data, indent=1, sort_keys=True))
             except OSError:
                 self.path = None  # read-only zoo folder: remember in memory only
+
+
+def _well_formed(record: object) -> bool:
+    """A remembered cost this zoo wrote: anything else in the file is ignored, never trusted."""
+    if not isinstance(record, dict):
+        return False
+    measured, seconds = record.get("measured_bytes"), record.get("load_seconds")
+    return (isinstance(measured, int) and not isinstance(measured, bool) and measured >= 0
+            and (seconds is None or (isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and 0 <= seconds < 1e6)))

@@ -12,7 +12,9 @@
     POST /rescan                 register bundles dropped into the zoo folder since the last scan
 
 Errors come back as {"error", "fix"} with 400 (bad request), 404 (unknown model, request or no
-candidate), 503 (budget held by models in use) or 500 (a bug; the server keeps serving). One
+candidate), 503 (budget held by models in use) or 500 (a bug; the server keeps serving). Inputs
+are checked against the chosen model's declared shapes and bounds before any array is built
+(`Entry.feeds`), and after a large body the parse garbage is handed back to the OS. One
 thread per connection; a client that dies mid-request costs only its own thread, which gives up
 after `Handler.timeout` seconds of silence. Only `gfedge serve` imports this module.
 """
@@ -33,6 +35,7 @@ from geofractal_edge.runtimes.zoo.errors import BusyError, NoCandidateError, Unk
 
 HOST = "127.0.0.1"
 MAX_BODY = 64 << 20
+TRIM_AFTER_BODY = 1 << 20  # a body this large parses into many times its size in Python objects
 _NOT_FOUND = (UnknownModelError, UnknownRequestError, NoCandidateError)
 
 
@@ -71,12 +74,19 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         zoo = self.server.zoo
         routes = {"/status": zoo.status, "/keys": zoo.keys_status, "/health": lambda: {"ok": True}}
-        self._answer(routes.get(self.path.split("?")[0]), None)
+        self._send(*self._outcome(routes.get(self.path.split("?")[0])))
 
     def do_POST(self) -> None:
-        body = self._body()
+        length = self.headers.get("Content-Length") or ""
+        reply = self._post(self._body())
+        if length.isdigit() and int(length) > TRIM_AFTER_BODY:
+            self.server.zoo.trim()  # the parsed body is garbage now; without this glibc keeps its tens of MB
+        if reply is not None:
+            self._send(*reply)
+
+    def _post(self, body: dict | None) -> tuple[int, object] | None:
         if body is None:
-            return
+            return None  # already answered
         zoo = self.server.zoo
         routes = {
             "/infer": lambda b: _answer_json(zoo.infer(**_infer_args(b)), with_outputs=bool(b.get("outputs"))),
@@ -89,7 +99,7 @@ class Handler(BaseHTTPRequestHandler):
             "/rescan": lambda b: zoo.scan(),
         }
         route = routes.get(self.path.split("?")[0])
-        self._answer(None if route is None else (lambda: route(body)), body)
+        return self._outcome(None if route is None else (lambda: route(body)))
 
     def _body(self) -> dict | None:
         length = self.headers.get("Content-Length")
@@ -109,33 +119,32 @@ class Handler(BaseHTTPRequestHandler):
             return None
         try:
             body = json.loads(raw or b"{}")
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            self._send(400, {"error": f"the body is not JSON ({exc})", "fix": "send a JSON object"})
+        except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, a 5,000-digit number, nesting too deep
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).splitlines()[0][:120]
+            self._send(400, {"error": f"the body is not JSON ({reason})", "fix": "send a JSON object"})
             return None
         if not isinstance(body, dict):
             self._send(400, {"error": "the body must be a JSON object", "fix": 'e.g. {"inputs": {"x": [0.0, 0.5]}, "key": "name"}'})
             return None
         return body
 
-    def _answer(self, route, body) -> None:
+    def _outcome(self, route) -> tuple[int, object]:
+        """(status, payload) of one call; user errors are 4xx/503 with the fix, a bug is 500 and printed."""
         if route is None:
-            self._send(404, {"error": f"no endpoint {self.command} {self.path}", "fix": "see the endpoint list in `gfedge serve --help`"})
-            return
+            return 404, {"error": f"no endpoint {self.command} {self.path}", "fix": "see the endpoint list in `gfedge serve --help`"}
         try:
-            result = route()
+            return 200, route()
         except _NOT_FOUND as exc:
-            self._send(404, {"error": exc.problem, "fix": exc.fix})
+            return 404, {"error": exc.problem, "fix": exc.fix}
         except BusyError as exc:
-            self._send(503, {"error": exc.problem, "fix": exc.fix})
+            return 503, {"error": exc.problem, "fix": exc.fix}
         except GfedgeError as exc:
-            self._send(400, {"error": exc.problem, "fix": exc.fix})
+            return 400, {"error": exc.problem, "fix": exc.fix}
         except (KeyError, TypeError) as exc:
-            self._send(400, {"error": f"bad request body ({type(exc).__name__}: {exc})", "fix": "see the endpoint list in `gfedge serve --help`"})
+            return 400, {"error": f"bad request body ({type(exc).__name__}: {exc})", "fix": "see the endpoint list in `gfedge serve --help`"}
         except Exception as exc:  # a bug: report it, keep serving
             traceback.print_exc(file=sys.stderr)
-            self._send(500, {"error": f"bug in geofractal_edge: {type(exc).__name__}: {exc}", "fix": "please report it with the server's stderr"})
-        else:
-            self._send(200, result)
+            return 500, {"error": f"bug in geofractal_edge: {type(exc).__name__}: {exc}", "fix": "please report it with the server's stderr"}
 
     def _send(self, code: int, payload) -> None:
         data = json.dumps(payload, default=_jsonable).encode()

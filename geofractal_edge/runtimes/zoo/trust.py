@@ -78,16 +78,17 @@ def _clip(value: float) -> float:
     return min(1.0, max(0.0, float(value)))
 
 
-def priors_from_manifest(data: dict) -> tuple[float | None, dict[str, float]]:
+def priors_from_manifest(manifest) -> tuple[float | None, dict[str, float]]:
     """(overall, per-key) task metric measured at export, as fractions; (None, {}) if none recorded."""
-    parity = data.get("parity") or {}
-    metric = parity.get("task_metric") or (data.get("task") or {}).get("metric")
-    if not metric:
+    parity = manifest.parity
+    if parity is None:
         return None, {}
-    overall = ((parity.get("metrics") or {}).get(metric) or {}).get("runtime")
+    metric = parity.task_metric
+    measured = parity.metrics.get(metric)
+    overall = measured.get("runtime") if isinstance(measured, dict) else None
     by_key = {}
-    for case in parity.get("cases") or []:
+    for case in parity.cases:
         value = case.get(f"{metric}_runtime")
-        if case.get("key") and value is not None:
+        if isinstance(case.get("key"), str) and isinstance(value, (int, float)) and not isinstance(value, bool):
             by_key[case["key"]] = float(value) / 100.0
-    return (None if overall is None else float(overall) / 100.0), by_key
+    return (float(overall) / 100.0 if isinstance(overall, (int, float)) else None), by_key
