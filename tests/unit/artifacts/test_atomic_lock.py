@@ -135,3 +135,22 @@ def test_cli_export_to_a_locked_path_exits_2_naming_the_lock(tiny_checkpoint, tm
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     assert lines[0].startswith("error: another export is writing") and str(lock) in lines[0] and f"pid {os.getpid()}" in lines[0], lines[0]
     assert not out.exists() and _siblings(out) == []
+
+
+def test_two_concurrent_cli_exports_to_one_out_exactly_one_succeeds(tiny_checkpoint, tmp_path):
+    """Both started at once: the lock is taken before any work, so the loser exits 2 naming it."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    out = tmp_path / "bundle"
+    args = [sys.executable, "-m", "geofractal_edge.cli.main", "export", "--target", "host-cpu", "--family", "atlas",
+            "--model", str(tiny_checkpoint), "--out", str(out), "--json"]
+    procs = [subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    loser = next(err for code, err in results if code == 2)
+    assert "lock" in loser and len(loser.strip().splitlines()) == 1, loser
+    assert (out / "manifest.json").is_file() and not list(tmp_path.glob(".bundle.*"))
