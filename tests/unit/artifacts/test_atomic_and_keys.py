@@ -16,20 +16,6 @@ def test_failed_directory_write_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_overwrite_keeps_old_bundle_until_new_is_complete(tmp_path):
-    final = tmp_path / "bundle"
-    final.mkdir()
-    (final / "old").write_text("old")
-    with pytest.raises(RuntimeError):
-        with atomic.directory(final, overwrite=True) as staging:
-            (staging / "new").write_text("new")
-            raise RuntimeError("died")
-    assert (final / "old").read_text() == "old"
-    with atomic.directory(final, overwrite=True) as staging:
-        (staging / "new").write_text("new")
-    assert sorted(p.name for p in final.iterdir()) == ["new"]
-
-
 def test_existing_output_needs_overwrite(tmp_path):
     (tmp_path / "b").mkdir()
     with pytest.raises(GfedgeError, match="--overwrite"):
