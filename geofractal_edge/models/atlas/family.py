@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -15,21 +13,30 @@ from geofractal_edge.models.atlas.config import AtlasConfig
 from geofractal_edge.models.atlas.data import build_vocab, coordinates, default_texts, encode
 from geofractal_edge.models.atlas.spec import atlas_spec
 from geofractal_edge.models.atlas.train import train_library
-from geofractal_edge.models.family import Case, Exportable, Progress, cache_dir
+from geofractal_edge.models.defaults import Recipe, resolve
+from geofractal_edge.models.family import Case, Exportable, Progress
 
 DEFAULT_SEED = 0
 
 
-def default_checkpoint(*, progress: Progress | None = None) -> Path:
-    """The embedded default library: trained with a fixed seed on first use, then cached."""
+def default_recipe() -> Recipe:
+    """What defines the embedded default library: version, config, seed and the 8 texts."""
     texts = default_texts()
     config = AtlasConfig.default(build_vocab(texts.values()))
-    recipe = json.dumps({"v": __version__, "config": config.to_dict(), "seed": DEFAULT_SEED, "texts": texts}, sort_keys=True)
-    path = cache_dir() / f"atlas-default-{hashlib.sha256(recipe.encode()).hexdigest()[:16]}.safetensors"
-    if not path.is_file():
-        library, _ = train_library(texts, config=config, seed=DEFAULT_SEED, progress=_steps(progress, "train atlas (default, first use)"))
-        save_checkpoint(path, library, texts)
-    return path
+    return Recipe("atlas", {"v": __version__, "config": config.to_dict(), "seed": DEFAULT_SEED, "texts": texts}, seed=DEFAULT_SEED)
+
+
+def train_default(path: Path, progress: Progress | None = None) -> None:
+    """Train the embedded default library from its recipe and write it to `path`."""
+    texts = default_texts()
+    config = AtlasConfig.default(build_vocab(texts.values()))
+    library, _ = train_library(texts, config=config, seed=DEFAULT_SEED, progress=_steps(progress, "train atlas (default)"))
+    save_checkpoint(path, library, texts)
+
+
+def default_checkpoint(*, progress: Progress | None = None) -> Path:
+    """The embedded default library: shipped with the package, or trained once and cached (models/defaults.py)."""
+    return resolve(default_recipe(), train=train_default, progress=progress)
 
 
 def load_exportable(model: Path | None, *, progress: Progress | None = None, target=None) -> Exportable:

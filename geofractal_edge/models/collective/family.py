@@ -8,8 +8,6 @@ streams exports without its encoder (see `exportable_from_text_collective`).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -23,22 +21,29 @@ from geofractal_edge.models.collective.data import SPLIT_SEED, TEST_FRACTION, Di
 from geofractal_edge.models.collective.lowering import lower
 from geofractal_edge.models.collective.spec import CalibratedExportable, collective_spec
 from geofractal_edge.models.collective.train import train_collective
-from geofractal_edge.models.family import Case, Exportable, Progress, cache_dir
+from geofractal_edge.models.defaults import Recipe, resolve
+from geofractal_edge.models.family import Case, Exportable, Progress
 
 DEFAULT_SEED = 0
 CALIBRATION_IMAGES = 256
 CALIBRATION_TEXTS = 128
 
 
-def default_checkpoint(*, progress: Progress | None = None) -> Path:
-    """The embedded default collective: trained with a fixed seed on first use, then cached."""
+def default_recipe() -> Recipe:
+    """What defines the embedded default collective: version, config, seed and the digits split."""
     config = CollectiveConfig.digits()
-    recipe = json.dumps({"v": __version__, "config": config.to_dict(), "seed": DEFAULT_SEED, "split": [TEST_FRACTION, SPLIT_SEED]}, sort_keys=True)
-    path = cache_dir() / f"collective-default-{hashlib.sha256(recipe.encode()).hexdigest()[:16]}.safetensors"
-    if not path.is_file():
-        collective, report = train_collective(config, seed=DEFAULT_SEED, progress=_steps(progress, "train collective (default, first use)"))
-        save_checkpoint(path, collective, report=report)
-    return path
+    return Recipe("collective", {"v": __version__, "config": config.to_dict(), "seed": DEFAULT_SEED, "split": [TEST_FRACTION, SPLIT_SEED]}, seed=DEFAULT_SEED)
+
+
+def train_default(path: Path, progress: Progress | None = None) -> None:
+    """Train the embedded default collective on the digits split from its recipe and write it to `path`."""
+    collective, report = train_collective(CollectiveConfig.digits(), seed=DEFAULT_SEED, progress=_steps(progress, "train collective (default)"))
+    save_checkpoint(path, collective, report=report)
+
+
+def default_checkpoint(*, progress: Progress | None = None) -> Path:
+    """The embedded default collective: shipped with the package, or trained once and cached (models/defaults.py)."""
+    return resolve(default_recipe(), train=train_default, progress=progress)
 
 
 def load_exportable(model: Path | None, *, progress: Progress | None = None, target=None) -> Exportable:

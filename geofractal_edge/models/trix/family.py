@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +9,8 @@ import torch
 
 from geofractal_edge import __version__
 from geofractal_edge.artifacts.hashing import arrays_sha256, file_sha256
-from geofractal_edge.models.family import Case, Exportable, Progress, cache_dir
+from geofractal_edge.models.defaults import Recipe, resolve
+from geofractal_edge.models.family import Case, Exportable, Progress
 from geofractal_edge.models.trix.checkpoint import load_checkpoint, save_checkpoint
 from geofractal_edge.models.trix.config import TrixConfig
 from geofractal_edge.models.trix.data import build_vocab, corpus, encode, eval_windows, split
@@ -25,16 +24,23 @@ GOLDEN_WINDOWS = 64  # held-out windows of `context` characters
 WINDOWS_PER_CASE = 16
 
 
-def default_checkpoint(*, progress: Progress | None = None) -> Path:
-    """The embedded default TriX LM: trained on the pydoc corpus with a fixed seed on first use, cached."""
+def default_recipe() -> Recipe:
+    """What defines the embedded default TriX LM: version, config (its vocab from the pydoc corpus) and seed."""
     config = TrixConfig.default(build_vocab(corpus()))
-    recipe = json.dumps({"v": __version__, "config": config.to_dict(), "seed": DEFAULT_SEED}, sort_keys=True)
-    path = cache_dir() / f"trix-default-{hashlib.sha256(recipe.encode()).hexdigest()[:16]}.safetensors"
-    if not path.is_file():
-        bar = None if progress is None else (lambda step, total, loss: progress("train trix (default, first use)", step, total))
-        model, report = train_lm(config, ffn="trix", seed=DEFAULT_SEED, progress=bar)
-        save_checkpoint(path, model, report=report)
-    return path
+    return Recipe("trix", {"v": __version__, "config": config.to_dict(), "seed": DEFAULT_SEED}, seed=DEFAULT_SEED)
+
+
+def train_default(path: Path, progress: Progress | None = None) -> None:
+    """Train the embedded default TriX LM on the pydoc corpus from its recipe and write it to `path`."""
+    config = TrixConfig.default(build_vocab(corpus()))
+    bar = None if progress is None else (lambda step, total, loss: progress("train trix (default)", step, total))
+    model, report = train_lm(config, ffn="trix", seed=DEFAULT_SEED, progress=bar)
+    save_checkpoint(path, model, report=report)
+
+
+def default_checkpoint(*, progress: Progress | None = None) -> Path:
+    """The embedded default TriX LM: shipped with the package, or trained once and cached (models/defaults.py)."""
+    return resolve(default_recipe(), train=train_default, progress=progress)
 
 
 def choose_lowering(n_tiles: int, target) -> str:
