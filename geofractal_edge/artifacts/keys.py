@@ -33,6 +33,7 @@ class Key:
     vector: np.ndarray  # [dim] float32
     core_sha256: str
     family: str
+    length: int | None = None  # Atlas: characters of the text the key stores (recall needs it)
 
     @property
     def dim(self) -> int:
@@ -48,6 +49,8 @@ def write_key(path: Path, key: Key) -> None:
         "dim": str(vector.shape[0]),
         "core_sha256": key.core_sha256,
     }
+    if key.length is not None:
+        metadata["length"] = str(int(key.length))
     atomic.write_bytes(Path(path), save({_TENSOR: vector}, metadata=metadata))
 
 
@@ -76,7 +79,11 @@ def read_key(path: Path) -> Key:
         raise KeyFileError(f"key file {path} holds {int((~np.isfinite(raw)).sum())} NaN or infinite values", "re-train the key")
     if not _NAME.fullmatch(metadata["name"]) or not _HEX64.fullmatch(metadata["core_sha256"]):
         raise KeyFileError(f"key file {path} has a malformed name or core hash in its metadata", "re-train the key")
-    return Key(name=metadata["name"], vector=raw.copy(), core_sha256=metadata["core_sha256"], family=metadata.get("family", ""))
+    length = metadata.get("length")
+    if length is not None and (not length.isdigit() or int(length) < 1 or len(length) > 12):
+        raise KeyFileError(f"key file {path} has a malformed length {length[:20]!r} in its metadata", "re-train the key")
+    return Key(name=metadata["name"], vector=raw.copy(), core_sha256=metadata["core_sha256"], family=metadata.get("family", ""),
+               length=None if length is None else int(length))
 
 
 def check_key(key: Key, *, dim: int, core_sha256: str, source: str = "") -> None:

@@ -54,6 +54,11 @@ class Runner(abc.ABC):
     def active_key(self) -> str | None:
         return None if self._active is None else self._active.name
 
+    @property
+    def bound_key(self) -> Key | None:
+        """The key bound now (with its metadata: core hash, text length), or None."""
+        return self._active
+
     def use_key(self, key: str | Key) -> None:
         """Bind a key by name (bundle or key folders) or a Key already read and checked."""
         if self._key_input is None:

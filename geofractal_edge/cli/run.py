@@ -12,13 +12,14 @@ from geofractal_edge.cli.render import console, print_json
 
 def run(
     bundle: Path = typer.Argument(..., help="Bundle directory."),
-    input: Path = typer.Option(..., "--input", "-i", help="Inputs: .safetensors, .npz or .json (name -> array)."),
+    input: Path | None = typer.Option(None, "--input", "-i", help="Inputs: .safetensors, .npz or .json (name -> array). Atlas without --input: recall the key's text."),
     key: str | None = typer.Option(None, "--key", "-k", help="Key name (bundle keys/) or a key file path."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write outputs: .safetensors, .npz or .json."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 if any part of the graph would not run on the target's first provider."),
     engine: bool = typer.Option(False, "--engine", help="Run engine.plan with TensorRT (made by `gfedge build`) instead of onnxruntime."),
     encoder: Path | None = typer.Option(None, "--encoder", "-e", help="The encoder bundle a text collective names (checked by hash); inputs are then its token ids and mask."),
+    length: int | None = typer.Option(None, "--length", help="Atlas recall: characters to recall (default: the length the key records)."),
 ) -> None:
     """Check the bundle, load it, validate the inputs and run."""
     from geofractal_edge.runtimes import load
@@ -35,10 +36,13 @@ def run(
         check_placement(chain.encoder, strict=strict)
     session = chain.collective if chain else load(bundle)
     placement = check_placement(session, strict=strict)
-    graph = (chain.encoder if chain else session).manifest.graph
-    feeds = read_inputs(input, graph.data_inputs, graph.dim_ranges)
     if key is not None:
         session.use_key(session.keys.from_file(Path(key)) if key.endswith(".safetensors") else key)
+    if input is None:
+        _recall(session, placement, length=length, as_json=as_json)
+        return
+    graph = (chain.encoder if chain else session).manifest.graph
+    feeds = read_inputs(input, graph.data_inputs, graph.dim_ranges)
     outputs = chain.run(feeds) if chain else session.run(feeds)
     if output is not None:
         write_outputs(output, outputs)
@@ -70,3 +74,18 @@ def run(
         console.print(f"predicted: {', '.join(summary['predicted'][:20])}")
     if "decoded" in summary:
         console.print(f"decoded: {summary['decoded'][:200]!r}")
+
+
+def _recall(session, placement, *, length: int | None, as_json: bool) -> None:
+    """Atlas: the text the bound key stores, decoded torch-free, with its character accuracy."""
+    from geofractal_edge.runtimes.text import recall, recall_report
+
+    report = recall_report(session, recall(session, length=length))
+    if as_json:
+        print_json({**report, "placement": placement.to_dict()})
+        return
+    console.print(placement.line(), soft_wrap=True)
+    print(report["text"])
+    if "char_accuracy" in report:
+        at_export = report.get("char_accuracy_at_export")
+        console.print(f"char accuracy {report['char_accuracy']:.2f}%" + (f" (measured at export: {at_export:.2f}%)" if at_export is not None else ""))

@@ -66,7 +66,8 @@ def write_files(staging: Path, exportable: Exportable, model: onnx.ModelProto, *
 
 def _write_keys(folder: Path, exportable: Exportable) -> list[str]:
     for name, vector in exportable.keys.items():
-        write_key(folder / f"{name}.safetensors", Key(name=name, vector=vector, core_sha256=exportable.core_sha256, family=exportable.family))
+        write_key(folder / f"{name}.safetensors", Key(name=name, vector=vector, core_sha256=exportable.core_sha256, family=exportable.family,
+                                                      length=exportable.key_lengths.get(name)))
     return list(exportable.keys)
 
 

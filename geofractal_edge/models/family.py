@@ -51,6 +51,7 @@ class Exportable:
     task: dict = field(default_factory=dict)  # metric name plus what decoding needs (vocab)
     source: dict = field(default_factory=dict)  # checkpoint path and sha256, or "embedded default"
     info: dict = field(default_factory=dict)  # family-specific facts for `gfedge inspect` (routing, tiles)
+    key_lengths: dict[str, int] = field(default_factory=dict)  # Atlas: characters of the text each key stores
 
     def feeds(self, case: Case) -> dict[str, np.ndarray]:
         """The full input dict of a case: its data inputs plus the key vector, if any."""

@@ -28,7 +28,7 @@ def train_key_file(*, model: Path, name: str, text: str, out: Path, steps: int |
         raise GfedgeError(f"the text has characters the core cannot write: {''.join(unknown)[:20]!r}", "remove them, or train a new library that includes them")
     key, _ = train_key(core, text, steps=steps, seed=seed, progress=_bar(progress, f"train key {name}"))
     accuracy = char_accuracy(core, text, key, library.config.vocab)
-    write_key(out, Key(name=name, vector=key.detach().cpu().numpy(), core_sha256=core_sha256(core), family="atlas"))
+    write_key(out, Key(name=name, vector=key.detach().cpu().numpy(), core_sha256=core_sha256(core), family="atlas", length=len(text)))
     return {"accuracy": {name: accuracy}, "seconds": 0.0, "out": str(out)}
 
 

@@ -72,6 +72,7 @@ def exportable_from_library(library, texts: dict[str, str], *, name: str, source
         core_sha256=core_sha256(library.core),
         task={"vocab": config.vocab},
         source=source,
+        key_lengths={n: len(texts[n]) for n in library.names},
     )
 
 
