@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from geofractal_edge.artifacts import Bundle, Key
-from geofractal_edge.backends.inputs import check_inputs
+from geofractal_edge.backends.inputs import InputChecker
 from geofractal_edge.backends.keys import KeyCache
 from geofractal_edge.backends.placement import PlacementReport
 from geofractal_edge.errors import GfedgeError, InputError
@@ -35,6 +35,7 @@ class Runner(abc.ABC):
         self.manifest = bundle.manifest
         self.keys = KeyCache(bundle, capacity=key_capacity)
         self._key_input = graph.key_input.name if graph.key_input else None
+        self._check_inputs = InputChecker(graph.data_inputs, graph.dim_ranges)  # prepared once: every run checks
         self._active: Key | None = None
         self._closed = False
         default = bundle.manifest.keys.default if bundle.manifest.keys else None
@@ -71,15 +72,15 @@ class Runner(abc.ABC):
             raise GfedgeError(f"this runner of {self.bundle.path.name} is closed", "load the bundle again")
         if key is not None:
             self.use_key(key)
-        feeds = dict(inputs)
-        if self._key_input is not None and self._key_input in feeds:
-            raise InputError(f"'{self._key_input}' is bound from the key cache", "pass --key NAME instead of the raw vector")
-        graph = self.manifest.graph
-        check_inputs(feeds, graph.data_inputs, graph.dim_ranges)
-        if self._key_input is not None:
+        feeds = dict(inputs)  # ours: the key is added to it, the caller's mapping is left alone
+        key_input = self._key_input
+        if key_input is not None and key_input in feeds:
+            raise InputError(f"'{key_input}' is bound from the key cache", "pass --key NAME instead of the raw vector")
+        self._check_inputs(feeds)
+        if key_input is not None:
             if self._active is None:
                 raise InputError("no key is bound", f"pass a key: {', '.join(self.keys.names())}")
-            feeds[self._key_input] = self._active.vector
+            feeds[key_input] = self._active.vector
         return self._execute(feeds)
 
     def close(self) -> None:

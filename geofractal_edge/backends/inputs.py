@@ -3,11 +3,18 @@
 Shapes are checked against the declared dimension ranges (`graph.dim_ranges`) before any value is
 looked at, so an oversized request costs nothing; `check_shape` is the same check for a shape read
 from a header (an `.npz` entry, an HTTP tensor) before the array exists.
+
+`InputChecker` is `check_inputs` prepared once per graph for the per-call path of a runner: it
+proves good inputs good with little work (one key-set comparison, a dtype and shape test per
+input, the value checks in C-level passes) and hands anything it cannot prove good to
+`check_inputs`, which finds and names the problem. So the checks and their messages are the same,
+and they stay on for every call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -79,3 +86,99 @@ def _check_values(array: np.ndarray, spec: TensorDecl) -> None:
                 f"input '{spec.name}' has values in [{lo:.6g}, {hi:.6g}], outside [{low}, {high}]",
                 f"pass values within [{low}, {high}]",
             )
+
+
+# Up to this many elements a Python list pass (tolist, then sum/min/max in C) beats two numpy
+# reductions, whose fixed cost is ~1.5 us each (measured on the 2-core host, numpy 2.4).
+_SMALL = 32
+
+
+class InputChecker:
+    """`check_inputs(feeds, specs, ranges)`, prepared once: call it with the feeds of each run."""
+
+    def __init__(self, specs: Sequence[TensorDecl], ranges: Mapping[str, DimRange]) -> None:
+        self.specs, self.ranges = tuple(specs), dict(ranges)
+        self.names = frozenset(s.name for s in self.specs)
+        self._count = len(self.names)
+        self._checks = tuple((spec.name, _input_check(spec, self.ranges)) for spec in self.specs)
+
+    def __call__(self, feeds: Mapping[str, np.ndarray]) -> None:
+        """Return when the inputs are good; otherwise raise InputError naming the first problem."""
+        if len(feeds) == self._count:  # with every declared name found below: the same names
+            dims: dict[str, int] = {}  # named dimension -> size, agreeing across inputs
+            for name, good in self._checks:
+                if not good(feeds.get(name), dims):
+                    break
+            else:
+                return
+        check_inputs(feeds, self.specs, self.ranges)  # names the problem (or finds none: the fast path is cautious)
+
+
+def _input_check(spec: TensorDecl, ranges: Mapping[str, DimRange]) -> Callable[[object, dict[str, int]], bool]:
+    """good(array, dims): True when check_inputs would pass this input (dtype, shape, values)."""
+    dtype, rank = np.dtype(spec.dtype), len(spec.shape)
+    fixed = tuple(spec.shape) if all(isinstance(d, int) for d in spec.shape) else None
+    fixed_axes = tuple((axis, d) for axis, d in enumerate(spec.shape) if isinstance(d, int))
+    named = tuple((axis, d, *_bounds(ranges.get(d))) for axis, d in enumerate(spec.shape) if not isinstance(d, int))
+    values_ok = _values_check(spec)
+    ndarray = np.ndarray
+
+    def good(array: object, dims: dict[str, int]) -> bool:
+        if not isinstance(array, ndarray) or array.dtype is not dtype:  # an equal dtype that is another object: checked slowly
+            return False
+        shape = array.shape
+        if fixed is not None:
+            if shape != fixed:
+                return False
+        else:
+            if len(shape) != rank:
+                return False
+            for axis, size in fixed_axes:
+                if shape[axis] != size:
+                    return False
+            for axis, dim, low, high in named:
+                size = shape[axis]
+                if not low <= size <= high or dims.setdefault(dim, size) != size:
+                    return False
+        return values_ok is None or not array.size or values_ok(array)
+
+    return good
+
+
+def _bounds(bound: DimRange | None) -> tuple[int, float]:
+    return (bound.min, bound.max) if bound else (1, math.inf)
+
+
+def _values_check(spec: TensorDecl) -> Callable[[np.ndarray], bool] | None:
+    """ok(array) for a non-empty array: every value finite (floats) and within the declared range.
+
+    Floats are proven finite on their own: NaN or an infinity makes Python's sum of the values NaN
+    or infinite (a list of at most _SMALL), or numpy's minimum or maximum NaN or infinite (NaN
+    propagates through both). Comparisons with NaN are False, so nothing unproven passes; a false
+    alarm would only send the inputs to check_inputs, which is exact. None: nothing to check.
+    """
+    floating = np.dtype(spec.dtype).kind == "f"
+    if not floating and spec.range is None:
+        return None
+    low, high = spec.range if spec.range is not None else (-math.inf, math.inf)
+    flat = len(spec.shape) == 1
+    lowest, highest = np.minimum.reduce, np.maximum.reduce
+
+    def ok(array: np.ndarray) -> bool:
+        size = array.size
+        if size == 1:  # batch 1 of a scalar input: the common small call
+            value = array.item()
+            return low <= value <= high and value - value == 0  # NaN fails both, an infinity the second
+        if size <= _SMALL:
+            values = array.tolist() if flat else array.ravel().tolist()
+            if floating:
+                total = sum(values)
+                if total - total != 0.0:  # NaN or infinite somewhere
+                    return False
+            return low <= min(values) and max(values) <= high
+        lo, hi = lowest(array, axis=None), highest(array, axis=None)
+        if floating and not (math.isfinite(lo) and math.isfinite(hi)):
+            return False
+        return low <= lo and hi <= high
+
+    return ok

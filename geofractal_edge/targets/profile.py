@@ -13,6 +13,43 @@ GIB = 1 << 30
 
 
 @dataclass(frozen=True)
+class RuntimeSettings:
+    """How onnxruntime runs a bundle on this kind of device: the profile's `[runtime]` table.
+
+    A call site overrides any of them by keyword (`load(path, intra_op_threads=1)`). The host-cpu
+    values were chosen by measurement (benchmarks/session_options.py, recorded in RESULTS.md).
+    """
+
+    intra_op_threads: int = 0  # threads inside one operator; 0: onnxruntime's choice (one per physical core)
+    inter_op_threads: int = 0  # threads across operators (parallel execution mode only); 0: onnxruntime's choice
+    allow_spinning: bool = True  # idle intra-op threads spin: lower latency, a busier core (session.intra_op.allow_spinning)
+    cpu_mem_arena: bool = True  # onnxruntime's CPU arena keeps freed buffers for reuse (enable_cpu_mem_arena)
+    mem_pattern: bool = True  # plan activation buffers from the shapes seen (enable_mem_pattern)
+    prepacking: bool = True  # re-lay weights at load for faster kernels, a second copy of them (off: session.disable_prepacking)
+
+    def __post_init__(self) -> None:
+        for name in ("intra_op_threads", "inter_op_threads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise GfedgeError(f"runtime setting {name} is {value!r}", "use a whole number >= 0 (0: onnxruntime's choice)")
+        for name in ("allow_spinning", "cpu_mem_arena", "mem_pattern", "prepacking"):
+            if not isinstance(getattr(self, name), bool):
+                raise GfedgeError(f"runtime setting {name} is {getattr(self, name)!r}", "use true or false")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RuntimeSettings:
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise GfedgeError(f"runtime settings have unknown fields {unknown}", f"allowed: {', '.join(names)}")
+        return cls(**data)
+
+    def but(self, **overrides) -> RuntimeSettings:
+        """These settings with some replaced; None keeps a value, an unknown name is refused."""
+        return RuntimeSettings.from_dict({**dataclasses.asdict(self), **{k: v for k, v in overrides.items() if v is not None}})
+
+
+@dataclass(frozen=True)
 class TargetProfile:
     name: str
     description: str
@@ -34,6 +71,7 @@ class TargetProfile:
     builder_optimization_level: int = 3
     # Routed (TriX) export: compute every tile and select up to this many tiles, gather by route above.
     compute_all_max_tiles: int = 8
+    runtime: RuntimeSettings = field(default_factory=RuntimeSettings)  # onnxruntime session settings
     sources: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
@@ -75,6 +113,8 @@ class TargetProfile:
         if unknown:
             raise GfedgeError(f"target profile has unknown fields {unknown}", f"allowed fields: {sorted(names)}")
         kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names}
+        if isinstance(kwargs.get("runtime"), dict):
+            kwargs["runtime"] = RuntimeSettings.from_dict(kwargs["runtime"])
         return cls(**kwargs)
 
 
@@ -91,3 +131,5 @@ def _validate(p: TargetProfile) -> None:
         raise GfedgeError(f"target {p.name}: TensorRT needs sm and workspace_mib", "add them to the profile")
     if not p.ort_providers:
         raise GfedgeError(f"target {p.name}: no onnxruntime providers", "list at least CPUExecutionProvider")
+    if not isinstance(p.runtime, RuntimeSettings):
+        raise GfedgeError(f"target {p.name}: runtime is {type(p.runtime).__name__}", "make it a [runtime] table of onnxruntime settings")

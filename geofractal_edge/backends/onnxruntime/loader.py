@@ -3,6 +3,8 @@
 Providers: the target profile's order, kept where this onnxruntime build offers them, decided
 before loading (`plan_providers`). Packed ternary codes are handed to the session as external
 initializers (the graph names them), so the bundle's 2-bit file is never expanded on disk.
+Session settings (threads, spinning, CPU arena, memory patterns, prepacking) are the target
+profile's `runtime` table unless the caller passes others (`session_options`).
 
 onnxruntime's TensorRT provider caches engines in a folder and names them after the graph; its
 docs tell users to delete the folder by hand when the model, onnxruntime, TensorRT or the GPU
@@ -28,6 +30,7 @@ from geofractal_edge.backends.lazy import installed_version, require
 from geofractal_edge.backends.tensorrt.adapter import Cuda, cuda_runtime
 from geofractal_edge.backends.tensorrt.compat import external_sha256
 from geofractal_edge.errors import BundleError, GfedgeError, MissingDependencyError
+from geofractal_edge.targets.profile import RuntimeSettings
 
 TRT_EP = "TensorrtExecutionProvider"
 CUDA_EP = "CUDAExecutionProvider"
@@ -63,15 +66,33 @@ def plan_providers(bundle: Bundle, *, override: tuple[str, ...] | None = None) -
     return ProviderPlan(requested=requested, available=available, chosen=chosen)
 
 
-def create_session(bundle: Bundle, providers: list, *, profile_prefix: str | None = None):
-    """(onnxruntime.InferenceSession, the OrtValues it borrows): the codes must outlive the session.
-
-    `providers`: names with their options (`provider_options`). `profile_prefix`: record one
-    profile per run there (what placement measures).
-    """
+def session_options(settings: RuntimeSettings):
+    """onnxruntime.SessionOptions carrying the target's (or the caller's) runtime settings."""
     ort = require("onnxruntime")
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    options.intra_op_num_threads = settings.intra_op_threads
+    options.inter_op_num_threads = settings.inter_op_threads
+    options.enable_cpu_mem_arena = settings.cpu_mem_arena
+    options.enable_mem_pattern = settings.mem_pattern
+    spin = "1" if settings.allow_spinning else "0"
+    options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    options.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    # onnxruntime's Python API has no PrepackedWeightsContainer (C, C++ and C# only), so
+    # prepacked weights cannot be shared across sessions from here: each session packs its own.
+    options.add_session_config_entry("session.disable_prepacking", "0" if settings.prepacking else "1")
+    return options
+
+
+def create_session(bundle: Bundle, providers: list, *, profile_prefix: str | None = None, settings: RuntimeSettings | None = None):
+    """(onnxruntime.InferenceSession, the OrtValues it borrows): the codes must outlive the session.
+
+    `providers`: names with their options (`provider_options`). `profile_prefix`: record one
+    profile per run there (what placement measures). `settings`: threads, spinning, arena, memory
+    patterns, prepacking; default: the bundle's target profile's `runtime`.
+    """
+    ort = require("onnxruntime")
+    options = session_options(settings or bundle.manifest.target.runtime)
     if profile_prefix is not None:
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
@@ -84,6 +105,28 @@ def create_session(bundle: Bundle, providers: list, *, profile_prefix: str | Non
     except Exception as exc:  # onnxruntime raises its own untyped errors for unloadable graphs
         raise BundleError(f"onnxruntime cannot load {bundle.model_path.name}: {exc}", "re-export the bundle for this runtime") from exc
     return session, codes
+
+
+def direct_run(session):
+    """`run(output_names, feeds)` for a runner that has checked its feeds: onnxruntime's C session.
+
+    `InferenceSession.run` re-checks the feed names, looks for OrtValues and graph capture, then
+    calls its C session; at batch 1 that wrapper alone costs ~10 % of a small graph's run. A runner
+    has already checked names, dtypes, shapes and values and passes numpy arrays only, so it calls
+    the C session itself. Any failure is retried through the public `run`, which raises it as
+    onnxruntime would, or falls back to other providers where onnxruntime does. A build without
+    the C session attribute gets the public `run`.
+    """
+    if not callable(getattr(getattr(session, "_sess", None), "run", None)):
+        return session.run
+
+    def run(output_names: list[str], feeds: dict):
+        try:
+            return session._sess.run(output_names, feeds, None)  # looked up per call: a provider fallback replaces it
+        except Exception:  # onnxruntime's own errors are untyped here; the public run raises them properly
+            return session.run(output_names, feeds)
+
+    return run
 
 
 def engine_cache_id(providers: list) -> str | None:

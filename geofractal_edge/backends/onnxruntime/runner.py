@@ -1,8 +1,10 @@
 """Run a bundle with onnxruntime, without torch.
 
 `Session` opens a checked bundle, creates an onnxruntime session with the target profile's
-provider order (reporting which providers were actually used), validates inputs against the
-manifest and binds the latent key input from the key cache, so switching keys rebuilds nothing.
+provider order (reporting which providers were actually used) and runtime settings (threads,
+spinning, CPU arena, memory patterns, prepacking; any of them overridden by keyword), validates
+inputs against the manifest and binds the latent key input from the key cache, so switching keys
+rebuilds nothing.
 """
 
 from __future__ import annotations
@@ -15,18 +17,25 @@ import numpy as np
 
 from geofractal_edge.artifacts import Bundle, open_bundle
 from geofractal_edge.backends.base import Runner
-from geofractal_edge.backends.onnxruntime.loader import ProviderPlan, create_session, engine_cache_id, plan_providers, provider_options
+from geofractal_edge.backends.onnxruntime.loader import ProviderPlan, create_session, direct_run, engine_cache_id, plan_providers, provider_options
 from geofractal_edge.backends.onnxruntime.placement import measured_placement
 from geofractal_edge.backends.placement import PlacementReport
+from geofractal_edge.targets.profile import RuntimeSettings
 
 
 class Session(Runner):
-    def __init__(self, bundle: Bundle, *, providers: tuple[str, ...] | None = None, key_capacity: int = 64) -> None:
+    def __init__(self, bundle: Bundle, *, providers: tuple[str, ...] | None = None, key_capacity: int = 64,
+                 settings: RuntimeSettings | None = None, **overrides) -> None:
+        """`settings`: onnxruntime settings (default: the target profile's `runtime`); `overrides`:
+        any of its fields by name, e.g. `intra_op_threads=1, prepacking=False` (None keeps a value)."""
         super().__init__(bundle, key_capacity=key_capacity)
+        self.settings: RuntimeSettings = (settings or bundle.manifest.target.runtime).but(**overrides)
         self.plan: ProviderPlan = plan_providers(bundle, override=providers)
         options = provider_options(bundle, self.plan.chosen)
+        self._outputs = bundle.manifest.graph.output_names
         started = time.perf_counter()
-        self._session, self._codes = create_session(bundle, options)
+        self._session, self._codes = create_session(bundle, options, settings=self.settings)
+        self._run = direct_run(self._session)
         self.load_seconds = time.perf_counter() - started
         self.providers_used = tuple(self._session.get_providers())
         self.cache_key = engine_cache_id(options)
@@ -42,14 +51,17 @@ class Session(Runner):
         return measured_placement(self.bundle, self.plan)
 
     def close(self) -> None:
-        self._session, self._codes = None, {}
+        self._session, self._codes, self._run = None, {}, None
         super().close()
 
     def _execute(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        names = self.manifest.graph.output_names
-        return dict(zip(names, self._session.run(names, feeds)))
+        return dict(zip(self._outputs, self._run(self._outputs, feeds)))
 
 
 def load(path: Path | str, **options) -> Session:
-    """Open, check and load a bundle directory: `load(path).run({"x": array})`."""
+    """Open, check and load a bundle directory: `load(path).run({"x": array})`.
+
+    `options` are Session's: `providers`, `key_capacity`, `settings`, and runtime settings by name
+    (`load(path, intra_op_threads=1, cpu_mem_arena=False)`).
+    """
     return Session(open_bundle(Path(path)), **options)

@@ -1,0 +1,94 @@
+"""The prepared per-call checker (InputChecker) agrees with check_inputs on every input: same verdict, same message."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from geofractal_edge.artifacts.manifest import DimRange, TensorDecl
+from geofractal_edge.backends import inputs
+from geofractal_edge.backends.inputs import InputChecker, check_inputs
+from geofractal_edge.errors import InputError
+
+X = TensorDecl(name="x", dtype="float32", shape=("n",), range=(0.0, 1.0))
+FREE = TensorDecl(name="free", dtype="float32", shape=("n", 3))  # floats without a range: finiteness only
+TOKENS = TensorDecl(name="tokens", dtype="int64", shape=("batch", 4), range=(0.0, 50.0))
+HALF = TensorDecl(name="h", dtype="float16", shape=(2,), range=(-1.0, 1.0))
+RANGES = {"n": DimRange(min=1, opt=4, max=64), "batch": DimRange(min=1, opt=2, max=8)}
+SPECS = (X, FREE)
+
+
+def _verdict(fn, feeds, specs):
+    try:
+        fn(feeds)
+    except InputError as exc:
+        return str(exc)
+    return None
+
+
+def _cases():
+    f32 = np.float32
+    for n in (1, 2, 31, 32, 33, 64):  # both sides of the small-list path
+        x = np.linspace(0, 1, n, dtype=f32)
+        free = np.ones((n, 3), f32)
+        yield {"x": x, "free": free}
+        for bad in (np.nan, np.inf, -np.inf, 1.5, -0.5, 1.0000001):
+            for where in {0, n - 1}:
+                y = x.copy()
+                y[where] = bad
+                yield {"x": y, "free": free}
+                g = free.copy()
+                g.reshape(-1)[where] = bad
+                yield {"x": x, "free": g}
+        both = free.copy()
+        both.reshape(-1)[:2] = (np.inf, -np.inf)
+        yield {"x": x, "free": both}
+        yield {"x": x, "free": np.full((n, 3), 3e38, f32)}  # finite values whose float32 sum would overflow
+    x = np.linspace(0, 1, 4, dtype=f32)
+    free = np.zeros((4, 3), f32)
+    yield {"x": x}
+    yield {"x": x, "free": free, "y": x}
+    yield {"x": x, "y": free}
+    yield {"x": x.astype(np.float64), "free": free}
+    yield {"x": x.tolist(), "free": free}
+    yield {"x": x.astype(">f4"), "free": free}  # equal values, another byte order: refused by dtype as before
+    yield {"x": x, "free": np.zeros((5, 3), f32)}  # n disagrees
+    yield {"x": x, "free": np.zeros((4, 2), f32)}
+    yield {"x": x.reshape(2, 2), "free": free}
+    yield {"x": np.zeros(65, f32), "free": np.zeros((65, 3), f32)}  # over the declared 64
+    yield {"x": np.zeros(0, f32), "free": np.zeros((0, 3), f32)}  # under the declared 1
+    yield {"x": x[::2], "free": free[:2]}  # strided view
+    yield {"x": x, "free": np.asfortranarray(np.ones((4, 3), f32))}
+
+
+@pytest.mark.parametrize("feeds", list(_cases()), ids=lambda f: "-".join(sorted(f))[:20])
+def test_prepared_checker_agrees_with_check_inputs(feeds):
+    checker = InputChecker(SPECS, RANGES)
+    assert _verdict(checker, feeds, SPECS) == _verdict(lambda f: check_inputs(f, SPECS, RANGES), feeds, SPECS)
+
+
+@pytest.mark.parametrize(
+    "spec,array",
+    [
+        (TOKENS, np.array([[0, 1, 2, 50]] * 2, np.int64)),
+        (TOKENS, np.array([[0, 1, 2, 51]], np.int64)),
+        (TOKENS, np.array([[-1, 1, 2, 3]] * 9, np.int64)),
+        (TOKENS, np.full((8, 4), 50, np.int64)),
+        (TOKENS, np.full((8, 4), 51, np.int64)),
+        (HALF, np.array([0.5, -1.0], np.float16)),
+        (HALF, np.array([np.nan, 0.0], np.float16)),
+        (HALF, np.array([1.0, 2.0], np.float16)),
+    ],
+)
+def test_integer_and_half_inputs_agree(spec, array):
+    feeds = {spec.name: array}
+    assert _verdict(InputChecker([spec], RANGES), feeds, [spec]) == _verdict(lambda f: check_inputs(f, [spec], RANGES), feeds, [spec])
+
+
+def test_good_inputs_never_take_the_slow_path(monkeypatch):
+    """The point of the prepared checker: good inputs are proven good without check_inputs."""
+    checker = InputChecker((X, FREE, TOKENS), RANGES)
+    monkeypatch.setattr(inputs, "check_inputs", lambda *a: pytest.fail("good inputs went to the slow path"))
+    for n in (1, 5, 40):
+        checker({"x": np.linspace(0, 1, n, dtype=np.float32), "free": np.ones((n, 3), np.float32),
+                 "tokens": np.full((2, 4), 7, np.int64)})
