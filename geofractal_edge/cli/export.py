@@ -6,13 +6,13 @@ from pathlib import Path
 
 import typer
 
-from geofractal_edge.cli.render import console, print_json, progress_bar, verdict
+from geofractal_edge.cli.render import console, errors, print_json, progress_bar, verdict
 from geofractal_edge.errors import GfedgeError
 
 
 def export(
     target: str = typer.Option(..., "--target", "-t", help="Target profile name or alias (gfedge targets list)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Bundle directory to create."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Bundle directory to create; default: ./FAMILY-TARGET-PRECISION (printed)."),
     family: str = typer.Option("atlas", "--family", "-f", help="Model family."),
     model: Path | None = typer.Option(None, "--model", "-m", help="Checkpoint from `gfedge train`; default: the family's embedded default."),
     precision: str | None = typer.Option(None, "--precision", "-p", help="fp32, fp16, int8, int4; default: the target's (or the --quant-config's)."),
@@ -25,12 +25,15 @@ def export(
     from geofractal_edge.pipeline import export_bundle
     from geofractal_edge.targets import get_target
 
-    get_target(target)  # an unknown name fails before any work
+    profile = get_target(target)  # an unknown name fails before any work
     config = None
     if quant_config is not None:
         from geofractal_edge.export.quantize import QuantConfig
 
         config = QuantConfig.from_toml(quant_config)
+    if out is None:
+        out = default_out(family, profile, precision or (config.precision if config is not None else None))
+        errors.print(f"no --out given: writing {out}")
     if format not in ("onnx", "triton"):
         raise GfedgeError(f"unknown format '{format}'", "use --format onnx or --format triton")
     bundle_out = out if format == "onnx" else out.with_name(out.name + ".bundle")
@@ -61,3 +64,8 @@ def export(
         verdict(report.passed, f"export parity: {report.task_metric} torch {task['torch']:.2f}% vs runtime {task['runtime']:.2f}%, SQNR {report.metrics['sqnr_db']:.1f} dB")
     if not report.passed:
         raise typer.Exit(1)
+
+
+def default_out(family: str, profile, precision: str | None) -> Path:
+    """./FAMILY-TARGET-PRECISION, with the target's canonical name and its default precision when none is given."""
+    return Path(f"{family}-{profile.name}-{precision or profile.default_precision}")

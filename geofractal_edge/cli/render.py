@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-console = Console()
-errors = Console(stderr=True)
+UNBOUNDED = 1_000_000  # columns: piped output is never cut (rich would assume 80 and truncate cells)
+
+
+def _console(*, stderr: bool = False) -> Console:
+    """A rich console; when its stream is not a terminal (and $COLUMNS is unset) its width is unbounded."""
+    stream = sys.stderr if stderr else sys.stdout
+    terminal = getattr(stream, "isatty", lambda: False)()
+    return Console(stderr=stderr, width=None if terminal or os.environ.get("COLUMNS") else UNBOUNDED)
+
+
+console = _console()
+errors = _console(stderr=True)
 
 
 def print_json(obj) -> None:

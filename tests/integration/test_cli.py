@@ -119,3 +119,31 @@ def test_run_input_errors_are_one_line(bundle_factory, tmp_path):
     assert_one_line_error(gfedge("run", bundle, "--input", tmp_path / "wrong.json"), "unknown input")
     assert_one_line_error(gfedge("run", bundle, "--input", tmp_path / "missing.json"), "does not exist")
     assert_one_line_error(gfedge("run", bundle, "--input", tmp_path / "far.json", "--key", "nope"), "unknown key")
+
+
+def test_piped_tables_show_every_target_name_in_full():
+    """`gfedge targets list | cat`: not a terminal, so nothing is cut at 80 columns."""
+    from geofractal_edge.targets import all_targets
+
+    result = gfedge("targets", "list")
+    assert result.returncode == 0, result.stderr
+    assert "…" not in result.stdout
+    for profile in all_targets().values():
+        assert profile.name in result.stdout and all(alias in result.stdout for alias in profile.aliases), profile.name
+    shown = gfedge("targets", "show", "jetson-agx-orin")
+    assert "…" not in shown.stdout and "jetson-agx-orin" in shown.stdout
+
+
+def test_json_errors_are_json_on_stdout_with_exit_2():
+    result = gfedge("targets", "show", "tpu", "--json")
+    assert result.returncode == 2
+    error = json.loads(result.stdout)
+    assert set(error) == {"error", "fix"} and "unknown target 'tpu'" in error["error"] and "host-cpu" in error["fix"]
+    assert result.stderr.startswith("error: unknown target") and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_export_without_out_writes_family_target_precision_here(tiny_checkpoint, tmp_path):
+    result = gfedge("export", "--target", "cpu", "--model", tiny_checkpoint, "--precision", "int8", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "no --out given: writing atlas-host-cpu-int8" in result.stderr
+    assert json.loads(result.stdout)["bundle"] == "atlas-host-cpu-int8" and (tmp_path / "atlas-host-cpu-int8" / "manifest.json").is_file()

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from geofractal_edge.artifacts import Key, write_key
 from geofractal_edge.errors import GfedgeError
 from geofractal_edge.models.atlas.checkpoint import core_sha256, load_checkpoint, save_checkpoint
-from geofractal_edge.models.atlas.data import default_texts
+from geofractal_edge.models.atlas.config import AtlasConfig
+from geofractal_edge.models.atlas.data import build_vocab, default_texts
 from geofractal_edge.models.atlas.train import char_accuracy, train_key, train_library
 
 
 def train_library_file(*, texts: dict[str, str] | None, out: Path, steps: int | None, seed: int, progress=None) -> dict:
     texts = texts or default_texts()
-    library, report = train_library(texts, steps=steps, seed=seed, progress=_bar(progress, "train atlas library"))
+    config = AtlasConfig.default(build_vocab(texts.values()), max_chars=max(len(text) for text in texts.values()))
+    if steps is not None:  # into the config, so the checkpoint and every bundle made from it record the real recipe
+        config = dataclasses.replace(config, steps=steps)
+    library, report = train_library(texts, config=config, seed=seed, progress=_bar(progress, "train atlas library"))
     save_checkpoint(out, library, texts)
     return {"accuracy": report["accuracy"], "seconds": report["seconds"], "steps": report["steps"], "out": str(out)}
 

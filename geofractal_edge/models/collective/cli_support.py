@@ -25,13 +25,15 @@ def train_collective_file(*, out: Path, preset: str = "digits", epochs: int | No
         raise GfedgeError(f"--processes must be at least 1, got {processes}", "pass e.g. --processes 2")
     if preset == "text" and processes > 1:
         raise GfedgeError("the text preset trains in one process (its encoder is frozen: only the small heads train)", "drop --processes")
+    # epochs go into the config, so the checkpoint and every bundle made from it record the real recipe
+    config = PRESETS[preset]() if epochs is None else PRESETS[preset]().replace(epochs=epochs)
     if preset == "text":
-        collective, report = train_text_collective(PRESETS[preset](), epochs=epochs, seed=seed, progress=_bar(progress, "train collective (text)"))
+        collective, report = train_text_collective(config, epochs=epochs, seed=seed, progress=_bar(progress, "train collective (text)"))
         save_checkpoint(Path(out), collective, report=report)
     elif processes > 1:
         report = run_torchrun(out=Path(out), preset=preset, epochs=epochs, seed=seed, processes=processes)
     else:
-        collective, report = train_collective(PRESETS[preset](), epochs=epochs, seed=seed, progress=_bar(progress, f"train collective ({preset})"))
+        collective, report = train_collective(config, epochs=epochs, seed=seed, progress=_bar(progress, f"train collective ({preset})"))
         save_checkpoint(Path(out), collective, report=report)
     return {**{k: report[k] for k in ("accuracy", "history", "epochs", "steps", "seconds", "world_size")}, "out": str(out)}
 

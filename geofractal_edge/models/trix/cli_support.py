@@ -17,8 +17,10 @@ def train_trix_file(*, text: str | None, out: Path, tiles: int | None, hierarchi
     changes = {"routing": "hierarchical"} if hierarchical else {}
     if tiles is not None:
         changes["n_tiles"] = tiles
+    if steps is not None:  # into the config, so the checkpoint and every bundle made from it record the real recipe
+        changes["steps"] = steps
     config = dataclasses.replace(config, **changes)
     bar = None if progress is None else (lambda step, total, loss: progress("train trix", step, total))
-    model, report = train_lm(config, ffn="dense" if dense else "trix", steps=steps, seed=seed, progress=bar, text=text)
+    model, report = train_lm(config, ffn="dense" if dense else "trix", seed=seed, progress=bar, text=text)
     save_checkpoint(out, model, report=report)
     return {**{k: v for k, v in report.items() if k != "tile_usage"}, "out": str(out)}
