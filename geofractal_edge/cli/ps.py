@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from geofractal_edge.cli.render import console, print_json
@@ -10,7 +12,9 @@ MIB = 1 << 20
 
 
 def ps(
-    port: int = typer.Option(8470, "--port", help="Port of the gfedge serve on 127.0.0.1."),
+    port: int = typer.Option(8470, "--port", help="Port of the gfedge serve."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address of the gfedge serve."),
+    token_file: Path | None = typer.Option(None, "--token-file", help="File holding the server's bearer token, if it has one."),
     show_all: bool = typer.Option(False, "--all", "-a", help="List every model, not only resident, loading and quarantined ones."),
     as_json: bool = typer.Option(False, "--json", help="Print the full status as JSON."),
 ) -> None:
@@ -22,8 +26,10 @@ def ps(
     from rich.table import Table
 
     from geofractal_edge.runtimes.zoo.client import call
+    from geofractal_edge.runtimes.zoo.serving.options import read_token
 
-    status = call("/status", port=port)
+    token = None if token_file is None else read_token(token_file)
+    status = call("/v2/gfedge/status", host=host, port=port, token=token)
     if as_json:
         print_json(status)
         return

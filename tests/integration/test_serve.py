@@ -1,14 +1,14 @@
-"""The model zoo on real tiny bundles: in process (pins, quarantine, re-measured unloads) and as
-`gfedge serve` with torch blocked (8 concurrent clients x 500 requests while swapping, killed
-clients, corrupted and malformed bundles dropped in while serving, bad key files at startup, keys
-hot-added, an input 100x over its bound refused without memory growth, feedback, `gfedge ps`)."""
+"""The model zoo on real tiny bundles: in process (pins, quarantine, re-measured unloads, outlier
+costs not remembered) and as `gfedge serve` (Open Inference Protocol) with torch blocked: 8
+concurrent clients x 500 requests while swapping, killed clients, corrupted and malformed bundles
+dropped in while serving, bad key files at startup, keys hot-added (only under the folders named at
+start), an input 100x over its bound refused without memory growth, feedback, `gfedge ps`.
+tritonclient, /metrics, the security defaults and the drain on SIGTERM are in test_oip.py."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -25,6 +25,7 @@ from geofractal_edge.runtimes.zoo import NoCandidateError, Zoo
 from tests.conftest import ROOT, gfedge
 from tests.integration.test_device_side_without_torch import BLOCK_TORCH
 from tests.integration.test_zoo_integrity import MALFORMED, reseal_edited, write_bad_keys
+from tests.integration.zoo_server import Client, oip, params, start
 
 X = np.linspace(0.0, 1.0, 300, dtype=np.float32)[:48]
 
@@ -118,68 +119,57 @@ def test_unload_is_measured_and_feedback_moves_trust(zoo_dir, tmp_path):
     zoo.close()
 
 
+def test_a_load_cost_that_is_an_outlier_against_the_estimate_counts_now_but_is_not_remembered(zoo_dir, tmp_path):
+    root = _private_zoo(zoo_dir, tmp_path, "a-fp32", "c-int8")
+    zoo = Zoo(root, budget_bytes=256 << 20)
+    real_open = zoo.residency._open
+
+    def noisy_open(entry):  # as if a large request body were parsed while this model loaded
+        session, cost, seconds = real_open(entry)
+        return session, cost + (100 << 20), seconds
+
+    zoo.residency._open = noisy_open
+    zoo.load("a-fp32")
+    assert zoo.describe("a-fp32")["measured_bytes"] > 100 << 20  # counted against the budget now
+    zoo.residency._open = real_open
+    zoo.load("c-int8")
+    book = json.loads((root / ".gfedge-measured.json").read_text())
+    assert set(book) == {zoo.state.get("c-int8").manifest_sha}, book  # only the plausible one is remembered
+    zoo.close()
+    restarted = Zoo(root, budget_bytes=8 << 20)  # would refuse a-fp32 had its noisy cost been remembered
+    assert restarted.load("a-fp32")["state"] == "resident"
+    restarted.close()
+
+
 # ---- gfedge serve, torch blocked ----
-
-
-class Client:
-    """One keep-alive connection, as a real client would hold."""
-
-    def __init__(self, port: int) -> None:
-        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-
-    def call(self, path: str, body: dict | None = None) -> tuple[int, dict]:
-        if body is None:
-            self.connection.request("GET", path)
-        else:
-            self.connection.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
-        response = self.connection.getresponse()
-        return response.status, json.loads(response.read())
-
-    def close(self) -> None:
-        self.connection.close()
 
 
 @pytest.fixture(scope="module")
 def server(zoo_dir, tmp_path_factory):
     """`gfedge serve` in a process where importing torch fails; at most two of the three models resident.
-    It starts with a key folder of bad key files (NaN, no metadata, lying dim, another core) and one good one."""
-    keys = tmp_path_factory.mktemp("keys")
+    It starts with a key folder of bad key files (NaN, no metadata, lying dim, another core) and one good one;
+    keys/hot inside it is hot-added later (a hot-added folder must lie under a folder named at start)."""
     bad_keys = tmp_path_factory.mktemp("bad-keys")
     refused = write_bad_keys(bad_keys, zoo_dir / "a-fp32", good="startup-good")
-    script = BLOCK_TORCH + textwrap.dedent(
-        f"""
-        sys.argv = ["gfedge", "serve", {str(zoo_dir)!r}, "--port", "0", "--budget", "64", "--max-loaded", "2", "--rescan", "0.5",
-                    "--keys", {str(bad_keys)!r}, "--json"]
-        from geofractal_edge.cli.main import main
-        main()
-        """
-    )
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    line = proc.stdout.readline()
-    if not line:
-        proc.kill()
-        pytest.fail(f"gfedge serve did not start: {proc.stderr.read()}")
-    ready = json.loads(line)
-    yield {"port": ready["port"], "ready": ready, "proc": proc, "zoo": zoo_dir, "keys": keys, "bad_keys": bad_keys, "refused": refused}
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    stderr = proc.stderr.read()
+    keys = bad_keys / "hot"
+    keys.mkdir()
+    served = start(zoo_dir, "--budget", "64", "--max-loaded", "2", "--rescan", "0.5", "--keys", bad_keys)
+    yield {"port": served.port, "ready": served.ready, "served": served, "zoo": zoo_dir, "keys": keys, "bad_keys": bad_keys, "refused": refused}
+    code, stderr = served.stop()
+    assert code == 0, stderr
     assert "torch is blocked" not in stderr, stderr
     assert "Traceback" not in stderr, stderr
 
 
 def _half_request(port: int, kind: str) -> subprocess.Popen:
     """A client process that is killed mid-request: mid-body, or before reading its answer."""
-    body = json.dumps({"inputs": {"x": X.tolist()}, "key": "assignment"})
+    body = json.dumps(oip(X, key="assignment"))
     length = len(body) * 10 if kind == "mid-body" else len(body)
     script = textwrap.dedent(
         f"""
         import socket, sys, time
         s = socket.create_connection(("127.0.0.1", {port}))
-        s.sendall(b"POST /infer HTTP/1.1\\r\\nHost: x\\r\\nContent-Type: application/json\\r\\nContent-Length: {length}\\r\\n\\r\\n")
+        s.sendall(b"POST /v2/models/_zoo/infer HTTP/1.1\\r\\nHost: 127.0.0.1:{port}\\r\\nContent-Type: application/json\\r\\nContent-Length: {length}\\r\\n\\r\\n")
         s.sendall({body!r}.encode())
         print("sent", flush=True)
         time.sleep(60)
@@ -191,20 +181,27 @@ def _half_request(port: int, kind: str) -> subprocess.Popen:
 
 
 def test_eight_clients_500_requests_each_while_swapping(server, bundle_factory):
+    """Two of three models fit (--max-loaded 2); every 40th request names a model, so swaps happen; half the
+    requests send their tensor as binary (the OIP binary tensor extension), half as JSON. 0 lost; p99 printed."""
     port, models = server["port"], ("a-fp32", "b-fp32", "c-int8")
-    _, before = Client(port).call("/status")
+    _, before = Client(port).call("/v2/gfedge/status")
     results: list[list] = [[] for _ in range(8)]
+    latencies: list[float] = []
 
     def client(i: int) -> None:
         c = Client(port)
         for j in range(500):
-            body = {"inputs": {"x": X.tolist()}, "key": ("assignment", "async")[(i + j) % 2]}
-            if j % 40 == 5 * i % 40:
-                body["model"] = models[(i + j // 40) % 3]  # forced swaps: three models, two slots
-            status, answer = c.call("/infer", body)
+            key = ("assignment", "async")[(i + j) % 2]
+            model = models[(i + j // 40) % 3] if j % 40 == 5 * i % 40 else "_zoo"  # forced swaps: three models, two slots
+            t = time.perf_counter()
+            if j % 2:
+                status, answer = c.infer(X, model=model, key=key)
+            else:
+                status, answer = _binary_infer(c, model, key)
+            latencies.append(time.perf_counter() - t)
             results[i].append(("infer", status, answer))
             if status == 200 and j % 10 == 0:
-                results[i].append(("feedback", *c.call("/feedback", {"request_id": answer["request_id"], "quality": 1.0})))
+                results[i].append(("feedback", *c.call("/v2/gfedge/feedback", {"request_id": params(answer)["request_id"], "quality": 1.0})))
         c.close()
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
@@ -229,32 +226,42 @@ def test_eight_clients_500_requests_each_while_swapping(server, bundle_factory):
     failed = [r for r in calls if r[1] != 200]
     assert not failed, failed[:3]
     infers = [answer for kind, _, answer in calls if kind == "infer"]
-    assert len(infers) == 4000 and len({a["request_id"] for a in infers}) == 4000  # nothing failed, nothing lost
-    assert all(a["decoded"] and len(a["decoded"]) == 48 for a in infers)
+    assert len(infers) == 4000 and len({params(a)["request_id"] for a in infers}) == 4000  # nothing failed, nothing lost
+    assert all(len(params(a)["decoded"]) == 48 for a in infers)
     assert sum(kind == "feedback" for kind, _, _ in calls) == 400
-    _, after = Client(port).call("/status")
+    _, after = Client(port).call("/v2/gfedge/status")
     metrics = after["metrics"]
-    assert metrics["swaps"] - before["metrics"]["swaps"] >= 20, metrics
+    swaps = metrics["swaps"] - before["metrics"]["swaps"]
+    assert swaps >= 20, metrics
     assert metrics["errors"] == 0
     assert all(m["pins"] == 0 for m in after["models"]), after["models"]
     deadline = time.time() + 10
     while not any(m["id"] == "z-corrupt" for m in after["models"]) and time.time() < deadline:
         time.sleep(0.2)
-        _, after = Client(port).call("/status")
+        _, after = Client(port).call("/v2/gfedge/status")
     corrupt_status = next(m for m in after["models"] if m["id"] == "z-corrupt")
     assert corrupt_status["state"] == "quarantined" and "corrupted" in corrupt_status["reason"]
-    status, answer = Client(port).call("/infer", {"inputs": {"x": X.tolist()}, "key": "async"})
-    assert status == 200 and answer["model"] != "z-corrupt"
-    print(f"8 x 500 requests in {seconds:.1f} s, {metrics['swaps'] - before['metrics']['swaps']} swaps")
+    status, answer = Client(port).infer(X, key="async")
+    assert status == 200 and answer["model_name"] != "z-corrupt"
+    p50, p99 = (float(np.percentile(latencies, q) * 1e3) for q in (50, 99))
+    print(f"8 x 500 requests in {seconds:.1f} s ({4000 / seconds:.0f}/s), {swaps} swaps, client latency p50 {p50:.1f} ms p99 {p99:.1f} ms")
 
 
-def test_http_errors_keys_power_load_unload(server, zoo_dir):
+def _binary_infer(c: Client, model: str, key: str) -> tuple[int, dict]:
+    """The binary tensor extension by hand: JSON header, then the FP32 bytes; outputs as JSON."""
+    header = json.dumps({"inputs": [{"name": "x", "shape": [len(X)], "datatype": "FP32", "parameters": {"binary_data_size": X.nbytes}}],
+                         "parameters": {"key": key}}).encode()
+    return c.call(f"/v2/models/{model}/infer", header + X.astype("<f4").tobytes(),
+                  headers={"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(header))})
+
+
+def test_http_errors_keys_power_load_unload(server, zoo_dir, tmp_path):
     c = Client(server["port"])
-    status, answer = c.call("/infer", {"inputs": {"x": X.tolist()}, "key": "no-such-key"})
+    status, answer = c.infer(X, key="no-such-key")
     assert status == 404 and "no-such-key" in answer["error"] and "assignment" in answer["fix"]
-    status, answer = c.call("/infer", {"inputs": {"x": [2.0]}, "key": "async"})
+    status, answer = c.infer([2.0], key="async")
     assert status == 400 and "outside" in answer["error"]
-    status, answer = c.call("/feedback", {"request_id": "never", "quality": 1.0})
+    status, answer = c.call("/v2/gfedge/feedback", {"request_id": "never", "quality": 1.0})
     assert status == 404
     status, _ = c.call("/nowhere", {})
     assert status == 404
@@ -263,35 +270,42 @@ def test_http_errors_keys_power_load_unload(server, zoo_dir):
     shutil.copy(zoo_dir / "a-fp32" / "keys" / "async.safetensors", keys / "fresh.safetensors")
     bundle = open_bundle(zoo_dir / "a-fp32")
     write_key(keys / "alien.safetensors", Key(name="alien", vector=np.zeros(bundle.manifest.keys.dim, np.float32), core_sha256="0" * 64, family="atlas"))
-    status, listing = c.call("/keys", {"folder": str(keys)})
+    status, listing = c.call("/v2/gfedge/keys", {"folder": str(keys)})
     assert status == 200 and any(k["name"] == "fresh" for k in listing["folder_keys"])
     assert any("alien" in r["path"] and "no model in this zoo has that core" in r["reason"] for r in listing["rejected"])
-    status, fresh = c.call("/infer", {"inputs": {"x": X.tolist()}, "key": "fresh", "outputs": True})
-    assert status == 200 and len(fresh["outputs"]["logits"]["data"]) == 48
-    status, _ = c.call("/infer", {"inputs": {"x": X.tolist()}, "key": "alien"})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    status, answer = c.call("/v2/gfedge/keys", {"folder": str(elsewhere)})  # not under the zoo or a --keys folder
+    assert status == 403 and "outside" in answer["error"], answer
+    status, answer = c.call("/v2/gfedge/keys", {"folder": str(server["bad_keys"] / "hot" / ".." / ".." / elsewhere.name)})
+    assert status == 403, answer
+    status, fresh = c.infer(X, key="fresh")
+    assert status == 200 and fresh["outputs"][0]["shape"][0] == 48 and len(fresh["outputs"][0]["data"]) == 48 * fresh["outputs"][0]["shape"][1]
+    status, _ = c.infer(X, key="alien")
     assert status == 404
-    assert c.call("/power", {"low": True}) == (200, {"low_power": True})
-    assert c.call("/power", {"low": False}) == (200, {"low_power": False})
-    status, loaded = c.call("/load", {"model": "c-int8"})
+    assert c.call("/v2/gfedge/power", {"low": True}) == (200, {"low_power": True})
+    assert c.call("/v2/gfedge/power", {"low": False}) == (200, {"low_power": False})
+    assert c.call("/v2/gfedge/power", {"low": "yes"})[0] == 400
+    status, loaded = c.call("/v2/repository/models/c-int8/load", {})
     assert status == 200 and loaded["state"] == "resident" and loaded["measured_bytes"] > 0
-    status, unloaded = c.call("/unload", {"model": "c-int8"})
+    status, unloaded = c.call("/v2/repository/models/c-int8/unload", {})
     assert status == 200 and unloaded["state"] == "registered" and unloaded["freed_bytes"] is not None
-    assert c.call("/prefetch", {"key": "assignment"})[0] == 200
+    assert c.call("/v2/gfedge/prefetch", {"key": "assignment"})[0] == 200
     c.close()
 
 
 def test_bad_key_files_at_startup_are_listed_with_their_reason_and_the_server_serves(server):
     c = Client(server["port"])
-    status, listing = c.call("/keys")
+    status, listing = c.call("/v2/gfedge/keys")
     assert status == 200
     rejected = {Path(r["path"]).stem: r["reason"] for r in listing["rejected"] if Path(r["path"]).parent == server["bad_keys"]}
     assert set(rejected) == set(server["refused"]), listing["rejected"]
     for name, phrase in server["refused"].items():
         assert phrase in rejected[name], (name, rejected[name])
-        status, answer = c.call("/infer", {"inputs": {"x": X.tolist()}, "key": name})
+        status, answer = c.infer(X, key=name)
         assert status == 404 and name in answer["error"]
-    status, answer = c.call("/infer", {"inputs": {"x": X.tolist()}, "key": "startup-good"})
-    assert status == 200 and answer["decoded"]
+    status, answer = c.infer(X, key="startup-good")
+    assert status == 200 and params(answer)["decoded"]
     c.close()
 
 
@@ -302,7 +316,7 @@ def test_malformed_bundles_dropped_in_while_serving_are_refused_with_their_reaso
     c = Client(server["port"])
     deadline = time.time() + 20
     while True:
-        status, listing = c.call("/status")
+        status, listing = c.call("/v2/gfedge/status")
         models = {m["id"]: m for m in listing["models"]}
         if set(names) <= set(models) or time.time() > deadline:
             break
@@ -310,37 +324,41 @@ def test_malformed_bundles_dropped_in_while_serving_are_refused_with_their_reaso
     assert status == 200 and set(names) <= set(models), sorted(models)
     for name, field in names.items():
         assert models[name]["state"] == "quarantined" and f"field '{field}'" in models[name]["reason"], models[name]
-    status, answer = c.call("/infer", {"inputs": {"x": X.tolist()}, "key": "async"})
-    assert status == 200 and answer["model"] in ("a-fp32", "b-fp32", "c-int8")
-    status, answer = c.call("/infer", {"inputs": {"x": X.tolist()}, "key": "async", "model": "m-inputs-is-5"})
+    status, answer = c.infer(X, key="async")
+    assert status == 200 and answer["model_name"] in ("a-fp32", "b-fp32", "c-int8")
+    status, answer = c.infer(X, key="async", model="m-inputs-is-5")
     assert status == 404 and "quarantined" in answer["fix"]
+    assert c.call("/v2/models/m-inputs-is-5/ready")[1] == {"name": "m-inputs-is-5", "ready": False}
     c.close()
-
-
-def _rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
 
 
 def test_an_input_100x_over_its_bound_is_refused_with_400_without_growing_the_server(server, zoo_dir):
     bound = open_bundle(zoo_dir / "a-fp32").manifest.graph.dim_ranges["n"].max
-    values = np.random.default_rng(0).random(100 * bound).round(6).tolist()
-    body = {"inputs": {"x": values}, "key": "assignment"}  # ~1.6M numbers, ~14 MB of JSON
+    values = np.random.default_rng(0).random(100 * bound).round(6)
+    body = {"inputs": [{"name": "x", "shape": [len(values)], "datatype": "FP32", "data": values.tolist()}], "parameters": {"key": "assignment"}}
+    values = values.astype(np.float32)
     c = Client(server["port"])
-    assert c.call("/infer", {"inputs": {"x": X.tolist()}, "key": "assignment"})[0] == 200
-    before = _rss_bytes(server["proc"].pid)
-    status, answer = c.call("/infer", body)
-    grown = _rss_bytes(server["proc"].pid) - before
+    assert c.infer(X, key="assignment")[0] == 200
+    before = server["served"].rss_bytes()
+    status, answer = c.call("/v2/models/a-fp32/infer", body)  # ~1.6M numbers, ~14 MB of JSON
+    grown = server["served"].rss_bytes() - before
     assert status == 400, answer
     assert answer["error"] == f"input 'x' has n={100 * bound} on axis 0, outside the declared 1..{bound}", answer
     assert grown < 50 << 20, f"the server grew by {grown / (1 << 20):.1f} MiB"
-    assert c.call("/infer", {"inputs": {"x": X.tolist()}, "key": "assignment"})[0] == 200
+    header = json.dumps({"inputs": [{"name": "x", "shape": [100 * bound], "datatype": "FP32", "parameters": {"binary_data_size": values.nbytes}}],
+                         "parameters": {"key": "assignment"}}).encode()
+    status, answer = c.call("/v2/models/a-fp32/infer", header + values.tobytes(),
+                            headers={"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(header))})
+    assert status == 400 and f"outside the declared 1..{bound}" in answer["error"], answer
+    grown = server["served"].rss_bytes() - before
+    assert grown < 50 << 20, f"the server grew by {grown / (1 << 20):.1f} MiB"
+    assert c.infer(X, key="assignment")[0] == 200
     c.close()
-    print(f"refused {100 * bound:,} values over the bound {bound}; the server grew by {grown / (1 << 20):.1f} MiB")
+    print(f"refused {100 * bound:,} values over the bound {bound} (JSON and binary); the server grew by {grown / (1 << 20):.1f} MiB")
 
 
 def test_gfedge_ps_shows_resident_models_without_torch(server):
-    Client(server["port"]).call("/load", {"model": "a-fp32"})
+    Client(server["port"]).call("/v2/repository/models/a-fp32/load", {})
     script = BLOCK_TORCH + textwrap.dedent(
         f"""
         sys.argv = ["gfedge", "ps", "--port", "{server['port']}", "--json"]

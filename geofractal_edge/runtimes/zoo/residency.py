@@ -10,7 +10,10 @@ one model:
 - a run that grows the process by >= 64 KiB while it is the only work in flight adds that growth
   to its model's cost (a new input shape), and evicts others if the budget is now exceeded. Only
   load measurements are remembered across restarts (`MemoryBook`): no caller's request sets a
-  stored cost;
+  stored cost, and a load whose measured cost is an outlier against the manifest's estimate
+  (negative, or over `OUTLIER_FACTOR` x estimate + `OUTLIER_SLACK`: other work in the process
+  grew or shrank it meanwhile, e.g. a large request body being parsed) counts now but is not
+  remembered, so one noisy measurement cannot keep a model out of the budget after a restart;
 - an unload is measured after gc and malloc_trim. Outputs are copied before they are returned: a
   numpy output from onnxruntime is a view that keeps the whole session's memory alive.
 
@@ -32,6 +35,8 @@ from geofractal_edge.runtimes.zoo.memory import trim
 from geofractal_edge.runtimes.zoo.state import EvictOrder, Failed, Victims, ZooState
 
 GROWTH_BYTES = 64 << 10  # run-time growth below this is allocator noise, not the model
+OUTLIER_FACTOR = 4  # a load measured above this x the estimate + OUTLIER_SLACK is not remembered
+OUTLIER_SLACK = 32 << 20  # onnxruntime's own session overhead (1-2 MiB for the tiny bundles) fits well inside
 
 
 class Residency:
@@ -86,7 +91,8 @@ class Residency:
                 raise Failed(reason) from exc
             raise
         extra = self.state.loaded(entry, need, session, cost=cost, seconds=seconds, evict_order=self.evict_order)
-        self.book.put(entry.manifest_sha, measured_bytes=cost, load_seconds=seconds)
+        if plausible_cost(cost, entry.estimate_bytes):
+            self.book.put(entry.manifest_sha, measured_bytes=cost, load_seconds=seconds)
         self.metrics.count(count)
         self.release(extra)
         self._record_memory()
@@ -163,6 +169,11 @@ class Residency:
 
     def _record_memory(self) -> None:
         self.metrics.memory(self.state.accounted_bytes(), self.measured_bytes())
+
+
+def plausible_cost(cost: int, estimate: int) -> bool:
+    """Is a measured load cost fit to remember (not an outlier against the manifest's estimate)?"""
+    return 0 <= cost <= OUTLIER_FACTOR * estimate + OUTLIER_SLACK
 
 
 def _reason(exc: BaseException) -> str:
