@@ -67,17 +67,22 @@ def train_trix(
     hierarchical: bool = typer.Option(False, "--hierarchical", help="2-level routing: cluster, then tile (O(sqrt n))."),
     dense: bool = typer.Option(False, "--dense", help="Train the dense-FFN baseline instead (same active parameters)."),
     steps: int | None = typer.Option(None, "--steps", min=1),
+    context: int | None = typer.Option(None, "--context", min=1, help="Characters per training window (default: the config's, 64)."),
+    held_out: float | None = typer.Option(None, "--held-out", help="Fraction of the text, from its end, kept for the held-out score (default: 0.1)."),
     seed: int = typer.Option(0, "--seed"),
     as_json: bool = typer.Option(False, "--json", help="Print the training report as JSON."),
 ) -> None:
-    """Train a character-level TriX LM (ternary tiles, signature routing); reports held-out bits/char."""
+    """Train a character-level TriX LM (ternary tiles, signature routing); reports held-out bits/char.
+
+    The text's size is checked against --context and --held-out before any training."""
     from geofractal_edge.models.trix.cli_support import train_trix_file
 
     content = None
     if text is not None:
         content = next(iter(_read_texts([text]).values()))
     with progress_bar(enabled=not as_json) as progress:
-        report = train_trix_file(text=content, out=out, tiles=tiles, hierarchical=hierarchical, dense=dense, steps=steps, seed=seed, progress=progress)
+        report = train_trix_file(text=content, out=out, tiles=tiles, hierarchical=hierarchical, dense=dense, steps=steps, seed=seed,
+                                 context=context, held_out=held_out, progress=progress)
     if as_json:
         print_json(report)
     else:

@@ -12,13 +12,14 @@ from geofractal_edge.models.trix.train import train_lm
 
 
 def train_trix_file(*, text: str | None, out: Path, tiles: int | None, hierarchical: bool, dense: bool, steps: int | None,
-                    seed: int, progress=None) -> dict:
+                    seed: int, context: int | None = None, held_out: float | None = None, progress=None) -> dict:
+    """Every override goes into the config, so the checkpoint and every bundle made from it record the real recipe;
+    `train_lm` checks the text's size against the context before any training."""
     config = TrixConfig.default(build_vocab(corpus() if text is None else text))
-    changes = {"routing": "hierarchical"} if hierarchical else {}
-    if tiles is not None:
-        changes["n_tiles"] = tiles
-    if steps is not None:  # into the config, so the checkpoint and every bundle made from it record the real recipe
-        changes["steps"] = steps
+    overrides = {"n_tiles": tiles, "steps": steps, "context": context, "held_out_fraction": held_out}
+    changes = {name: value for name, value in overrides.items() if value is not None}
+    if hierarchical:
+        changes["routing"] = "hierarchical"
     config = dataclasses.replace(config, **changes)
     bar = None if progress is None else (lambda step, total, loss: progress("train trix", step, total))
     model, report = train_lm(config, ffn="dense" if dense else "trix", seed=seed, progress=bar, text=text)

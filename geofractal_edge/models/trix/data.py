@@ -30,6 +30,25 @@ def split(text: str, held_out_fraction: float) -> tuple[str, str]:
     return text[:cut], text[cut:]
 
 
+def check_sizes(text: str, *, context: int, held_out_fraction: float) -> None:
+    """Refuse, before any training, a text whose train or held-out part has too few characters for `context`.
+
+    Both parts need `context + 1` characters (one window and its next character); the one-line error
+    names the largest context and the smallest held-out fraction that would fit.
+    """
+    train, held = split(text, held_out_fraction)
+    shortest = min(len(train), len(held))
+    if shortest >= context + 1:
+        return
+    part = "held-out" if len(held) <= len(train) else "training"
+    cuts = ((f / 100, int(round(len(text) * (1 - f / 100)))) for f in range(1, 50))  # the cut `split` makes at each hundredth
+    fits = (f for f, cut in cuts if min(cut, len(text) - cut) >= context + 1)
+    fraction = next(fits, None) if part == "held-out" else None
+    fixes = [f"--context {shortest - 1}" if shortest > 1 else None, f"--held-out {fraction:g}" if fraction else None, "a longer text"]
+    raise GfedgeError(f"the {part} part of this {len(text):,}-character text has {shortest:,} characters, too few for a context of {context} (it needs {context + 1})",
+                      "pass " + ", or ".join(f for f in fixes if f))
+
+
 def build_vocab(text: str) -> str:
     """Sorted unique characters; a character's index is its token id. Built from the whole corpus so held-out text encodes."""
     return "".join(sorted(set(text)))

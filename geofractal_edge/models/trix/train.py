@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from geofractal_edge.models.trix.config import TrixConfig
-from geofractal_edge.models.trix.data import corpus, encode, eval_windows, random_batch, split
+from geofractal_edge.models.trix.data import check_sizes, corpus, encode, eval_windows, random_batch, split
 from geofractal_edge.models.trix.lm import TrixLM, bits_per_char
 
 Progress = Callable[[int, int, float], None]  # (step, total, loss)
@@ -40,7 +40,9 @@ def train_lm(
     the end, so the deployed grouping matches the final signatures.
     """
     steps = config.steps if steps is None else steps
-    train_text, held_text = split(corpus() if text is None else text, config.held_out_fraction)
+    text = corpus() if text is None else text
+    check_sizes(text, context=config.context, held_out_fraction=config.held_out_fraction)  # before any training
+    train_text, held_text = split(text, config.held_out_fraction)
     train_ids, held_ids = encode(train_text, config.vocab), encode(held_text, config.vocab)
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
