@@ -1,6 +1,7 @@
-"""`gfedge train ... --steps N` (or --epochs N): the checkpoint's config, and so every manifest made from it, says N."""
+"""`gfedge train ... --steps N` (or --epochs N): the checkpoint's config, and so every manifest made from it, says N.
 
-from geofractal_edge.models.trix.data import corpus
+TriX: tests/unit/models/test_trix_sizes.py (with --context and --held-out).
+"""
 
 
 def test_atlas_steps_are_recorded_in_the_checkpoint(tmp_path):
@@ -11,15 +12,6 @@ def test_atlas_steps_are_recorded_in_the_checkpoint(tmp_path):
     report = train_library_file(texts={"a": "hello world, hello atlas"}, out=out, steps=3, seed=0)
     assert report["steps"] == 3
     assert load_exportable(out).config["steps"] == 3  # what the writer puts in the manifest
-
-
-def test_trix_steps_are_recorded_in_the_checkpoint(tmp_path):
-    from geofractal_edge.models.trix.checkpoint import load_checkpoint
-    from geofractal_edge.models.trix.cli_support import train_trix_file
-
-    out = tmp_path / "trix.safetensors"
-    report = train_trix_file(text=corpus()[:4000], out=out, tiles=None, hierarchical=False, dense=False, steps=2, seed=0)
-    assert report["steps"] == 2 and load_checkpoint(out).config.steps == 2
 
 
 def test_collective_epochs_are_recorded_in_the_checkpoint(tmp_path):
