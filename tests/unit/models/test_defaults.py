@@ -109,3 +109,20 @@ def test_package_data_ships_every_default():
     data = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["package-data"]
     for family in defaults.TRAINED:
         assert {"defaults/*.safetensors", "defaults/*.json"} <= set(data[f"geofractal_edge.models.{family}"])
+
+
+def test_make_defaults_trains_with_the_family_code_and_ships_the_result(tmp_path, monkeypatch):
+    from geofractal_edge.models.atlas import family
+
+    monkeypatch.setattr(defaults, "folder", lambda f: tmp_path / f / "defaults")
+    monkeypatch.setenv("GFEDGE_CACHE", str(tmp_path / "cache"))
+    trained = []
+
+    def fake_train(path, progress=None):
+        trained.append(path)
+        path.write_bytes(b"freshly trained")
+
+    monkeypatch.setattr(family, "train_default", fake_train)
+    assert defaults.main(["--family", "atlas"]) == 0
+    shipped, reason = defaults.shipped_default(family.default_recipe())
+    assert len(trained) == 1 and reason == "" and shipped.read_bytes() == b"freshly trained"
