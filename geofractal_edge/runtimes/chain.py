@@ -15,16 +15,17 @@ from pathlib import Path
 import numpy as np
 
 from geofractal_edge.artifacts import Bundle, open_bundle
+from geofractal_edge.artifacts.manifest import EncoderLink
 from geofractal_edge.errors import BundleError
 from geofractal_edge.backends.onnxruntime import Session
 
 
-def encoder_link(collective: Bundle) -> dict | None:
+def encoder_link(collective: Bundle) -> EncoderLink | None:
     """The encoder a collective bundle names (`family`, `core_sha256`, `output`), or None."""
     return collective.manifest.task.encoder
 
 
-def check_encoder(collective: Bundle, encoder: Bundle) -> dict:
+def check_encoder(collective: Bundle, encoder: Bundle) -> EncoderLink:
     """The link, after checking that `encoder` is the bundle of the encoder `collective` was trained on."""
     link = encoder_link(collective)
     if link is None:
@@ -34,24 +35,24 @@ def check_encoder(collective: Bundle, encoder: Bundle) -> dict:
         raise BundleError(
             f"{encoder.path.name} is not the encoder {collective.path.name} was trained with "
             f"(family {encoder.manifest.family}, weights sha256 {model.core_sha256[:12]}; wanted {link.family}, {link.core_sha256[:12]})",
-            f"export that encoder with `gfedge export --family {link['family']} --model WEIGHTS` (WEIGHTS: its weights file in {link.get('folder', 'its folder')}; none for the bundled MiniLM) and pass that bundle",
+            f"export that encoder with `gfedge export --family {link.family} --model WEIGHTS` (WEIGHTS: its weights file in {link.folder or 'its folder'}; none for the bundled MiniLM) and pass that bundle",
         )
     wanted = [t.name for t in collective.manifest.inputs]
     if link.output not in {t.name for t in encoder.manifest.outputs} or wanted != [link.output]:
-        raise BundleError(f"{encoder.path.name} has no output '{link['output']}' for {collective.path.name}'s input {wanted}", "re-export both bundles with this version")
+        raise BundleError(f"{encoder.path.name} has no output '{link.output}' for {collective.path.name}'s input {wanted}", "re-export both bundles with this version")
     return link
 
 
 class Chain:
     """encoder Session -> collective Session; `run` takes the encoder's inputs (token ids and mask)."""
 
-    def __init__(self, encoder: Session, collective: Session, link: dict) -> None:
+    def __init__(self, encoder: Session, collective: Session, link: EncoderLink) -> None:
         self.encoder, self.collective, self.link = encoder, collective, link
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Encoder outputs and collective outputs in one mapping (the embedding included)."""
         encoded = self.encoder.run(inputs)
-        return {**encoded, **self.collective.run({self.link["output"]: encoded[self.link["output"]]})}
+        return {**encoded, **self.collective.run({self.link.output: encoded[self.link.output]})}
 
 
 def load_chain(collective: Path | str, encoder: Path | str, **options) -> Chain:
