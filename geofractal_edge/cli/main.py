@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from geofractal_edge import __version__
-from geofractal_edge.cli import build, env, generate, export, inspect, ps, run, serve, targets, train, verify
+from geofractal_edge.cli import bench, build, env, generate, export, inspect, ps, run, serve, targets, train, verify
 from geofractal_edge.cli.errors import run_guarded
 
 app = typer.Typer(
@@ -21,6 +21,7 @@ app.command("export")(export.export)
 app.command("run")(run.run)
 app.command("generate")(generate.generate)
 app.command("verify")(verify.verify)
+app.command("bench")(bench.bench)
 app.command("inspect")(inspect.inspect)
 app.command("env")(env.env)
 app.command("build")(build.build)

@@ -55,6 +55,8 @@ class Session(Runner):
         super().close()
 
     def _execute(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if len(self._outputs) == 1:  # most graphs: a dict without zip's machinery
+            return {self._outputs[0]: self._run(self._outputs, feeds)[0]}
         return dict(zip(self._outputs, self._run(self._outputs, feeds)))
 
 

@@ -14,7 +14,7 @@ X = TensorDecl(name="x", dtype="float32", shape=("n",), range=(0.0, 1.0))
 FREE = TensorDecl(name="free", dtype="float32", shape=("n", 3))  # floats without a range: finiteness only
 TOKENS = TensorDecl(name="tokens", dtype="int64", shape=("batch", 4), range=(0.0, 50.0))
 HALF = TensorDecl(name="h", dtype="float16", shape=(2,), range=(-1.0, 1.0))
-RANGES = {"n": DimRange(min=1, opt=4, max=64), "batch": DimRange(min=1, opt=2, max=8)}
+RANGES = {"n": DimRange(min=1, opt=4, max=256), "batch": DimRange(min=1, opt=2, max=8)}
 SPECS = (X, FREE)
 
 
@@ -28,7 +28,7 @@ def _verdict(fn, feeds, specs):
 
 def _cases():
     f32 = np.float32
-    for n in (1, 2, 31, 32, 33, 64):  # both sides of the small-list path
+    for n in (1, 2, 43, 128, 129, 200):  # both sides of the small-list path (inputs._SMALL = 128)
         x = np.linspace(0, 1, n, dtype=f32)
         free = np.ones((n, 3), f32)
         yield {"x": x, "free": free}
@@ -55,7 +55,7 @@ def _cases():
     yield {"x": x, "free": np.zeros((5, 3), f32)}  # n disagrees
     yield {"x": x, "free": np.zeros((4, 2), f32)}
     yield {"x": x.reshape(2, 2), "free": free}
-    yield {"x": np.zeros(65, f32), "free": np.zeros((65, 3), f32)}  # over the declared 64
+    yield {"x": np.zeros(257, f32), "free": np.zeros((257, 3), f32)}  # over the declared 256
     yield {"x": np.zeros(0, f32), "free": np.zeros((0, 3), f32)}  # under the declared 1
     yield {"x": x[::2], "free": free[:2]}  # strided view
     yield {"x": x, "free": np.asfortranarray(np.ones((4, 3), f32))}
@@ -89,6 +89,6 @@ def test_good_inputs_never_take_the_slow_path(monkeypatch):
     """The point of the prepared checker: good inputs are proven good without check_inputs."""
     checker = InputChecker((X, FREE, TOKENS), RANGES)
     monkeypatch.setattr(inputs, "check_inputs", lambda *a: pytest.fail("good inputs went to the slow path"))
-    for n in (1, 5, 40):
+    for n in (1, 5, 40, 200):
         checker({"x": np.linspace(0, 1, n, dtype=np.float32), "free": np.ones((n, 3), np.float32),
                  "tokens": np.full((2, 4), 7, np.int64)})

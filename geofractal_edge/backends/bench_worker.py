@@ -1,0 +1,165 @@
+"""The bench worker: one fresh interpreter per measured subject (`python -m geofractal_edge.backends.bench_worker`).
+
+It reads one JSON request per line on stdin and answers one line on stdout, tagged so that
+anything else printed is ignored: `load` opens the bundle, makes the batch inputs, reads VmRSS
+and glibc's heap in use, loads the Session, reads them again, warms up every batch and reads them
+a third time; `time` runs a chunk of timed Runner.run calls, each beside a bare
+InferenceSession.run of the same session; `quit` ends it. No torch.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from geofractal_edge.artifacts import Bundle, open_bundle
+from geofractal_edge.backends.lazy import require
+from geofractal_edge.backends.onnxruntime import Session
+from geofractal_edge.errors import GfedgeError
+
+TAG = "GFEDGE-BENCH "  # protocol lines start with this; anything else the worker prints is ignored
+
+
+def leading_dim(bundle: Bundle) -> tuple[str | None, int, int, int]:
+    """(name, min, opt, max) of the first data input's leading dynamic dimension; a fixed one is (None, n, n, n)."""
+    graph = bundle.manifest.graph
+    first = graph.data_inputs[0]
+    dim = first.shape[0] if first.shape else 1
+    if isinstance(dim, int):
+        return None, dim, dim, dim
+    bound = graph.dim_ranges[dim]
+    return dim, bound.min, bound.opt, bound.max
+
+
+def batch_feeds(bundle: Bundle, batch: int) -> tuple[dict[str, np.ndarray], str | None]:
+    """(the first golden case's inputs with the leading dynamic dimension sliced or tiled to `batch`, its key)."""
+    cases = bundle.golden_cases()
+    if not cases:
+        raise GfedgeError(f"bundle {bundle.path} has no golden cases to make inputs from", "re-export it with `gfedge export`")
+    case = cases[0]
+    dim = leading_dim(bundle)[0]
+    feeds = {}
+    for spec in bundle.manifest.graph.data_inputs:
+        array = case.inputs[spec.name]
+        if dim is not None and spec.shape and spec.shape[0] == dim:
+            array = np.ascontiguousarray(np.take(array, np.arange(batch) % array.shape[0], axis=0))  # slice or tile on axis 0
+        feeds[spec.name] = array
+    return feeds, case.key
+
+
+def serve() -> None:
+    """The worker: load on request, then time chunks of runs; one tagged JSON line per answer."""
+    require("onnxruntime")  # imported before the first reading, so its own size is not the bundle's
+    state: dict = {}
+    for line in sys.stdin:
+        request = json.loads(line)
+        if request["op"] == "quit":
+            return
+        try:
+            answer = _load(request, state) if request["op"] == "load" else _time(request, state)
+        except GfedgeError as exc:
+            answer = {"error": exc.problem, "fix": exc.fix}
+        sys.stdout.write(TAG + json.dumps(answer) + "\n")
+        sys.stdout.flush()
+
+
+def _load(request: dict, state: dict) -> dict:
+    started = time.perf_counter()
+    bundle = open_bundle(Path(request["path"]))
+    opened = time.perf_counter()
+    feeds = {b: batch_feeds(bundle, b) for b in request["batches"]}  # made before the first reading
+    rss, heap = [rss_bytes()], [heap_bytes()]
+    session = Session(bundle, **request["settings"])
+    loaded = time.perf_counter()
+    rss.append(rss_bytes())
+    heap.append(heap_bytes())
+    graph = bundle.manifest.graph
+    bare = {}
+    for b, (data, key) in feeds.items():
+        if graph.key_input is not None:
+            session.use_key(key or session.keys.names()[0])
+        full = dict(data)
+        if graph.key_input is not None:
+            full[graph.key_input.name] = session.bound_key.vector
+        bare[b] = full
+        for _ in range(request["warmup"]):
+            session.run(data)
+            session._session.run(graph.output_names, full)
+    rss.append(rss_bytes())
+    heap.append(heap_bytes())
+    state.update(session=session, feeds=feeds, bare=bare, outputs=graph.output_names)
+    return {"open_seconds": opened - started, "load_seconds": loaded - opened, "rss": rss, "heap": heap,
+            "settings": dataclasses.asdict(session.settings)}
+
+
+def _time(request: dict, state: dict) -> dict:
+    """`runs` calls of Runner.run and as many bare InferenceSession.run calls of the same feeds, alternating.
+
+    One untimed pair first: the worker has been idle while the others ran, so its first call is cold.
+    Which of the two goes first alternates, so neither is always the one after a wait.
+    """
+    session, outputs = state["session"], state["outputs"]
+    data, key = state["feeds"][request["batch"]]
+    full, plain = state["bare"][request["batch"]], session._session
+    if key is not None and session.active_key != key:
+        session.use_key(key)
+    session.run(data)
+    plain.run(outputs, full)
+    clock = time.perf_counter_ns
+    runner_ns, bare_ns = [], []
+    for i in range(request["runs"]):
+        if i % 2:
+            t0 = clock()
+            plain.run(outputs, full)
+            t1 = clock()
+            session.run(data)
+            t2 = clock()
+            bare_ns.append(t1 - t0)
+            runner_ns.append(t2 - t1)
+        else:
+            t0 = clock()
+            session.run(data)
+            t1 = clock()
+            plain.run(outputs, full)
+            t2 = clock()
+            runner_ns.append(t1 - t0)
+            bare_ns.append(t2 - t1)
+    return {"runner_ns": runner_ns, "bare_ns": bare_ns}
+
+
+def rss_bytes() -> int | None:
+    """This process's resident set (VmRSS in /proc/self/status); None where there is no /proc."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def heap_bytes() -> int | None:
+    """Bytes malloc has handed out and not taken back (glibc mallinfo2: uordblks + hblkhd); None elsewhere."""
+    try:
+        libc = ctypes.CDLL(None)
+        call = libc.mallinfo2
+    except (OSError, AttributeError):
+        return None
+    call.restype = _Mallinfo2
+    info = call()
+    return int(info.uordblks + info.hblkhd)
+
+
+if __name__ == "__main__":
+    serve()

@@ -1,0 +1,114 @@
+"""gfedge bench and the library under it: bundles side by side, each in a worker of its own; session settings per call."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from geofractal_edge.artifacts import open_bundle
+from geofractal_edge.backends.bench import Subject, bench, measure
+from geofractal_edge.backends.bench_worker import batch_feeds, leading_dim
+from geofractal_edge.backends.initializers import graph_weight_bytes
+from geofractal_edge.errors import GfedgeError
+from geofractal_edge.runtimes import load
+from geofractal_edge.targets.profile import RuntimeSettings, TargetProfile
+from tests.conftest import ROOT, gfedge
+
+
+def test_gfedge_bench_json_has_both_bundles_with_ratios_to_the_first(bundle_factory):
+    first, second = bundle_factory("fp32"), bundle_factory("int8")
+    result = gfedge("bench", first, second, "--json", "--runs", "5")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    subjects = report["subjects"]
+    assert [s["precision"] for s in subjects] == ["fp32", "int8"]
+    dim_range = open_bundle(first).manifest.graph.dim_ranges["n"]
+    for s in subjects:
+        assert [b["batch"] for b in s["batches"]] == sorted({dim_range.min, dim_range.opt})  # the declared min and opt
+        assert s["rss_load_bytes"] > 0 and s["rss_warm_bytes"] > 0 and s["weight_bytes"] > 0 and s["load_seconds"] > 0
+        for b in s["batches"]:
+            assert b["runs"] == 5 and b["p99_us"] >= b["p50_us"] > 0 and b["items_per_s"] > 0 and b["bare_p50_us"] > 0
+    assert subjects[0]["ratios_to_first"]["weight_bytes"] == 1.0
+    assert subjects[1]["ratios_to_first"]["weight_bytes"] == pytest.approx(subjects[1]["weight_bytes"] / subjects[0]["weight_bytes"])
+    assert subjects[1]["ratios_to_first"][f"p50@{dim_range.min}"] > 0
+    assert len(report["machine"]["load_average_start"]) == 3 and report["machine"]["cores"] >= 1
+
+
+def test_gfedge_bench_refuses_a_bad_bundle_path_in_one_line(tmp_path):
+    result = gfedge("bench", tmp_path / "missing")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "missing" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_batch_outside_the_declared_range_is_refused_before_any_worker(bundle_factory):
+    with pytest.raises(GfedgeError, match=r"batch 0 is outside .* range 1\.\."):
+        bench([bundle_factory("fp32")], batches=[0], runs=1)
+
+
+def test_measure_returns_one_bundles_numbers_for_cost_estimates(bundle_factory):
+    result = measure(bundle_factory("int8"), batches=[1, 3], runs=3, warmup=1, threads=1)
+    assert [t.batch for t in result.batches] == [1, 3] and result.settings["intra_op_threads"] == 1
+    assert result.precision == "int8" and result.rss_warm_bytes > 0 and result.timing(3).p99_us >= result.timing(3).p50_us
+
+
+def test_settings_per_subject_reach_the_worker(bundle_factory):
+    report = bench([Subject(bundle_factory("fp32"), "prepacked"), Subject(bundle_factory("fp32"), "plain", {"prepacking": False, "cpu_mem_arena": False})],
+                   batches=[1], runs=2, warmup=1)
+    assert [s.settings["prepacking"] for s in report.subjects] == [True, False]
+    assert report.subjects[1].settings["cpu_mem_arena"] is False and report.ratios()[1]["weight_bytes"] == 1.0
+
+
+def test_golden_inputs_are_sliced_or_tiled_to_the_batch(bundle_factory):
+    bundle = open_bundle(bundle_factory("fp32"))
+    dim, low, _, _ = leading_dim(bundle)
+    golden = bundle.golden_cases()[0].inputs["x"]
+    for batch in (1, golden.shape[0] + 3):
+        feeds, _ = batch_feeds(bundle, batch)
+        assert feeds["x"].shape == (batch,) and dim == "n" and low == 1
+        assert np.array_equal(feeds["x"], np.resize(golden, batch))  # within the declared range: golden values, never random
+
+
+def test_weight_bytes_match_onnx_s_own_count(bundle_factory, trix_bundle_factory):
+    onnx = pytest.importorskip("onnx")
+    for path in (bundle_factory("int4"), trix_bundle_factory("fp32")):
+        model = onnx.load(str(path / "model.onnx"), load_external_data=False)
+        bits = {1: 32, 2: 8, 3: 8, 6: 32, 7: 64, 9: 8, 10: 16, 21: 4, 22: 4}
+        expected = sum(len(t.raw_data) if t.HasField("raw_data") and t.data_location != 1 else (int(np.prod(t.dims)) * bits[t.data_type] + 7) // 8
+                       for t in model.graph.initializer)
+        expected += sum(len(a.t.raw_data) for n in model.graph.node for a in n.attribute if a.HasField("t"))
+        assert graph_weight_bytes(path / "model.onnx") == expected
+
+
+def test_runtime_settings_per_call_and_per_target(bundle_factory):
+    with load(bundle_factory("fp32"), intra_op_threads=1, allow_spinning=False, prepacking=False, cpu_mem_arena=False, mem_pattern=False) as session:
+        assert session.settings == RuntimeSettings(intra_op_threads=1, allow_spinning=False, prepacking=False, cpu_mem_arena=False, mem_pattern=False)
+        options = session._session.get_session_options()
+        assert options.intra_op_num_threads == 1 and not options.enable_cpu_mem_arena and not options.enable_mem_pattern
+        assert options.get_session_config_entry("session.disable_prepacking") == "1"
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+        assert session.run({"x": np.linspace(0, 1, 5, dtype=np.float32)})["logits"].shape[0] == 5
+    with pytest.raises(GfedgeError, match=r"unknown fields \['spin'\]"):
+        load(bundle_factory("fp32"), spin=True)
+    base = TargetProfile.from_dict({**open_bundle(bundle_factory("fp32")).manifest.target.to_dict(), "runtime": {"intra_op_threads": 2}})
+    assert base.runtime.intra_op_threads == 2 and base.runtime.prepacking is RuntimeSettings().prepacking
+    with pytest.raises(GfedgeError, match="intra_op_threads is -1"):
+        RuntimeSettings.from_dict({"intra_op_threads": -1})
+
+
+def test_the_bench_worker_runs_without_torch(bundle_factory):
+    """The worker is the device side: it must load and time a bundle with torch blocked."""
+    from tests.integration.test_device_side_without_torch import BLOCK_TORCH
+
+    script = BLOCK_TORCH + (
+        "import json\n"
+        "from geofractal_edge.backends.bench import bench\n"
+        f"r = bench([{str(bundle_factory('fp32'))!r}], batches=[1], runs=2, warmup=1)\n"
+        "print(json.dumps({'ok': r.subjects[0].batches[0].runs, 'torch': any(m.split('.')[0] == 'torch' for m in sys.modules)}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"ok": 2, "torch": False}
