@@ -20,6 +20,8 @@ def export(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle (only once the new one is complete)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
     format: str = typer.Option("onnx", "--format", help="onnx: a gfedge bundle at --out. triton: a Triton model repository at --out, its bundle beside it as OUT.bundle."),
+    ensemble: Path | None = typer.Option(None, "--ensemble", help="With --format triton: the encoder bundle a text collective runs behind; the repository also gets the encoder and an ensemble taking its inputs."),
+    name: str | None = typer.Option(None, "--name", help="With --format triton: the model's name in the repository (with --ensemble, the ensemble's); default: FAMILY_MODEL_TARGET_PRECISION."),
 ) -> None:
     """Trace, quantize and write a bundle; parity against torch is measured and recorded in it."""
     from geofractal_edge.pipeline import export_bundle
@@ -36,6 +38,7 @@ def export(
         errors.print(f"no --out given: writing {out}")
     if format not in ("onnx", "triton"):
         raise GfedgeError(f"unknown format '{format}'", "use --format onnx or --format triton")
+    encoder = _triton_options(format, ensemble, name)  # checked before any work
     bundle_out = out if format == "onnx" else out.with_name(out.name + ".bundle")
     with progress_bar(enabled=not as_json) as progress:
         result = export_bundle(family=family, target=target, out=bundle_out, precision=precision, model=model, overwrite=overwrite, progress=progress, config=config)
@@ -50,17 +53,18 @@ def export(
     }
     repo = None
     if format == "triton" and report.passed:  # a bundle that fails parity is not served
-        from geofractal_edge.export.triton import write_repository
+        from geofractal_edge.export.triton import write_served
 
-        repo = write_repository([result.path], out, overwrite=overwrite)
-        summary["triton"] = {"repository": str(repo.path), "models": repo.models}
+        repo = write_served(result.path, out, name=name, encoder=encoder, overwrite=overwrite)
+        summary["triton"] = {"repository": str(repo.path), "models": repo.models, "ensemble": repo.ensemble}
     if as_json:
         print_json(summary)
     else:
         task = report.metrics[report.task_metric]
         console.print(f"wrote {result.path}: {summary['target']} {summary['precision']}, {summary['bytes']:,} bytes")
         if repo is not None:
-            console.print(f"wrote Triton repository {repo.path}: models {', '.join(repo.models)}")
+            chained = f", ensemble {repo.ensemble}" if repo.ensemble else ""
+            console.print(f"wrote Triton repository {repo.path}: models {', '.join(repo.models)}{chained}")
         verdict(report.passed, f"export parity: {report.task_metric} torch {task['torch']:.2f}% vs runtime {task['runtime']:.2f}%, SQNR {report.metrics['sqnr_db']:.1f} dB")
     if not report.passed:
         raise typer.Exit(1)
@@ -69,3 +73,18 @@ def export(
 def default_out(family: str, profile, precision: str | None) -> Path:
     """./FAMILY-TARGET-PRECISION, with the target's canonical name and its default precision when none is given."""
     return Path(f"{family}-{profile.name}-{precision or profile.default_precision}")
+
+
+def _triton_options(format: str, ensemble: Path | None, name: str | None):
+    """The opened encoder bundle for --ensemble (None without), after checking that the options fit --format."""
+    if format != "triton" and (ensemble is not None or name is not None):
+        raise GfedgeError("--ensemble and --name are options of the Triton repository", "add --format triton, or drop them")
+    from geofractal_edge.export.triton import check_name
+
+    if name is not None:
+        check_name(name)
+    if ensemble is None:
+        return None
+    from geofractal_edge.artifacts import open_bundle
+
+    return open_bundle(ensemble)

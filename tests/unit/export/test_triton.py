@@ -15,8 +15,8 @@ from onnx import TensorProto, helper
 from geofractal_edge.artifacts import Bundle, Manifest, open_bundle, seal
 from geofractal_edge.artifacts.manifest import manifest_from_dict
 from geofractal_edge.artifacts.hashing import file_sha256
-from geofractal_edge.errors import GfedgeError
-from geofractal_edge.export.triton import TYPES, batch_dim, write_repository
+from geofractal_edge.errors import BundleError, GfedgeError
+from geofractal_edge.export.triton import TYPES, batch_dim, served_graph, write_repository, write_served
 from geofractal_edge.models.family import FAMILIES
 from geofractal_edge.targets import get_target
 
@@ -57,6 +57,10 @@ def test_every_family_writes_a_repository_that_triton_can_parse(family, request,
         bundle = open_bundle(path)
         config = parse(repo.path / name / "config.pbtxt")
         assert config.name == name and config.backend == "onnxruntime"
+        # Every routed family leads its inputs with "batch", so Triton batches it (Atlas's `n` is not a batch).
+        assert (config.max_batch_size > 0) == (family != "atlas") == config.HasField("dynamic_batching")
+        skip = 1 if config.max_batch_size else 0  # Triton's batch axis is not listed in dims
+        assert [list(o.dims) for o in config.output] == [[d if isinstance(d, int) else -1 for d in t.shape[skip:]] for t in served_graph(bundle).outputs]
         assert [i.name for i in config.input] == [t.name for t in bundle.manifest.inputs]
         assert [o.name for o in config.output] == [t.name for t in bundle.manifest.outputs]
         assert [types[i.data_type] for i in config.input] == [TYPES[t.dtype] for t in bundle.manifest.inputs]
@@ -77,14 +81,40 @@ def _same_outputs_as_the_bundle(model: Path, bundle) -> None:
 
     graph = onnx.load(str(model), load_external_data=False)
     assert not any(init.data_location == onnx.TensorProto.EXTERNAL for init in graph.graph.initializer)
-    if bundle.manifest.ternary is None:
+    perms = served_graph(bundle).transposed  # outputs the served graph makes batch-major
+    if bundle.manifest.ternary is None and not perms:
         assert file_sha256(model) == bundle.manifest.files[bundle.manifest.graph.file].sha256  # copied as is
     case = bundle.golden_cases()[0]
     want = Session(bundle, providers=("CPUExecutionProvider",)).run(case.inputs, key=case.key)
     names = [t.name for t in bundle.manifest.outputs]
     got = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(names, golden_feeds(bundle))
     for name, array in zip(names, got, strict=True):
-        np.testing.assert_array_equal(array, want[name])
+        np.testing.assert_array_equal(array, np.transpose(want[name], perms[name]) if name in perms else want[name])
+
+
+def test_collective_repository_batches_with_its_routes_batch_major(collective_bundle_factory, tmp_path):
+    import onnxruntime as ort
+
+    from geofractal_edge.backends.onnxruntime.placement import golden_feeds
+    from geofractal_edge.runtimes import Session
+
+    bundle = open_bundle(collective_bundle_factory("fp32"))
+    streams, _, slots, k = bundle.manifest.outputs[1].shape  # routes [streams, batch, slots, K] in the bundle
+    repo = write_repository([bundle], tmp_path / "repo")
+    text = (repo.path / repo.models[0] / "config.pbtxt").read_text()
+    config = parse(repo.path / repo.models[0] / "config.pbtxt")
+    assert config.max_batch_size == bundle.manifest.graph.dim_ranges["batch"].max > 0
+    assert list(config.dynamic_batching.preferred_batch_size) == [bundle.manifest.graph.dim_ranges["batch"].opt]
+    assert [(o.name, list(o.dims)) for o in config.output] == [("logits", [10]), ("routes", [streams, slots, k]), ("margins", [streams])]
+    assert f"# routes: batch-major here ['batch', {streams}, {slots}, {k}]" in text
+    # The served graph runs in onnxruntime; its logits are the bundle's, bit for bit, on the golden input.
+    case = bundle.golden_cases()[0]
+    want = Session(bundle, providers=("CPUExecutionProvider",)).run(case.inputs, key=case.key)
+    served = ort.InferenceSession(str(repo.path / repo.models[0] / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    logits, routes = served.run(["logits", "routes"], golden_feeds(bundle))
+    np.testing.assert_array_equal(logits, want["logits"])
+    np.testing.assert_array_equal(routes, want["routes"].transpose(1, 0, 2, 3))
+    assert served.get_outputs()[1].shape == ["batch", streams, slots, k]
 
 
 def test_atlas_is_not_batched_because_its_key_has_no_n(bundle_factory, tmp_path):
@@ -122,11 +152,15 @@ def test_datacenter_gpu_target_gets_the_tensorrt_accelerator_with_its_settings(b
 # --- generic manifests: a batched model and a two-stage chain ------------------------------------
 
 
-def make_bundle(folder: Path, *, template: Manifest, inputs: list[dict], outputs: list[dict], op: str, ranges: dict) -> Path:
-    """A real (tiny) bundle: an ONNX graph of one op, sealed with a manifest for these tensors."""
+def make_bundle(
+    folder: Path, *, template: Manifest, inputs: list[dict], outputs: list[dict], op: str = "", ranges: dict, nodes: list | None = None,
+    family: str = "synthetic", core: str = "", task: dict | None = None,
+) -> Path:
+    """A real (tiny) bundle: an ONNX graph of one op (or of `nodes`), sealed with a manifest for these tensors."""
     types = {"float32": TensorProto.FLOAT, "int64": TensorProto.INT64}
+    attrs = {"Softmax": {"axis": -1}, "Cast": {"to": TensorProto.FLOAT}}.get(op, {})
     graph = helper.make_graph(
-        [helper.make_node(op, [inputs[0]["name"]], [outputs[0]["name"]], **({"axis": -1} if op == "Softmax" else {}))],
+        nodes or [helper.make_node(op, [inputs[0]["name"]], [outputs[0]["name"]], **attrs)],
         folder.name,
         [helper.make_tensor_value_info(t["name"], types[t["dtype"]], t["shape"]) for t in inputs],
         [helper.make_tensor_value_info(t["name"], types[t["dtype"]], t["shape"]) for t in outputs],
@@ -135,7 +169,9 @@ def make_bundle(folder: Path, *, template: Manifest, inputs: list[dict], outputs
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), folder / "model.onnx")
     data = {k: v for k, v in copy.deepcopy(template.to_dict()).items() if k not in ("files", "keys", "golden")}
     data["graph"] = {"file": "model.onnx", "inputs": inputs, "outputs": outputs, "dim_ranges": ranges}
-    data.update(keys=None, golden={"files": [], "cases": 0}, model={"name": folder.name, "config": {}, "core_sha256": "", "source": {}}, family="synthetic")
+    data.update(keys=None, golden={"files": [], "cases": 0}, model={"name": folder.name, "config": {}, "core_sha256": core, "source": {}}, family=family)
+    if task is not None:
+        data["task"] = task
     seal(folder, data)
     return folder
 
@@ -195,7 +231,7 @@ def test_ensemble_of_batched_and_unbatched_models_turns_triton_batching_off(bund
     from geofractal_edge.export.triton import ensemble_config, triton_model
 
     batched = make_bundle(tmp_path / "b", template=template, inputs=[tensor("logits", ["batch", 47])], outputs=[tensor("p", ["batch", 47])], op="Relu", ranges={"batch": {"min": 1, "opt": 4, "max": 8}})
-    models = [triton_model(open_bundle(bundle_factory("fp32")), name="a"), triton_model(open_bundle(batched), name="b")]
+    models = [triton_model(open_bundle(bundle_factory("fp32")), name="a"), triton_model(open_bundle(batched), name="b")]  # served graphs derived
     with pytest.raises(GfedgeError, match="batches"):  # Triton cannot chain them as they are
         ensemble_config("mixed", models)
     repo = write_repository([bundle_factory("fp32"), batched], tmp_path / "repo", names=["a", "b"], ensemble="mixed")
@@ -213,3 +249,119 @@ def test_existing_repository_is_kept_unless_overwrite(bundle_factory, tmp_path):
     shutil.rmtree(out / next(p.name for p in out.iterdir()) / "keys")
     write_repository([bundle_factory("fp32")], out, overwrite=True)
     assert any((out / p.name / "keys").is_dir() for p in out.iterdir())
+
+
+# --- encoder -> collective: the ensemble `gfedge export --format triton --ensemble ENCODER` writes -----
+
+WEIGHTS = "ab" * 32  # the synthetic encoder's core hash, which the synthetic collective names
+
+
+def tiny_encoder(folder: Path, template: Manifest, *, core: str = WEIGHTS) -> Path:
+    """Token ids [batch, 8] -> a float "embedding" [batch, 8] (a Cast), family collective-encoder."""
+    ranges = {"batch": {"min": 1, "opt": 16, "max": 64}}
+    return make_bundle(folder, template=template, inputs=[tensor("input_ids", ["batch", 8], "int64"), tensor("attention_mask", ["batch", 8], "int64")],
+                       outputs=[tensor("sentence_embedding", ["batch", 8])], op="Cast", ranges=ranges, family="collective-encoder", core=core)
+
+
+def tiny_text_collective(folder: Path, template: Manifest) -> Path:
+    """sentence_embedding [batch, 8] -> logits [batch, 8] and margins [2, batch, 8] (router axis first, as a collective's)."""
+    nodes = [
+        helper.make_node("Relu", ["sentence_embedding"], ["logits"]),
+        helper.make_node("Constant", [], ["axes"], value=helper.make_tensor("axes", TensorProto.INT64, [1], [0])),
+        helper.make_node("Unsqueeze", ["logits", "axes"], ["one"]),
+        helper.make_node("Concat", ["one", "one"], ["margins"], axis=0),
+    ]
+    link = {"family": "collective-encoder", "core_sha256": WEIGHTS, "output": "sentence_embedding"}
+    return make_bundle(folder, template=template, inputs=[tensor("sentence_embedding", ["batch", 8])], outputs=[tensor("logits", ["batch", 8]), tensor("margins", [2, "batch", 8])],
+                       ranges={"batch": {"min": 1, "opt": 64, "max": 1024}}, nodes=nodes, family="collective", task={"metric": "accuracy", "encoder": link})
+
+
+def test_ensemble_takes_the_encoders_inputs_and_returns_the_collectives_outputs(template, tmp_path):
+    import onnxruntime as ort
+
+    collective = tiny_text_collective(tmp_path / "topics", template)
+    repo = write_served(collective, tmp_path / "repo", encoder=tiny_encoder(tmp_path / "minilm", template), name="topics")
+    assert repo.ensemble == "topics" and repo.models == ["collective-encoder_minilm_host-cpu_fp32", "collective_topics_host-cpu_fp32"]
+    encoder_name, collective_name = repo.models
+    ensemble = parse(repo.path / "topics" / "config.pbtxt")
+    assert ensemble.platform == "ensemble" and ensemble.max_batch_size == 64  # the smaller of the two stages' batch limits
+    first, second = ensemble.ensemble_scheduling.step
+    assert (first.model_name, second.model_name) == (encoder_name, collective_name)
+    assert second.input_map["sentence_embedding"] == first.output_map["sentence_embedding"] == f"{encoder_name}__sentence_embedding"
+    assert [(i.name, list(i.dims)) for i in ensemble.input] == [("input_ids", [8]), ("attention_mask", [8])]
+    assert [(o.name, list(o.dims)) for o in ensemble.output] == [("logits", [8]), ("margins", [2, 8])]  # batch-major
+    member = parse(repo.path / collective_name / "config.pbtxt")
+    assert member.max_batch_size == 1024 and member.dynamic_batching.max_queue_delay_microseconds == 100
+    x = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
+    margins = ort.InferenceSession(str(repo.path / collective_name / "1" / "model.onnx")).run(["margins"], {"sentence_embedding": x})[0]
+    np.testing.assert_array_equal(margins, np.stack([np.maximum(x, 0)] * 2, axis=1))  # [batch, 2, 8]
+
+
+def test_ensemble_refuses_an_encoder_the_collective_was_not_trained_with(template, tmp_path):
+    collective = tiny_text_collective(tmp_path / "topics", template)
+    other = tiny_encoder(tmp_path / "other", template, core="cd" * 32)
+    with pytest.raises(BundleError, match="other is not the encoder topics was trained with") as caught:
+        write_served(collective, tmp_path / "repo", encoder=other)
+    assert "\n" not in str(caught.value) and "cdcdcdcdcdcd" in str(caught.value)
+    assert not (tmp_path / "repo").exists()
+    with pytest.raises(BundleError, match="takes no encoder in front of it"):  # e.g. a collective of image streams
+        write_served(tiny_encoder(tmp_path / "plain", template), tmp_path / "repo", encoder=tiny_encoder(tmp_path / "enc", template))
+
+
+def _export_app(monkeypatch, bundle: Path):
+    """`gfedge export` with the export itself replaced by `bundle` (synthetic, its parity passed)."""
+    import types
+
+    import typer
+
+    from geofractal_edge import pipeline
+    from geofractal_edge.cli.export import export
+
+    report = types.SimpleNamespace(passed=True, to_dict=dict, task_metric="accuracy", metrics={"accuracy": {"torch": 1.0, "runtime": 1.0}, "sqnr_db": 99.0})
+    calls = []
+
+    def fake_export(**kwargs):
+        calls.append(kwargs)
+        return types.SimpleNamespace(path=bundle, manifest=open_bundle(bundle).manifest, parity=report)
+
+    monkeypatch.setattr(pipeline, "export_bundle", fake_export)
+    app = typer.Typer()
+    app.command("export")(export)
+    app.command("noop")(lambda: None)  # two commands, so `export` is a subcommand as in gfedge
+    return app, calls
+
+
+def test_gfedge_export_triton_ensemble_and_name(template, tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    app, _ = _export_app(monkeypatch, tiny_text_collective(tmp_path / "topics", template))
+    encoder = tiny_encoder(tmp_path / "minilm", template)
+    done = CliRunner().invoke(app, ["export", "-t", "host-cpu", "-f", "collective", "-o", str(tmp_path / "repo"), "--format", "triton", "--ensemble", str(encoder), "--name", "topics", "--json"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["triton"]["ensemble"] == "topics"
+    assert parse(tmp_path / "repo" / "topics" / "config.pbtxt").ensemble_scheduling.step[0].input_map["input_ids"] == "input_ids"
+
+    done = CliRunner().invoke(app, ["export", "-t", "host-cpu", "-f", "collective", "-o", str(tmp_path / "named"), "--format", "triton", "--name", "digits"])
+    assert done.exit_code == 0, done.output
+    assert [p.name for p in (tmp_path / "named").iterdir()] == ["digits"] and parse(tmp_path / "named" / "digits" / "config.pbtxt").name == "digits"
+
+
+def test_gfedge_export_refuses_a_foreign_encoder_and_bad_options_in_one_line(bundle_factory, template, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    app, calls = _export_app(monkeypatch, tiny_text_collective(tmp_path / "topics", template))
+    triton = ["export", "-t", "host-cpu", "-o", str(tmp_path / "repo"), "--format", "triton"]
+    for args, needle, exported in (
+        (triton + ["--ensemble", str(bundle_factory("fp32"))], "is not the encoder topics was trained with", True),  # an Atlas bundle
+        (triton + ["--ensemble", str(tmp_path)], "has no manifest.json", False),
+        (triton + ["--name", "../up"], "cannot name a Triton model", False),
+        (["export", "-t", "host-cpu", "-o", str(tmp_path / "b"), "--name", "x"], "add --format triton", False),
+    ):
+        calls.clear()
+        done = CliRunner().invoke(app, args)
+        assert isinstance(done.exception, GfedgeError), (args, done.output)
+        assert needle in done.exception.one_line() and "\n" not in done.exception.one_line()
+        assert bool(calls) == exported  # refused before the export where it can be
+    assert not (tmp_path / "repo").exists()
