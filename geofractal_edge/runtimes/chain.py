@@ -14,33 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from geofractal_edge.artifacts import Bundle, open_bundle
+from geofractal_edge.artifacts import open_bundle
+from geofractal_edge.artifacts.links import check_encoder
 from geofractal_edge.artifacts.manifest import EncoderLink
-from geofractal_edge.errors import BundleError
 from geofractal_edge.backends.onnxruntime import Session
-
-
-def encoder_link(collective: Bundle) -> EncoderLink | None:
-    """The encoder a collective bundle names (`family`, `core_sha256`, `output`), or None."""
-    return collective.manifest.task.encoder
-
-
-def check_encoder(collective: Bundle, encoder: Bundle) -> EncoderLink:
-    """The link, after checking that `encoder` is the bundle of the encoder `collective` was trained on."""
-    link = encoder_link(collective)
-    if link is None:
-        raise BundleError(f"bundle {collective.path.name} takes no encoder in front of it", "run it on its own with `gfedge run`")
-    model = encoder.manifest.model
-    if encoder.manifest.family != link.family or model.core_sha256 != link.core_sha256:
-        raise BundleError(
-            f"{encoder.path.name} is not the encoder {collective.path.name} was trained with "
-            f"(family {encoder.manifest.family}, weights sha256 {model.core_sha256[:12]}; wanted {link.family}, {link.core_sha256[:12]})",
-            f"export that encoder with `gfedge export --family {link.family} --model WEIGHTS` (WEIGHTS: its weights file in {link.folder or 'its folder'}; none for the bundled MiniLM) and pass that bundle",
-        )
-    wanted = [t.name for t in collective.manifest.inputs]
-    if link.output not in {t.name for t in encoder.manifest.outputs} or wanted != [link.output]:
-        raise BundleError(f"{encoder.path.name} has no output '{link.output}' for {collective.path.name}'s input {wanted}", "re-export both bundles with this version")
-    return link
 
 
 class Chain:

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from geofractal_edge.artifacts import Bundle, atomic, open_bundle
+from geofractal_edge.artifacts.links import check_encoder
 from geofractal_edge.artifacts.manifest import MANIFEST
-from geofractal_edge.errors import BundleError, GfedgeError
+from geofractal_edge.errors import GfedgeError
 from geofractal_edge.export.triton.config import TritonModel, comments, ensemble_config, to_text, triton_model
 from geofractal_edge.export.triton.served import batch_dim, served_graph
 
@@ -72,25 +73,6 @@ def _write_model(folder: Path, model: TritonModel) -> None:
         shutil.copyfile(bundle.file(bundle.manifest.keys.file(key)), folder / "keys" / f"{key}.safetensors")
     shutil.copyfile(bundle.path / MANIFEST, folder / "gfedge-manifest.json")
     (folder / "config.pbtxt").write_text(to_text(model.config, comments(model)), encoding="utf-8")
-
-
-def check_encoder(collective: Bundle, encoder: Bundle) -> None:
-    """Refuse `encoder` unless it is the one `collective` names by its weights' hash (`task.encoder`).
-
-    The rule `gfedge run --encoder` applies (runtimes/chain.py), read from the manifests only.
-    """
-    link = collective.manifest.task.encoder
-    if link is None:
-        raise BundleError(f"bundle {collective.path.name} takes no encoder in front of it", "serve it without --ensemble")
-    family, core = encoder.manifest.family, encoder.manifest.model.core_sha256
-    if (family, core) != (link.family, link.core_sha256):
-        raise BundleError(
-            f"{encoder.path.name} is not the encoder {collective.path.name} was trained with "
-            f"(family {family}, weights sha256 {core[:12]}; wanted {link.family}, {link.core_sha256[:12]})",
-            f"export that encoder with `gfedge export --family {link.family}` and pass that bundle",
-        )
-    if link.output not in encoder.manifest.graph.output_names:
-        raise BundleError(f"{encoder.path.name} has no output '{link.output}' for {collective.path.name}", "re-export both bundles with this version")
 
 
 def _names(opened: Sequence[Bundle], names: Sequence[str] | None, ensemble: str | None) -> list[str]:
