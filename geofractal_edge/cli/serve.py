@@ -29,7 +29,7 @@ def serve(
     rescan: float = typer.Option(2.0, "--rescan", help="Seconds between scans of ZOO_DIR for new or changed bundles (0: never)."),
     low_power: bool = typer.Option(False, "--low-power", help="Start in the low-power state (cheap models preferred)."),
     workers: int = typer.Option(4, "--workers", help="Threads that parse, check and run requests; more wait in the queue."),
-    max_connections: int = typer.Option(64, "--max-connections", help="Connections plus requests in progress; past it, 503."),
+    max_connections: int = typer.Option(64, "--max-connections", help="Open connections at most; the next one is answered 503."),
     max_body: float = typer.Option(64, "--max-body", help="Largest request body in MiB (413 past it, before it is read)."),
     request_timeout: float = typer.Option(60.0, "--request-timeout", help="Seconds a request may take to arrive, get a worker, or wait for room in the budget."),
     drain_timeout: float = typer.Option(30.0, "--drain-timeout", help="On SIGTERM/SIGINT: seconds in-flight requests get to finish."),

@@ -10,10 +10,11 @@ one model:
 - a run that grows the process by >= 64 KiB while it is the only work in flight adds that growth
   to its model's cost (a new input shape), and evicts others if the budget is now exceeded. Only
   load measurements are remembered across restarts (`MemoryBook`): no caller's request sets a
-  stored cost, and a load whose measured cost is an outlier against the manifest's estimate
+  stored cost. A load whose measured cost is an outlier against the manifest's estimate
   (negative, or over `OUTLIER_FACTOR` x estimate + `OUTLIER_SLACK`: other work in the process
-  grew or shrank it meanwhile, e.g. a large request body being parsed) counts now but is not
-  remembered, so one noisy measurement cannot keep a model out of the budget after a restart;
+  grew or shrank it meanwhile, e.g. a large request body being parsed) counts what was expected
+  instead, and is not remembered, so one noisy measurement cannot keep a model out of the budget,
+  now or after a restart;
 - an unload is measured after gc and malloc_trim. Outputs are copied before they are returned: a
   numpy output from onnxruntime is a view that keeps the whole session's memory alive.
 
@@ -90,8 +91,9 @@ class Residency:
             if isinstance(exc, Exception):
                 raise Failed(reason) from exc
             raise
-        extra = self.state.loaded(entry, need, session, cost=cost, seconds=seconds, evict_order=self.evict_order)
-        if plausible_cost(cost, entry.estimate_bytes):
+        plausible = plausible_cost(cost, entry.estimate_bytes)
+        extra = self.state.loaded(entry, need, session, cost=cost if plausible else need, seconds=seconds, evict_order=self.evict_order)
+        if plausible:
             self.book.put(entry.manifest_sha, measured_bytes=cost, load_seconds=seconds)
         self.metrics.count(count)
         self.release(extra)

@@ -16,6 +16,7 @@ import json
 import re
 
 import numpy as np
+from starlette.requests import ClientDisconnect
 
 from geofractal_edge.runtimes.zoo.serving.replies import HTTPError
 
@@ -28,11 +29,14 @@ _CHUNK = 1 << 20
 async def read(stream, *, max_bytes: int) -> bytes:
     """The whole body of an ASGI request stream, refused with 413 past `max_bytes`."""
     parts, size = [], 0
-    async for chunk in stream:
-        size += len(chunk)
-        if size > max_bytes:
-            raise _too_large(max_bytes)
-        parts.append(chunk)
+    try:
+        async for chunk in stream:
+            size += len(chunk)
+            if size > max_bytes:
+                raise _too_large(max_bytes)
+            parts.append(chunk)
+    except ClientDisconnect:  # nobody is left to answer; the reply is dropped
+        raise HTTPError(400, "the client went away before its body arrived", "send the whole body") from None
     return b"".join(parts)
 
 

@@ -40,13 +40,18 @@ class Reply:
     compute_s: float = 0.0
 
 
-def infer(zoo, options, model: str, raw: bytes, header_length: str | None) -> Reply:
-    """The whole request after its body was read; raises GfedgeError (with its status) on refusal."""
+def infer(zoo, options, model: str, body: list[bytes], header_length: str | None) -> Reply:
+    """The whole request after its body was read; raises GfedgeError (with its status) on refusal.
+
+    `body` is a one-item list this call empties: the caller keeps no reference, so the body is
+    garbage before the trim that follows a large one.
+    """
+    size = len(body[0])
     try:
-        return _infer(zoo, options, model, raw, header_length)
+        return _infer(zoo, options, model, body.pop(), header_length)
     finally:
-        if len(raw) > TRIM_AFTER_BODY:
-            zoo.trim()  # the parsed body is garbage now; without this glibc keeps its tens of MB
+        if size > TRIM_AFTER_BODY:
+            zoo.trim()  # the body and its parse are garbage now; without this glibc keeps their tens of MB
 
 
 def _infer(zoo, options, model: str, raw: bytes, header_length: str | None) -> Reply:

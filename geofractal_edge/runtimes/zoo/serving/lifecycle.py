@@ -1,8 +1,8 @@
 """Listening and stopping: the socket bound before anything else, and a drain on SIGTERM/SIGINT.
 
 The socket is bound first, so a port in use or an address this host lacks is one line before the
-zoo loads anything, and `--port 0` knows its port. The server is uvicorn (h11), with connections
-plus requests capped (`limit_concurrency`: 503 past it).
+zoo loads anything, and `--port 0` knows its port. The server is uvicorn (h11), with open
+connections capped at `max_connections` (the next one is answered 503).
 
 On SIGTERM or SIGINT the gate turns to draining: every new request is answered 503 "shutting
 down" with `Connection: close` (refused before any work, and the client knows it), while requests
@@ -100,6 +100,7 @@ class DrainingServer(uvicorn.Server):
 def run(app, sock: socket.socket, *, options, gate, on_ready=None) -> None:
     """Serve on `sock` until a signal has drained it (or the second signal)."""
     config = uvicorn.Config(app, http="h11", loop="asyncio", lifespan="on", log_level="warning", access_log=False,
-                            limit_concurrency=options.max_connections, backlog=options.backlog, timeout_keep_alive=5,
+                            limit_concurrency=options.max_connections + 1,  # uvicorn answers 503 once it *reaches* the limit
+                            backlog=options.backlog, timeout_keep_alive=5,
                             timeout_graceful_shutdown=5, proxy_headers=False, server_header=False)
     DrainingServer(config, gate=gate, drain_timeout_s=options.drain_timeout_s, on_ready=on_ready).run(sockets=[sock])

@@ -32,7 +32,7 @@ class ServeOptions:
     max_json_depth: int = 32  # nesting of objects and arrays in a JSON body
     max_int_digits: int = 20  # digits of one JSON integer (int64 has 19)
     workers: int = 4  # threads that parse, check and run requests; more wait in the queue
-    max_connections: int = 64  # connections plus requests in progress; past it: 503
+    max_connections: int = 64  # open connections; the next one is answered 503
     backlog: int = 128
     request_timeout_s: float = 60.0  # reading the body, waiting for a worker, waiting for room in the budget
     drain_timeout_s: float = 30.0  # on SIGTERM/SIGINT: how long in-flight requests may take to finish

@@ -81,8 +81,9 @@ async def infer(request: Request, service) -> Response:
             finally:
                 metrics.waiting(label, -1)
         queue_s = time.perf_counter() - queued
+        body, raw = [raw], None  # the worker holds the only reference: freed before its trim
         try:
-            result = await anyio.to_thread.run_sync(inference.infer, service.zoo, options, name, raw,
+            result = await anyio.to_thread.run_sync(inference.infer, service.zoo, options, name, body,
                                                     request.headers.get("inference-header-content-length"))
         finally:
             service.workers.release()
