@@ -11,7 +11,7 @@ from pathlib import Path
 from geofractal_edge.artifacts import Manifest, atomic, open_bundle, seal
 from geofractal_edge.errors import GfedgeError
 from geofractal_edge.export.quantize import QuantConfig, QuantContext, default_config, quantize
-from geofractal_edge.export.ternary import externalize_ternary
+from geofractal_edge.export.ternary import lower_ternary
 from geofractal_edge.export.trace import trace
 from geofractal_edge.export.validate import check_shapes
 from geofractal_edge.export.writer import write_files
@@ -59,12 +59,14 @@ def _export_locked(*, family, profile, config, out: Path, model, overwrite: bool
     step("trace", 0, 5)
     graph = trace(exportable)
     step("quantize", 1, 5)
-    graph = quantize(graph, config, QuantContext(spec=exportable.spec, calibration=exportable.calibration()))
+    dialect = profile.weight_dialect
+    graph = quantize(graph, config, QuantContext(spec=exportable.spec, calibration=exportable.calibration(), dialect=dialect))
+    if exportable.spec.ternary:
+        graph = lower_ternary(graph, exportable.spec, dialect=dialect)
     check_shapes(graph, exportable)
-    ternary = externalize_ternary(graph, tuple(c for c, _ in exportable.spec.ternary)) if exportable.spec.ternary else None
     step("write", 2, 5)
     with atomic.directory(out, overwrite=overwrite, lock=False) as staging:
-        data = write_files(staging, exportable, graph, profile=profile, config=config, ternary=ternary)
+        data = write_files(staging, exportable, graph, profile=profile, config=config)
         seal(staging, data)
         step("verify", 3, 5)
         report = verify_bundle(open_bundle(staging))

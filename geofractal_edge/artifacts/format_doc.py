@@ -21,6 +21,9 @@ FIELDS = {
     "Manifest.target": "the full target profile the bundle was exported for (`geofractal_edge/targets/profiles/*.toml`)",
     "Manifest.precision": "`fp32`, `fp16`, `int8` or `int4`",
     "Manifest.quantization": "the quantization scheme's config: `scheme`, `precision`, `version` and the scheme's own fields",
+    "Manifest.weight_dialect": "how low-bit weights sit in the graph, the target's `weight_dialect`: `ort` (onnxruntime's "
+                               "`com.microsoft` MatMulNBits / GatherBlockQuantized: int4 weights and 2-bit TriX tiles stay packed "
+                               "in the session) or `qdq` (standard blocked DequantizeLinear, zero point 0, for TensorRT)",
     "Manifest.opset": "ONNX opset of `model.onnx`",
     "Manifest.toolchain": "package versions of the exporting host",
     "Manifest.graph": "the ONNX graph and its declared inputs and outputs",
@@ -30,7 +33,7 @@ FIELDS = {
     "Manifest.keys": "latent keys; present exactly when an input has role `key`",
     "Manifest.family_info": "the family's own report (TriX: routing tables and tile usage)",
     "Manifest.tolerance_overrides": "per precision, parity tolerances that replace the defaults",
-    "Manifest.ternary": "ternary weights stored 2-bit packed outside `model.onnx`",
+    "Manifest.ternary": "format 1 only (never written since format 2, where the tiles are inside `model.onnx`): ternary weights stored 2-bit packed outside it",
     "Manifest.tensorrt": "TensorRT builder settings (TensorRT targets only)",
     "Manifest.parity": "the parity report measured at export",
     "ModelInfo.name": "the checkpoint's model name",
@@ -130,11 +133,16 @@ A bundle is a directory:
 ```
 manifest.json          the manifest below (UTF-8 JSON, at most {m.MAX_MANIFEST_BYTES >> 20} MiB)
 manifest.json.sha256   sha256 of manifest.json's exact bytes, hex, then a newline
-model.onnx             the graph (plain, self-contained ONNX unless `ternary` names packed weights)
+model.onnx             the graph: self-contained ONNX, every weight inside it (see weight_dialect)
 keys/NAME.safetensors  latent keys (float32 vector `key`; metadata format, name, family, dim, core_sha256)
 golden/case_NNN.safetensors   reference inputs, torch outputs and labels
-weights/ternary.safetensors   TriX: ternary codes, 2 bits each
 ```
+
+`model.onnx` opens in plain `onnxruntime.InferenceSession(path)` and passes
+`onnx.checker.check_model(path, full_check=True)`. In the `ort` dialect it uses onnxruntime's
+`com.microsoft` operators (onnxruntime >= 1.23 for 2-bit `MatMulNBits`); in the `qdq` dialect only
+standard ONNX operators. A format-1 bundle could instead keep TriX codes in
+`weights/ternary.safetensors` (2 bits each, named by `ternary`), handed to onnxruntime at load.
 
 ## Reading rules
 

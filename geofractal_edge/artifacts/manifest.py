@@ -25,12 +25,13 @@ from geofractal_edge.errors import BundleError
 from geofractal_edge.targets import TargetProfile
 
 FORMAT = "gfedge-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: `weight_dialect`; model.onnx self-contained (TriX tiles packed inside it)
 OLDEST_READABLE = 1
 MANIFEST = "manifest.json"
 MANIFEST_HASH = "manifest.json.sha256"
 MAX_MANIFEST_BYTES = 16 << 20  # the largest real manifest is ~100 KB (a TriX routing table)
 DType = Literal["float32", "float16", "int64", "int32", "int8", "uint8", "bool"]
+WeightDialect = Literal["ort", "qdq"]  # see geofractal_edge.targets.profile.WEIGHT_DIALECTS
 _RE_EXPORT = "re-export the bundle with `gfedge export`; never edit a manifest by hand"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,128}")  # a key or tensor name that is also a safe file name
@@ -182,7 +183,7 @@ class TernaryTensor:
 
 @dataclass(frozen=True)
 class TernaryPacks:
-    """Ternary codes stored 2-bit packed in `file`, named as external initializers of the graph."""
+    """Format 1 only: ternary codes stored 2-bit packed in `file`, named as external initializers of the graph."""
 
     file: str
     tensors: dict[str, TernaryTensor]
@@ -285,6 +286,7 @@ class Manifest:
     target: TargetProfile
     precision: str
     quantization: JsonObject  # the scheme's config: {"scheme", "precision", "version", fields...}
+    weight_dialect: WeightDialect  # how low-bit weights sit in the graph: the target's dialect
     opset: int
     toolchain: dict[str, str | None]
     graph: Graph
@@ -303,6 +305,8 @@ class Manifest:
             _check_path(rel, f"files[{i}]")
         if self.quantization.get("precision") != self.precision:
             raise invalid("quantization.precision", f"is {self.quantization.get('precision')!r}, the bundle's precision is {self.precision!r}")
+        if self.weight_dialect != self.target.weight_dialect:
+            raise invalid("weight_dialect", f"is {self.weight_dialect!r}, the target {self.target.name} takes {self.target.weight_dialect!r}")
         if self.files:
             self._check_named_files()
         self._check_keys()
@@ -395,8 +399,14 @@ def _check_path(rel: str, where: str) -> None:
         raise invalid(where, f"names {rel[:40]!r}, a file outside the bundle (only relative paths inside it)")
 
 
-# version -> function turning a manifest of that version into the next one (none yet: format 1 is the first).
-_UPGRADES: dict[int, Any] = {}
+def _v1_to_v2(data: dict) -> dict:
+    """Format 1 had no dialects: its low-bit weights are standard DequantizeLinear, its TriX tiles an
+    external 2-bit pack (`ternary`), which the runtime still hands to onnxruntime."""
+    return {**data, "weight_dialect": "qdq"}
+
+
+# version -> function turning a manifest of that version into the next one.
+_UPGRADES: dict[int, Any] = {1: _v1_to_v2}
 
 
 def _upgrade(data: dict, version: int) -> dict:

@@ -49,11 +49,12 @@ def gemm_to_matmul(model: onnx.ModelProto, *, keep: tuple[str, ...] = ()) -> onn
             nodes.append(helper.make_node("Add", [mm_out, node.input[2]], [node.output[0]], name=f"{node.name}.bias"))
     del graph.node[:]
     graph.node.extend(nodes)
-    _drop_unused_initializers(model)
+    drop_unused_initializers(model)
     return model
 
 
-def _drop_unused_initializers(model: onnx.ModelProto) -> None:
+def drop_unused_initializers(model: onnx.ModelProto) -> None:
+    """Remove initializers no node (and no graph output) reads."""
     used = {name for node in model.graph.node for name in node.input}
     used |= {out.name for out in model.graph.output}
     keep = [init for init in model.graph.initializer if init.name in used]
@@ -106,4 +107,22 @@ def toposort(model: onnx.ModelProto) -> onnx.ModelProto:
         pending = rest
     del graph.node[:]
     graph.node.extend(ordered)
+    return model
+
+
+def dedupe_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Keep one of several initializers of the same name (ORT's weight-only quantizer writes a weight
+    shared by T matmuls T times). Same-named initializers with different contents are a bug."""
+    seen: dict[str, bytes] = {}
+    keep = []
+    for init in model.graph.initializer:
+        body = init.SerializeToString()
+        if init.name in seen:
+            if seen[init.name] != body:
+                raise ValueError(f"two different initializers are named {init.name}")
+            continue
+        seen[init.name] = body
+        keep.append(init)
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
     return model

@@ -1,44 +1,194 @@
-"""Take ternary weights out of the graph and store them 2-bit packed (4 per byte).
+"""Ternary weights {-1, 0, +1} written into the graph at the fewest bits the target's runtime executes.
 
-The graph keeps each ternary initializer's name, type and shape, marked as external data; the
-runtime unpacks the codes and hands them to onnxruntime at session creation. So the bundle holds
-the codes once, at 2 bits each, whatever the precision of the rest of the graph.
+The traced graph holds each TriX tile tensor as a float initializer that is either the left operand
+of a MatMul (compute-every-tile lowering, and routing signatures) or the data of a Gather
+(gather-by-route, hierarchical member signatures); see models/trix/lowering.py. Per dialect:
+
+* ``ort``: every such use becomes onnxruntime's 2-bit form, codes value + 2 with the operators'
+  default zero point 2 and scale 1, so the dequantized weight is the ternary value itself and the
+  graph's own tile-scale multiply is unchanged: MatMul(W, Y) -> MatMulNBits(Y^T, W) (one node for all tiles when Y is shared, one per
+  tile when each tile has its own Y), Gather(W, i) -> GatherBlockQuantized. The packed bytes on
+  disk are the bytes the kernels read: nothing is unpacked at load.
+* ``qdq``: INT4 blocked DequantizeLinear with the tile scale as the block scale (ternary_int4.py),
+  which TensorRT reads.
+
+The spec's ternary codes must all be lowered; its keep-float tensors are packed the same way when
+they hold only -1, 0 and +1 (TriX's routing signatures: lossless, scores stay float).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import TensorProto, numpy_helper
+from onnx import helper, numpy_helper
 
-from geofractal_edge.artifacts.ternary import pack_ternary
 from geofractal_edge.errors import Bug
+from geofractal_edge.export import lowbit
+from geofractal_edge.export.passes import dedupe_producers, drop_unused_initializers
+from geofractal_edge.export.ternary_int4 import ternary_to_int4_dq
+from geofractal_edge.models.spec import ExportSpec
 
-TERNARY_FILE = "weights/ternary.safetensors"
-
-
-def externalize_ternary(model: onnx.ModelProto, names: tuple[str, ...]) -> tuple[dict[str, np.ndarray], dict]:
-    """Mark the named initializers external; return their packed codes and the manifest section."""
-    inits = {init.name: init for init in model.graph.initializer}
-    packed, tensors = {}, {}
-    for name in names:
-        if name not in inits:
-            raise Bug(f"ternary tensor {name} is not an initializer of the exported graph")
-        init = inits[name]
-        values = numpy_helper.to_array(init)
-        if not np.isin(values, (-1, 0, 1)).all():
+def lower_ternary(model: onnx.ModelProto, spec: ExportSpec, *, dialect: str) -> onnx.ModelProto:
+    """The graph with the spec's ternary tensors in the dialect's low-bit form."""
+    inits = {i.name: i for i in model.graph.initializer}
+    required = [c for c, _ in spec.ternary if c in inits]
+    missing = [c for c, _ in spec.ternary if c not in inits]
+    if missing:
+        raise Bug(f"ternary tensor {missing[0]} is not an initializer of the exported graph")
+    values = {name: numpy_helper.to_array(inits[name]) for name in required}
+    for name, array in values.items():
+        if not np.isin(array, (-1, 0, 1)).all():
             raise Bug(f"ternary tensor {name} holds values other than -1, 0, +1")
-        packed[name] = pack_ternary(values.astype(np.int8))
-        tensors[name] = {"shape": list(values.shape), "dtype": values.dtype.name, "fp32_bytes": int(values.size * 4)}
-        _mark_external(init, nbytes=values.nbytes)
-    return packed, {"file": TERNARY_FILE, "tensors": tensors}
+    optional = {n: numpy_helper.to_array(inits[n]) for n in spec.keep_float if n in inits}
+    values |= {n: a for n, a in optional.items() if a.ndim >= 2 and np.isin(a, (-1, 0, 1)).all()}
+    if dialect == "qdq":
+        pairs = tuple((c, s) for c, s in spec.ternary if c in values)
+        lowered = ternary_to_int4_dq(model, {c: values[c] for c, _ in pairs}, pairs)
+    else:
+        lowered = _lower_ort(model, values, required=set(required))
+    try:
+        onnx.checker.check_model(lowered, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise Bug(f"the graph with 2-bit ternary weights is not valid ONNX: {str(exc).splitlines()[0]}") from exc
+    return lowered
 
 
-def _mark_external(init: TensorProto, *, nbytes: int) -> None:
-    for field in ("raw_data", "float_data", "int32_data", "int64_data", "double_data"):
-        init.ClearField(field)
-    init.data_location = TensorProto.EXTERNAL
-    del init.external_data[:]
-    for key, value in (("location", TERNARY_FILE), ("offset", "0"), ("length", str(nbytes))):
-        entry = init.external_data.add()
-        entry.key, entry.value = key, value
+def _lower_ort(model: onnx.ModelProto, values: dict[str, np.ndarray], *, required: set[str]) -> onnx.ModelProto:
+    model = onnx.shape_inference.infer_shapes(model)
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in (*model.graph.value_info, *model.graph.input) if v.type.tensor_type.HasField("shape")}
+    uses = _uses(model, set(values))
+    lowerable = {n for n in values if uses.get(n) and all(_pattern(node, n, ranks) for node in uses[n])}
+    bad = sorted(required - lowerable)
+    if bad:
+        raise Bug(f"ternary tensor {bad[0]} is read in a way the 2-bit lowering does not know: {[n.op_type for n in uses.get(bad[0], [])]}")
+    graph = model.graph
+    dtype = {i.name: i.data_type for i in graph.initializer}
+    nodes = []
+    for node in graph.node:
+        name = next((i for i in node.input[:1] if i in lowerable), None)
+        if name is None:
+            nodes.append(node)
+            continue
+        pattern = _pattern(node, name, ranks)
+        made, inits = _LOWER[pattern](node, name, values[name], dtype[name])
+        nodes.extend(made)
+        graph.initializer.extend(i for i in inits if i.name not in {x.name for x in graph.initializer})
+    del graph.node[:]
+    graph.node.extend(nodes)
+    dedupe_producers(model)  # a tensor read by several nodes got its unit scales made once per reader
+    del graph.value_info[:]  # stale: the float weights are gone; shape inference redoes what it needs
+    drop_unused_initializers(model)
+    lowbit.use_ms_domain(model)
+    return model
+
+
+def _uses(model: onnx.ModelProto, names: set[str]) -> dict[str, list[onnx.NodeProto | None]]:
+    """Each tensor's readers; None for a reader that takes it as a second or later input (not lowerable)."""
+    uses: dict[str, list[onnx.NodeProto | None]] = {}
+    for node in model.graph.node:
+        for i, value in enumerate(node.input):
+            if value in names:
+                uses.setdefault(value, []).append(node if i == 0 else None)
+    return uses
+
+
+def _pattern(node: onnx.NodeProto | None, name: str, ranks: dict[str, int]) -> str | None:
+    """Which lowering applies to this use of ternary tensor `name`, or None."""
+    if node is None:  # the tensor is some node's second (or later) input
+        return None
+    if node.op_type == "Gather" and _attr(node, "axis", 0) == 0:
+        return "gather"
+    if node.op_type == "MatMul":
+        rank = ranks.get(node.input[1])
+        if rank == 2:
+            return "matmul_shared"
+        if rank == 3:
+            return "matmul_per_tile"
+    return None
+
+
+def _attr(node: onnx.NodeProto, name: str, default):
+    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
+
+
+def _unit_scales(name: str, rows: tuple[int, ...], blocks: int, dtype: int) -> tuple[onnx.NodeProto, onnx.TensorProto]:
+    """Scale 1 for every block of every row, in the graph's float type: the codes dequantize to -1, 0, +1.
+
+    Made by ConstantOfShape (onnxruntime folds it at load), so the bundle stores no ones.
+    """
+    shape = lowbit.constant(f"{name}.shape", np.array([*rows, blocks], np.int64))
+    one = numpy_helper.from_array(np.ones(1, helper.tensor_dtype_to_np_dtype(dtype)))
+    return helper.make_node("ConstantOfShape", [shape.name], [name], name=name, value=one), shape
+
+
+def _matmul_shared(node, name: str, w: np.ndarray, dtype: int):
+    """MatMul(W [.., a, b], Y [b, M]) -> [.., a, M]: one MatMulNBits over every row of W (N = n * a)."""
+    lead, (a, b) = w.shape[:-2], w.shape[-2:]
+    rows = int(np.prod(w.shape[:-1]))
+    block = lowbit.block_size_for(b)
+    packed = lowbit.ternary_blocks(w.reshape(rows, b), block)  # [N, k_blocks, block / 4]
+    scales, shape = _unit_scales(f"{name}.q2_scales", (rows,), packed.shape[1], dtype)
+    inits = [lowbit.constant(f"{name}.q2", packed), shape]
+    out = node.output[0]
+    base = f"{node.name or out}.q2"
+    nodes = [
+        scales,
+        helper.make_node("Transpose", [node.input[1]], [f"{base}.a"], name=f"{base}.a", perm=[1, 0]),  # [M, b]
+        lowbit.matmul_nbits(f"{base}.a", f"{base}.y", name=base, packed=inits[0].name, scales=scales.output[0], k=b, n=rows, bits=2, block_size=block),  # [M, N]
+    ]
+    if lead:
+        inits.append(lowbit.constant(f"{name}.q2_shape", np.array([-1, *lead, a], np.int64)))
+        nodes.append(helper.make_node("Reshape", [f"{base}.y", inits[-1].name], [f"{base}.r"], name=f"{base}.r"))  # [M, n, a]
+        nodes.append(helper.make_node("Transpose", [f"{base}.r"], [out], name=f"{base}.t", perm=[*range(1, len(lead) + 2), 0]))
+    else:
+        nodes.append(helper.make_node("Transpose", [f"{base}.y"], [out], name=f"{base}.t", perm=[1, 0]))
+    return nodes, inits
+
+
+def _matmul_per_tile(node, name: str, w: np.ndarray, dtype: int):
+    """MatMul(W [n, a, b], Y [n, b, M]) -> [n, a, M]: tile t's product is MatMulNBits(Y[t]^T, W[t])."""
+    n, a, b = w.shape
+    block = lowbit.block_size_for(b)
+    packed = lowbit.ternary_blocks(w, block)  # [n, a, k_blocks, block / 4]
+    out, base = node.output[0], f"{node.name or node.output[0]}.q2"
+    scales, shape = _unit_scales(f"{name}.q2t_scales", (a,), packed.shape[2], dtype)
+    inits = [shape]
+    nodes, parts = [scales], []
+    for t in range(n):
+        tile = f"{base}.{t}"
+        inits.append(lowbit.constant(f"{name}.q2t.{t}", packed[t]))
+        inits.append(lowbit.constant(f"{tile}.index", np.array(t, np.int64)))
+        nodes += [
+            helper.make_node("Gather", [node.input[1], f"{tile}.index"], [f"{tile}.y"], name=f"{tile}.y", axis=0),  # [b, M]
+            helper.make_node("Transpose", [f"{tile}.y"], [f"{tile}.a"], name=f"{tile}.a", perm=[1, 0]),  # [M, b]
+            lowbit.matmul_nbits(f"{tile}.a", f"{tile}.mm", name=tile, packed=f"{name}.q2t.{t}", scales=scales.output[0], k=b, n=a, bits=2, block_size=block),  # [M, a]
+            helper.make_node("Transpose", [f"{tile}.mm"], [f"{tile}.t"], name=f"{tile}.t", perm=[1, 0]),  # [a, M]
+            helper.make_node("Unsqueeze", [f"{tile}.t", f"{base}.axis0"], [f"{tile}.u"], name=f"{tile}.u"),  # [1, a, M]
+        ]
+        parts.append(f"{tile}.u")
+    inits.append(lowbit.constant(f"{base}.axis0", np.array([0], np.int64)))
+    nodes.append(helper.make_node("Concat", parts, [out], name=f"{base}.concat", axis=0))
+    return nodes, inits
+
+
+def _gather(node, name: str, w: np.ndarray, dtype: int):
+    """Gather(W [n, ..., b], i) -> GatherBlockQuantized of the same codes, quantized along the last axis."""
+    b = w.shape[-1]
+    block = lowbit.block_size_for(b)
+    packed = lowbit.ternary_blocks(w, block)  # [n, ..., k_blocks, block / 4]
+    blocks = packed.shape[-2]
+    data = packed.reshape(*w.shape[:-1], -1)  # [n, ..., k_blocks * block / 4]
+    scales, shape = _unit_scales(f"{name}.q2g_scales", w.shape[:-1], blocks, dtype)
+    inits = [lowbit.constant(f"{name}.q2g", data), shape]
+    out, base = node.output[0], f"{node.name or node.output[0]}.q2"
+    padded = blocks * block != b
+    nodes = [scales, lowbit.gather_block_quantized(inits[0].name, node.input[1], f"{base}.full" if padded else out, name=base, scales=scales.output[0],
+                                           zero_points=None, bits=2, block_size=block, quantize_axis=w.ndim - 1)]
+    if padded:  # codes were padded to whole blocks: keep the first b of the last axis
+        inits += [lowbit.constant(f"{base}.start", np.array([0], np.int64)), lowbit.constant(f"{base}.end", np.array([b], np.int64)),
+                  lowbit.constant(f"{base}.axes", np.array([-1], np.int64))]
+        nodes.append(helper.make_node("Slice", [f"{base}.full", f"{base}.start", f"{base}.end", f"{base}.axes"], [out], name=f"{base}.slice"))
+    return nodes, inits
+
+
+_LOWER = {"matmul_shared": _matmul_shared, "matmul_per_tile": _matmul_per_tile, "gather": _gather}

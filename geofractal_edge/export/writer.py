@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from safetensors.numpy import save
 
 from geofractal_edge.artifacts import GoldenCase, Key, atomic, write_key
 from geofractal_edge.artifacts.golden import write_case
@@ -26,13 +25,9 @@ from geofractal_edge.targets import TargetProfile
 MODEL_FILE = "model.onnx"
 
 
-def write_files(staging: Path, exportable: Exportable, model: onnx.ModelProto, *, profile: TargetProfile, config: QuantConfig,
-                ternary: tuple[dict[str, np.ndarray], dict] | None = None) -> dict:
+def write_files(staging: Path, exportable: Exportable, model: onnx.ModelProto, *, profile: TargetProfile, config: QuantConfig) -> dict:
     staging = Path(staging)
-    (staging / MODEL_FILE).write_bytes(model.SerializeToString())
-    if ternary is not None:
-        packed, section = ternary
-        atomic.write_bytes(staging / section["file"], save(packed, metadata={"format": "gfedge-ternary/1"}))
+    (staging / MODEL_FILE).write_bytes(model.SerializeToString())  # self-contained: every weight is inside it
     key_names = _write_keys(staging / "keys", exportable)
     golden = _write_golden(staging / "golden", exportable)
     spec = exportable.spec
@@ -45,6 +40,7 @@ def write_files(staging: Path, exportable: Exportable, model: onnx.ModelProto, *
         "target": profile.to_dict(),
         "precision": config.precision,
         "quantization": config.to_dict(),
+        "weight_dialect": profile.weight_dialect,
         "opset": max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
         "toolchain": versions(),
         "graph": {
@@ -58,7 +54,7 @@ def write_files(staging: Path, exportable: Exportable, model: onnx.ModelProto, *
         "task": {"metric": spec.task_metric, **exportable.task},
         "family_info": exportable.info,
         "tolerance_overrides": spec.tolerance_overrides,
-        "ternary": None if ternary is None else ternary[1],
+        "ternary": None,  # format 1 kept TriX codes in a file of their own; they are in model.onnx now
         "tensorrt": builder_settings(profile, spec, precision=config.precision),
         "parity": None,
     }

@@ -10,6 +10,11 @@ from geofractal_edge.targets.precisions import PRECISIONS
 
 MIB = 1 << 20
 GIB = 1 << 30
+# How low-bit weights are written into the graph, chosen per target (see export/lowbit.py):
+# "ort": onnxruntime's own packed operators (com.microsoft MatMulNBits / GatherBlockQuantized), so
+#        4-bit and 2-bit weights stay packed in the session; "qdq": standard blocked DequantizeLinear,
+#        the form TensorRT builds from (and any ONNX runtime reads).
+WEIGHT_DIALECTS = ("ort", "qdq")
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,8 @@ class TargetProfile:
     builder_optimization_level: int = 3
     # Routed (TriX) export: compute every tile and select up to this many tiles, gather by route above.
     compute_all_max_tiles: int = 8
+    # One of WEIGHT_DIALECTS; "qdq" (what every bundle held before dialects existed) when absent.
+    weight_dialect: str = "qdq"
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)  # onnxruntime session settings
     sources: tuple[str, ...] = field(default=(), compare=False)
 
@@ -129,6 +136,8 @@ def _validate(p: TargetProfile) -> None:
         raise GfedgeError(f"target {p.name}: DLA cores without DLA precisions", "set dla_precisions")
     if p.tensorrt_version is not None and (p.sm is None or p.workspace_mib is None):
         raise GfedgeError(f"target {p.name}: TensorRT needs sm and workspace_mib", "add them to the profile")
+    if p.weight_dialect not in WEIGHT_DIALECTS:
+        raise GfedgeError(f"target {p.name}: weight_dialect {p.weight_dialect!r} is unknown", f"use one of {', '.join(WEIGHT_DIALECTS)}")
     if not p.ort_providers:
         raise GfedgeError(f"target {p.name}: no onnxruntime providers", "list at least CPUExecutionProvider")
     if not isinstance(p.runtime, RuntimeSettings):

@@ -1,4 +1,5 @@
-"""TriX bundles: 2-bit tiles, exact routes at fp32, routing-aware verify, INT4 form, tampering."""
+"""TriX bundles: 2-bit tiles run by onnxruntime's 2-bit kernels, exact routes at fp32, routing-aware verify,
+the INT4 form for TensorRT, tampering."""
 
 import hashlib
 import json
@@ -8,11 +9,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from safetensors.numpy import load, save
+import torch
 
 from geofractal_edge.artifacts import open_bundle
 from geofractal_edge.errors import BundleError
-from geofractal_edge.export.ternary_int4 import ternary_to_int4_dq
 from geofractal_edge.parity import verify_bundle
 from tests.conftest import gfedge
 
@@ -32,42 +32,59 @@ def test_verify_json_reports_route_agreement(trix_bundle_factory):
     assert metrics["route_agreement"]["by_output"]["routes"]["decisions"] > 0
 
 
-def test_ternary_weights_take_at_most_a_fifteenth_of_fp32(trix_bundle_factory):
-    manifest = open_bundle(trix_bundle_factory("fp32")).manifest.to_dict()
-    fp32 = sum(t["fp32_bytes"] for t in manifest["ternary"]["tensors"].values())
-    stored = manifest["files"][manifest["ternary"]["file"]]["bytes"]
-    assert stored * 15 <= fp32, (stored, fp32)
-    graph = onnx.load(str(trix_bundle_factory("fp32") / "model.onnx"), load_external_data=False)
-    external = [i for i in graph.graph.initializer if i.data_location == onnx.TensorProto.EXTERNAL]
-    assert {i.name for i in external} == set(manifest["ternary"]["tensors"])  # the codes are not also in the graph
+TILE_OPS = {"compute_all_select": "MatMulNBits", "gather_by_route": "GatherBlockQuantized"}
 
 
-def test_int4_dequantize_gives_exactly_the_torch_ternary_weights(trix_bundle_factory, trix_checkpoint):
+@pytest.mark.parametrize("lowering", ["compute_all_select", "gather_by_route"])
+def test_tiles_are_2_bit_inside_the_graph_in_the_operators_that_run_them(trix_bundle_factory, trix_checkpoint, lowering):
+    """host-cpu: the packed codes on disk are what onnxruntime's 2-bit kernels read (no unpacking at load)."""
     from geofractal_edge.models.trix.checkpoint import load_checkpoint
 
-    bundle = open_bundle(trix_bundle_factory("fp32"))
-    model = onnx.load(str(bundle.model_path), load_external_data=False)
-    codes = bundle.ternary_codes()
-    pairs = tuple((c, c[: -len("_q")] + "_scale") for c in codes)
-    int4 = ternary_to_int4_dq(model, codes, pairs)
+    bundle = open_bundle(trix_bundle_factory("fp32", lowering))
+    assert bundle.manifest.weight_dialect == "ort" and bundle.manifest.ternary is None
+    graph = onnx.load(str(bundle.model_path))
+    assert not [i.name for i in graph.graph.initializer if i.data_location == onnx.TensorProto.EXTERNAL]
+    inits = {i.name: i for i in graph.graph.initializer}
+    assert not [n for n in inits if n.endswith("_q")], "no float copy of a tile"
+    tiles = [n for n in graph.graph.node if n.op_type == TILE_OPS[lowering] and "_q" in n.input[1 if lowering == "compute_all_select" else 0]]
+    assert tiles and all(onnx.helper.get_attribute_value(a) == 2 for n in tiles for a in n.attribute if a.name == "bits")
+    packed = {n.input[1 if lowering == "compute_all_select" else 0] for n in tiles}
+    stored = sum(len(inits[name].raw_data) for name in packed)
+    assert all(inits[name].data_type == onnx.TensorProto.UINT8 for name in packed)
+    fp32 = sum(4 * sum(t.numel() for t in (ffn.tile_weights()[0], ffn.tile_weights()[2])) for ffn in load_checkpoint(trix_checkpoint).trix_ffns())
+    assert stored * 15 <= fp32, (stored, fp32)  # 2 bits a weight; scales are made in the graph (all ones)
+
+
+def test_int4_dequantize_for_tensorrt_gives_exactly_the_torch_ternary_weights(trix_checkpoint):
+    """"qdq" targets: each tile is INT4 DequantizeLinear whose output is exactly the torch weight (codes x tile scale)."""
+    from geofractal_edge.export.ternary import lower_ternary
+    from geofractal_edge.export.trace import trace
+    from geofractal_edge.models.trix.checkpoint import load_checkpoint
+    from geofractal_edge.models.trix.family import exportable_from_model
+
+    lm = load_checkpoint(trix_checkpoint)
+    exportable = exportable_from_model(lm, name="t", source={}, lowering="gather_by_route")
+    int4 = lower_ternary(trace(exportable), exportable.spec, dialect="qdq")
     dq = [n for n in int4.graph.node if n.op_type == "DequantizeLinear"]
+    codes = [c for c, _ in exportable.spec.ternary]
     assert len(dq) == len(codes) and all(onnx.helper.get_attribute_value(a) == 32 for n in dq for a in n.attribute if a.name == "block_size")
     assert all(next(i for i in int4.graph.initializer if i.name == n.input[0]).data_type == onnx.TensorProto.INT4 for n in dq)
+    assert not any(n.domain for n in int4.graph.node)
     int4.graph.output.extend(onnx.helper.make_tensor_value_info(c, onnx.TensorProto.FLOAT, None) for c in codes)
     session = ort.InferenceSession(int4.SerializeToString(), providers=["CPUExecutionProvider"])
-    case = bundle.golden_cases()[0]
+    case = exportable.cases[0]
     outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, case.inputs)))
-    lm = load_checkpoint(trix_checkpoint)
     for i, ffn in enumerate(lm.trix_ffns()):
         up_q, up_scale, down_q, down_scale = (t.detach().float().numpy() for t in ffn.tile_weights())
         np.testing.assert_array_equal(outputs[f"blocks.{i}.ffn.up_q"], up_q * up_scale[:, None, None])
         np.testing.assert_array_equal(outputs[f"blocks.{i}.ffn.down_q"], down_q * down_scale[:, None, None])
-    np.testing.assert_array_equal(outputs["routes"], case.outputs["routes"])  # the INT4 graph routes as torch did
+    with torch.no_grad():
+        _, routes, _ = exportable.module(torch.from_numpy(case.inputs["tokens"]))
+    np.testing.assert_array_equal(outputs["routes"], routes.numpy())  # the INT4 graph routes as torch does
 
 
-def _reseal(bundle):
+def _reseal(bundle, rel):
     data = json.loads((bundle / "manifest.json").read_text())
-    rel = data["ternary"]["file"]
     data["files"][rel] = {"sha256": hashlib.sha256((bundle / rel).read_bytes()).hexdigest(), "bytes": (bundle / rel).stat().st_size}
     text = json.dumps(data, indent=2) + "\n"
     (bundle / "manifest.json").write_text(text)
@@ -77,29 +94,21 @@ def _reseal(bundle):
 def test_tampered_packed_weights_are_caught(trix_bundle_factory, tmp_path):
     bundle = tmp_path / "b"
     shutil.copytree(trix_bundle_factory("fp32"), bundle)
-    path = bundle / "weights/ternary.safetensors"
-    packed = load(path.read_bytes())
-    name = sorted(packed)[0]
-    # 1. any changed byte: the hash in the manifest no longer matches
+    path = bundle / "model.onnx"
+    graph = onnx.load(str(path))
+    tile = next(i for i in graph.graph.initializer if i.name.endswith("_q.q2g"))
     original = path.read_bytes()
+    # 1. any changed byte: the hash in the manifest no longer matches
     damaged = bytearray(original)
-    damaged[-1] ^= 0x40
+    damaged[original.index(tile.raw_data)] ^= 0x40
     path.write_bytes(bytes(damaged))
     with pytest.raises(BundleError, match="sha256"):
         open_bundle(bundle)
-    # 2. re-hashed by the tamperer, with a code that cannot occur: refused on unpack
-    bad = dict(packed)
-    bad[name] = packed[name].copy()
-    bad[name][0] = 0xFF
-    path.write_bytes(save(bad))
-    _reseal(bundle)
-    with pytest.raises(BundleError, match="invalid 2-bit code"):
-        verify_bundle(bundle)
-    # 3. re-hashed, with valid but different codes: the bundle loads, and parity fails
-    flipped = dict(packed)
-    flipped[name] = packed[name] ^ np.uint8(0b01010101) & ~((packed[name] >> 1) & np.uint8(0b01010101))
-    path.write_bytes(save(flipped))
-    _reseal(bundle)
+    # 2. re-hashed by the tamperer, with valid but different codes (-1 <-> +1, codes 1 <-> 3): the bundle loads, and parity fails
+    codes = np.frombuffer(tile.raw_data, np.uint8)
+    tile.raw_data = (codes ^ ((codes & np.uint8(0b01010101)) << np.uint8(1))).tobytes()
+    path.write_bytes(graph.SerializeToString())
+    _reseal(bundle, "model.onnx")
     assert not verify_bundle(bundle).passed
     assert gfedge("verify", bundle).returncode == 1
 

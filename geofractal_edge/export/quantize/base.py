@@ -32,10 +32,12 @@ from geofractal_edge.targets.precisions import PRECISIONS
 
 @dataclass(frozen=True)
 class QuantContext:
-    """What a transform may read besides the float model: the spec and calibration inputs."""
+    """What a transform may read besides the float model: the spec, calibration inputs, and the
+    target's weight dialect (`TargetProfile.weight_dialect`: "ort" or "qdq", see export/lowbit.py)."""
 
     spec: ExportSpec
     calibration: tuple[Mapping[str, np.ndarray], ...] = ()
+    dialect: str = "qdq"
 
 
 @dataclass(frozen=True)

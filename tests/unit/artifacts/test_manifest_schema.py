@@ -80,11 +80,32 @@ def test_the_written_manifest_round_trips_through_the_schema(bundle_copy):
 
 
 def test_newer_format_says_upgrade_and_older_is_refused(bundle_copy):
-    _rewrite(bundle_copy, lambda d: d.update(format_version=2))
+    from geofractal_edge.artifacts.manifest import FORMAT_VERSION
+
+    _rewrite(bundle_copy, lambda d: d.update(format_version=FORMAT_VERSION + 1))
     with pytest.raises(BundleError, match="newer than this runtime reads.*upgrade geofractal_edge"):
         open_bundle(bundle_copy)
     _rewrite(bundle_copy, lambda d: d.update(format_version=0))
     with pytest.raises(BundleError, match="older than this runtime reads"):
+        open_bundle(bundle_copy)
+
+
+def test_a_format_1_manifest_is_read_as_the_qdq_dialect(bundle_copy):
+    """Format 1 had no weight_dialect (in the manifest or its target): its low-bit weights were all DequantizeLinear."""
+
+    def as_format_1(d):
+        d["format_version"] = 1
+        del d["weight_dialect"], d["target"]["weight_dialect"]
+
+    _rewrite(bundle_copy, as_format_1)
+    manifest = open_bundle(bundle_copy).manifest
+    assert manifest.format_version == 2 and manifest.weight_dialect == "qdq" == manifest.target.weight_dialect
+    def disagreeing(d):  # a format-2 manifest must agree with its target
+        d.update(format_version=2, weight_dialect="qdq")
+        d["target"]["weight_dialect"] = "ort"
+
+    _rewrite(bundle_copy, disagreeing)
+    with pytest.raises(BundleError, match="weight_dialect.*host-cpu takes 'ort'"):
         open_bundle(bundle_copy)
 
 

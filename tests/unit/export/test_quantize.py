@@ -25,8 +25,8 @@ def test_shared_block_weights_are_stored_once(bundle_factory, tiny_checkpoint):
     assert library.config.T >= 2
 
 
-def test_int4_is_blocked_dequantize_linear_with_zero_point_zero(bundle_factory):
-    model = graph(bundle_factory("int4"))
+def test_int4_for_tensorrt_is_blocked_dequantize_linear_with_zero_point_zero(bundle_factory):
+    model = graph(bundle_factory("int4", "jetson-orin-nano"))  # a "qdq" target
     assert model.opset_import[0].version >= 21
     dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
     assert dq and not any(n.domain for n in model.graph.node), "only standard ops, no MatMulNBits"
@@ -36,6 +36,36 @@ def test_int4_is_blocked_dequantize_linear_with_zero_point_zero(bundle_factory):
         assert attrs["block_size"] == default_config("int4").block_size
         assert inits[node.input[0]].data_type == onnx.TensorProto.INT4
         assert len(node.input) < 3 or not np.any(numpy_helper.to_array(inits[node.input[2]]))
+    assert not [i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT and np.prod(i.dims) >= 16 * 16]
+
+
+def _matmul_nbits(model):
+    return [n for n in model.graph.node if n.op_type == "MatMulNBits"]
+
+
+def test_int4_for_onnxruntime_is_matmul_nbits_and_stays_4_bit_in_the_session(bundle_factory, tmp_path):
+    """host-cpu ("ort" dialect): MatMulNBits, and onnxruntime's optimizer must not fold the weights back to float."""
+    import onnxruntime as ort
+
+    bundle = bundle_factory("int4")
+    model = graph(bundle)
+    nodes = _matmul_nbits(model)
+    assert nodes and not [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    for node in nodes:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        assert (attrs["bits"], attrs["block_size"]) == (4, default_config("int4").block_size)
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(bundle / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    optimized = onnx.load(options.optimized_model_filepath)
+    inits = {i.name: i for i in optimized.graph.initializer}
+    kept = _matmul_nbits(optimized)
+    assert len(kept) == len(nodes)
+    smallest = min(next(a.i for a in n.attribute if a.name == "K") * next(a.i for a in n.attribute if a.name == "N") for n in kept)
+    assert all(inits[n.input[1]].data_type == onnx.TensorProto.UINT8 for n in kept)
+    floats = [(i.name, list(i.dims)) for i in optimized.graph.initializer
+              if i.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16) and np.prod(i.dims) >= smallest]
+    assert not floats, f"a weight was folded back to float: {floats}"
 
 
 def test_int4_leaves_keep_float_weights_in_float(bundle_factory):
@@ -105,7 +135,9 @@ def test_manifest_records_quantization_config(bundle_factory):
     from geofractal_edge.artifacts import open_bundle
 
     manifest = open_bundle(bundle_factory("int4")).manifest.to_dict()
-    assert manifest["quantization"] == {"scheme": "Int4Config", "precision": "int4", "version": 1, "block_size": 16, "symmetric": True, "format": "qdq"}
+    assert manifest["quantization"] == {"scheme": "Int4Config", "precision": "int4", "version": 2, "block_size": 16, "symmetric": True,
+                                        "scale_dtype": "float16"}
+    assert manifest["weight_dialect"] == manifest["target"]["weight_dialect"] == "ort"
 
 
 # ---- the registry: one default scheme per precision, dispatch on the config's type -------------

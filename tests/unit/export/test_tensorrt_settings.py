@@ -168,23 +168,15 @@ def test_tensorrt_session_without_tensorrt_names_jetpack(trt_bundle):
     assert "JetPack" in err.value.fix
 
 
-def test_packed_ternary_weights_are_filled_back_for_the_parser(trix_bundle_factory):
-    """TensorRT's parser reads one self-contained graph: the 2-bit codes go back in as initializers."""
-    import onnx
-
-    from geofractal_edge.backends.tensorrt.loader import standalone_onnx
+def test_trix_graph_is_self_contained_for_the_parser(trix_bundle_factory):
+    """TensorRT's parser and Triton read one self-contained graph: a TriX bundle's model.onnx already is one
+    (format 2 keeps the 2-bit tiles inside it; only format-1 bundles have codes to fill back in)."""
     from geofractal_edge.backends.tensorrt.compat import external_sha256
+    from geofractal_edge.backends.tensorrt.loader import standalone_onnx
 
     bundle = open_bundle(trix_bundle_factory("fp32"))
-    section = bundle.manifest.to_dict()["ternary"]
-    assert external_sha256(bundle.manifest) == bundle.manifest.files[section["file"]].sha256
-    model = onnx.load_from_string(standalone_onnx(bundle))
-    inits = {i.name: i for i in model.graph.initializer}
-    codes = bundle.ternary_codes()
-    assert codes and set(codes) <= set(inits)
-    for name, values in codes.items():
-        assert inits[name].data_location != onnx.TensorProto.EXTERNAL
-        assert (onnx.numpy_helper.to_array(inits[name]) == values).all()
+    assert bundle.manifest.ternary is None and external_sha256(bundle.manifest) == ""
+    assert standalone_onnx(bundle) == bundle.model_path.read_bytes()
 
 
 def test_host_bundle_has_no_tensorrt_settings(bundle_factory):

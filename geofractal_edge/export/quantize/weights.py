@@ -1,0 +1,266 @@
+"""The weights onnxruntime's quantizers leave in float, found by how the graph reads them, and their low-bit forms.
+
+`quantize_static` and `MatMulNBitsQuantizer` quantize 2-D MatMul/Gemm weights. What they leave:
+
+* tables: rank-2 float initializers read only as a Gather's data (embeddings, position tables);
+* stacked: rank-3 [T, K, N] weights read only as a batched MatMul's right operand (a collective's
+  routers, one slice per tower);
+* leftovers: any other float initializer of rank >= 2 (conv filters, a sliced position table).
+
+Nodes in `skip` (readers of the spec's unquantized tensors) and the fp32 feature stage keep theirs.
+The rewrites use onnxruntime's own block quantizer (`DefaultWeightOnlyQuantizer`) for every int4 code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from geofractal_edge.export import lowbit
+from geofractal_edge.export.passes import drop_unused_initializers
+
+FLOATS = (TensorProto.FLOAT, TensorProto.FLOAT16)
+_QUANTIZED_READERS = {"DequantizeLinear", "QuantizeLinear", "MatMulNBits", "GatherBlockQuantized"}
+MIN_ELEMENTS = 128  # smaller tensors would carry as many scale bytes as they save
+
+
+def readers(model: onnx.ModelProto) -> dict[str, list[tuple[onnx.NodeProto, int]]]:
+    """tensor name -> [(node, input index)] of every node that reads it."""
+    out: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            out.setdefault(name, []).append((node, i))
+    return out
+
+
+def find(model: onnx.ModelProto, skip: set[str]) -> dict[str, list[str]]:
+    """Float weights by kind: {"tables": [...], "stacked": [...], "leftovers": [...]}, each in graph order."""
+    reads = readers(model)
+    found: dict[str, list[str]] = {"tables": [], "stacked": [], "leftovers": []}
+    for init in model.graph.initializer:
+        uses = reads.get(init.name, [])
+        if init.data_type not in FLOATS or len(init.dims) < 2 or int(np.prod(init.dims)) < MIN_ELEMENTS or not uses:
+            continue
+        if any(node.name in skip or node.op_type in _QUANTIZED_READERS for node, _ in uses):
+            continue
+        if len(init.dims) == 2 and all(n.op_type == "Gather" and i == 0 and _axis(n) == 0 for n, i in uses):
+            found["tables"].append(init.name)
+        elif len(init.dims) == 3 and init.dims[0] > 1 and all(n.op_type == "MatMul" and i == 1 for n, i in uses):
+            found["stacked"].append(init.name)
+        else:
+            found["leftovers"].append(init.name)
+    return found
+
+
+def _axis(node: onnx.NodeProto) -> int:
+    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), 0)
+
+
+class Rewriter:
+    """Collects new initializers and the nodes that replace (or precede) existing ones, then applies them."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.model = model
+        self.inits = {i.name: i for i in model.graph.initializer}
+        self.before: dict[int, list[onnx.NodeProto]] = {}  # id(node) -> nodes to put before it
+        self.replace: dict[int, list[onnx.NodeProto]] = {}  # id(node) -> nodes instead of it
+        self.new_inits: list[TensorProto] = []
+
+    def array(self, name: str) -> np.ndarray:
+        return numpy_helper.to_array(self.inits[name])
+
+    def add(self, *tensors: TensorProto) -> None:
+        self.new_inits.extend(tensors)
+
+    def apply(self) -> onnx.ModelProto:
+        graph = self.model.graph
+        nodes = []
+        for node in graph.node:
+            nodes.extend(self.before.get(id(node), []))
+            nodes.extend(self.replace.get(id(node), [node]))
+        del graph.node[:]
+        graph.node.extend(nodes)
+        graph.initializer.extend(self.new_inits)
+        drop_unused_initializers(self.model)
+        return self.model
+
+
+def rewrite(model: onnx.ModelProto, names: list[str], each: Callable[[Rewriter, str, list], None]) -> onnx.ModelProto:
+    """Call `each(rewriter, name, uses)` for every named weight, then apply what it collected."""
+    if not names:
+        return model
+    rw = Rewriter(model)
+    reads = readers(model)
+    for name in names:
+        each(rw, name, reads[name])
+    return rw.apply()
+
+
+def int4_blocks(w: np.ndarray, *, axis: int, block_size: int, symmetric: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """onnxruntime's blocked int4 quantization along `axis`: (two-per-byte packed codes, scales with that axis in
+    blocks, packed zero points or None when symmetric). Symmetric codes are INT4, asymmetric UINT4."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantizer
+
+    packed, scales, zero_points = DefaultWeightOnlyQuantizer.quantize_ndarray(w.astype(np.float32), axis, block_size, symmetric)
+    return packed, scales.astype(w.dtype), zero_points
+
+
+def nbits_matrix(w: np.ndarray, *, block_size: int, symmetric: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """W [K, N] -> MatMulNBits' (packed [N, k_blocks, block_size / 2], scales [N, k_blocks], zero points or None),
+    onnxruntime's packing."""
+    from onnxruntime.quantization import QuantFormat
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, DefaultWeightOnlyQuantizer
+
+    config = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=symmetric, quant_format=QuantFormat.QOperator, bits=4)
+    packed, scales, zero_points = DefaultWeightOnlyQuantizer(config).qbits_block_quant(w.astype(np.float32))
+    return packed, scales.astype(w.dtype), None if symmetric else zero_points
+
+
+# ---- int4, qdq dialect: blocked DequantizeLinear feeding the original reader ----------------------
+
+
+def int4_dq(rw: Rewriter, name: str, uses: list, *, block_size: int, symmetric: bool, stacked: bool = False) -> None:
+    """W [d0, ...] -> Reshape(DQ(INT4 [d0, rest] blocked along rest)) in place of W (tables, leftovers); a
+    `stacked` [T, K, N] weight is blocked along K, per tower, as it is (a matmul's input axis)."""
+    w = rw.array(name)
+    axis = 1
+    flat = w if stacked else w.reshape(w.shape[0], -1)  # [T, K, N] or [d0, rest]
+    packed, scales, zero_points = int4_blocks(flat, axis=axis, block_size=block_size, symmetric=symmetric)
+    kind = TensorProto.INT4 if symmetric else TensorProto.UINT4
+    rw.add(lowbit.int4_tensor(f"{name}.int4", packed, flat.shape, kind=kind), lowbit.constant(f"{name}.int4_scales", scales))
+    inputs = [f"{name}.int4", f"{name}.int4_scales"]
+    if zero_points is not None:
+        rw.add(lowbit.int4_tensor(f"{name}.int4_zero_points", zero_points, scales.shape, kind=kind))
+        inputs.append(f"{name}.int4_zero_points")
+    dq_out = f"{name}.dq" if flat.shape != w.shape else name + ".w"
+    made = [helper.make_node("DequantizeLinear", inputs, [dq_out], name=f"{name}.dequantize", axis=axis, block_size=block_size)]
+    if flat.shape != w.shape:
+        rw.add(lowbit.constant(f"{name}.shape", np.array(w.shape, np.int64)))
+        made.append(helper.make_node("Reshape", [dq_out, f"{name}.shape"], [name + ".w"], name=f"{name}.reshape"))
+    _feed(rw, uses, name, name + ".w", made)
+
+
+def _feed(rw: Rewriter, uses: list, old: str, new: str, made: list[onnx.NodeProto]) -> None:
+    """Put `made` before the first reader and point every reader at `new` instead of `old`."""
+    first = uses[0][0]
+    rw.before.setdefault(id(first), []).extend(made)
+    for node, i in uses:
+        node.input[i] = new
+
+
+# ---- int4, ort dialect: packed operators -----------------------------------------------------------
+
+
+def int4_per_tower(rw: Rewriter, name: str, uses: list, *, block_size: int, symmetric: bool) -> None:
+    """MatMul(X [T, .., K], W [T, K, N]) -> Concat over t of MatMulNBits(X[t], W[t]): each tower's weight stays 4-bit.
+
+    MatMulNBits takes one 2-D weight, so the towers are separate nodes (the graph grows with T here).
+    """
+    w = rw.array(name)
+    towers, k, n = w.shape
+    for t in range(towers):
+        packed, scales, zero_points = nbits_matrix(w[t], block_size=block_size, symmetric=symmetric)  # [N, k_blocks, block / 2], [N, k_blocks]
+        rw.add(lowbit.constant(f"{name}.q4.{t}", packed), lowbit.constant(f"{name}.q4.{t}_scales", scales))
+        if zero_points is not None:
+            rw.add(lowbit.constant(f"{name}.q4.{t}_zero_points", zero_points))
+    for node, _ in uses:
+        base = f"{node.name or node.output[0]}.q4"
+        parts, made = [], []
+        for t in range(towers):
+            rw.add(lowbit.constant(f"{base}.{t}.index", np.array(t, np.int64)))
+            made += [
+                helper.make_node("Gather", [node.input[0], f"{base}.{t}.index"], [f"{base}.{t}.x"], name=f"{base}.{t}.x", axis=0),  # [.., K]
+                lowbit.matmul_nbits(f"{base}.{t}.x", f"{base}.{t}.y", name=f"{base}.{t}", packed=f"{name}.q4.{t}",
+                                    scales=f"{name}.q4.{t}_scales", k=k, n=n, bits=4, block_size=block_size,
+                                    zero_points=None if symmetric else f"{name}.q4.{t}_zero_points"),  # [.., N]
+                helper.make_node("Unsqueeze", [f"{base}.{t}.y", f"{base}.axis0"], [f"{base}.{t}.u"], name=f"{base}.{t}.u"),
+            ]
+            parts.append(f"{base}.{t}.u")
+        rw.add(lowbit.constant(f"{base}.axis0", np.array([0], np.int64)))
+        made.append(helper.make_node("Concat", parts, [node.output[0]], name=f"{base}.concat", axis=0))  # [T, .., N]
+        rw.replace[id(node)] = made
+
+
+# ---- int8, both dialects: standard operators ---------------------------------------------------------
+
+
+def int8_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per row of [rows, ...]: (codes, scales [rows])."""
+    flat = w.reshape(w.shape[0], -1).astype(np.float32)
+    scale = np.abs(flat).max(axis=1) / 127.0
+    scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
+    return np.clip(np.round(flat / scale[:, None]), -127, 127).astype(np.int8).reshape(w.shape), scale
+
+
+def int8_table(rw: Rewriter, name: str, uses: list) -> None:
+    """Gather(T [V, D], i) -> Cast(Gather(Q [V, D] int8, i)) * Gather(scale [V, 1], i): rows stay int8 until read."""
+    w = rw.array(name)
+    codes, scale = int8_rows(w)
+    rw.add(lowbit.constant(f"{name}.int8", codes), lowbit.constant(f"{name}.int8_scale", scale.astype(w.dtype)[:, None]))
+    to = helper.np_dtype_to_tensor_dtype(w.dtype)
+    for node, _ in uses:
+        base, out = node.name or node.output[0], node.output[0]
+        rw.replace[id(node)] = [
+            helper.make_node("Gather", [f"{name}.int8", node.input[1]], [f"{base}.q"], name=f"{base}.q", axis=0),
+            helper.make_node("Gather", [f"{name}.int8_scale", node.input[1]], [f"{base}.s"], name=f"{base}.s", axis=0),
+            helper.make_node("Cast", [f"{base}.q"], [f"{base}.f"], name=f"{base}.f", to=to),
+            helper.make_node("Mul", [f"{base}.f", f"{base}.s"], [out], name=f"{base}.scale"),
+        ]
+
+
+def int8_dq(rw: Rewriter, name: str, uses: list) -> None:
+    """W -> DequantizeLinear(int8 W, scale per slice of axis 0) in place of W: leftovers at int8."""
+    w = rw.array(name)
+    codes, scale = int8_rows(w)
+    rw.add(lowbit.constant(f"{name}.int8", codes), lowbit.constant(f"{name}.int8_scale", scale.astype(w.dtype)))
+    _feed(rw, uses, name, name + ".w", [helper.make_node("DequantizeLinear", [f"{name}.int8", f"{name}.int8_scale"], [name + ".w"],
+                                                         name=f"{name}.dequantize", axis=0)])
+
+
+# ---- scales stored in float16 --------------------------------------------------------------------------
+
+
+def store_scales(model: onnx.ModelProto, dtype: str) -> onnx.ModelProto:
+    """Store the int4 operators' float32 scales as `dtype` (float16 halves their bytes) and cast them back in the graph.
+
+    MatMulNBits and GatherBlockQuantized take scales in the activations' type, so the float16 scales
+    go through a Cast (onnxruntime folds it when the session loads); a DequantizeLinear takes them
+    as they are and its float16 output is cast to float32. A tensor whose scales float16 cannot hold
+    (outside its normal range) keeps float32.
+    """
+    if dtype == "float32":
+        return model
+    inits = {i.name: i for i in model.graph.initializer}
+    nodes = []
+    for node in model.graph.node:
+        index = 1 if node.op_type == "DequantizeLinear" else 2 if node.op_type in ("MatMulNBits", "GatherBlockQuantized") else None
+        scale = inits.get(node.input[index]) if index is not None and len(node.input) > index else None
+        if scale is None or scale.data_type != TensorProto.FLOAT or (node.op_type == "DequantizeLinear" and inits[node.input[0]].data_type not in (TensorProto.INT4, TensorProto.UINT4)):
+            nodes.append(node)
+            continue
+        array = numpy_helper.to_array(scale)
+        tiny = np.abs(array)[array != 0]
+        if tiny.size and (tiny.min() < np.finfo(np.float16).tiny or tiny.max() > np.finfo(np.float16).max):
+            nodes.append(node)
+            continue
+        half = f"{scale.name}.f16"
+        if half not in inits:
+            inits[half] = numpy_helper.from_array(array.astype(np.float16), half)
+            model.graph.initializer.append(inits[half])
+        if node.op_type == "DequantizeLinear":
+            out = node.output[0]
+            node.input[1], node.output[0] = half, f"{out}.f16"
+            nodes += [node, helper.make_node("Cast", [f"{out}.f16"], [out], name=f"{node.name or out}.cast", to=TensorProto.FLOAT)]
+        else:
+            cast = f"{scale.name}.f32"
+            if not any(n.output[:1] == [cast] for n in nodes):
+                nodes.append(helper.make_node("Cast", [half], [cast], name=f"{scale.name}.cast", to=TensorProto.FLOAT))
+            node.input[2] = cast
+            nodes.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    drop_unused_initializers(model)
+    return model
