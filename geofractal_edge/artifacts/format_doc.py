@@ -36,6 +36,12 @@ FIELDS = {
     "Manifest.ternary": "format 1 only (never written since format 2, where the tiles are inside `model.onnx`): ternary weights stored 2-bit packed outside it",
     "Manifest.tensorrt": "TensorRT builder settings (TensorRT targets only)",
     "Manifest.parity": "the parity report measured at export",
+    "Manifest.tokenizer": "encoders: the tokenizer that turns text into the graph's token inputs, torch-free",
+    "TokenizerInfo.file": "the `tokenizers` library's JSON, relative to the bundle",
+    "TokenizerInfo.kind": "always `tokenizers-json`",
+    "TokenizerInfo.max_length": "texts are truncated to this many tokens",
+    "TokenizerInfo.pad_id": "id that pads shorter texts (their attention mask is 0)",
+    "TokenizerInfo.pad_token": "the padding token",
     "ModelInfo.name": "the checkpoint's model name",
     "ModelInfo.config": "the family's training config, as trained",
     "ModelInfo.core_sha256": "sha256 of the frozen core's weights: keys and chained bundles are checked against it",
@@ -120,7 +126,7 @@ FIELDS = {
 }
 
 CLASSES = (m.Manifest, m.ModelInfo, m.Graph, m.TensorDecl, m.DimRange, m.Keys, m.Golden, m.Task, m.EncoderLink,
-           m.TernaryPacks, m.TernaryTensor, m.TensorRTSettings, m.ShapeRange, m.Dla, m.EngineRecord,
+           m.TokenizerInfo, m.TernaryPacks, m.TernaryTensor, m.TensorRTSettings, m.ShapeRange, m.Dla, m.EngineRecord,
            m.ParityRecord, m.ParityCheck, m.FileEntry)
 
 HEAD = f"""# The gfedge bundle format (version {m.FORMAT_VERSION})
@@ -140,7 +146,7 @@ golden/case_NNN.safetensors   reference inputs, torch outputs and labels
 
 `model.onnx` opens in plain `onnxruntime.InferenceSession(path)` and passes
 `onnx.checker.check_model(path, full_check=True)`. In the `ort` dialect it uses onnxruntime's
-`com.microsoft` operators (onnxruntime >= 1.23 for 2-bit `MatMulNBits`); in the `qdq` dialect only
+`com.microsoft` operators (onnxruntime >= 1.31: 2-bit `MatMulNBits` and `GatherBlockQuantized`); in the `qdq` dialect only
 standard ONNX operators. A format-1 bundle could instead keep TriX codes in
 `weights/ternary.safetensors` (2 bits each, named by `ternary`), handed to onnxruntime at load.
 

@@ -167,6 +167,20 @@ class Task:
 
 
 @dataclass(frozen=True)
+class TokenizerInfo:
+    """Text -> token ids on the device, torch-free: a `tokenizers` JSON file shipped in the bundle."""
+
+    file: str
+    kind: Literal["tokenizers-json"]
+    max_length: int  # longer texts are truncated to this many tokens (the graph's `seq` maximum)
+    pad_id: int
+    pad_token: str
+
+    def __post_init__(self) -> None:
+        _check_path(self.file, "file")
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     name: str
     config: JsonObject  # the family's own config, as trained
@@ -299,6 +313,7 @@ class Manifest:
     ternary: TernaryPacks | None = None
     tensorrt: TensorRTSettings | None = None
     parity: ParityRecord | None = None
+    tokenizer: TokenizerInfo | None = None
 
     def __post_init__(self) -> None:
         for i, rel in enumerate(self.files):
@@ -322,6 +337,8 @@ class Manifest:
             named += [(f"keys.names[{i}]", self.keys.file(n)) for i, n in enumerate(self.keys.names)]
         if self.ternary is not None:
             named.append(("ternary.file", self.ternary.file))
+        if self.tokenizer is not None:
+            named.append(("tokenizer.file", self.tokenizer.file))
         for where, rel in named:
             if rel not in self.files:
                 raise invalid(where, f"names '{rel}', which the manifest's files do not list")

@@ -32,6 +32,7 @@ class Dependency:
 _EXPORT = 'pip install "geofractal-edge[export]"'
 DEPENDENCIES = {
     "onnxruntime": Dependency("onnxruntime", ("onnxruntime", "onnxruntime-gpu"), "1.18", 'pip install "geofractal-edge[runtime]" (CUDA or TensorRT providers: "geofractal-edge[gpu]")'),
+    "tokenizers": Dependency("tokenizers", ("tokenizers",), "0.15", 'pip install "geofractal-edge[runtime]"'),
     "tensorrt": Dependency(
         "TensorRT", ("tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt-libs"), "10.3",
         "on Jetson, TensorRT comes with JetPack 6.1+: sudo apt install nvidia-jetpack, then use a venv made with "

@@ -20,6 +20,7 @@ def run(
     engine: bool = typer.Option(False, "--engine", help="Run engine.plan with TensorRT (made by `gfedge build`) instead of onnxruntime."),
     encoder: Path | None = typer.Option(None, "--encoder", "-e", help="The encoder bundle a text collective names (checked by hash); inputs are then its token ids and mask."),
     length: int | None = typer.Option(None, "--length", help="Atlas recall: characters to recall (default: the length the key records)."),
+    text: list[str] = typer.Option([], "--text", "-t", help="Encoder bundles (and --encoder chains): raw text, tokenized by the bundle's own tokenizer; repeat for a batch."),
 ) -> None:
     """Check the bundle, load it, validate the inputs and run."""
     from geofractal_edge.runtimes import load
@@ -38,12 +39,17 @@ def run(
     placement = check_placement(session, strict=strict)
     if key is not None:
         session.use_key(session.keys.from_file(Path(key)) if key.endswith(".safetensors") else key)
-    if input is None:
+    if text:
+        from geofractal_edge.runtimes.tokenize import embed
+
+        outputs = embed(chain or session, list(text))
+    elif input is None:
         _recall(session, placement, length=length, as_json=as_json)
         return
-    graph = (chain.encoder if chain else session).manifest.graph
-    feeds = read_inputs(input, graph.data_inputs, graph.dim_ranges)
-    outputs = chain.run(feeds) if chain else session.run(feeds)
+    else:
+        graph = (chain.encoder if chain else session).manifest.graph
+        feeds = read_inputs(input, graph.data_inputs, graph.dim_ranges)
+        outputs = chain.run(feeds) if chain else session.run(feeds)
     if output is not None:
         write_outputs(output, outputs)
     summary = {

@@ -30,6 +30,8 @@ def write_files(staging: Path, exportable: Exportable, model: onnx.ModelProto, *
     (staging / MODEL_FILE).write_bytes(model.SerializeToString())  # self-contained: every weight is inside it
     key_names = _write_keys(staging / "keys", exportable)
     golden = _write_golden(staging / "golden", exportable)
+    for rel, data in exportable.files.items():
+        atomic.write_bytes(staging / rel, data)
     spec = exportable.spec
     return {
         "format": FORMAT,
@@ -57,6 +59,7 @@ def write_files(staging: Path, exportable: Exportable, model: onnx.ModelProto, *
         "ternary": None,  # format 1 kept TriX codes in a file of their own; they are in model.onnx now
         "tensorrt": builder_settings(profile, spec, precision=config.precision),
         "parity": None,
+        "tokenizer": exportable.tokenizer,
     }
 
 

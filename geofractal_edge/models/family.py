@@ -52,6 +52,8 @@ class Exportable:
     source: dict = field(default_factory=dict)  # checkpoint path and sha256, or "embedded default"
     info: dict = field(default_factory=dict)  # family-specific facts for `gfedge inspect` (routing, tiles)
     key_lengths: dict[str, int] = field(default_factory=dict)  # Atlas: characters of the text each key stores
+    files: dict[str, bytes] = field(default_factory=dict)  # extra bundle files by relative path (an encoder's tokenizer)
+    tokenizer: dict | None = None  # the manifest's `tokenizer` section, naming one of `files`
 
     def feeds(self, case: Case) -> dict[str, np.ndarray]:
         """The full input dict of a case: its data inputs plus the key vector, if any."""

