@@ -300,8 +300,9 @@ def test_a_request_100x_over_its_bound_while_models_load_then_after_a_restart_ev
             c = Client(server.port)
             while not stop.is_set():
                 for name in ("a-fp32", "c-int8"):
-                    loads.append(c.call(f"/v2/repository/models/{name}/unload", {})[0])
-                    loads.append(c.call(f"/v2/repository/models/{name}/load", {})[0])
+                    for action in ("unload", "load"):
+                        status, answer = c.call(f"/v2/repository/models/{name}/{action}", {})
+                        loads.append(status if status == 200 else (status, answer))
             c.close()
 
         worker = threading.Thread(target=churn)
@@ -310,7 +311,7 @@ def test_a_request_100x_over_its_bound_while_models_load_then_after_a_restart_ev
         stop.set()
         worker.join()
         assert status == 400 and f"outside the declared 1..{bound}" in answer["error"], answer
-        assert loads and set(loads) <= {200, 503}, loads  # 503: busy serving, which is allowed
+        assert loads and all(s == 200 or s[0] == 503 for s in loads), [s for s in loads if s != 200]  # 503: busy serving, allowed
         grown = server.rss_bytes() - before
         assert grown < 50 << 20, f"the server grew by {grown / (1 << 20):.1f} MiB"
     finally:
@@ -401,3 +402,39 @@ def test_sigterm_drain_ten_trials(zoo_dir):
     for trial in trials:
         _assert_clean(trial)
     print("drain x10:", [(t["answered"], t["refused"], round(t["exit_s"], 2)) for t in trials])
+
+
+# ---- the README's serving examples ----
+
+
+def _readme_serving_section() -> str:
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    return readme.split("## Serving a zoo over the Open Inference Protocol", 1)[1].split("\n## ", 1)[0]
+
+
+def test_readme_tritonclient_example_runs(served):
+    import re
+    import subprocess
+    import sys
+
+    (code,) = re.findall(r"```python\n(.*?)```", _readme_serving_section(), flags=re.S)
+    assert '"127.0.0.1:8470"' in code
+    code = code.replace('"127.0.0.1:8470"', repr(f"127.0.0.1:{served.port}"))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    model, shape = result.stdout.split(" ", 1)
+    assert model in ("a-fp32", "c-int8") and shape.startswith("(7, ")
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_readme_curl_example_runs(served):
+    import re
+    import subprocess
+
+    (command,) = re.findall(r"```\n(curl .*?)```", _readme_serving_section(), flags=re.S)
+    command = command.replace("localhost:8470", f"localhost:{served.port}")
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
+    answer = json.loads(result.stdout)
+    assert answer["model_name"] in ("a-fp32", "c-int8") and answer["outputs"][0]["shape"][0] == 3, answer

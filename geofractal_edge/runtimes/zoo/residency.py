@@ -25,6 +25,7 @@ running or measuring.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -64,6 +65,17 @@ class Residency:
         """Hand freed memory back to the OS, between measurements (never inside one)."""
         with self._load_lock:
             trim()
+
+    @contextlib.contextmanager
+    def foreign_work(self):
+        """Memory-heavy work that is no model's (a large request body being parsed): loads and unloads
+        wait for it and runs during it are not alone, so none of its memory is measured as a model's."""
+        with self._load_lock:
+            ticket = self.state.begin_work()
+            try:
+                yield
+            finally:
+                self.state.end_work(ticket)
 
     def measured_bytes(self) -> int:
         """What the process holds now above its baseline (RSS, plus device memory where counted)."""

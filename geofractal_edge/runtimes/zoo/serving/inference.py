@@ -4,7 +4,8 @@ The order is the point: the JSON header is parsed within the body limits; the te
 shapes, datatypes and sizes are checked against the manifest (a large JSON body first as a
 skeleton whose numbers are all 0, so a tensor 100x over its bound never becomes millions of
 floats); only then are arrays built, and the zoo runs them. After a large body the parse garbage
-is handed back to the OS (`zoo.trim`).
+is handed back to the OS (`zoo.trim`). A large body is parsed as the zoo's foreign work
+(`Residency.foreign_work`): loads wait for it, so its memory is never measured as a model's.
 
 `_zoo` as the model name lets the zoo choose: among the healthy models whose data inputs are the
 request's (and whose family is the `family` parameter, if given) sage picks by trust in the
@@ -15,6 +16,8 @@ single-use, unguessable handle for `POST /v2/gfedge/feedback`.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -55,6 +58,26 @@ def infer(zoo, options, model: str, body: list[bytes], header_length: str | None
 
 
 def _infer(zoo, options, model: str, raw: bytes, header_length: str | None) -> Reply:
+    # a large body is parsed as the zoo's foreign work: no load measures its memory as a model's
+    with zoo.residency.foreign_work() if len(raw) > TRIM_AFTER_BODY else contextlib.nullcontext():
+        request, arrays = _decoded(zoo, options, model, raw, header_length)
+    answer = zoo.infer(arrays, key=request.key, context=request.context, family=request.family, model=None if model == ZOO_MODEL else model,
+                       request_id=secrets.token_urlsafe(16))
+    started = time.perf_counter()
+    out, chunks = tensors.encode(answer.outputs, request.outputs, binary_default=request.binary_output)
+    reply = {"model_name": answer.model, "model_version": VERSION, "parameters": _answer_parameters(answer), "outputs": out}
+    if request.id is not None:
+        reply = {"id": request.id, **reply}
+    head = dumps(reply)
+    compute_s = answer.seconds + time.perf_counter() - started
+    if not chunks:
+        return Reply(200, head, {"content-type": JSON}, model=answer.model, compute_s=compute_s)
+    return Reply(200, head + b"".join(chunks), {"content-type": "application/octet-stream", "inference-header-content-length": str(len(head))},
+                 model=answer.model, compute_s=compute_s)
+
+
+def _decoded(zoo, options, model: str, raw: bytes, header_length: str | None) -> tuple[protocol.InferRequest, dict]:
+    """(the request without its tensor data, its inputs as arrays), every check before any array."""
     header, binary = body_io.split(raw, header_length)
     limits = {"max_depth": options.max_json_depth, "max_int_digits": options.max_int_digits}
     if len(header) > TRIM_AFTER_BODY:  # shapes first, on a skeleton of zeros
@@ -68,22 +91,7 @@ def _infer(zoo, options, model: str, raw: bytes, header_length: str | None) -> R
         if unknown:
             raise InputError(f"unknown output {unknown}", f"model '{model}' gives {outputs}")
     arrays = tensors.decode(request.inputs, decls, binary)
-    wanted, binary_output, request_id = request.outputs, request.binary_output, request.id
-    key, context, family = request.key, request.context, request.family
-    del request, header, binary  # the JSON lists are arrays now
-    answer = zoo.infer(arrays, key=key, context=context, family=family, model=None if model == ZOO_MODEL else model,
-                       request_id=secrets.token_urlsafe(16))
-    started = time.perf_counter()
-    out, chunks = tensors.encode(answer.outputs, wanted, binary_default=binary_output)
-    reply = {"model_name": answer.model, "model_version": VERSION, "parameters": _answer_parameters(answer), "outputs": out}
-    if request_id is not None:
-        reply = {"id": request_id, **reply}
-    head = dumps(reply)
-    compute_s = answer.seconds + time.perf_counter() - started
-    if not chunks:
-        return Reply(200, head, {"content-type": JSON}, model=answer.model, compute_s=compute_s)
-    return Reply(200, head + b"".join(chunks), {"content-type": "application/octet-stream", "inference-header-content-length": str(len(head))},
-                 model=answer.model, compute_s=compute_s)
+    return dataclasses.replace(request, inputs=()), arrays  # the JSON lists are garbage now
 
 
 def checked_declarations(zoo, model: str, request: protocol.InferRequest, *, binary_bytes: int):

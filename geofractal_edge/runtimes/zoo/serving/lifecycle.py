@@ -34,7 +34,9 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 def bind(host: str, port: int, *, backlog: int) -> socket.socket:
     address = "127.0.0.1" if host == "localhost" else host.strip("[]")
-    sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP named, so asyncio sets TCP_NODELAY on each connection (it checks sock.proto): without it
+    # a reply's header and body segments wait on the client's delayed ACK, ~40 ms per keep-alive request
+    sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((address, port))
