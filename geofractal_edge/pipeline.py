@@ -30,11 +30,15 @@ class ExportResult:
 def export_bundle(
     *, family: str, target: str, out: Path, precision: str | None = None, model: Path | None = None,
     overwrite: bool = False, progress: Progress | None = None, exportable=None, config: QuantConfig | None = None,
+    golden: int | None = None,
 ) -> ExportResult:
     """Export one bundle for one target and precision; parity is measured and recorded in it.
 
     `config`: a quantization scheme with its settings; default: the precision's default scheme.
+    `golden`: keep only the first N golden cases in the bundle (parity is measured on those).
     """
+    if golden is not None and golden < 1:
+        raise GfedgeError(f"--golden {golden} would leave no case to verify", "keep at least 1 golden case")
     def step(phase: str, done: int, total: int) -> None:
         if progress is not None:
             progress(f"export {family} {precision or ''}".strip(), done, total)
@@ -51,10 +55,10 @@ def export_bundle(
     with atomic.locked(Path(out)):  # a second export to the same --out is refused before any work
         atomic.check_free(Path(out), overwrite=overwrite)
         return _export_locked(family=family, profile=profile, config=config, out=Path(out), model=model, overwrite=overwrite,
-                              progress=progress, exportable=exportable, step=step)
+                              progress=progress, exportable=exportable, step=step, golden=golden)
 
 
-def _export_locked(*, family, profile, config, out: Path, model, overwrite: bool, progress, exportable, step) -> ExportResult:
+def _export_locked(*, family, profile, config, out: Path, model, overwrite: bool, progress, exportable, step, golden) -> ExportResult:
     exportable = exportable or family_module(family).load_exportable(model, progress=progress, target=profile)
     step("trace", 0, 5)
     graph = trace(exportable)
@@ -66,7 +70,7 @@ def _export_locked(*, family, profile, config, out: Path, model, overwrite: bool
     check_shapes(graph, exportable)
     step("write", 2, 5)
     with atomic.directory(out, overwrite=overwrite, lock=False) as staging:
-        data = write_files(staging, exportable, graph, profile=profile, config=config)
+        data = write_files(staging, exportable, graph, profile=profile, config=config, golden_cases=golden)
         seal(staging, data)
         step("verify", 3, 5)
         report = verify_bundle(open_bundle(staging))

@@ -18,6 +18,7 @@ def export(
     precision: str | None = typer.Option(None, "--precision", "-p", help="fp32, fp16, int8, int4; default: the target's (or the --quant-config's)."),
     quant_config: Path | None = typer.Option(None, "--quant-config", help='TOML file naming a quantization scheme and its settings, e.g. scheme = "Int8Config" and per_channel = false.'),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle (only once the new one is complete)."),
+    golden: int | None = typer.Option(None, "--golden", help="Keep only the first N golden cases (smaller bundle; parity and `gfedge verify` use those)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
     format: str = typer.Option("onnx", "--format", help="onnx: a gfedge bundle at --out. triton: a Triton model repository at --out, its bundle beside it as OUT.bundle."),
     ensemble: Path | None = typer.Option(None, "--ensemble", help="With --format triton: the encoder bundle a text collective runs behind; the repository also gets the encoder and an ensemble taking its inputs."),
@@ -41,7 +42,7 @@ def export(
     encoder = _triton_options(format, ensemble, name)  # checked before any work
     bundle_out = out if format == "onnx" else out.with_name(out.name + ".bundle")
     with progress_bar(enabled=not as_json) as progress:
-        result = export_bundle(family=family, target=target, out=bundle_out, precision=precision, model=model, overwrite=overwrite, progress=progress, config=config)
+        result = export_bundle(family=family, target=target, out=bundle_out, precision=precision, model=model, overwrite=overwrite, progress=progress, config=config, golden=golden)
     report = result.parity
     summary = {
         "bundle": str(result.path),

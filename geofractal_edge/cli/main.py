@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from geofractal_edge import __version__
-from geofractal_edge.cli import bench, build, env, generate, export, inspect, ps, run, serve, targets, train, verify
+from geofractal_edge.cli import bench, build, env, export, generate, inspect, ps, run, serve, strip, targets, train, verify
 from geofractal_edge.cli.errors import run_guarded
 
 app = typer.Typer(
@@ -20,6 +20,7 @@ app.add_typer(train.app, name="train")
 app.command("export")(export.export)
 app.command("run")(run.run)
 app.command("generate")(generate.generate)
+app.command("strip-golden")(strip.strip_golden)
 app.command("verify")(verify.verify)
 app.command("bench")(bench.bench)
 app.command("inspect")(inspect.inspect)

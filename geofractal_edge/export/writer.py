@@ -25,11 +25,12 @@ from geofractal_edge.targets import TargetProfile
 MODEL_FILE = "model.onnx"
 
 
-def write_files(staging: Path, exportable: Exportable, model: onnx.ModelProto, *, profile: TargetProfile, config: QuantConfig) -> dict:
+def write_files(staging: Path, exportable: Exportable, model: onnx.ModelProto, *, profile: TargetProfile, config: QuantConfig,
+                golden_cases: int | None = None) -> dict:
     staging = Path(staging)
     (staging / MODEL_FILE).write_bytes(model.SerializeToString())  # self-contained: every weight is inside it
     key_names = _write_keys(staging / "keys", exportable)
-    golden = _write_golden(staging / "golden", exportable)
+    golden = _write_golden(staging / "golden", exportable, limit=golden_cases)
     for rel, data in exportable.files.items():
         atomic.write_bytes(staging / rel, data)
     spec = exportable.spec
@@ -77,11 +78,12 @@ def _keys_section(exportable: Exportable, names: list[str]) -> dict | None:
     return {"dir": "keys", "dim": dim, "names": names, "default": names[0] if names else None}
 
 
-def _write_golden(folder: Path, exportable: Exportable) -> list[str]:
+def _write_golden(folder: Path, exportable: Exportable, *, limit: int | None = None) -> list[str]:
+    """The first `limit` cases (all by default) with torch's outputs; calibration still sees every case."""
     torch = require("torch")
     spec = exportable.spec
     files = []
-    for index, case in enumerate(exportable.cases):
+    for index, case in enumerate(exportable.cases[:limit]):
         feeds = exportable.feeds(case)
         with torch.no_grad():
             out = exportable.module(*(torch.from_numpy(feeds[t.name]) for t in spec.inputs))
