@@ -43,6 +43,24 @@ def test_export_runs_and_verifies_like_torch(collective_checkpoint, collective_b
     assert bundle.manifest.to_dict()["graph"]["outputs"][1]["role"] == "routes"
 
 
+def test_int4_keeps_the_stacked_router_weights_4_bit_per_tower(collective_bundle_factory) -> None:
+    """The [towers, in, out] router weights are int4 too (one MatMulNBits per tower on host-cpu), so the
+    int4 bundle's weights are smaller than int8's; before, onnxruntime's quantizer skipped them (fp32)."""
+    import onnx
+
+    from geofractal_edge.artifacts import open_bundle
+
+    int4, int8 = (open_bundle(collective_bundle_factory(p)) for p in ("int4", "int8"))
+    graph = onnx.load(str(int4.model_path)).graph
+    towers = int4.manifest.outputs[1].shape[0]
+    stacked = [i.name for i in graph.initializer if len(i.dims) == 3 and i.dims[0] == towers and i.data_type == onnx.TensorProto.FLOAT]
+    assert not [n for n in stacked if n.startswith("router_w")], stacked
+    per_tower = [n for n in graph.node if n.op_type == "MatMulNBits" and n.input[1].startswith("router_w")]
+    assert len(per_tower) == towers * 7  # q, k, v, o, s, w1, w2
+    assert int4.manifest.files["model.onnx"].bytes < int8.manifest.files["model.onnx"].bytes
+    assert int4.manifest.parity.passed, [c for c in int4.manifest.parity.checks if not c.passed]
+
+
 def test_fit_with_a_frozen_stream_trains_only_routing_fusion_and_heads(minilm_port) -> None:
     port = minilm_port
     from geofractal_edge.models.collective.encoder import sentences

@@ -1,8 +1,10 @@
 """Create onnxruntime sessions for a bundle: the provider plan, provider options, and keyed engine caches.
 
 Providers: the target profile's order, kept where this onnxruntime build offers them, decided
-before loading (`plan_providers`). Packed ternary codes are handed to the session as external
-initializers (the graph names them), so the bundle's 2-bit file is never expanded on disk.
+before loading (`plan_providers`). A bundle's model.onnx holds every weight in the form its runtime
+executes (format 2: int4 and 2-bit TriX tiles as onnxruntime's packed operators on "ort" targets),
+so the session is created from the file alone; only a format-1 TriX bundle still has codes in a
+2-bit file of their own, unpacked here and handed over as the external initializers it names.
 Session settings (threads, spinning, CPU arena, memory patterns, prepacking) are the target
 profile's `runtime` table unless the caller passes others (`session_options`).
 
@@ -96,14 +98,16 @@ def create_session(bundle: Bundle, providers: list, *, profile_prefix: str | Non
     if profile_prefix is not None:
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
-    # Ternary codes live 2-bit packed in the bundle; the graph names them as external data.
+    # Format 1 only: TriX codes in a 2-bit file beside the graph, which names them as external data.
     codes = {name: ort.OrtValue.ortvalue_from_numpy(c) for name, c in bundle.ternary_codes().items()}
     if codes:
         options.add_external_initializers(list(codes), list(codes.values()))
     try:
         session = ort.InferenceSession(str(bundle.model_path), sess_options=options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own untyped errors for unloadable graphs
-        raise BundleError(f"onnxruntime cannot load {bundle.model_path.name}: {exc}", "re-export the bundle for this runtime") from exc
+        fix = ("install onnxruntime>=1.31 (the bundle's int4 and 2-bit weights use its packed operators), or export for a "
+               "target whose weight_dialect is qdq") if bundle.manifest.weight_dialect == "ort" else "re-export the bundle for this runtime"
+        raise BundleError(f"onnxruntime cannot load {bundle.model_path.name}: {str(exc).splitlines()[0][:300]}", fix) from exc
     return session, codes
 
 

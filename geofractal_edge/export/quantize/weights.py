@@ -5,9 +5,10 @@
 * tables: rank-2 float initializers read only as a Gather's data (embeddings, position tables);
 * stacked: rank-3 [T, K, N] weights read only as a batched MatMul's right operand (a collective's
   routers, one slice per tower);
-* leftovers: any other float initializer of rank >= 2 (conv filters, a sliced position table).
+* leftovers: any other float initializer of rank >= 2 that only weight-reading ops read (conv filters).
 
-Nodes in `skip` (readers of the spec's unquantized tensors) and the fp32 feature stage keep theirs.
+Tensors the graph adds or multiplies elementwise (biases, norm gains, a position table added to the
+embeddings) stay float: a few bytes, and int4 noise there moves every activation. Nodes in `skip` (readers of the spec's unquantized tensors) and the fp32 feature stage keep theirs.
 The rewrites use onnxruntime's own block quantizer (`DefaultWeightOnlyQuantizer`) for every int4 code.
 """
 
@@ -25,6 +26,7 @@ from geofractal_edge.export.passes import drop_unused_initializers
 FLOATS = (TensorProto.FLOAT, TensorProto.FLOAT16)
 _QUANTIZED_READERS = {"DequantizeLinear", "QuantizeLinear", "MatMulNBits", "GatherBlockQuantized"}
 MIN_ELEMENTS = 128  # smaller tensors would carry as many scale bytes as they save
+_WEIGHT_READERS = {"Conv", "ConvTranspose", "MatMul", "Gemm", "Einsum", "Gather"}
 
 
 def readers(model: onnx.ModelProto) -> dict[str, list[tuple[onnx.NodeProto, int]]]:
@@ -50,7 +52,7 @@ def find(model: onnx.ModelProto, skip: set[str]) -> dict[str, list[str]]:
             found["tables"].append(init.name)
         elif len(init.dims) == 3 and init.dims[0] > 1 and all(n.op_type == "MatMul" and i == 1 for n, i in uses):
             found["stacked"].append(init.name)
-        else:
+        elif all(n.op_type in _WEIGHT_READERS for n, _ in uses):
             found["leftovers"].append(init.name)
     return found
 
