@@ -30,12 +30,13 @@ class ExportResult:
 def export_bundle(
     *, family: str, target: str, out: Path, precision: str | None = None, model: Path | None = None,
     overwrite: bool = False, progress: Progress | None = None, exportable=None, config: QuantConfig | None = None,
-    golden: int | None = None,
+    golden: int | None = None, calibration: Path | None = None,
 ) -> ExportResult:
     """Export one bundle for one target and precision; parity is measured and recorded in it.
 
     `config`: a quantization scheme with its settings; default: the precision's default scheme.
     `golden`: keep only the first N golden cases in the bundle (parity is measured on those).
+    `calibration`: a file the family reads for its golden cases and calibration instead of its own (TriX: a text).
     """
     if golden is not None and golden < 1:
         raise GfedgeError(f"--golden {golden} would leave no case to verify", "keep at least 1 golden case")
@@ -52,14 +53,27 @@ def export_bundle(
     config = config or default_config(precision)
     if model is not None and not Path(model).is_file():
         raise GfedgeError(f"model checkpoint {model} does not exist", "pass a file written by `gfedge train`, or drop --model for the embedded default")
+    loader = {} if calibration is None else {"calibration": _check_calibration(family, Path(calibration), exportable)}
     with atomic.locked(Path(out)):  # a second export to the same --out is refused before any work
         atomic.check_free(Path(out), overwrite=overwrite)
         return _export_locked(family=family, profile=profile, config=config, out=Path(out), model=model, overwrite=overwrite,
-                              progress=progress, exportable=exportable, step=step, golden=golden)
+                              progress=progress, exportable=exportable, step=step, golden=golden, loader=loader)
 
 
-def _export_locked(*, family, profile, config, out: Path, model, overwrite: bool, progress, exportable, step, golden) -> ExportResult:
-    exportable = exportable or family_module(family).load_exportable(model, progress=progress, target=profile)
+def _check_calibration(family: str, path: Path, exportable) -> Path:
+    """`path`, once the family is known to read a calibration file (its `load_exportable` takes one) and it exists."""
+    import inspect
+
+    load = family_module(family).load_exportable
+    if exportable is not None or "calibration" not in inspect.signature(load).parameters:
+        raise GfedgeError(f"family {family} does not take a calibration file", "drop --calibration (it is read by --family trix)")
+    if not path.is_file():
+        raise GfedgeError(f"calibration file {path} does not exist", "check the --calibration path")
+    return path
+
+
+def _export_locked(*, family, profile, config, out: Path, model, overwrite: bool, progress, exportable, step, golden, loader) -> ExportResult:
+    exportable = exportable or family_module(family).load_exportable(model, progress=progress, target=profile, **loader)
     step("trace", 0, 5)
     graph = trace(exportable)
     step("quantize", 1, 5)

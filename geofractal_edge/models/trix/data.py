@@ -49,6 +49,33 @@ def check_sizes(text: str, *, context: int, held_out_fraction: float) -> None:
                       "pass " + ", or ".join(f for f in fixes if f))
 
 
+def text_sha256(text: str) -> str:
+    """sha256 of the text's UTF-8 bytes: what a checkpoint records of the text it was trained on."""
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def held_out_head(held: str, *, context: int, windows: int, max_bytes: int) -> str:
+    """The first `windows` context windows of `held` (plus their next character), cut to at most `max_bytes` UTF-8 bytes.
+
+    What a checkpoint stores for export's golden cases and calibration; a cut drops whole windows, but
+    one window (`context + 1` characters) is always kept, whatever its size.
+    """
+    count = max(1, min(windows, (len(held) - 1) // context))
+    while count > 1 and len(held[: count * context + 1].encode("utf-8")) > max_bytes:
+        count -= 1
+    return held[: count * context + 1]
+
+
+def check_in_vocab(text: str, vocab: str, *, what: str) -> None:
+    """Refuse, in one line, a text (`what` names it) with characters the model cannot encode."""
+    missing = sorted(set(text) - set(vocab))
+    if missing:
+        raise GfedgeError(f"{what} has characters outside the model's vocabulary: {''.join(missing)!r}",
+                          "pass a text made only of characters the model was trained on")
+
+
 def build_vocab(text: str) -> str:
     """Sorted unique characters; a character's index is its token id. Built from the whole corpus so held-out text encodes."""
     return "".join(sorted(set(text)))

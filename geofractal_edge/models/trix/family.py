@@ -11,16 +11,17 @@ from geofractal_edge import __version__
 from geofractal_edge.artifacts.hashing import arrays_sha256, file_sha256
 from geofractal_edge.models.defaults import Recipe, resolve
 from geofractal_edge.models.family import Case, Exportable, Progress
-from geofractal_edge.models.trix.checkpoint import load_checkpoint, save_checkpoint
+from geofractal_edge.errors import GfedgeError
+from geofractal_edge.models.trix.checkpoint import TEXT_WINDOWS, load_with_text, save_checkpoint
 from geofractal_edge.models.trix.config import TrixConfig
-from geofractal_edge.models.trix.data import build_vocab, corpus, encode, eval_windows, split
+from geofractal_edge.models.trix.data import build_vocab, check_in_vocab, corpus, encode, eval_windows, split
 from geofractal_edge.models.trix.lm import TrixLM
 from geofractal_edge.models.trix.lowering import ExportableTrixLM
 from geofractal_edge.models.trix.spec import trix_spec
 from geofractal_edge.models.trix.train import train_lm
 
 DEFAULT_SEED = 0
-GOLDEN_WINDOWS = 64  # held-out windows of `context` characters
+GOLDEN_WINDOWS = TEXT_WINDOWS  # held-out windows of `context` characters (what a checkpoint stores)
 WINDOWS_PER_CASE = 16
 
 
@@ -32,10 +33,11 @@ def default_recipe() -> Recipe:
 
 def train_default(path: Path, progress: Progress | None = None) -> None:
     """Train the embedded default TriX LM on the pydoc corpus from its recipe and write it to `path`."""
-    config = TrixConfig.default(build_vocab(corpus()))
+    text = corpus()
+    config = TrixConfig.default(build_vocab(text))
     bar = None if progress is None else (lambda step, total, loss: progress("train trix (default)", step, total))
-    model, report = train_lm(config, ffn="trix", seed=DEFAULT_SEED, progress=bar)
-    save_checkpoint(path, model, report=report)
+    model, report = train_lm(config, ffn="trix", seed=DEFAULT_SEED, progress=bar, text=text)
+    save_checkpoint(path, model, report=report, text=text)
 
 
 def default_checkpoint(*, progress: Progress | None = None) -> Path:
@@ -49,19 +51,46 @@ def choose_lowering(n_tiles: int, target) -> str:
     return "compute_all_select" if n_tiles <= limit else "gather_by_route"
 
 
-def load_exportable(model: Path | None, *, progress: Progress | None = None, target=None) -> Exportable:
+def load_exportable(model: Path | None, *, progress: Progress | None = None, target=None, calibration: Path | None = None) -> Exportable:
+    """Golden cases and int8 calibration come from `calibration` (a text file) if given, else from the held-out
+    text the checkpoint recorded, else (checkpoints without one) from the pydoc corpus's held-out split."""
     path = Path(model) if model is not None else default_checkpoint(progress=progress)
-    lm = load_checkpoint(path)
+    lm, record = load_with_text(path)
     source = {"checkpoint": "embedded default" if model is None else path.name, "sha256": file_sha256(path)}
+    held = None
+    if record is not None:
+        source["text_sha256"] = record.sha256
+        held = record.held_out
+    if calibration is not None:
+        held = read_calibration(Path(calibration), lm.config)
+        source["calibration"] = {"file": Path(calibration).name, "sha256": file_sha256(Path(calibration))}
     return exportable_from_model(lm, name="trix-default" if model is None else path.stem, source=source,
-                                 lowering=choose_lowering(lm.config.n_tiles, target))
+                                 lowering=choose_lowering(lm.config.n_tiles, target), held=held)
 
 
-def exportable_from_model(lm: TrixLM, *, name: str, source: dict, lowering: str, text: str | None = None) -> Exportable:
-    """Golden cases are held-out windows of the corpus (or `text`), labelled with the next characters."""
+def read_calibration(path: Path, config: TrixConfig) -> str:
+    """The text of a --calibration file, refused in one line unless it encodes and holds one context window."""
+    what = f"calibration text {path.name}"
+    if not path.is_file():
+        raise GfedgeError(f"{what} does not exist", "pass a UTF-8 text file to --calibration")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise GfedgeError(f"{what} is not UTF-8 ({exc.reason})", "convert it to UTF-8") from exc
+    check_in_vocab(text, config.vocab, what=what)
+    if len(text) < config.context + 1:
+        raise GfedgeError(f"{what} has {len(text):,} characters, fewer than one window of {config.context + 1}", "pass a longer text")
+    return text
+
+
+def exportable_from_model(lm: TrixLM, *, name: str, source: dict, lowering: str, text: str | None = None,
+                          held: str | None = None) -> Exportable:
+    """Golden cases are windows of `held`, else of the held-out split of `text` (default: the pydoc corpus),
+    labelled with the next characters; int8 calibration runs the same windows."""
     config = lm.config
     lm.eval()
-    _, held = split(corpus() if text is None else text, config.held_out_fraction)
+    if held is None:
+        _, held = split(corpus() if text is None else text, config.held_out_fraction)
     inputs, targets = eval_windows(encode(held, config.vocab), context=config.context)
     inputs, targets = inputs[:GOLDEN_WINDOWS], targets[:GOLDEN_WINDOWS]
     cases = [
