@@ -59,7 +59,7 @@ def tensors_from_json(data: object, specs: Sequence[TensorDecl], ranges: Mapping
     check_names(data, specs)
     dims: dict = {}
     for name, value in data.items():
-        check_shape(_json_shape(value), by_name[name], ranges, dims)
+        check_shape(nested_shape(value), by_name[name], ranges, dims)
     return {name: _json_array(value, by_name[name]) for name, value in data.items()}
 
 
@@ -107,7 +107,7 @@ def _check_headers(headers: dict[str, tuple[str, tuple[int, ...]]], specs: Seque
         check_shape(shape, spec, ranges, dims)
 
 
-def _json_shape(value: object) -> tuple[int, ...]:
+def nested_shape(value: object) -> tuple[int, ...]:
     """The shape of nested equal-length lists, read without building anything."""
     shape = []
     level = value
@@ -134,7 +134,7 @@ def _json_array(value: object, spec: TensorDecl) -> np.ndarray:
         low, high = _INT_LIMITS.get(spec.dtype, (-(1 << 63), (1 << 63) - 1))
         if min(flat) < low or max(flat) > high:
             raise InputError(f"input '{spec.name}' holds an integer outside {spec.dtype}", f"pass values within [{low}, {high}]")
-    return np.asarray(flat, dtype=spec.dtype).reshape(_json_shape(value))
+    return np.asarray(flat, dtype=spec.dtype).reshape(nested_shape(value))
 
 
 def _flatten(value: object, depth: int, out: list, name: str) -> None:

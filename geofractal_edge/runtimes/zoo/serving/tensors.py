@@ -22,7 +22,7 @@ import numpy as np
 from geofractal_edge.artifacts.manifest import DimRange, TensorDecl
 from geofractal_edge.backends.inputs import check_names, check_shape
 from geofractal_edge.errors import InputError
-from geofractal_edge.runtimes.io import tensors_from_json
+from geofractal_edge.runtimes.io import nested_shape, tensors_from_json
 from geofractal_edge.runtimes.zoo.serving.protocol import OutputWanted, TensorIn
 
 DATATYPES = {"float32": "FP32", "float16": "FP16", "float64": "FP64", "int64": "INT64", "int32": "INT32", "int16": "INT16",
@@ -63,7 +63,7 @@ def _check_data(tensor: TensorIn, count: int) -> None:
     data = tensor.data
     if not isinstance(data, list):
         raise InputError(f"input '{tensor.name}': 'data' must be a list", "send the values flat (row-major) or nested as the shape")
-    nested = _nested_shape(data)
+    nested = nested_shape(data)
     if nested not in ((count,), tensor.shape) and not (count == 0 and data == []):
         raise InputError(f"input '{tensor.name}' holds data of shape {list(nested)}, its shape says {list(tensor.shape)} ({count} values)",
                          "send prod(shape) values, flat or nested as the shape")
@@ -81,7 +81,7 @@ def decode(tensors: Sequence[TensorIn], decls: Sequence[TensorDecl], binary: mem
             arrays[tensor.name] = _from_bytes(chunk, decl, tensor.shape)
         else:
             flat = dataclasses.replace(decl, shape=(math.prod(tensor.shape),))
-            values = tensor.data if _nested_shape(tensor.data) == flat.shape else _flatten(tensor.data, len(tensor.shape))
+            values = tensor.data if nested_shape(tensor.data) == flat.shape else _flatten(tensor.data, len(tensor.shape))
             arrays[tensor.name] = tensors_from_json({tensor.name: values}, [flat], {})[tensor.name].reshape(tensor.shape)
     return arrays
 
@@ -115,17 +115,6 @@ def encode(outputs: Mapping[str, np.ndarray], wanted: Sequence[OutputWanted] | N
             tensor["data"] = value.reshape(-1).tolist()
         tensors.append(tensor)
     return tensors, chunks
-
-
-def _nested_shape(value: object) -> tuple[int, ...]:
-    """The shape of nested lists, read along the first elements without building anything."""
-    shape, level = [], value
-    while isinstance(level, list):
-        shape.append(len(level))
-        if not level:
-            break
-        level = level[0]
-    return tuple(shape)
 
 
 def _flatten(value: list, depth: int) -> list:
