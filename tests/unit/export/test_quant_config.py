@@ -70,7 +70,8 @@ def test_export_refuses_a_config_that_disagrees_with_the_precision_or_the_target
     assert "\n" not in str(err.value)
     shipped = (resources.files("geofractal_edge.targets") / "profiles" / "host-cpu.toml").read_text(encoding="utf-8")
     profile = tmp_path / "fp32-only.toml"
-    profile.write_text(re.sub(r"(?m)^(name|aliases|precisions) = .*$", "", shipped) + 'name = "fp32-only"\nprecisions = ["fp32"]\n')
+    # The new keys go first: the shipped profile may end in a table ([runtime]) that would swallow them.
+    profile.write_text('name = "fp32-only"\nprecisions = ["fp32"]\n' + re.sub(r"(?m)^(name|aliases|precisions) = .*$", "", shipped))
     with pytest.raises(GfedgeError, match="int8 is not allowed on target fp32-only"):
         export_bundle(family="atlas", target=str(profile), out=tmp_path / "b", config=Int8Config(per_channel=False))
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
