@@ -10,11 +10,11 @@ one model:
 - a run that grows the process by >= 64 KiB while it is the only work in flight adds that growth
   to its model's cost (a new input shape), and evicts others if the budget is now exceeded. Only
   load measurements are remembered across restarts (`MemoryBook`): no caller's request sets a
-  stored cost. A load whose measured cost is an outlier against the manifest's estimate
-  (negative, or over `OUTLIER_FACTOR` x estimate + `OUTLIER_SLACK`: other work in the process
-  grew or shrank it meanwhile, e.g. a large request body being parsed) counts what was expected
-  instead, and is not remembered, so one noisy measurement cannot keep a model out of the budget,
-  now or after a restart;
+  stored cost. A load whose measured cost is an outlier (negative; over `OUTLIER_FACTOR` x the
+  model's previous measured cost + 1 MiB; never measured before, over `ESTIMATE_FACTOR` x the
+  manifest's estimate + `OUTLIER_SLACK`: other work in the process grew or shrank it meanwhile,
+  e.g. a request body arriving) counts what was expected instead and is not remembered, so one
+  noisy measurement cannot keep a model out of the budget, now or after a restart;
 - an unload is measured after gc and malloc_trim. Outputs are copied before they are returned: a
   numpy output from onnxruntime is a view that keeps the whole session's memory alive.
 
@@ -37,7 +37,8 @@ from geofractal_edge.runtimes.zoo.memory import trim
 from geofractal_edge.runtimes.zoo.state import EvictOrder, Failed, Victims, ZooState
 
 GROWTH_BYTES = 64 << 10  # run-time growth below this is allocator noise, not the model
-OUTLIER_FACTOR = 4  # a load measured above this x the estimate + OUTLIER_SLACK is not remembered
+OUTLIER_FACTOR = 2  # a load measured above this x its previous cost (+ 1 MiB) is noise: not counted, not remembered
+ESTIMATE_FACTOR = 4  # never measured: above this x the manifest's estimate + OUTLIER_SLACK is noise
 OUTLIER_SLACK = 32 << 20  # onnxruntime's own session overhead (1-2 MiB for the tiny bundles) fits well inside
 
 
@@ -89,6 +90,7 @@ class Residency:
         if reserved is None:
             return False
         need, victims = reserved
+        previous = entry.measured_bytes
         try:
             self.release(victims)
             with self._load_lock:
@@ -103,7 +105,7 @@ class Residency:
             if isinstance(exc, Exception):
                 raise Failed(reason) from exc
             raise
-        plausible = plausible_cost(cost, entry.estimate_bytes)
+        plausible = plausible_cost(cost, estimate=entry.estimate_bytes, previous=previous)
         extra = self.state.loaded(entry, need, session, cost=cost if plausible else need, seconds=seconds, evict_order=self.evict_order)
         if plausible:
             self.book.put(entry.manifest_sha, measured_bytes=cost, load_seconds=seconds)
@@ -185,9 +187,12 @@ class Residency:
         self.metrics.memory(self.state.accounted_bytes(), self.measured_bytes())
 
 
-def plausible_cost(cost: int, estimate: int) -> bool:
-    """Is a measured load cost fit to remember (not an outlier against the manifest's estimate)?"""
-    return 0 <= cost <= OUTLIER_FACTOR * estimate + OUTLIER_SLACK
+def plausible_cost(cost: int, *, estimate: int, previous: int | None) -> bool:
+    """Is a measured load cost fit to count and remember: not an outlier against the model's previous
+    measured cost, or, never measured, against the manifest's estimate?"""
+    if previous is not None:
+        return 0 <= cost <= OUTLIER_FACTOR * previous + (1 << 20)
+    return 0 <= cost <= ESTIMATE_FACTOR * estimate + OUTLIER_SLACK
 
 
 def _reason(exc: BaseException) -> str:
