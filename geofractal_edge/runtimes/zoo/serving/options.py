@@ -56,7 +56,7 @@ class ServeOptions:
 
         Empty when bound to every interface with no --allow-host: then any name goes and the token guards.
         """
-        names = set(self.allowed_hosts)
+        names = {name.lower() for name in self.allowed_hosts}
         if is_loopback(self.host):
             names |= {"127.0.0.1", "localhost", "[::1]"}
         elif not _is_wildcard(self.host):
