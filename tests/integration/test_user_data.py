@@ -56,3 +56,44 @@ def test_export_calibration_text_outside_the_vocabulary_is_one_line(license_mode
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "outside the model's vocabulary" in lines[0] and "odd.txt" in lines[0], result.stderr
     assert not (tmp_path / "b").exists()
+
+
+@pytest.fixture(scope="module")
+def arrays_file(tmp_path_factory) -> Path:
+    """Two frozen-feature streams of different widths (512 and 768, like two encoders' embeddings), 4 classes."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 60)
+    means = {name: rng.normal(size=(4, width)) for name, width in (("small", 512), ("large", 768))}
+    streams = {f"stream_{name}": (m[labels] + 0.5 * rng.normal(size=(len(labels), m.shape[1]))).astype(np.float32) for name, m in means.items()}
+    path = tmp_path_factory.mktemp("arrays") / "features.npz"
+    np.savez(path, labels=labels, **streams)
+    return path
+
+
+def test_a_collective_trained_on_user_arrays_of_two_widths_exports_at_int8_and_verifies(arrays_file, tmp_path):
+    model = tmp_path / "arrays.safetensors"
+    trained = gfedge("train", "collective", "--data", arrays_file, "--out", model, "--epochs", "8", "--json")
+    assert trained.returncode == 0, trained.stderr
+    report = json.loads(trained.stdout)
+    assert report["streams"] == {"small": 512, "large": 768} and report["accuracy"] >= 0.9, report
+    bundle = tmp_path / "bundle"
+    result = gfedge("export", "--family", "collective", "--model", model, "--precision", "int8", "--target", "host-cpu", "--out", bundle, "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["task"]["streams"] == ["small", "large"]  # the features input: the arrays concatenated in this order
+    assert [s["width"] for s in manifest["model"]["config"]["streams"]] == [512, 768]
+    verify = gfedge("verify", bundle)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert verify.stdout.strip().splitlines()[-1].startswith("PASSED")
+
+
+def test_train_collective_data_refuses_a_malformed_file_in_one_line(tmp_path):
+    import numpy as np
+
+    path = tmp_path / "bad.npz"
+    np.savez(path, stream_a=np.zeros((5, 3), np.float32), labels=np.zeros(4, np.int64))
+    result = gfedge("train", "collective", "--data", path, "--out", tmp_path / "m.safetensors")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1 and "stream_a" in lines[0], result.stderr

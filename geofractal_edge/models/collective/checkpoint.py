@@ -3,6 +3,8 @@
 safetensors only (no pickle). Metadata carries the format, the family, the config as JSON, the
 training report and, for frozen streams, the encoder each wraps (folder and the sha256 of its
 weights): frozen encoder weights are not copied into the checkpoint, they are checked on load.
+A collective trained on the user's arrays also stores what export measures on: the held-out rows
+and up to `CALIBRATION_ROWS` training rows, as tensors under `data.` (outside the state dict).
 Written atomically.
 """
 
@@ -23,11 +25,18 @@ from geofractal_edge.models.checkpoint_io import read_checkpoint
 
 CHECKPOINT_FORMAT = "gfedge-ckpt/1"
 FAMILY = "collective"
+DATA = "data."  # tensors that are export's data, not weights
+CALIBRATION_ROWS = 256
+HELD_OUT_ROWS = 1024
 
 
-def save_checkpoint(path: Path, collective: RouterCollective, *, report: dict | None = None) -> None:
-    """Write `collective` (and its training report) to `path`, atomically."""
+def save_checkpoint(path: Path, collective: RouterCollective, *, report: dict | None = None, data=None) -> None:
+    """Write `collective` (and its training report) to `path`, atomically; `data` (a DigitsSplit of the
+    user's arrays): its held-out rows and first training rows are stored for export."""
     tensors = {name: value.detach().cpu().contiguous() for name, value in collective.state_dict().items()}
+    if data is not None:
+        stored = {"x_test": data.x_test[:HELD_OUT_ROWS], "y_test": data.y_test[:HELD_OUT_ROWS], "x_calibration": data.x_train[:CALIBRATION_ROWS]}
+        tensors.update({DATA + name: value.contiguous() for name, value in stored.items()})
     ports = {name: {"folder": str(s.port.folder), "sha256": s.port.sha256} for name, s in collective.streams.items() if isinstance(s, FrozenStream)}
     metadata = {
         "format": CHECKPOINT_FORMAT,
@@ -45,6 +54,7 @@ def load_checkpoint(path: Path) -> tuple[RouterCollective, dict]:
     Any missing, truncated or foreign file is a `GfedgeError` naming the file and the fix.
     """
     tensors, metadata = read_checkpoint(path, family=FAMILY)
+    tensors = {name: value for name, value in tensors.items() if not name.startswith(DATA)}
     if metadata.get("format") != CHECKPOINT_FORMAT or metadata.get("family") != FAMILY:
         raise GfedgeError(f"{path} is not a collective checkpoint (format {metadata.get('format')!r}, family {metadata.get('family')!r})", "pass a checkpoint written by `gfedge train collective`")
     try:
@@ -54,6 +64,13 @@ def load_checkpoint(path: Path) -> tuple[RouterCollective, dict]:
     except (KeyError, ValueError, TypeError, RuntimeError) as exc:
         raise GfedgeError(f"checkpoint {path} is incomplete or inconsistent ({str(exc).splitlines()[0]})", "re-train it with `gfedge train collective`") from exc
     return collective.eval(), json.loads(metadata.get("report", "{}"))
+
+
+def load_data(path: Path) -> dict | None:
+    """The export data stored with a collective trained on user arrays ({x_test, y_test, x_calibration}), else None."""
+    tensors, _ = read_checkpoint(path, family=FAMILY)
+    data = {name[len(DATA):]: value for name, value in tensors.items() if name.startswith(DATA)}
+    return data or None
 
 
 def collective_sha256(collective: RouterCollective) -> str:

@@ -16,9 +16,14 @@ from geofractal_edge.models.collective.train import train_collective, train_text
 PRESETS = {"digits": CollectiveConfig.digits, "tiny": CollectiveConfig.tiny, "text": CollectiveConfig.text}  # text: pydoc topics over MiniLM
 
 
-def train_collective_file(*, out: Path, preset: str = "digits", epochs: int | None = None, seed: int = 0, processes: int = 1, progress=None) -> dict:
-    """Train on the digits split (the text preset: the pydoc topic task over the frozen MiniLM) and write
-    a checkpoint; with `processes` > 1, under torchrun (DDP, gloo)."""
+def train_collective_file(*, out: Path, preset: str = "digits", epochs: int | None = None, seed: int = 0, processes: int = 1, progress=None,
+                          data: Path | None = None) -> dict:
+    """Train on the digits split (the text preset: the pydoc topic task over the frozen MiniLM; `data`: the
+    user's .npz, one array stream per stream_NAME) and write a checkpoint; with `processes` > 1, under torchrun (DDP, gloo)."""
+    if data is not None:
+        if preset != "digits":
+            raise GfedgeError(f"--data and --preset {preset} both name the training data", "drop one of them")
+        return _train_arrays(out=Path(out), data=Path(data), epochs=epochs, seed=seed, processes=processes, progress=progress)
     if preset not in PRESETS:
         raise GfedgeError(f"unknown collective preset '{preset}'", f"use one of: {', '.join(PRESETS)}")
     if processes < 1:
@@ -36,6 +41,22 @@ def train_collective_file(*, out: Path, preset: str = "digits", epochs: int | No
         collective, report = train_collective(config, epochs=epochs, seed=seed, progress=_bar(progress, f"train collective ({preset})"))
         save_checkpoint(Path(out), collective, report=report)
     return {**{k: report[k] for k in ("accuracy", "history", "epochs", "steps", "seconds", "world_size")}, "out": str(out)}
+
+
+def _train_arrays(*, out: Path, data: Path, epochs: int | None, seed: int, processes: int, progress) -> dict:
+    """One array stream per stream_NAME of `data`; the checkpoint stores the held-out rows export measures on."""
+    from geofractal_edge.models.collective.data import load_arrays
+
+    if processes > 1:
+        raise GfedgeError("--data trains in one process", "drop --processes")
+    if not data.is_file():
+        raise GfedgeError(f"data file {data} does not exist", "check the --data path")
+    arrays = load_arrays(data)
+    config = CollectiveConfig.arrays(arrays.widths, num_classes=arrays.num_classes)
+    config = config if epochs is None else config.replace(epochs=epochs)
+    collective, report = train_collective(config, split=arrays.split, seed=seed, progress=_bar(progress, "train collective (arrays)"))
+    save_checkpoint(out, collective, report=report, data=arrays.split)
+    return {**{k: report[k] for k in ("accuracy", "history", "epochs", "steps", "seconds", "world_size")}, "streams": arrays.widths, "out": str(out)}
 
 
 def run_torchrun(*, out: Path, preset: str, epochs: int | None, seed: int, processes: int, timeout: float | None = None) -> dict:

@@ -17,21 +17,23 @@ from typing import Any
 from geofractal_edge.errors import GfedgeError
 from geofractal_edge.models.checkpoint_io import known_fields
 
-STREAM_KINDS = ("feature", "conv", "frozen")
+STREAM_KINDS = ("feature", "conv", "frozen", "array")
 VIEWS = ("pixels", "projections", "gradients", "coarse")  # what a feature stream sees of an 8x8 image
 FUSIONS = ("adaptive", "mean")
 
 
 @dataclass(frozen=True)
 class StreamConfig:
-    """One stream: `kind` "feature" (a fixed view + projection), "conv" (a trainable conv net) or
-    "frozen" (a frozen encoder behind a port, e.g. MiniLM from a local folder; text input)."""
+    """One stream: `kind` "feature" (a fixed view + projection), "conv" (a trainable conv net),
+    "frozen" (a frozen encoder behind a port, e.g. MiniLM from a local folder; text input) or
+    "array" (the user's own features, `width` columns of the input, e.g. a frozen model's 768-d embedding)."""
 
     name: str
     kind: str = "feature"
     view: str = "pixels"  # feature streams only
     channels: tuple[int, ...] = (16, 32)  # conv streams only
     port: str = ""  # frozen streams only: the encoder's local folder ("" = the bundled MiniLM)
+    width: int = 0  # array streams only: its columns of the input (streams take consecutive columns, in order)
 
     def __post_init__(self) -> None:
         if self.kind not in STREAM_KINDS:
@@ -40,9 +42,13 @@ class StreamConfig:
             raise GfedgeError(f"unknown view '{self.view}' for stream {self.name}", f"use one of: {', '.join(VIEWS)}")
         if self.kind == "conv" and (not self.channels or min(self.channels) < 1):
             raise GfedgeError(f"conv stream {self.name} needs positive channel counts", "e.g. channels=(16, 32)")
+        if (self.kind == "array") != (self.width > 0):
+            raise GfedgeError(f"stream {self.name}: an array stream needs a positive width, other kinds none", "set width only on kind='array' streams")
 
     def signature(self) -> tuple:
         """Streams with equal signatures are identical towers: the lowering stacks them."""
+        if self.kind == "array":  # each reads its own columns: never identical to another stream
+            return (self.kind, self.name, self.width)
         return (self.kind, self.view if self.kind == "feature" else None, tuple(self.channels) if self.kind == "conv" else None, self.port if self.kind == "frozen" else None)
 
     @classmethod
@@ -97,6 +103,9 @@ class CollectiveConfig:
             raise GfedgeError("dimensions, anchors, routes and slot grid must all be positive", "fix the collective config")
         if self.fusion not in FUSIONS:
             raise GfedgeError(f"unknown fusion '{self.fusion}'", f"use one of: {', '.join(FUSIONS)}")
+        arrays = [s for s in self.streams if s.kind == "array"]
+        if arrays and (len(arrays) != len(self.streams) or sum(s.width for s in arrays) != self.input_dim):
+            raise GfedgeError(f"array streams must be all the streams and their widths must sum to input_dim {self.input_dim}", "build it with CollectiveConfig.arrays(...)")
 
     @property
     def num_slots(self) -> int:
@@ -115,7 +124,10 @@ class CollectiveConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """asdict, with `width` only on array streams: other configs (the shipped defaults' recipes) keep their dict."""
+        data = asdict(self)
+        data["streams"] = [{k: v for k, v in s.items() if k != "width" or v} for s in data["streams"]]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CollectiveConfig:
@@ -144,6 +156,13 @@ class CollectiveConfig:
         streams = tuple(StreamConfig(f"text{i}", kind="frozen", port=port) for i in range(towers))
         return cls(streams=streams, num_classes=num_classes, feature_dim=32, fingerprint_dim=8, num_heads=2, num_anchors=4,
                    num_routes=2, slot_grid=(2, 2), message_dim=16, epochs=30, lr=4e-3, shift_augment=False)
+
+    @classmethod
+    def arrays(cls, widths: dict[str, int], *, num_classes: int) -> CollectiveConfig:
+        """One array stream per entry of `widths` (name -> columns, in input order), over the user's features as they are."""
+        streams = tuple(StreamConfig(name, kind="array", width=width) for name, width in widths.items())
+        return cls(streams=streams, input_dim=sum(widths.values()), input_scale=1.0, num_classes=num_classes, feature_dim=32, fingerprint_dim=8,
+                   num_heads=2, num_anchors=4, num_routes=2, slot_grid=(2, 2), message_dim=16, epochs=30, lr=4e-3, shift_augment=False)
 
     @classmethod
     def towers(cls, n: int, *, feature_dim: int = 64) -> CollectiveConfig:

@@ -52,3 +52,41 @@ def shift_images(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     rows = (dy[:, None] + torch.arange(8))[:, :, None]  # [B, 8, 1]
     cols = (dx[:, None] + torch.arange(8))[:, None, :]  # [B, 1, 8]
     return img[torch.arange(x.shape[0])[:, None, None], rows, cols].reshape(-1, 64)
+
+
+@dataclass(frozen=True)
+class ArrayData:
+    """The user's own features: one array per stream, concatenated in file order, and a fixed held-out split."""
+
+    widths: dict[str, int]  # stream name -> columns, in input order
+    num_classes: int
+    split: DigitsSplit  # x_* [N, sum(widths)] float32, y_* [N] int64
+
+
+def load_arrays(path, *, test_fraction: float = TEST_FRACTION, seed: int = SPLIT_SEED) -> ArrayData:
+    """Read `path` (.npz: `stream_NAME` -> [N, width] per stream, `labels` -> [N] int) and split it.
+
+    The held-out split is a seeded permutation's last `test_fraction` (at least one row each side);
+    anything malformed is a one-line GfedgeError naming the array and the fix.
+    """
+    try:
+        arrays = dict(np.load(path, allow_pickle=False))
+    except (OSError, ValueError) as exc:
+        raise GfedgeError(f"{path} is not a readable .npz file ({exc})", "write it with numpy.savez(path, stream_a=..., labels=...)") from exc
+    streams = {key[len("stream_"):]: a for key, a in arrays.items() if key.startswith("stream_")}
+    if not streams or "labels" not in arrays:
+        raise GfedgeError(f"{path} needs arrays stream_NAME ([N, width], one per stream) and labels ([N] int)", "rename its arrays")
+    labels = arrays["labels"]
+    if labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) < 2 or labels.min() < 0:
+        raise GfedgeError(f"{path}: labels must be [N] non-negative integers, N >= 2 (got {labels.dtype} {labels.shape})", "store class indices 0..C-1")
+    for name, a in streams.items():
+        if a.ndim != 2 or len(a) != len(labels) or a.dtype.kind != "f" or not np.isfinite(a).all():
+            raise GfedgeError(f"{path}: stream_{name} must be finite floats [N={len(labels)}, width] (got {a.dtype} {a.shape})", "store one row per label")
+    n = len(labels)
+    held = min(n - 1, max(1, int(round(n * test_fraction))))
+    order = np.random.default_rng(seed).permutation(n)
+    features = np.concatenate([streams[name].astype(np.float32) for name in streams], axis=1)  # [N, sum(widths)]
+    train, test = order[: n - held], order[n - held :]
+    parts = (features[train], labels[train].astype(np.int64), features[test], labels[test].astype(np.int64))
+    split = DigitsSplit(*(torch.from_numpy(np.ascontiguousarray(a)) for a in parts))
+    return ArrayData(widths={name: int(a.shape[1]) for name, a in streams.items()}, num_classes=int(labels.max()) + 1, split=split)

@@ -14,7 +14,7 @@ import numpy as np
 
 from geofractal_edge import __version__
 from geofractal_edge.artifacts.hashing import file_sha256
-from geofractal_edge.models.collective.checkpoint import collective_sha256, load_checkpoint, save_checkpoint
+from geofractal_edge.models.collective.checkpoint import collective_sha256, load_checkpoint, load_data, save_checkpoint
 from geofractal_edge.models.collective.collective import RouterCollective
 from geofractal_edge.models.collective.config import CollectiveConfig
 from geofractal_edge.models.collective.data import SPLIT_SEED, TEST_FRACTION, DigitsSplit, digits_split
@@ -51,8 +51,24 @@ def load_exportable(model: Path | None, *, progress: Progress | None = None, tar
     path = Path(model) if model is not None else default_checkpoint(progress=progress)
     collective, _ = load_checkpoint(path)
     source = {"checkpoint": "embedded default" if model is None else path.name, "sha256": file_sha256(path)}
+    name = "collective-default" if model is None else path.stem
+    if any(s.kind == "array" for s in collective.config.streams):
+        return exportable_from_arrays(collective, name=name, source=source, data=load_data(path))
     build = exportable_from_text_collective if collective.frozen else exportable_from_collective
-    return build(collective, name="collective-default" if model is None else path.stem, source=source)
+    return build(collective, name=name, source=source)
+
+
+def exportable_from_arrays(collective: RouterCollective, *, name: str, source: dict, data: dict | None) -> CalibratedExportable:
+    """A collective trained on the user's arrays: golden case and calibration from the rows its checkpoint stores."""
+    from geofractal_edge.errors import GfedgeError
+
+    if data is None:
+        raise GfedgeError(f"checkpoint {source.get('checkpoint')} has array streams but no stored held-out rows", "re-train it with `gfedge train collective --data FILE.npz`")
+    config = collective.config
+    case = Case(name="arrays-held-out", inputs={"features": data["x_test"].numpy().astype(np.float32)}, labels={"class": data["y_test"].numpy().astype(np.int64)})
+    calibration = [{"features": data["x_calibration"][i : i + 64].numpy().astype(np.float32)} for i in range(0, len(data["x_calibration"]), 64)]
+    # the features input is the streams' arrays concatenated in task.streams order (widths: model.config.streams)
+    return _exportable(collective, name=name, source=source, case=case, calibration=calibration, input_dim=config.input_dim, bounded=False)
 
 
 def exportable_from_collective(collective: RouterCollective, *, name: str, source: dict, split: DigitsSplit | None = None) -> CalibratedExportable:
@@ -86,10 +102,10 @@ def exportable_from_text_collective(collective: RouterCollective, *, name: str, 
 
 
 def _exportable(collective: RouterCollective, *, name: str, source: dict, case: Case, calibration: list, input_dim: int,
-                embedding: bool = False, task: dict | None = None) -> CalibratedExportable:
+                embedding: bool = False, task: dict | None = None, bounded: bool = True) -> CalibratedExportable:
     config = collective.config
     spec = collective_spec(input_dim=input_dim, input_scale=config.input_scale, num_classes=config.num_classes, streams=config.num_streams,
-                           slots=config.num_slots, routes=config.routes, embedding=embedding)
+                           slots=config.num_slots, routes=config.routes, embedding=embedding, bounded=bounded)
     return CalibratedExportable(
         family="collective",
         name=name,

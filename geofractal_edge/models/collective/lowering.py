@@ -44,6 +44,7 @@ class StackedFeatureGroup(nn.Module):
         self.view = getattr(first, "view", None)
         if hasattr(first, "lines"):
             self.register_buffer("lines", first.lines.clone())
+        self.start, self.stop = getattr(first, "start", 0), getattr(first, "stop", None)  # an array stream's columns
         self.towers, self.slots, self.dim = len(streams), first.slots.slots, first.slots.dim
         self.register_buffer("weight", torch.cat([s.slots.proj.weight.t() for s in streams], dim=1).detach().clone())  # [d, T*S*D]
         self.register_buffer("bias", torch.cat([s.slots.proj.bias for s in streams]).detach().clone())

@@ -34,11 +34,13 @@ class CalibratedExportable(Exportable):
         return tuple(self.calibration_feeds) or super().calibration()
 
 
-def collective_spec(*, input_dim: int, input_scale: float, num_classes: int, streams: int, slots: int, routes: int, embedding: bool = False) -> ExportSpec:
+def collective_spec(*, input_dim: int, input_scale: float, num_classes: int, streams: int, slots: int, routes: int, embedding: bool = False,
+                    bounded: bool = True) -> ExportSpec:
     """`embedding`: the input is a frozen encoder's L2-normalised sentence embedding [batch, input_dim],
-    named like the encoder bundle's output so that the two chain by name."""
+    named like the encoder bundle's output so that the two chain by name. `bounded=False`: the user's own
+    features, any finite value (the streams' arrays concatenated in order)."""
     data = (TensorSpec("sentence_embedding", "float32", ("batch", input_dim), range=(-1.0, 1.0), role="data") if embedding
-            else TensorSpec("features", "float32", ("batch", input_dim), range=(0.0, float(input_scale)), role="data"))
+            else TensorSpec("features", "float32", ("batch", input_dim), range=(0.0, float(input_scale)) if bounded else None, role="data"))
     return ExportSpec(
         family="collective",
         inputs=(data,),

@@ -95,6 +95,30 @@ class FeatureStream(nn.Module):
         return self.slots(self.features(x))
 
 
+def view_columns(x: Tensor, stream: nn.Module) -> Tensor:
+    """An array stream's own columns of the input: [B, input_dim] -> [B, width]."""
+    return x[:, stream.start : stream.stop]
+
+
+class ArrayStream(nn.Module):
+    """The user's own features for this stream (its `width` consecutive input columns), projected to slots."""
+
+    def __init__(self, stream: StreamConfig, config: CollectiveConfig) -> None:
+        super().__init__()
+        self.config = stream
+        names = [s.name for s in config.streams]
+        self.start = sum(s.width for s in config.streams[: names.index(stream.name)])
+        self.stop = self.start + stream.width
+        self.view = view_columns
+        self.slots = SlotProjection(stream.width, config)
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.view(x, self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.slots(self.features(x))
+
+
 class TrainableStream(nn.Module):
     """Conv 3x3 layers (GELU) over the 8x8 image, 2x2 average pool, projection to slots."""
 
@@ -153,4 +177,6 @@ def build_stream(stream: StreamConfig, config: CollectiveConfig, *, port=None) -
         return FeatureStream(stream, config)
     if stream.kind == "conv":
         return TrainableStream(stream, config)
+    if stream.kind == "array":
+        return ArrayStream(stream, config)
     return FrozenStream(stream, config, port=port)
