@@ -97,3 +97,11 @@ def test_train_collective_data_refuses_a_malformed_file_in_one_line(tmp_path):
     result = gfedge("train", "collective", "--data", path, "--out", tmp_path / "m.safetensors")
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1 and "stream_a" in lines[0], result.stderr
+
+
+def test_export_calibration_is_refused_for_a_family_that_does_not_read_one(tmp_path):
+    (tmp_path / "c.txt").write_text("some text", encoding="utf-8")
+    result = gfedge("export", "--family", "collective", "--target", "host-cpu", "--out", tmp_path / "b", "--calibration", tmp_path / "c.txt")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1 and "does not take a calibration file" in lines[0], result.stderr
+    assert not (tmp_path / "b").exists()
