@@ -164,17 +164,32 @@ def _bounds(bound: DimRange | None) -> tuple[int, float]:
 def _values_check(spec: TensorDecl) -> Callable[[np.ndarray, int], bool] | None:
     """ok(array, size) for an array of 2 or more elements: every value finite (floats) and within the range.
 
-    Floats are proven finite on their own: NaN or an infinity makes Python's sum of the values NaN
-    or infinite (a list of at most _SMALL), or numpy's minimum or maximum NaN or infinite (NaN
-    propagates through both). Comparisons with NaN are False, so nothing unproven passes; a false
-    alarm would only send the inputs to check_inputs, which is exact. None: nothing to check.
+    A range from 0 (every input we export has one) takes one pass: read as unsigned integers of the
+    same width, a negative number, NaN or an infinity is larger than the bit pattern of the range's
+    top, and non-negative floats order like their bit patterns. Other ranges prove floats finite
+    on their own: NaN or an infinity makes Python's sum of the values NaN or infinite, or numpy's
+    minimum or maximum NaN or infinite (NaN propagates through both). Comparisons with NaN are
+    False, so nothing unproven passes; a false alarm (-0.0 read as unsigned) only sends the inputs
+    to check_inputs, which is exact. None: nothing to check.
     """
-    floating = np.dtype(spec.dtype).kind == "f"
+    dtype = np.dtype(spec.dtype)
+    floating = dtype.kind == "f"
     if not floating and spec.range is None:
         return None
     low, high = spec.range if spec.range is not None else (-math.inf, math.inf)
     flat = len(spec.shape) == 1
     lowest, highest = np.minimum.reduce, np.maximum.reduce
+    unsigned = _unsigned_top(dtype, low, high)
+    if unsigned is not None:
+        as_unsigned, top = unsigned
+
+        def from_zero(array: np.ndarray, size: int) -> bool:
+            view = array.view(as_unsigned)
+            if size <= _SMALL:
+                return max(view.tolist() if flat else view.ravel().tolist()) <= top
+            return highest(view, axis=None) <= top
+
+        return from_zero
 
     def ok(array: np.ndarray, size: int) -> bool:
         if size <= _SMALL:
@@ -190,3 +205,21 @@ def _values_check(spec: TensorDecl) -> Callable[[np.ndarray, int], bool] | None:
         return low <= lo and hi <= high
 
     return ok
+
+
+def _unsigned_top(dtype: np.dtype, low: float, high: float) -> tuple[np.dtype, int] | None:
+    """(the unsigned dtype of the same width, the largest passing value read as it) for a range [0, high]; else None.
+
+    The top is `high` in the input's own dtype, rounded as check_inputs' comparison rounds it
+    (numpy compares a float32 array with a Python float in float32).
+    """
+    if low != 0 or dtype.kind not in "fiu" or not math.isfinite(high):
+        return None
+    unsigned = np.dtype(f"u{dtype.itemsize}")
+    if dtype.kind == "f":
+        with np.errstate(over="ignore"):
+            top = dtype.type(high)
+        if not np.isfinite(top):
+            return None
+        return unsigned, int(np.array(top, dtype=dtype).view(unsigned))
+    return unsigned, min(math.floor(high), int(np.iinfo(dtype).max))

@@ -14,6 +14,8 @@ X = TensorDecl(name="x", dtype="float32", shape=("n",), range=(0.0, 1.0))
 FREE = TensorDecl(name="free", dtype="float32", shape=("n", 3))  # floats without a range: finiteness only
 TOKENS = TensorDecl(name="tokens", dtype="int64", shape=("batch", 4), range=(0.0, 50.0))
 HALF = TensorDecl(name="h", dtype="float16", shape=(2,), range=(-1.0, 1.0))
+SIGNED = TensorDecl(name="s", dtype="float32", shape=("n", 2), range=(-2.0, 2.0))  # a range not from 0: the min/max path
+TOP = TensorDecl(name="t", dtype="float32", shape=("n",), range=(0.0, 0.7))  # 0.7 is not a float32: rounded as numpy compares
 RANGES = {"n": DimRange(min=1, opt=4, max=256), "batch": DimRange(min=1, opt=2, max=8)}
 SPECS = (X, FREE)
 
@@ -78,6 +80,20 @@ def test_prepared_checker_agrees_with_check_inputs(feeds):
         (HALF, np.array([0.5, -1.0], np.float16)),
         (HALF, np.array([np.nan, 0.0], np.float16)),
         (HALF, np.array([1.0, 2.0], np.float16)),
+        (X, np.array([-0.0, 0.5], np.float32)),  # -0.0 read as unsigned is a false alarm: check_inputs accepts it
+        (X, np.full(200, -0.0, np.float32)),
+        (X, np.array([0.5, -np.nan], np.float32)),
+        (X, np.full(200, 1.0, np.float32)),
+        (TOP, np.full(3, np.float32(0.7), np.float32)),  # equal to the bound in float32
+        (TOP, np.full(200, np.float32(0.7), np.float32)),
+        (TOP, np.full(3, np.nextafter(np.float32(0.7), np.float32(1)), np.float32)),
+        (TOP, np.full(200, np.nextafter(np.float32(0.7), np.float32(1)), np.float32)),
+        (SIGNED, np.full((3, 2), -2.0, np.float32)),
+        (SIGNED, np.full((100, 2), 2.0, np.float32)),
+        (SIGNED, np.full((100, 2), -2.5, np.float32)),
+        (SIGNED, np.full((100, 2), np.inf, np.float32)),
+        (TOKENS, np.array([[0, 1, 2, -3]] * 8, np.int64)),
+        (TOKENS, np.full((1, 4), np.iinfo(np.int64).min, np.int64)),
     ],
 )
 def test_integer_and_half_inputs_agree(spec, array):
