@@ -1,9 +1,9 @@
 """The TensorRT form of ternary weights: blocked INT4 `DequantizeLinear`, zero point 0.
 
-Built from a bundle's 2-bit pack where the engine is built (on the device): each ternary code tensor
-X [..., d] becomes DQ(codes as INT4, scale, axis=-1, block_size) whose scale is the tile's scale in
-every block, so the DQ output is exactly code x scale, the torch ternary weight. The graph's own
-scale multiplies then become 1. {-1, 0, +1} x scale is exact in INT4, so nothing is lost.
+Written at export for targets whose weight dialect is "qdq" (export/ternary.py): each ternary code
+tensor X [..., d] becomes DQ(codes as INT4, scale, axis=-1, block_size) whose scale is the tile's
+scale in every block, so the DQ output is exactly code x scale, the torch ternary weight. The graph's
+own scale multiplies then become 1. {-1, 0, +1} x scale is exact in INT4, so nothing is lost.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ INT4_OPSET = 21
 
 def ternary_to_int4_dq(model: onnx.ModelProto, codes: dict[str, np.ndarray], pairs: tuple[tuple[str, str], ...], *,
                        block_size: int = BLOCK_SIZE) -> onnx.ModelProto:
-    """Return a copy of `model` whose external ternary initializers are INT4 DequantizeLinear outputs."""
+    """Return a copy of `model` whose ternary initializers (named in `pairs`, values in `codes`) are INT4 DequantizeLinear outputs."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     inits = {init.name: init for init in out.graph.initializer}
