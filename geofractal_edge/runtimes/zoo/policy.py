@@ -12,7 +12,12 @@ Sage (seed 002): permission = expertise x cheapness x persistence, with
                 cannot fit even after evicting every unpinned model; in the low-power state cost is multiplied by `low_power_factor` and
                 every model, resident or not, also pays its size relative to the largest candidate,
   persistence = `persistence` (default 1.2) for a resident model, else 1.
-If the winner's trust is below `trust_threshold`, the best-trusted alternative goes first instead.
+If the winner's trust is below `trust_threshold`, the best-trusted alternative goes first instead;
+and if it is below `relative_floor` (default 0.75) x the trust of the best candidate that fits, that
+candidate goes first: cheapness and persistence choose among models nearly as good as the best, they
+never buy a far worse answer. (Without the floor, under a budget that holds one specialist, a
+resident generalist at 0.44 trust beat a 1.0 specialist whose swap cost was ~1: permission 0.53 vs
+0.49, and it kept winning for the whole phase, since the swap cost is charged per request.)
 Eviction: lowest permission for the recent demand (expertise averaged over the recent contexts),
 ties broken least recently used.
 
@@ -52,9 +57,10 @@ class Ranking:
 class Sage:
     name = "sage"
 
-    def __init__(self, *, persistence: float = 1.2, trust_threshold: float = 0.3, low_power_factor: float = 4.0) -> None:
+    def __init__(self, *, persistence: float = 1.2, trust_threshold: float = 0.3, relative_floor: float = 0.75, low_power_factor: float = 4.0) -> None:
         self.persistence = persistence
         self.trust_threshold = trust_threshold
+        self.relative_floor = relative_floor
         self.low_power_factor = low_power_factor
 
     def permission(self, view: View, *, low_power: bool = False, largest: int = 0) -> float:
@@ -68,16 +74,25 @@ class Sage:
         largest = max((v.bytes for v in views), default=0)
         scores = {v.id: self.permission(v, low_power=low_power, largest=largest) for v in views}
         order = sorted(scores, key=lambda i: -scores[i])
-        trust = {v.id: v.expertise for v in views}
         winner = order[0]
-        fallback_from = None
-        if trust[winner] < self.trust_threshold and len(order) > 1:
-            alternative = max(order[1:], key=lambda i: trust[i])
-            if trust[alternative] > trust[winner]:
-                order.remove(alternative)
-                order.insert(0, alternative)
-                fallback_from = winner
-        return Ranking(order=order, scores=scores, fallback_from=fallback_from)
+        by_id = {v.id: v for v in views}
+        alternative = self._better_than(by_id[winner], [by_id[i] for i in order[1:]])
+        if alternative is None:
+            return Ranking(order=order, scores=scores)
+        order.remove(alternative)
+        order.insert(0, alternative)
+        return Ranking(order=order, scores=scores, fallback_from=winner)
+
+    def _better_than(self, winner: View, rivals: list[View]) -> str | None:
+        """The rival that goes first instead of a winner trusted too little (absolutely, or against the best that fits)."""
+        if winner.expertise < self.trust_threshold:
+            pool = rivals
+        elif any(v.fits for v in rivals) and winner.expertise < self.relative_floor * max(v.expertise for v in rivals if v.fits):
+            pool = [v for v in rivals if v.fits]
+        else:
+            return None
+        best = max(pool, key=lambda v: v.expertise, default=None)
+        return best.id if best is not None and best.expertise > winner.expertise else None
 
     def evict_order(self, views: Sequence[View]) -> list[str]:
         return [v.id for v in sorted(views, key=lambda v: (self.permission(v), v.last_used))]
@@ -109,7 +124,7 @@ POLICIES = {"sage": Sage, "lru": LRU, "always-best": AlwaysBest}
 
 
 def make_policy(name: str, **options):
-    """A policy by name; sage takes persistence, trust_threshold, low_power_factor."""
+    """A policy by name; sage takes persistence, trust_threshold, relative_floor, low_power_factor."""
     if name not in POLICIES:
         raise GfedgeError(f"unknown zoo policy '{name}'", f"use one of {', '.join(POLICIES)}")
     return POLICIES[name](**options) if name == "sage" else POLICIES[name]()

@@ -47,6 +47,24 @@ def test_sage_falls_back_to_the_best_trusted_alternative_below_the_threshold():
     assert ranking.order[0] == "untrusted" and ranking.fallback_from is None
 
 
+def test_sage_never_buys_a_far_worse_answer_with_cheapness():
+    """Under a budget that holds one specialist, a resident generalist (0.44) out-scored a fitting
+    specialist (1.0) whose swap cost was ~1 (0.53 vs 0.49) for a whole phase: the relative floor."""
+    generalist = View("gen", expertise=0.44, resident=True)
+    specialist = View("b-int8", expertise=1.0, resident=False, swap_cost=1.05)
+    assert Sage().permission(generalist) > Sage().permission(specialist)  # the flaw the floor fixes
+    ranking = Sage().rank([generalist, specialist])
+    assert ranking.order == ["b-int8", "gen"] and ranking.fallback_from == "gen"
+    assert Sage(relative_floor=0.0).rank([generalist, specialist]).order[0] == "gen"  # the old behaviour
+    # near the best (>= 0.75 x its trust) cheapness and persistence still decide: hysteresis is kept
+    near = View("a-int8", expertise=0.8, resident=True)
+    assert Sage().rank([near, specialist]).order[0] == "a-int8"
+    # a better model that cannot fit does not displace the winner
+    blocked = View("big", expertise=1.0, resident=False, swap_cost=1.0, fits=False)
+    ranking = Sage().rank([generalist, blocked])
+    assert ranking.order[0] == "gen" and ranking.fallback_from is None
+
+
 def test_low_power_prefers_the_small_model_among_near_equals():
     sage = Sage()
     big = View("fp32", expertise=1.0, resident=True, bytes=4_000_000)
