@@ -52,10 +52,11 @@ def ternary_blocks(values: np.ndarray, block_size: int) -> np.ndarray:
 
 
 def matmul_nbits(a: str, out: str, *, name: str, packed: str, scales: str, k: int, n: int, bits: int, block_size: int,
-                 zero_points: str | None = None) -> onnx.NodeProto:
-    """out [..., N] = a [..., K] @ W^T, W [N, K] the dequantized `packed` weight."""
+                 zero_points: str | None = None, accuracy_level: int = 0) -> onnx.NodeProto:
+    """out [..., N] = a [..., K] @ W^T, W [N, K] the dequantized `packed` weight; accuracy_level 0: float32 arithmetic."""
     inputs = [a, packed, scales] + ([zero_points] if zero_points else [])
-    return helper.make_node("MatMulNBits", inputs, [out], name=name, domain=MS_DOMAIN, K=k, N=n, bits=bits, block_size=block_size)
+    extra = {"accuracy_level": accuracy_level} if accuracy_level else {}
+    return helper.make_node("MatMulNBits", inputs, [out], name=name, domain=MS_DOMAIN, K=k, N=n, bits=bits, block_size=block_size, **extra)
 
 
 def gather_block_quantized(data: str, indices: str, out: str, *, name: str, scales: str, zero_points: str | None, bits: int,

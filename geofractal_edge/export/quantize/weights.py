@@ -156,7 +156,7 @@ def _feed(rw: Rewriter, uses: list, old: str, new: str, made: list[onnx.NodeProt
 # ---- int4, ort dialect: packed operators -----------------------------------------------------------
 
 
-def int4_per_tower(rw: Rewriter, name: str, uses: list, *, block_size: int, symmetric: bool) -> None:
+def int4_per_tower(rw: Rewriter, name: str, uses: list, *, block_size: int, symmetric: bool, accuracy_level: int = 0) -> None:
     """MatMul(X [T, .., K], W [T, K, N]) -> Concat over t of MatMulNBits(X[t], W[t]): each tower's weight stays 4-bit.
 
     MatMulNBits takes one 2-D weight, so the towers are separate nodes (the graph grows with T here).
@@ -177,7 +177,7 @@ def int4_per_tower(rw: Rewriter, name: str, uses: list, *, block_size: int, symm
                 helper.make_node("Gather", [node.input[0], f"{base}.{t}.index"], [f"{base}.{t}.x"], name=f"{base}.{t}.x", axis=0),  # [.., K]
                 lowbit.matmul_nbits(f"{base}.{t}.x", f"{base}.{t}.y", name=f"{base}.{t}", packed=f"{name}.q4.{t}",
                                     scales=f"{name}.q4.{t}_scales", k=k, n=n, bits=4, block_size=block_size,
-                                    zero_points=None if symmetric else f"{name}.q4.{t}_zero_points"),  # [.., N]
+                                    zero_points=None if symmetric else f"{name}.q4.{t}_zero_points", accuracy_level=accuracy_level),  # [.., N]
                 helper.make_node("Unsqueeze", [f"{base}.{t}.y", f"{base}.axis0"], [f"{base}.{t}.u"], name=f"{base}.{t}.u"),
             ]
             parts.append(f"{base}.{t}.u")

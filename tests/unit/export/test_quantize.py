@@ -68,6 +68,23 @@ def test_int4_for_onnxruntime_is_matmul_nbits_and_stays_4_bit_in_the_session(bun
     assert not floats, f"a weight was folded back to float: {floats}"
 
 
+def test_int4_accuracy_level_reaches_every_matmul_nbits_and_scales_can_stay_float32(bundle_factory):
+    from geofractal_edge.export.quantize import QuantContext, quantize
+    from geofractal_edge.export.quantize.int4 import Int4Config
+    from geofractal_edge.models.atlas.spec import atlas_spec
+
+    fp32 = graph(bundle_factory("fp32"))
+    key_dim = next(i for i in fp32.graph.input if i.name == "key").type.tensor_type.shape.dim[0].dim_value
+    spec = atlas_spec(key_dim=key_dim, vocab_size=fp32.graph.output[0].type.tensor_type.shape.dim[1].dim_value)
+    model = quantize(fp32, Int4Config(accuracy_level=4, scale_dtype="float32"), QuantContext(spec=spec, dialect="ort"))
+    nodes = _matmul_nbits(model)
+    assert nodes and all(onnx.helper.get_attribute_value(a) == 4 for n in nodes for a in n.attribute if a.name == "accuracy_level")
+    assert all(len([a for a in n.attribute if a.name == "accuracy_level"]) == 1 for n in nodes)
+    assert not [n for n in model.graph.node if n.op_type == "Cast"]  # float32 scales feed the operators directly
+    with pytest.raises(GfedgeError, match="accuracy_level 5"):
+        Int4Config(accuracy_level=5)
+
+
 def test_int4_leaves_keep_float_weights_in_float(bundle_factory):
     import dataclasses
 
@@ -136,7 +153,7 @@ def test_manifest_records_quantization_config(bundle_factory):
 
     manifest = open_bundle(bundle_factory("int4")).manifest.to_dict()
     assert manifest["quantization"] == {"scheme": "Int4Config", "precision": "int4", "version": 2, "block_size": 16, "symmetric": True,
-                                        "scale_dtype": "float16"}
+                                        "scale_dtype": "float16", "accuracy_level": 0}
     assert manifest["weight_dialect"] == manifest["target"]["weight_dialect"] == "ort"
 
 
