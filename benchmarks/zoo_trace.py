@@ -116,6 +116,14 @@ def calibrate(zoo_path: Path, x: np.ndarray) -> list[dict]:
     return rows
 
 
+def pick_working(rng: random.Random, groups: dict[str, list[str]], *, weights: list[int]) -> list[str]:
+    """The texts of one phase: one or two from group a or b or gen-only, or one from each of a and b ("mixed")."""
+    kind = rng.choices(["a", "b", "mixed", "gen-only"], weights=weights)[0]
+    if kind == "mixed":
+        return [rng.choice(groups["a"]), rng.choice(groups["b"])]
+    return rng.sample(groups[kind], k=rng.choice([1, 2]))
+
+
 def make_trace(n: int, seed: int) -> list[tuple[str, int]]:
     """Phases of 60-120 requests; each phase draws from one or two texts (same half or mixed)."""
     names = list(texts_used())
@@ -123,11 +131,7 @@ def make_trace(n: int, seed: int) -> list[tuple[str, int]]:
     rng = random.Random(seed)
     trace: list[tuple[str, int]] = []
     while len(trace) < n:
-        kind = rng.choices(["a", "b", "mixed", "gen-only"], weights=[3, 3, 2, 1])[0]
-        if kind == "mixed":
-            working = [rng.choice(halves["a"]), rng.choice(halves["b"])]
-        else:
-            working = rng.sample(halves[kind], k=rng.choice([1, 2]))
+        working = pick_working(rng, halves, weights=[3, 3, 2, 1])
         for _ in range(rng.randint(60, 120)):
             trace.append((rng.choice(working), rng.randrange(0, TEXT_CHARS - WINDOW)))
     return trace[:n]

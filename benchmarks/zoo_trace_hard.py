@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from zoo_trace import MIB, POLICIES, TEXT_CHARS, WINDOW, build_zoo, calibrate, plot, texts_used  # noqa: E402
+from zoo_trace import MIB, POLICIES, TEXT_CHARS, WINDOW, build_zoo, calibrate, pick_working, plot, texts_used  # noqa: E402
 
 
 def make_hard_trace(n: int, seed: int) -> list[tuple[str, int]]:
@@ -49,11 +49,7 @@ def make_hard_trace(n: int, seed: int) -> list[tuple[str, int]]:
     rng = random.Random(seed)
     trace: list[tuple[str, int]] = []
     while len(trace) < n:
-        kind = rng.choices(["a", "b", "mixed", "gen-only"], weights=[3, 3, 3, 1])[0]
-        if kind == "mixed":
-            working = [rng.choice(groups["a"]), rng.choice(groups["b"])]
-        else:
-            working = rng.sample(groups[kind], k=rng.choice([1, 2]))
+        working = pick_working(rng, groups, weights=[3, 3, 3, 1])
         outside = [t for t in names if t not in working]
         remaining = rng.randint(25, 70)
         while remaining > 0:
