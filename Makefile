@@ -1,5 +1,6 @@
 # make demo: create .venv if needed, install, run the main job on the embedded default.
-# make test: the test suite (under 10 minutes on 2 cores).
+# make test: the test suite without the tests marked slow (about 5 minutes on an idle 2-core machine).
+# make test-slow: the slow ones (encoder bundles opened by every tool, ten SIGTERM trials, 8x500 serving, DDP); CI runs both.
 # make defaults: retrain the shipped default checkpoints (models/<family>/defaults/) with the current code
 #   and recipes (12.6 minutes measured on a busy 2-core host).
 PYTHON ?= python3
@@ -7,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean bench defaults
+.PHONY: demo test test-slow install clean bench defaults
 
 install: $(STAMP)
 
@@ -23,7 +24,10 @@ demo: $(STAMP)
 	$(PY) -m geofractal_edge.demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider -m slow tests
 
 defaults: $(STAMP)
 	$(PY) -m geofractal_edge.models.defaults

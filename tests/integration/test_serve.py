@@ -181,6 +181,7 @@ def _half_request(port: int, kind: str) -> subprocess.Popen:
     return proc
 
 
+@pytest.mark.slow
 def test_eight_clients_500_requests_each_while_swapping(server, bundle_factory):
     """Two of three models fit (--max-loaded 2); every 40th request names a model, so swaps happen; half the
     requests send their tensor as binary (the OIP binary tensor extension), half as JSON. 0 lost; p99 printed."""
