@@ -137,24 +137,31 @@ def make_trace(n: int, seed: int) -> list[tuple[str, int]]:
     return trace[:n]
 
 
+def serve_trace(zoo, sampler, trace: list[tuple[str, int]], x: np.ndarray, texts: dict[str, str]) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Each request through the zoo, its char accuracy fed back as quality: (quality, hit, answers per model)."""
+    quality, hits = np.zeros(len(trace)), np.zeros(len(trace), dtype=bool)
+    chosen: dict[str, int] = {}
+    for i, (context, start) in enumerate(trace):
+        answer = zoo.infer({"x": x[start : start + WINDOW]}, key=context)
+        truth = texts[context][start : start + WINDOW]
+        quality[i] = sum(a == b for a, b in zip(answer.decoded, truth)) / WINDOW
+        hits[i] = answer.hit
+        zoo.feedback(answer.request_id, float(quality[i]))
+        chosen[answer.model] = chosen.get(answer.model, 0) + 1
+        if answer.swapped:
+            sampler.mark()
+    return quality, hits, chosen
+
+
 def replay(zoo_path: Path, policy: str, budget: int, trace: list[tuple[str, int]], x: np.ndarray, texts: dict[str, str]) -> dict:
     from geofractal_edge.runtimes.zoo import Zoo
     from geofractal_edge.runtimes.zoo.memory import Sampler
 
-    quality = np.zeros(len(trace))
     holder = {}
     sampler = Sampler(lambda: holder["zoo"].measured_bytes(), interval_s=0.005)  # allocated before the zoo's baseline
-    chosen: dict[str, int] = {}
     zoo = holder["zoo"] = Zoo(zoo_path, budget_bytes=budget, policy=policy)
     with sampler:
-        for i, (context, start) in enumerate(trace):
-            answer = zoo.infer({"x": x[start : start + WINDOW]}, key=context)
-            truth = texts[context][start : start + WINDOW]
-            quality[i] = sum(a == b for a, b in zip(answer.decoded, truth)) / WINDOW
-            zoo.feedback(answer.request_id, float(quality[i]))
-            chosen[answer.model] = chosen.get(answer.model, 0) + 1
-            if answer.swapped:
-                sampler.mark()
+        quality, _, chosen = serve_trace(zoo, sampler, trace, x, texts)
         loaded = zoo.measured_bytes()
         zoo.unload_all()
         sampler.mark()

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from zoo_trace import MIB, POLICIES, TEXT_CHARS, WINDOW, build_zoo, calibrate, pick_working, plot, texts_used  # noqa: E402
+from zoo_trace import MIB, POLICIES, TEXT_CHARS, WINDOW, build_zoo, calibrate, pick_working, plot, serve_trace, texts_used  # noqa: E402
 
 
 def make_hard_trace(n: int, seed: int) -> list[tuple[str, int]]:
@@ -67,20 +67,11 @@ def replay(zoo_path: Path, policy: str, budget: int, trace: list[tuple[str, int]
     from geofractal_edge.runtimes.zoo import Zoo
     from geofractal_edge.runtimes.zoo.memory import Sampler
 
-    quality, hits = np.zeros(len(trace)), np.zeros(len(trace), dtype=bool)
-    holder, chosen = {}, {}
+    holder = {}
     sampler = Sampler(lambda: holder["zoo"].measured_bytes(), interval_s=0.005)
     zoo = holder["zoo"] = Zoo(zoo_path, budget_bytes=budget, policy=policy)
     with sampler:
-        for i, (context, start) in enumerate(trace):
-            answer = zoo.infer({"x": x[start : start + WINDOW]}, key=context)
-            truth = texts[context][start : start + WINDOW]
-            quality[i] = sum(a == b for a, b in zip(answer.decoded, truth)) / WINDOW
-            hits[i] = answer.hit
-            zoo.feedback(answer.request_id, float(quality[i]))
-            chosen[answer.model] = chosen.get(answer.model, 0) + 1
-            if answer.swapped:
-                sampler.mark()
+        quality, hits, chosen = serve_trace(zoo, sampler, trace, x, texts)
         zoo.unload_all()
         sampler.mark()
     times, values = sampler.series()
