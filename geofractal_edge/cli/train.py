@@ -9,6 +9,7 @@ import typer
 from geofractal_edge.cli.render import console, print_json, progress_bar
 from geofractal_edge.cli.train_collective import train_collective
 from geofractal_edge.errors import GfedgeError
+from geofractal_edge.models.family import read_text
 
 app = typer.Typer(help="Train a family's model on your data or the embedded default data.", no_args_is_help=True)
 
@@ -45,12 +46,7 @@ def train_atlas(
 def _read_texts(paths: list[Path]) -> dict[str, str]:
     texts = {}
     for path in paths:
-        if not path.is_file():
-            raise GfedgeError(f"text file {path} does not exist", "check the --text path")
-        try:
-            content = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise GfedgeError(f"text file {path} is not UTF-8 ({exc.reason})", "convert it to UTF-8") from exc
+        content = read_text(path, what=f"text file {path}", missing_fix="check the --text path")
         if len(content) < 2:
             raise GfedgeError(f"text file {path} has fewer than 2 characters", "pass a real text")
         if path.stem in texts:

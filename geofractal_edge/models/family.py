@@ -76,3 +76,13 @@ def cache_dir() -> Path:
     """Where embedded defaults are cached after their first training: $GFEDGE_CACHE or ~/.cache."""
     root = os.environ.get("GFEDGE_CACHE") or Path.home() / ".cache" / "geofractal_edge"
     return Path(root)
+
+
+def read_text(path: Path, *, what: str, missing_fix: str) -> str:
+    """A UTF-8 text file (training text, calibration text), or one GfedgeError line naming `what` and the fix."""
+    if not Path(path).is_file():
+        raise GfedgeError(f"{what} does not exist", missing_fix)
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise GfedgeError(f"{what} is not UTF-8 ({exc.reason})", "convert it to UTF-8") from exc

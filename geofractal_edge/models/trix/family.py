@@ -10,7 +10,7 @@ import torch
 from geofractal_edge import __version__
 from geofractal_edge.artifacts.hashing import arrays_sha256, file_sha256
 from geofractal_edge.models.defaults import Recipe, resolve
-from geofractal_edge.models.family import Case, Exportable, Progress
+from geofractal_edge.models.family import Case, Exportable, Progress, read_text
 from geofractal_edge.errors import GfedgeError
 from geofractal_edge.models.trix.checkpoint import TEXT_WINDOWS, load_with_text, save_checkpoint
 from geofractal_edge.models.trix.config import TrixConfig
@@ -71,12 +71,7 @@ def load_exportable(model: Path | None, *, progress: Progress | None = None, tar
 def read_calibration(path: Path, config: TrixConfig) -> str:
     """The text of a --calibration file, refused in one line unless it encodes and holds one context window."""
     what = f"calibration text {path.name}"
-    if not path.is_file():
-        raise GfedgeError(f"{what} does not exist", "pass a UTF-8 text file to --calibration")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise GfedgeError(f"{what} is not UTF-8 ({exc.reason})", "convert it to UTF-8") from exc
+    text = read_text(path, what=what, missing_fix="pass a UTF-8 text file to --calibration")
     check_in_vocab(text, config.vocab, what=what)
     if len(text) < config.context + 1:
         raise GfedgeError(f"{what} has {len(text):,} characters, fewer than one window of {config.context + 1}", "pass a longer text")
