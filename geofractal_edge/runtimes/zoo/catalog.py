@@ -24,7 +24,7 @@ import numpy as np
 
 from geofractal_edge.artifacts import Bundle, open_bundle
 from geofractal_edge.artifacts.manifest import MANIFEST_HASH, TensorDecl
-from geofractal_edge.backends.inputs import check_inputs
+from geofractal_edge.backends.inputs import InputChecker
 from geofractal_edge.errors import BundleError, GfedgeError
 from geofractal_edge.runtimes.io import tensors_from_json
 
@@ -67,6 +67,7 @@ class Entry:
     freed_bytes: int | None = None  # what the last unload gave back, measured
     load_seconds: float | None = None  # last measured load (session + warm-up run)
     run_lock: threading.Lock = field(default_factory=threading.Lock)  # the bound key is session state
+    _checker: tuple | None = field(default=None, repr=False)  # (bundle, InputChecker) prepared for that bundle
 
     @property
     def manifest(self):
@@ -124,8 +125,16 @@ class Entry:
         feeds = dict(inputs)
         if listed:
             feeds.update(tensors_from_json(listed, [d for d in graph.data_inputs if d.name in listed], graph.dim_ranges))
-        check_inputs(feeds, graph.data_inputs, graph.dim_ranges)  # names, dtypes, shapes, values, dims agreeing
+        self.checker(feeds)  # names, dtypes, shapes, values, dims agreeing
         return feeds
+
+    @property
+    def checker(self) -> InputChecker:
+        """The manifest's input checks, prepared once per bundle (the runner's own are the same checks)."""
+        if self._checker is None or self._checker[0] is not self.bundle:
+            graph = self.manifest.graph
+            self._checker = (self.bundle, InputChecker(graph.data_inputs, graph.dim_ranges))
+        return self._checker[1]
 
     def describe(self) -> dict:
         manifest = self.manifest if self.bundle else None
