@@ -32,17 +32,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.torch_block import BLOCK_TORCH  # noqa: E402
+
 MIB = 1 << 20
-BLOCK_TORCH = textwrap.dedent(
-    """
-    import sys, importlib.abc
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "torch" or name.startswith("torch."):
-                raise ImportError("torch is blocked: this is the device side")
-    sys.meta_path.insert(0, Block())
-    """
-)
 IMPORT_STEP = BLOCK_TORCH + textwrap.dedent(
     """
     import json, os, time

@@ -16,22 +16,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from tests.torch_block import BLOCK_TORCH
 
 PACKAGE = ROOT / "geofractal_edge"
 DEVICE_PACKAGES = ("backends", "runtimes")
 # What a backend may import from geofractal_edge: the contract, the profiles, the errors and other backends.
 BACKEND_MAY_IMPORT = ("geofractal_edge.artifacts", "geofractal_edge.targets", "geofractal_edge.errors", "geofractal_edge.backends")
 
-BLOCK_TORCH = textwrap.dedent(
-    """
-    import sys, importlib.abc
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "torch" or name.startswith("torch."):
-                raise ImportError("torch is blocked: this is the device side")
-    sys.meta_path.insert(0, Block())
-    """
-)
 
 
 def test_runtime_artifacts_targets_run_and_verify_without_torch(bundle_factory):
