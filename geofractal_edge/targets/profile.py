@@ -31,13 +31,16 @@ class RuntimeSettings:
     cpu_mem_arena: bool = True  # onnxruntime's CPU arena keeps freed buffers for reuse (enable_cpu_mem_arena)
     mem_pattern: bool = True  # plan activation buffers from the shapes seen (enable_mem_pattern)
     prepacking: bool = True  # re-lay weights at load for faster kernels, a second copy of them (off: session.disable_prepacking)
+    # Every session of the process draws from one CPU arena (onnxruntime's environment allocator) instead of
+    # keeping an arena of its own: a zoo holding several models keeps one activation high-water mark, not one each.
+    shared_arena: bool = False
 
     def __post_init__(self) -> None:
         for name in ("intra_op_threads", "inter_op_threads"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise GfedgeError(f"runtime setting {name} is {value!r}", "use a whole number >= 0 (0: onnxruntime's choice)")
-        for name in ("allow_spinning", "cpu_mem_arena", "mem_pattern", "prepacking"):
+        for name in ("allow_spinning", "cpu_mem_arena", "mem_pattern", "prepacking", "shared_arena"):
             if not isinstance(getattr(self, name), bool):
                 raise GfedgeError(f"runtime setting {name} is {getattr(self, name)!r}", "use true or false")
 

@@ -84,7 +84,8 @@ def test_weight_bytes_match_onnx_s_own_count(bundle_factory, trix_bundle_factory
 
 
 def test_runtime_settings_per_call_and_per_target(bundle_factory):
-    with load(bundle_factory("fp32"), intra_op_threads=1, allow_spinning=False, prepacking=False, cpu_mem_arena=False, mem_pattern=False) as session:
+    with load(bundle_factory("fp32"), intra_op_threads=1, allow_spinning=False, prepacking=False, cpu_mem_arena=False, mem_pattern=False,
+              shared_arena=False) as session:
         assert session.settings == RuntimeSettings(intra_op_threads=1, allow_spinning=False, prepacking=False, cpu_mem_arena=False, mem_pattern=False)
         options = session._session.get_session_options()
         assert options.intra_op_num_threads == 1 and not options.enable_cpu_mem_arena and not options.enable_mem_pattern
@@ -97,6 +98,30 @@ def test_runtime_settings_per_call_and_per_target(bundle_factory):
     assert base.runtime.intra_op_threads == 2 and base.runtime.prepacking is RuntimeSettings().prepacking
     with pytest.raises(GfedgeError, match="intra_op_threads is -1"):
         RuntimeSettings.from_dict({"intra_op_threads": -1})
+
+
+def _uses_env_allocators(session) -> bool:
+    options = session._session.get_session_options()
+    try:
+        return options.get_session_config_entry("session.use_env_allocators") == "1"
+    except RuntimeError:  # onnxruntime: no entry of that name
+        return False
+
+
+def test_sessions_with_a_shared_arena_draw_from_onnxruntime_s_environment_allocator(bundle_factory):
+    x = {"x": np.linspace(0, 1, 64, dtype=np.float32)}
+    with load(bundle_factory("fp32"), shared_arena=False) as alone:
+        expected = alone.run(x)["logits"]
+        assert not _uses_env_allocators(alone)
+    first, second = load(bundle_factory("fp32"), shared_arena=True), load(bundle_factory("int4"), shared_arena=True)
+    with first, second:
+        for session in (first, second):
+            assert _uses_env_allocators(session)
+        second.run(x)
+        np.testing.assert_array_equal(first.run(x)["logits"], expected)
+    # Without the CPU arena there is nothing to share: the setting is left off.
+    with load(bundle_factory("fp32"), shared_arena=True, cpu_mem_arena=False) as plain:
+        assert not _uses_env_allocators(plain)
 
 
 def test_the_bench_worker_runs_without_torch(bundle_factory):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -83,7 +84,24 @@ def session_options(settings: RuntimeSettings):
     # onnxruntime's Python API has no PrepackedWeightsContainer (C, C++ and C# only), so
     # prepacked weights cannot be shared across sessions from here: each session packs its own.
     options.add_session_config_entry("session.disable_prepacking", "0" if settings.prepacking else "1")
+    if settings.shared_arena and settings.cpu_mem_arena:
+        register_shared_arena()
+        options.add_session_config_entry("session.use_env_allocators", "1")
     return options
+
+
+_shared_arena = threading.Lock()
+_registered: list[bool] = []
+
+
+def register_shared_arena() -> None:
+    """Register onnxruntime's process-wide CPU arena once; sessions opt in with `session.use_env_allocators`."""
+    ort = require("onnxruntime")
+    with _shared_arena:
+        if not _registered:
+            info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+            ort.create_and_register_allocator(info, None)
+            _registered.append(True)
 
 
 def create_session(bundle: Bundle, providers: list, *, profile_prefix: str | None = None, settings: RuntimeSettings | None = None):
