@@ -1,0 +1,154 @@
+"""Torch eager vs the runtime at batch 1, same checkpoint, same inputs, same thread count, interleaved.
+
+    .venv/bin/python benchmarks/torch_vs_runtime.py [--work .bench/weight_dominated] [--threads 1 2] [--rounds 15]
+
+For each fp32 host-cpu bundle that benchmarks/weight_dominated.py exported (the shipped Atlas and
+collective defaults, MiniLM, and the weight-dominated Atlas and collective), in one process:
+
+- torch: the exportable's module (the very module traced into model.onnx: the Atlas core, the
+  collective's stacked lowering, MiniLM's SentenceEncoder) in `torch.inference_mode()` after
+  `torch.set_num_threads(N)`; for the collective also its trained, per-stream form (RouterCollective);
+- runtime: `geofractal_edge.runtimes.load(bundle, intra_op_threads=N)` and `session.run(...)`, the
+  public torch-free API (inputs validated, key bound, every call);
+- bare: a plain `onnxruntime.InferenceSession(model.onnx)` with the same session options, `.run`.
+
+Inputs are the bundle's first golden case cut to batch 1 (`bench_worker.batch_feeds`), handed to
+all three. Each round times every variant for ~40 ms of calls, in an order that rotates per round;
+the figure is the median over rounds of the per-call mean. Outputs are compared once (max |diff|).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+# name -> (family, checkpoint in the work dir or None for the family's shipped default)
+SUBJECTS = {
+    "atlas-default": ("atlas", None),
+    "collective-default": ("collective", None),
+    "minilm": ("collective-encoder", None),
+    "atlas-wide": ("atlas", "atlas-wide.safetensors"),
+    "collective-wide": ("collective", "collective-wide.safetensors"),
+}
+GATE = 3.0  # runtime p50 at batch 1 >= 3x faster than torch eager
+
+
+def variants(name: str, family: str, checkpoint: Path | None, bundle: Path, threads: int) -> tuple[dict, dict]:
+    """{label: no-argument callable} and their first outputs, for one subject at `threads` threads."""
+    import onnxruntime as ort
+
+    from geofractal_edge.artifacts import open_bundle
+    from geofractal_edge.backends.bench_worker import batch_feeds
+    from geofractal_edge.backends.onnxruntime.loader import session_options
+    from geofractal_edge.models.family import family_module
+    from geofractal_edge.runtimes import load
+
+    exportable = family_module(family).load_exportable(checkpoint)
+    module = exportable.module.eval()
+    opened = open_bundle(bundle)
+    data, key = batch_feeds(opened, 1)
+    session = load(bundle, intra_op_threads=threads)
+    full = dict(data)
+    key_input = opened.manifest.graph.key_input
+    if key_input is not None:
+        full[key_input.name] = session.keys.get(key).vector
+    args = tuple(torch.from_numpy(np.ascontiguousarray(full[t.name])) for t in exportable.spec.inputs)
+    bare = ort.InferenceSession(str(opened.model_path), sess_options=session_options(session.settings), providers=["CPUExecutionProvider"])
+    outputs = opened.manifest.graph.output_names
+    fns = {
+        "torch": lambda: module(*args),
+        "runtime": lambda: session.run(data, key=key),
+        "bare ort": lambda: bare.run(outputs, full),
+    }
+    if family == "collective":
+        from geofractal_edge.models.collective.checkpoint import load_checkpoint
+        from geofractal_edge.models.collective.family import default_checkpoint
+
+        trained, _ = load_checkpoint(checkpoint or default_checkpoint())
+        fns["torch (trained form)"] = lambda: trained(args[0])
+    with torch.inference_mode():
+        first = {label: fn() for label, fn in fns.items()}
+    return fns, {"torch": _first(first["torch"]), "runtime": first["runtime"][outputs[0]], "session": session}
+
+
+def _first(out) -> np.ndarray:
+    while isinstance(out, (tuple, list)):
+        out = out[0]
+    return out.detach().numpy() if isinstance(out, torch.Tensor) else np.asarray(out)
+
+
+def time_interleaved(fns: dict, rounds: int, target_s: float = 0.04) -> dict[str, float]:
+    """Median over `rounds` of each variant's mean seconds per call; the order rotates every round."""
+    reps = {}
+    with torch.inference_mode():
+        for label, fn in fns.items():
+            for _ in range(3):
+                fn()
+            start = time.perf_counter()
+            fn()
+            reps[label] = max(1, min(200, int(target_s / max(time.perf_counter() - start, 1e-6))))
+        samples = {label: [] for label in fns}
+        labels = list(fns)
+        for r in range(rounds):
+            for label in labels[r % len(labels):] + labels[: r % len(labels)]:
+                fn, n = fns[label], reps[label]
+                start = time.perf_counter()
+                for _ in range(n):
+                    fn()
+                samples[label].append((time.perf_counter() - start) / n)
+    return {label: statistics.median(v) for label, v in samples.items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=ROOT / ".bench" / "weight_dominated")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--only", nargs="+", choices=list(SUBJECTS), default=list(SUBJECTS))
+    args = parser.parse_args()
+    rows = []
+    print(f"torch {torch.__version__}; batch 1; median of {args.rounds} interleaved rounds; load average at start {os.getloadavg()[0]:.2f}", flush=True)
+    header = f"{'model':20s} {'thr':>3s} {'torch ms':>9s} {'trained ms':>10s} {'runtime ms':>10s} {'bare ms':>8s} {'torch/rt':>8s} {'trained/rt':>10s} {'rt/bare':>8s} {'max|diff|':>9s} {'load':>5s}"
+    print(header, flush=True)
+    for name in args.only:
+        family, ckpt = SUBJECTS[name]
+        bundle = args.work / "bundles" / f"{name}-fp32"
+        if not (bundle / "manifest.json").is_file():
+            print(f"{name}: no bundle at {bundle}; run benchmarks/weight_dominated.py --stage export first", flush=True)
+            continue
+        for n in args.threads:
+            torch.set_num_threads(n)
+            fns, first = variants(name, family, None if ckpt is None else args.work / ckpt, bundle, n)
+            diff = float(np.max(np.abs(first["torch"].astype(np.float64) - first["runtime"])))
+            ms = {k: v * 1e3 for k, v in time_interleaved(fns, args.rounds).items()}
+            trained = ms.get("torch (trained form)")
+            row = (f"{name:20s} {n:>3d} {ms['torch']:>9.3f} {trained if trained else float('nan'):>10.3f} {ms['runtime']:>10.3f} {ms['bare ort']:>8.3f} "
+                   f"{ms['torch'] / ms['runtime']:>7.2f}x {(trained / ms['runtime']) if trained else float('nan'):>9.2f}x {ms['runtime'] / ms['bare ort'] - 1:>+8.1%} {diff:>9.2e} {os.getloadavg()[0]:>5.2f}")
+            print(row, flush=True)
+            rows.append((name, n, ms))
+            first["session"].close()
+            del fns, first
+            gc.collect()
+    print("\nverdicts (torch = the exported module, eager):")
+    verdicts = []
+    for name, n, ms in rows:
+        speed = ms["torch"] / ms["runtime"]
+        verdicts.append((f"{name} at {n} thread(s): runtime {speed:.2f}x faster than torch eager (>= {GATE}x)", speed >= GATE))
+        verdicts.append((f"{name} at {n} thread(s): runtime over a bare InferenceSession.run {ms['runtime'] / ms['bare ort'] - 1:+.1%} (<= +5%)", ms["runtime"] / ms["bare ort"] - 1 <= 0.05))
+    for line, ok in verdicts:
+        print(f"  {'PASS' if ok else 'FAIL'}  {line}")
+    failed = sum(not ok for _, ok in verdicts)
+    print(f"{'PASSED' if not failed else 'FAILED'}: {len(verdicts) - failed}/{len(verdicts)} lines hold")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
