@@ -50,16 +50,20 @@ def texts_used() -> dict[str, str]:
     return {name: text[:TEXT_CHARS] for name, text in default_texts().items()}
 
 
-def build_zoo(work: Path) -> Path:
-    """Train each library (cached by its own recipe) and export the bundles into work/zoo-<recipe>/."""
+def build_zoo(work: Path, *, libraries: dict = LIBRARIES, train=None) -> Path:
+    """Train each library (cached by its own recipe) and export the bundles into work/zoo-<recipe>/.
+
+    `libraries`: name -> (text indices, config overrides, precisions); `train(path, texts, overrides)`
+    writes a checkpoint (default: `_train`, the Atlas library trainer)."""
+    train = train or _train
     texts = texts_used()
     names = list(texts)
-    recipes = {lib: _digest({"chars": TEXT_CHARS, "texts": {names[i]: texts[names[i]] for i in idx}, "config": cfg}) for lib, (idx, cfg, _) in LIBRARIES.items()}
-    zoo = Path(work) / f"zoo-{_digest({'libraries': LIBRARIES, 'recipes': recipes})}"
-    for lib, (indices, overrides, precisions) in LIBRARIES.items():
+    recipes = {lib: _digest({"chars": TEXT_CHARS, "texts": {names[i]: texts[names[i]] for i in idx}, "config": cfg}) for lib, (idx, cfg, _) in libraries.items()}
+    zoo = Path(work) / f"zoo-{_digest({'libraries': libraries, 'recipes': recipes})}"
+    for lib, (indices, overrides, precisions) in libraries.items():
         if all((zoo / f"{lib}-{p}" / "manifest.json").is_file() for p in precisions):
             continue
-        checkpoint = _train(Path(work) / "checkpoints" / f"{lib}-{recipes[lib]}.safetensors", {names[i]: texts[names[i]] for i in indices}, overrides)
+        checkpoint = train(Path(work) / "checkpoints" / f"{lib}-{recipes[lib]}.safetensors", {names[i]: texts[names[i]] for i in indices}, overrides)
         for precision in precisions:
             out = zoo / f"{lib}-{precision}"
             if not (out / "manifest.json").is_file():

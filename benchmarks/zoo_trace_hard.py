@@ -20,11 +20,18 @@ Reported side by side, one replay per policy over the same trace:
   quality     mean char accuracy, and its share of always-best's;
   q-hit rate  quality-weighted hit rate = sum(hit_i * quality_i) / sum(always-best quality_i):
               a hit counts only as much as the answer it served was worth;
-  hit rate, swaps per selection, p50/p99 latency, peak sampled resident memory against the budget.
+  hit rate, swaps per selection, p50/p99 latency, peak sampled resident memory against the budget,
+  and the most the process held above what the zoo accounted for its resident models (after a load
+  or unload): memory no model is charged for, such as onnxruntime's shared arena.
 Acceptance: SAGE's quality >= 95% of always-best, SAGE's q-hit rate > LRU's, and every policy's
 peak memory <= budget + 10%.
 
-    python benchmarks/zoo_trace_hard.py [--work DIR] [--requests 1200] [--seed 0] [--budget-models 2]
+`--wide`: the same trace over a weight-dominated zoo (benchmarks/zoo_wide.py): libraries `a` and
+`b` with ~64 MiB of fp32 weights (a: fp32/fp16/int8/int4, b: fp32/fp16/int8) and the small `gen`,
+cached under .bench/zoo_wide/ (training and export run once, a few minutes; later runs reuse them).
+The calibration table then shows each bundle's weight bytes next to its measured resident cost.
+
+    python benchmarks/zoo_trace_hard.py [--wide] [--work DIR] [--requests 1200] [--seed 0] [--budget-models 2] [--build-only]
 """
 
 from __future__ import annotations
@@ -40,6 +47,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from zoo_trace import MIB, POLICIES, TEXT_CHARS, WINDOW, build_zoo, calibrate, pick_working, plot, serve_trace, texts_used  # noqa: E402
+from zoo_wide import WIDE_LIBRARIES, train_wide  # noqa: E402
+
+WIDE_WORK = Path(__file__).resolve().parent.parent / ".bench" / "zoo_wide"
 
 
 def make_hard_trace(n: int, seed: int) -> list[tuple[str, int]]:
@@ -75,8 +85,10 @@ def replay(zoo_path: Path, policy: str, budget: int, trace: list[tuple[str, int]
         zoo.unload_all()
         sampler.mark()
     times, values = sampler.series()
+    timeline = list(zoo.metrics.timeline)  # (seconds, accounted, measured) after every load and unload
     return {"policy": policy, **zoo.metrics.summary(), "quality_per_request": quality, "hit_per_request": hits,
-            "peak_bytes": int(values.max()), "times": times, "values": values, "chosen": chosen, "accounted": list(zoo.metrics.timeline)}
+            "peak_bytes": int(values.max()), "times": times, "values": values, "chosen": chosen, "accounted": timeline,
+            "unaccounted_bytes": max((measured - accounted for _, accounted, measured in timeline), default=0)}
 
 
 def score(rows: list[dict]) -> None:
@@ -90,10 +102,10 @@ def score(rows: list[dict]) -> None:
 
 
 def print_table(rows: list[dict], budget: int) -> None:
-    print(f"{'policy':<12} {'quality':>8} {'vs best':>8} {'q-hit rate':>11} {'hit rate':>9} {'swaps/sel':>10} {'p50 ms':>7} {'p99 ms':>8} {'peak MiB':>9} {'peak/budget':>12}")
+    print(f"{'policy':<12} {'quality':>8} {'vs best':>8} {'q-hit rate':>11} {'hit rate':>9} {'swaps/sel':>10} {'p50 ms':>7} {'p99 ms':>8} {'peak MiB':>9} {'peak/budget':>12} {'unaccounted':>12}")
     for r in rows:
         print(f"{r['policy']:<12} {100 * r['quality']:>7.2f}% {100 * r['quality_vs_best']:>7.1f}% {100 * r['q_hit_rate']:>10.1f}% {100 * r['hit_rate']:>8.1f}% "
-              f"{r['swaps_per_selection']:>10.3f} {r['p50_ms']:>7.2f} {r['p99_ms']:>8.2f} {r['peak_bytes'] / MIB:>9.2f} {r['peak_bytes'] / budget:>11.1%}")
+              f"{r['swaps_per_selection']:>10.3f} {r['p50_ms']:>7.2f} {r['p99_ms']:>8.2f} {r['peak_bytes'] / MIB:>9.2f} {r['peak_bytes'] / budget:>11.1%} {r['unaccounted_bytes'] / MIB:>8.1f} MiB")
     for r in rows:
         print(f"  {r['policy']}: served by " + ", ".join(f"{m} {n}" for m, n in sorted(r["chosen"].items(), key=lambda kv: -kv[1])))
 
@@ -115,12 +127,17 @@ def verdicts(rows: list[dict], budget: int) -> bool:
 def _parse() -> argparse.Namespace:
     cache = Path(os.environ.get("GFEDGE_CACHE") or Path.home() / ".cache" / "geofractal_edge")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, default=cache / "zoo-bench", help="where the zoo is built and cached (shared with zoo_trace.py)")
+    parser.add_argument("--wide", action="store_true", help="the weight-dominated zoo of zoo_wide.py (~64 MiB fp32 specialists)")
+    parser.add_argument("--work", type=Path, default=None, help=f"where the zoo is built and cached (default: {cache / 'zoo-bench'}, shared with zoo_trace.py; "
+                        f"with --wide: {WIDE_WORK})")
+    parser.add_argument("--build-only", action="store_true", help="train and export the zoo, then stop")
     parser.add_argument("--requests", type=int, default=1200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--budget-models", type=float, default=2.0, help="budget = this x the median measured specialist cost")
     parser.add_argument("--plot", type=Path, default=None, help="PNG path (default: WORK/zoo_hard_resident_bytes.png)")
-    return parser.parse_args()
+    args = parser.parse_args()
+    args.work = args.work or (WIDE_WORK if args.wide else cache / "zoo-bench")
+    return args
 
 
 def main() -> None:
@@ -128,15 +145,18 @@ def main() -> None:
     import torch  # host side: training and export only; the zoo itself never imports it
 
     torch.set_num_threads(1)
-    zoo_path = build_zoo(args.work)
+    zoo_path = build_zoo(args.work, libraries=WIDE_LIBRARIES, train=train_wide) if args.wide else build_zoo(args.work)
     print(f"zoo: {zoo_path}; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    if args.build_only:
+        return
     from geofractal_edge.artifacts import open_bundle
 
     x = open_bundle(zoo_path / "a-fp32").golden_cases()[0].inputs["x"]
     calibration = calibrate(zoo_path, x)
-    print(f"{'model':<10} {'weights MiB':>12} {'measured MiB':>13} {'freed MiB':>10} {'load s':>7}")
+    print(f"{'model':<10} {'weights MiB':>12} {'measured MiB':>13} {'weights/measured':>17} {'freed MiB':>10} {'load s':>7} {'export char acc':>16}")
     for row in calibration:
-        print(f"{row['id']:<10} {row['estimate_bytes'] / MIB:>12.2f} {row['measured_bytes'] / MIB:>13.2f} {row['freed_bytes'] / MIB:>10.2f} {row['load_seconds']:>7.3f}")
+        print(f"{row['id']:<10} {row['estimate_bytes'] / MIB:>12.2f} {row['measured_bytes'] / MIB:>13.2f} {row['estimate_bytes'] / max(1, row['measured_bytes']):>16.0%} "
+              f"{row['freed_bytes'] / MIB:>10.2f} {row['load_seconds']:>7.3f} {100 * row['trust']['mean']:>15.2f}%")
     costs = {r["id"]: r["measured_bytes"] for r in calibration}
     specialists = [c for m, c in costs.items() if not m.startswith("gen")]
     budget = int(args.budget_models * float(np.median(specialists)))
