@@ -74,6 +74,7 @@ def _check_calibration(family: str, path: Path, exportable) -> Path:
 
 def _export_locked(*, family, profile, config, out: Path, model, overwrite: bool, progress, exportable, step, golden, loader) -> ExportResult:
     exportable = exportable or family_module(family).load_exportable(model, progress=progress, target=profile, **loader)
+    config = config.for_spec(exportable.spec)  # settings left to the family, recorded as resolved
     step("trace", 0, 5)
     graph = trace(exportable)
     step("quantize", 1, 5)

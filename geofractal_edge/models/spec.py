@@ -56,6 +56,8 @@ class ExportSpec:
         """Initializers the quantizers must leave alone: ternary codes and keep_float tensors."""
         return tuple(c for c, _ in self.ternary) + self.keep_float
     tolerance_overrides: dict[str, dict[str, float]] = field(default_factory=dict)
+    # outputs whose argmax int4 noise flips (routes): int4 keeps the float weights they depend on at 8 bits
+    int8_upstream_of: tuple[str, ...] = ()
 
     def input(self, name: str) -> TensorSpec:
         return next(t for t in self.inputs if t.name == name)

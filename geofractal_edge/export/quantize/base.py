@@ -77,6 +77,12 @@ class QuantConfig:
             raise GfedgeError(f"quantization config {path} is not valid TOML ({exc})", "fix the file") from exc
         return cls.from_dict(data)
 
+    def for_spec(self, spec: ExportSpec) -> QuantConfig:
+        """This config as it applies to a family: a setting a scheme leaves to the family's `ExportSpec`
+        (int4's `int8_upstream_of = None`) resolves here, before export, so that the manifest records
+        what was done. Default: unchanged."""
+        return self
+
 
 Transform = Callable[[onnx.ModelProto, QuantConfig, QuantContext], onnx.ModelProto]
 _TRANSFORMS: dict[type[QuantConfig], Transform] = {}

@@ -10,10 +10,17 @@
 In both, what the quantizers leave (conv filters, a sliced position table) gets a blocked
 DequantizeLinear of its own, and the scales are stored as `scale_dtype` (float16: 1 bit per weight
 at block 16 instead of 2). The spec's unquantized tensors and the fp32 feature stage stay float.
+
+Mixed precision: the float weights that the outputs named in `int8_upstream_of` depend on are kept
+at 8 bits (``ort``: MatMulNBits bits 8; ``qdq``: per-output-channel int8 DequantizeLinear; tables in
+both: int8 rows gathered and scaled, int8's own form). A routed family names its routes there (its
+spec's `int8_upstream_of`): a route is an argmax, and int4 noise in the weights before it flips
+near-ties (TriX test model: 95.7% route agreement in the worse layer all-int4, against a 97% gate).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import partial
 from typing import ClassVar
@@ -41,8 +48,16 @@ class Int4Config(QuantConfig):
     # "ort" dialect: MatMulNBits' accuracy_level. 0: float32 arithmetic; 4: int8 activations (AVX512-VNNI
     # here: MiniLM at 24 sentences 780 -> 414 ms, embeddings moved by <= 2.2e-3; tiny Atlas 3x slower).
     accuracy_level: int = 0
+    # Graph outputs whose upstream float weights stay 8-bit (see the module doc); None: the family's
+    # choice (`ExportSpec.int8_upstream_of`, resolved by `for_spec` so the manifest records it); (): none.
+    int8_upstream_of: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        names = self.int8_upstream_of
+        if names is not None:
+            if isinstance(names, str) or not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and n for n in names):
+                raise GfedgeError(f"int4 int8_upstream_of {names!r} is not a list of output names", 'use e.g. ["routes"], or [] for all-4-bit weights')
+            object.__setattr__(self, "int8_upstream_of", tuple(names))  # a TOML or JSON list arrives as a list
         if self.block_size < 16 or self.block_size & (self.block_size - 1):
             raise GfedgeError(f"int4 block_size {self.block_size} is not a power of two >= 16", "use 16, 32, 64 or 128")
         if self.accuracy_level not in (0, 1, 2, 3, 4):
@@ -50,36 +65,68 @@ class Int4Config(QuantConfig):
         if self.scale_dtype not in SCALE_DTYPES:
             raise GfedgeError(f"int4 scale_dtype {self.scale_dtype!r} is not supported", f"use one of {', '.join(SCALE_DTYPES)}")
 
+    def for_spec(self, spec) -> Int4Config:
+        """This config with `int8_upstream_of = None` replaced by the family's choice (the spec's)."""
+        if self.int8_upstream_of is None:
+            return dataclasses.replace(self, int8_upstream_of=tuple(spec.int8_upstream_of))
+        return self
+
 
 @register(Int4Config)
 def to_int4(model: onnx.ModelProto, config: Int4Config, context: QuantContext) -> onnx.ModelProto:
+    config = config.for_spec(context.spec)
     kept = context.spec.unquantized
     model = lowbit.require_opset(gemm_to_matmul(model, keep=kept), INT4_OPSET)
     skip = set(consumers(model, kept)) | set(feature_stage(model, context.spec.fp32_inputs))
+    eight = int8_weights(model, config, kept)
+    reads = weights.readers(model)
+    readers = {node.name for name in eight for node, _ in reads[name]}  # nodes the 4-bit pass leaves alone
     blocks = {"block_size": config.block_size, "symmetric": config.symmetric}
     if context.dialect == "ort":
         tables = weights.find(model, skip)["tables"]
-        model = _quantizer(model, config, skip, gathers=tables, qdq=False)
-        found = weights.find(model, skip)  # what the quantizer left in float
-        model = weights.rewrite(model, found["stacked"], partial(weights.int4_per_tower, accuracy_level=config.accuracy_level, **blocks))
+        model = _quantizer(model, config, skip | readers, gathers=[t for t in tables if t not in eight], qdq=False)
+        if readers:  # the 8-bit matrices: the same quantizer, on their readers only
+            others = {n.name for n in model.graph.node if n.name not in readers}
+            model = _quantizer(model, config, skip | others, gathers=[], qdq=False, bits=8)
+        found = weights.find(model, skip)  # what the quantizers left in float
+        for bits in (4, 8):
+            stacked = [n for n in found["stacked"] if (n in eight) == (bits == 8)]
+            model = weights.rewrite(model, stacked, partial(weights.nbits_per_tower, accuracy_level=config.accuracy_level, bits=bits, **blocks))
     else:
-        model = _quantizer(model, config, skip, gathers=[], qdq=True)
+        model = _quantizer(model, config, skip | readers, gathers=[], qdq=True)
         found = weights.find(model, skip)
-        model = weights.rewrite(model, found["tables"], partial(weights.int4_dq, **blocks))
-        model = weights.rewrite(model, found["stacked"], partial(weights.int4_dq, stacked=True, **blocks))
-    model = weights.rewrite(model, found["leftovers"], partial(weights.int4_dq, **blocks))
+        model = weights.rewrite(model, [n for n in found["tables"] if n not in eight], partial(weights.int4_dq, **blocks))
+        model = weights.rewrite(model, [n for n in found["stacked"] if n not in eight], partial(weights.int4_dq, stacked=True, **blocks))
+    model = weights.rewrite(model, [n for n in found["tables"] if n in eight], weights.int8_table)
+    model = weights.rewrite(model, [n for n in found["stacked"] + found["leftovers"] if n in eight], _int8_dq)
+    model = weights.rewrite(model, [n for n in found["leftovers"] if n not in eight], partial(weights.int4_dq, **blocks))
     return weights.store_scales(model, config.scale_dtype)
 
 
-def _quantizer(model: onnx.ModelProto, config: Int4Config, skip: set[str], *, gathers: list[str], qdq: bool) -> onnx.ModelProto:
-    """onnxruntime's MatMulNBitsQuantizer on the 2-D MatMul weights (and, QOperator only, the named tables' Gathers)."""
+def int8_weights(model: onnx.ModelProto, config: Int4Config, kept: tuple[str, ...]) -> set[str]:
+    """The weights mixed precision keeps at 8 bits: the float initializers of rank >= 2 that the outputs named in
+    `config.int8_upstream_of` depend on, less what stays float."""
+    names = config.int8_upstream_of or ()
+    inits = {i.name: i for i in model.graph.initializer}
+    cone = weights.upstream(model, names) - set(kept) if names else set()
+    return {n for n in cone if inits[n].data_type in weights.FLOATS and len(inits[n].dims) >= 2}
+
+
+def _int8_dq(rw: weights.Rewriter, name: str, uses: list) -> None:
+    """An 8-bit weight the quantizers left: a MatMul's [K, N] weight per output channel, anything else per row."""
+    weights.int8_dq(rw, name, uses, axis=1 if weights.matrix_operand(uses) and len(rw.inits[name].dims) == 2 else 0)
+
+
+def _quantizer(model: onnx.ModelProto, config: Int4Config, skip: set[str], *, gathers: list[str], qdq: bool, bits: int = 4) -> onnx.ModelProto:
+    """onnxruntime's MatMulNBitsQuantizer on the 2-D MatMul weights (and, QOperator only, the named tables' Gathers),
+    `bits` 4 or (QOperator only) 8."""
     from onnxruntime.quantization import QuantFormat
     from onnxruntime.quantization import matmul_nbits_quantizer as mq
 
     tables = set(gathers)
     other_gathers = [n.name for n in model.graph.node if n.op_type == "Gather" and n.input[0] not in tables]
     algo = mq.DefaultWeightOnlyQuantConfig(
-        block_size=config.block_size, is_symmetric=config.symmetric, quant_format=QuantFormat.QDQ if qdq else QuantFormat.QOperator,
+        block_size=config.block_size, is_symmetric=config.symmetric, quant_format=QuantFormat.QDQ if qdq else QuantFormat.QOperator, bits=bits,
         accuracy_level=None if qdq else config.accuracy_level or None,
         op_types_to_quantize=("MatMul", "Gather") if tables else ("MatMul",), quant_axes=(("MatMul", 0), ("Gather", 1)),
     )

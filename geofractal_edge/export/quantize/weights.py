@@ -10,6 +10,7 @@
 Tensors the graph adds or multiplies elementwise (biases, norm gains, a position table added to the
 embeddings) stay float: a few bytes, and int4 noise there moves every activation. Nodes in `skip` (readers of the spec's unquantized tensors) and the fp32 feature stage keep theirs.
 The rewrites use onnxruntime's own block quantizer (`DefaultWeightOnlyQuantizer`) for every int4 code.
+`upstream` finds the weights an output depends on (int4's mixed precision keeps those at 8 bits).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from geofractal_edge.errors import GfedgeError
 from geofractal_edge.export import lowbit
 from geofractal_edge.export.passes import drop_unused_initializers
 
@@ -55,6 +57,31 @@ def find(model: onnx.ModelProto, skip: set[str]) -> dict[str, list[str]]:
         elif all(n.op_type in _WEIGHT_READERS for n, _ in uses):
             found["leftovers"].append(init.name)
     return found
+
+
+def upstream(model: onnx.ModelProto, outputs: tuple[str, ...]) -> set[str]:
+    """Names of the initializers that the named graph outputs depend on (their input cone), e.g. every
+    weight before a routed model's last router. Unknown output names are refused."""
+    known = [o.name for o in model.graph.output]
+    unknown = [name for name in outputs if name not in known]
+    if unknown:
+        raise GfedgeError(f"int8_upstream_of names {', '.join(map(repr, unknown))}, not an output of the graph", f"use outputs among: {', '.join(known)}")
+    produced = {out: node for node in model.graph.node for out in node.output}
+    inits = {i.name for i in model.graph.initializer}
+    seen, stack = set(), list(outputs)
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        node = produced.get(name)
+        stack.extend(i for i in (node.input if node is not None else ()) if i)
+    return seen & inits
+
+
+def matrix_operand(uses: list) -> bool:
+    """Whether a weight is read only as a MatMul's right operand (then its output channels are its last axis)."""
+    return bool(uses) and all(node.op_type == "MatMul" and i == 1 for node, i in uses)
 
 
 def _axis(node: onnx.NodeProto) -> int:
@@ -110,13 +137,13 @@ def int4_blocks(w: np.ndarray, *, axis: int, block_size: int, symmetric: bool) -
     return packed, scales.astype(w.dtype), zero_points
 
 
-def nbits_matrix(w: np.ndarray, *, block_size: int, symmetric: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """W [K, N] -> MatMulNBits' (packed [N, k_blocks, block_size / 2], scales [N, k_blocks], zero points or None),
-    onnxruntime's packing."""
+def nbits_matrix(w: np.ndarray, *, block_size: int, symmetric: bool, bits: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """W [K, N] -> MatMulNBits' (packed [N, k_blocks, block_size * bits / 8], scales [N, k_blocks], zero points or
+    None), onnxruntime's packing."""
     from onnxruntime.quantization import QuantFormat
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, DefaultWeightOnlyQuantizer
 
-    config = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=symmetric, quant_format=QuantFormat.QOperator, bits=4)
+    config = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=symmetric, quant_format=QuantFormat.QOperator, bits=bits)
     packed, scales, zero_points = DefaultWeightOnlyQuantizer(config).qbits_block_quant(w.astype(np.float32))
     return packed, scales.astype(w.dtype), None if symmetric else zero_points
 
@@ -156,28 +183,28 @@ def _feed(rw: Rewriter, uses: list, old: str, new: str, made: list[onnx.NodeProt
 # ---- int4, ort dialect: packed operators -----------------------------------------------------------
 
 
-def int4_per_tower(rw: Rewriter, name: str, uses: list, *, block_size: int, symmetric: bool, accuracy_level: int = 0) -> None:
-    """MatMul(X [T, .., K], W [T, K, N]) -> Concat over t of MatMulNBits(X[t], W[t]): each tower's weight stays 4-bit.
+def nbits_per_tower(rw: Rewriter, name: str, uses: list, *, block_size: int, symmetric: bool, accuracy_level: int = 0, bits: int = 4) -> None:
+    """MatMul(X [T, .., K], W [T, K, N]) -> Concat over t of MatMulNBits(X[t], W[t]): each tower's weight stays `bits`-bit.
 
     MatMulNBits takes one 2-D weight, so the towers are separate nodes (the graph grows with T here).
     """
     w = rw.array(name)
     towers, k, n = w.shape
     for t in range(towers):
-        packed, scales, zero_points = nbits_matrix(w[t], block_size=block_size, symmetric=symmetric)  # [N, k_blocks, block / 2], [N, k_blocks]
-        rw.add(lowbit.constant(f"{name}.q4.{t}", packed), lowbit.constant(f"{name}.q4.{t}_scales", scales))
+        packed, scales, zero_points = nbits_matrix(w[t], block_size=block_size, symmetric=symmetric, bits=bits)  # [N, k_blocks, block * bits / 8], [N, k_blocks]
+        rw.add(lowbit.constant(f"{name}.q{bits}.{t}", packed), lowbit.constant(f"{name}.q{bits}.{t}_scales", scales))
         if zero_points is not None:
-            rw.add(lowbit.constant(f"{name}.q4.{t}_zero_points", zero_points))
+            rw.add(lowbit.constant(f"{name}.q{bits}.{t}_zero_points", zero_points))
     for node, _ in uses:
-        base = f"{node.name or node.output[0]}.q4"
+        base = f"{node.name or node.output[0]}.q{bits}"
         parts, made = [], []
         for t in range(towers):
             rw.add(lowbit.constant(f"{base}.{t}.index", np.array(t, np.int64)))
             made += [
                 helper.make_node("Gather", [node.input[0], f"{base}.{t}.index"], [f"{base}.{t}.x"], name=f"{base}.{t}.x", axis=0),  # [.., K]
-                lowbit.matmul_nbits(f"{base}.{t}.x", f"{base}.{t}.y", name=f"{base}.{t}", packed=f"{name}.q4.{t}",
-                                    scales=f"{name}.q4.{t}_scales", k=k, n=n, bits=4, block_size=block_size,
-                                    zero_points=None if symmetric else f"{name}.q4.{t}_zero_points", accuracy_level=accuracy_level),  # [.., N]
+                lowbit.matmul_nbits(f"{base}.{t}.x", f"{base}.{t}.y", name=f"{base}.{t}", packed=f"{name}.q{bits}.{t}",
+                                    scales=f"{name}.q{bits}.{t}_scales", k=k, n=n, bits=bits, block_size=block_size,
+                                    zero_points=None if symmetric else f"{name}.q{bits}.{t}_zero_points", accuracy_level=accuracy_level),  # [.., N]
                 helper.make_node("Unsqueeze", [f"{base}.{t}.y", f"{base}.axis0"], [f"{base}.{t}.u"], name=f"{base}.{t}.u"),
             ]
             parts.append(f"{base}.{t}.u")
@@ -189,12 +216,14 @@ def int4_per_tower(rw: Rewriter, name: str, uses: list, *, block_size: int, symm
 # ---- int8, both dialects: standard operators ---------------------------------------------------------
 
 
-def int8_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 per row of [rows, ...]: (codes, scales [rows])."""
-    flat = w.reshape(w.shape[0], -1).astype(np.float32)
+def int8_rows(w: np.ndarray, *, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per slice of `axis` (default: per row of [rows, ...]): (codes, scales [w.shape[axis]])."""
+    moved = np.moveaxis(w, axis, 0)
+    flat = moved.reshape(moved.shape[0], -1).astype(np.float32)
     scale = np.abs(flat).max(axis=1) / 127.0
     scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
-    return np.clip(np.round(flat / scale[:, None]), -127, 127).astype(np.int8).reshape(w.shape), scale
+    codes = np.clip(np.round(flat / scale[:, None]), -127, 127).astype(np.int8).reshape(moved.shape)
+    return np.ascontiguousarray(np.moveaxis(codes, 0, axis)), scale
 
 
 def int8_table(rw: Rewriter, name: str, uses: list) -> None:
@@ -213,13 +242,14 @@ def int8_table(rw: Rewriter, name: str, uses: list) -> None:
         ]
 
 
-def int8_dq(rw: Rewriter, name: str, uses: list) -> None:
-    """W -> DequantizeLinear(int8 W, scale per slice of axis 0) in place of W: leftovers at int8."""
+def int8_dq(rw: Rewriter, name: str, uses: list, *, axis: int = 0) -> None:
+    """W -> DequantizeLinear(int8 W, scale per slice of `axis`) in place of W: leftovers at int8 (axis 0), or a
+    MatMul's [K, N] weight per output channel (axis 1, the form `quantize_static` writes)."""
     w = rw.array(name)
-    codes, scale = int8_rows(w)
+    codes, scale = int8_rows(w, axis=axis)
     rw.add(lowbit.constant(f"{name}.int8", codes), lowbit.constant(f"{name}.int8_scale", scale.astype(w.dtype)))
     _feed(rw, uses, name, name + ".w", [helper.make_node("DequantizeLinear", [f"{name}.int8", f"{name}.int8_scale"], [name + ".w"],
-                                                         name=f"{name}.dequantize", axis=0)])
+                                                         name=f"{name}.dequantize", axis=axis)])
 
 
 # ---- scales stored in float16 --------------------------------------------------------------------------

@@ -1,0 +1,130 @@
+"""int4 mixed precision: the float weights a named output depends on (a routed family's routes) stay 8-bit.
+
+A toy graph: tokens -> Gather(table) -> h; routes = ArgMax(h @ W_route); logits = h @ W_head. Only the
+table and W_route are upstream of routes, so only they are kept at 8 bits; W_head stays 4-bit.
+"""
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from geofractal_edge.errors import GfedgeError
+from geofractal_edge.export.quantize import QuantConfig, QuantContext, default_config, quantize
+from geofractal_edge.export.quantize import weights
+from geofractal_edge.export.quantize.int4 import Int4Config, int8_weights
+from geofractal_edge.models.spec import DimRange, ExportSpec, TensorSpec
+
+VOCAB, D, N = 64, 32, 16
+
+
+def toy_model() -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+             for name, shape in (("table", (VOCAB, D)), ("w_route", (D, N)), ("w_head", (D, N)))]
+    inits.append(numpy_helper.from_array(np.zeros(N, np.float32), "b_head"))
+    nodes = [
+        helper.make_node("Gather", ["table", "tokens"], ["h"], name="embed"),  # [B, D]
+        helper.make_node("MatMul", ["h", "w_route"], ["scores"], name="router"),  # [B, N]
+        helper.make_node("ArgMax", ["scores"], ["routes"], name="argmax", axis=-1, keepdims=0),  # [B]
+        helper.make_node("MatMul", ["h", "w_head"], ["pre"], name="head"),
+        helper.make_node("Add", ["pre", "b_head"], ["logits"], name="head_bias"),
+    ]
+    graph = helper.make_graph(nodes, "toy", [helper.make_tensor_value_info("tokens", TensorProto.INT64, ["batch"])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", N]),
+                               helper.make_tensor_value_info("routes", TensorProto.INT64, ["batch"])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+
+
+def toy_spec(**fields) -> ExportSpec:
+    return ExportSpec(family="toy", inputs=(TensorSpec("tokens", "int64", ("batch",), range=(0, VOCAB - 1)),),
+                      outputs=(TensorSpec("logits", "float32", ("batch", N), role="logits"), TensorSpec("routes", "int64", ("batch",), role="routes")),
+                      dim_ranges={"batch": DimRange(1, 4, 8)}, task_metric="accuracy", **fields)
+
+
+def run(model: onnx.ModelProto, tokens: np.ndarray) -> dict[str, np.ndarray]:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return dict(zip([o.name for o in session.get_outputs()], session.run(None, {"tokens": tokens})))
+
+
+def attr(node: onnx.NodeProto, name: str):
+    return next(helper.get_attribute_value(a) for a in node.attribute if a.name == name)
+
+
+def test_upstream_is_the_input_cone_of_the_named_outputs():
+    model = toy_model()
+    assert weights.upstream(model, ("routes",)) == {"table", "w_route"}
+    assert weights.upstream(model, ("logits",)) == {"table", "w_head", "b_head"}
+    assert weights.upstream(model, ()) == set()
+    with pytest.raises(GfedgeError) as err:
+        weights.upstream(model, ("route",))
+    assert "\n" not in str(err.value) and "'route'" in str(err.value) and "logits, routes" in str(err.value)
+
+
+def test_the_8_bit_selection_leaves_out_kept_float_weights_and_biases():
+    model = toy_model()
+    assert int8_weights(model, Int4Config(int8_upstream_of=("routes",)), kept=()) == {"table", "w_route"}
+    assert int8_weights(model, Int4Config(int8_upstream_of=("routes",)), kept=("w_route",)) == {"table"}
+    assert int8_weights(model, Int4Config(int8_upstream_of=("logits",)), kept=()) == {"table", "w_head"}  # the 1-D bias stays float
+    assert int8_weights(model, Int4Config(int8_upstream_of=()), kept=()) == set()
+
+
+def test_none_takes_the_family_s_choice_and_an_explicit_list_wins():
+    spec = toy_spec(int8_upstream_of=("routes",))
+    assert default_config("int4").int8_upstream_of is None
+    assert default_config("int4").for_spec(spec).int8_upstream_of == ("routes",)
+    assert Int4Config(int8_upstream_of=()).for_spec(spec).int8_upstream_of == ()
+    assert default_config("int4").for_spec(toy_spec()).int8_upstream_of == ()  # families without routes: all 4-bit
+    assert default_config("int8").for_spec(spec) == default_config("int8")  # other schemes: unchanged
+
+
+def test_the_choice_round_trips_through_a_manifest_record_and_toml(tmp_path):
+    config = default_config("int4").for_spec(toy_spec(int8_upstream_of=("routes",)))
+    record = json.loads(json.dumps(config.to_dict()))
+    assert record["int8_upstream_of"] == ["routes"]
+    assert QuantConfig.from_dict(record) == config
+    path = tmp_path / "q.toml"
+    path.write_text('scheme = "Int4Config"\nint8_upstream_of = []\n')
+    assert QuantConfig.from_toml(path) == Int4Config(int8_upstream_of=())
+
+
+@pytest.mark.parametrize("value", ["routes", [1], [""], 3])
+def test_a_bad_selection_is_refused_in_one_line(value):
+    with pytest.raises(GfedgeError) as err:
+        QuantConfig.from_dict({"scheme": "Int4Config", "int8_upstream_of": value})
+    assert "\n" not in str(err.value) and "int8_upstream_of" in str(err.value)
+
+
+def test_ort_dialect_keeps_the_router_s_weights_8_bit_and_the_head_4_bit():
+    model = quantize(toy_model(), default_config("int4"), QuantContext(spec=toy_spec(int8_upstream_of=("routes",)), dialect="ort"))
+    bits = {n.name.split("_Q")[0]: attr(n, "bits") for n in model.graph.node if n.op_type == "MatMulNBits"}  # onnxruntime names them router_Q8
+    assert bits == {"router": 8, "head": 4}
+    inits = {i.name: i for i in model.graph.initializer}
+    assert inits["table.int8"].data_type == TensorProto.INT8  # the table's rows stay int8, scaled when gathered
+    assert not [i.name for i in model.graph.initializer if i.data_type == TensorProto.FLOAT and np.prod(i.dims) >= 128]
+    all4 = quantize(toy_model(), Int4Config(int8_upstream_of=()), QuantContext(spec=toy_spec(int8_upstream_of=("routes",)), dialect="ort"))
+    assert {attr(n, "bits") for n in all4.graph.node if n.op_type == "MatMulNBits"} == {4}
+    tokens = np.arange(VOCAB, dtype=np.int64)
+    want = run(toy_model(), tokens)
+    mixed, four = run(model, tokens), run(all4, tokens)
+    err = lambda got: np.abs(got["logits"] - want["logits"]).max()  # noqa: E731
+    # The head is 4-bit in both, the table 8-bit only in the mixed one: its logits are closer.
+    assert err(mixed) < err(four)
+    assert (mixed["routes"] == want["routes"]).mean() >= (four["routes"] == want["routes"]).mean()
+
+
+def test_qdq_dialect_keeps_the_router_s_weights_int8_per_output_channel():
+    model = quantize(toy_model(), default_config("int4"), QuantContext(spec=toy_spec(int8_upstream_of=("routes",)), dialect="qdq"))
+    assert not any(n.domain for n in model.graph.node), "standard ops only"
+    inits = {i.name: i for i in model.graph.initializer}
+    dq = {n.input[0]: n for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    route = next(name for name in dq if name.startswith("w_route"))
+    assert inits[route].data_type == TensorProto.INT8 and attr(dq[route], "axis") == 1 and list(inits[dq[route].input[1]].dims) == [N]
+    head = next(name for name in dq if name.startswith("w_head"))
+    assert inits[head].data_type == TensorProto.INT4 and attr(dq[head], "block_size") == 16
+    assert inits["table.int8"].data_type == TensorProto.INT8
+    tokens = np.arange(VOCAB, dtype=np.int64)
+    assert (run(model, tokens)["routes"] == run(toy_model(), tokens)["routes"]).mean() >= 0.9
