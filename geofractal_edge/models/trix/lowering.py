@@ -1,7 +1,7 @@
 """Export-friendly, static-shape forms of hard-routed TriX, and the LM wrapper the exporter traces.
 
-Hard routing picks one tile per token, and "run only that tile" has data-dependent shapes. Two
-static-shape lowerings compute the same function as `TrixFFN`'s hard path (the same routes, outputs
+Hard routing picks one tile per token, and "run only that tile" has data-dependent shapes. Three
+lowerings (two with static shapes, one with a data-dependent block width) compute the same function as `TrixFFN`'s hard path (the same routes, outputs
 equal up to float rounding) for a dynamic number of tokens N. Scores are computed by other matmul
 shapes than torch's eager path, so a route can only differ where two scores are within rounding of
 each other: the margin output marks those tokens.
@@ -11,7 +11,14 @@ each other: the margin output marks those tokens.
   for few tiles or tiny batches.
 * ``gather_by_route``: each token's tile weights are gathered by its route index (Gather with fixed
   trailing shapes), then one batched matmul per projection. Weight traffic per token, FLOPs of one
-  tile: the better choice for many tiles.
+  tile: it copies N x (2 h d) weights per layer (268 MB at 1,024 tokens of 256 x 256 tiles; 4.3 GB
+  per gather at the spec's 256 x 64 tokens), so it suits small tiles only.
+* ``group_by_route``: the tokens move instead of the weights. Each token gets a slot in its tile's
+  row block ([n, W, d], W = the fullest tile's token count, a data-dependent size), every tile runs
+  one matmul on its block with its weights in place, and each token reads its own slot back. FLOPs
+  of n x W tokens (>= N; padding rows are computed and never read); activations [n, W, h], no
+  weight copies. The tile weights stay the left operand of a [n, *, *] MatMul, so the 2-bit
+  lowering makes one MatMulNBits per tile. Measured on 64 tiles of 256 x 256 (benchmarks/trix_wide.py).
 
 Routing in both: flat ``argmax(x . signature)``, or hierarchical as two argmax stages (cluster,
 then the cluster's member slots; the member list has a fixed width, padded slots score -inf).
@@ -52,7 +59,7 @@ from geofractal_edge.errors import GfedgeError
 from geofractal_edge.models.trix.ffn import TrixFFN
 from geofractal_edge.models.trix.lm import TrixLM
 
-LOWERINGS = ("compute_all_select", "gather_by_route")
+LOWERINGS = ("compute_all_select", "gather_by_route", "group_by_route")
 
 
 class LoweredTrixFFN(nn.Module):
@@ -118,12 +125,31 @@ class GatherByRouteFFN(LoweredTrixFFN):
         return (down @ hidden.unsqueeze(2)).squeeze(2) * self.down_scale.index_select(0, route).unsqueeze(1)  # [N, d]
 
 
+class GroupByRouteFFN(LoweredTrixFFN):
+    """Tokens grouped into per-tile row blocks [n, W, d] by their route; each tile one matmul on its block."""
+
+    def tiles(self, x: Tensor, route: Tensor) -> Tensor:
+        n, d = self.n_tiles, x.shape[1]
+        onehot = (route[:, None] == torch.arange(n, device=x.device)[None, :]).to(torch.int64)  # [N, n]
+        running = onehot.cumsum(dim=0)  # [N, n]: tokens routed to each tile so far
+        rank = (running * onehot).sum(dim=1) - 1  # [N]: a token's rank among its tile's tokens
+        width = running[-1].max().item()  # W: the fullest tile's token count (data-dependent)
+        torch._check(width >= 1)
+        torch._check(width <= x.shape[0])
+        slot = route * width + rank  # [N], distinct rows of [n*W]
+        grouped = x.new_zeros(n * width, d).index_copy(0, slot, x).view(n, width, d)  # [n, W, d]; padding rows stay 0
+        hidden = F.gelu((self.up_q @ grouped.transpose(1, 2)) * self.up_scale[:, None, None])  # [n, h, W]
+        out = (self.down_q @ hidden) * self.down_scale[:, None, None]  # [n, d, W]
+        return out.transpose(1, 2).reshape(n * width, d).index_select(0, slot)  # [N, d]: each token's own slot
+
+
+_LOWERED = {"compute_all_select": ComputeAllSelectFFN, "gather_by_route": GatherByRouteFFN, "group_by_route": GroupByRouteFFN}
+
+
 def lower_ffn(ffn: TrixFFN, lowering: str) -> LoweredTrixFFN:
     """A static-shape copy of `ffn` (its current weights and clusters) under the named lowering."""
-    if lowering == "compute_all_select":
-        return ComputeAllSelectFFN(ffn)
-    if lowering == "gather_by_route":
-        return GatherByRouteFFN(ffn)
+    if lowering in _LOWERED:
+        return _LOWERED[lowering](ffn)
     raise GfedgeError(f"unknown TriX lowering '{lowering}'", f"use one of: {', '.join(LOWERINGS)}")
 
 
