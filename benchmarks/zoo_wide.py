@@ -7,8 +7,12 @@ wide core is grown from a trained narrow one (Net2Net-style, function-preserving
 (hidden 256, a 2048-unit block MLP, T = 1) is trained as usual; each unit of its state is copied 8
 times and each block unit twice (a little noise breaks the symmetry), and every layer reading copied
 units divides its weights by the number of copies, so the wide core (hidden 2048, block 4096)
-computes nearly the same function; then the whole wide library is fine-tuned for a few steps. Char accuracy is printed after each stage. T = 1 keeps serving at one pass through the
-block per position (~1.6 GFLOP per 48-position request), so a replay of the trace stays in minutes.
+computes nearly the same function; then the whole wide library is fine-tuned for a few steps. Char
+accuracy is printed after each stage. T = 1 keeps serving at one pass through the block per position
+(~1.6 GFLOP per 48-position request), so a replay of the trace stays in minutes.
+
+Measured (benchmarks/RESULTS.md): fp32 bundles hold 70-76 MiB for 65 MiB of weights; fp16 holds as much
+as fp32 on onnxruntime's CPU provider (its weights are upcast in the session); int8 31-38 MiB.
 
 Zoo: library `a` (texts 0-1: fp32, fp16, int8, int4), `b` (texts 2-3: fp32, fp16, int8) and the
 small generalist `gen` of zoo_trace.py (texts 0-5, the only model for texts 4-5).
