@@ -50,7 +50,7 @@ def export_bundle(
     precision = config.precision if config is not None else precision or profile.default_precision
     if precision not in profile.precisions:
         raise GfedgeError(f"precision {precision} is not allowed on target {profile.name}", f"use one of {', '.join(profile.precisions)}")
-    config = config or default_config(precision)
+    config = (config or default_config(precision)).for_target(profile)
     if model is not None and not Path(model).is_file():
         raise GfedgeError(f"model checkpoint {model} does not exist", "pass a file written by `gfedge train`, or drop --model for the embedded default")
     loader = {} if calibration is None else {"calibration": _check_calibration(family, Path(calibration), exportable)}

@@ -50,6 +50,8 @@ class ExportSpec:
     ternary: tuple[tuple[str, str], ...] = ()
     # initializers whose consumers stay float (e.g. routing signatures: int8 noise would flip routes)
     keep_float: tuple[str, ...] = ()
+    # int8: SmoothQuant migration strength for the weight products' inputs (export/quantize/smooth.py); 0: none
+    smooth_alpha: float = 0.0
 
     @property
     def unquantized(self) -> tuple[str, ...]:

@@ -15,6 +15,10 @@ GIB = 1 << 30
 #        4-bit and 2-bit weights stay packed in the session; "qdq": standard blocked DequantizeLinear,
 #        the form TensorRT builds from (and any ONNX runtime reads).
 WEIGHT_DIALECTS = ("ort", "qdq")
+# How int8 quantizes activations on this target (export/quantize/int8.py): "static": explicit Q/DQ
+# with scales calibrated at export (TensorRT's form, any runtime reads it); "dynamic": onnxruntime's
+# MatMulInteger with the scale measured per call (needs weight_dialect "ort").
+INT8_ACTIVATIONS = ("static", "dynamic")
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,8 @@ class TargetProfile:
     compute_all_max_tiles: int = 8
     # One of WEIGHT_DIALECTS; "qdq" (what every bundle held before dialects existed) when absent.
     weight_dialect: str = "qdq"
+    # One of INT8_ACTIVATIONS; "static" (what every int8 bundle held before) when absent.
+    int8_activations: str = "static"
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)  # onnxruntime session settings
     sources: tuple[str, ...] = field(default=(), compare=False)
 
@@ -141,6 +147,11 @@ def _validate(p: TargetProfile) -> None:
         raise GfedgeError(f"target {p.name}: TensorRT needs sm and workspace_mib", "add them to the profile")
     if p.weight_dialect not in WEIGHT_DIALECTS:
         raise GfedgeError(f"target {p.name}: weight_dialect {p.weight_dialect!r} is unknown", f"use one of {', '.join(WEIGHT_DIALECTS)}")
+    if p.int8_activations not in INT8_ACTIVATIONS:
+        raise GfedgeError(f"target {p.name}: int8_activations {p.int8_activations!r} is unknown", f"use one of {', '.join(INT8_ACTIVATIONS)}")
+    if p.int8_activations == "dynamic" and p.weight_dialect != "ort":
+        raise GfedgeError(f"target {p.name}: int8_activations \"dynamic\" needs weight_dialect \"ort\" (TensorRT builds int8 from explicit Q/DQ only)",
+                          'set int8_activations = "static"')
     if not p.ort_providers:
         raise GfedgeError(f"target {p.name}: no onnxruntime providers", "list at least CPUExecutionProvider")
     if not isinstance(p.runtime, RuntimeSettings):

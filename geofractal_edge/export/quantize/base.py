@@ -51,6 +51,12 @@ class QuantConfig:
     def to_dict(self) -> dict:
         return {"scheme": type(self).__name__, "precision": self.precision, "version": self.version, **dataclasses.asdict(self)}
 
+    def for_target(self, profile) -> QuantConfig:
+        """This config as it applies on `profile` (a `TargetProfile`): a scheme whose settings may
+        defer to the target (int8's `activations = "target"`) resolves them here, before export, so
+        that the manifest records what was done. Default: unchanged."""
+        return self
+
     @classmethod
     def from_dict(cls, data: Mapping) -> QuantConfig:
         """Build a registered scheme's config from {"scheme": ClassName, field: value, ...}.

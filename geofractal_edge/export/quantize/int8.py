@@ -1,20 +1,32 @@
-"""int8: explicit Q/DQ, per-channel symmetric int8 weights, symmetric int8 activations.
+"""int8: per-channel symmetric int8 weights; activations quantized either statically or dynamically.
 
-This is the form TensorRT's strongly typed builder takes (explicit quantization, zero point 0).
-Activation scales are calibrated on the family's calibration inputs with onnxruntime's
-`quantize_static`; only the spec's op types (matrix products) are quantized, so the feature stage
-is left alone, and of those only the ones with a weight operand: attention's activation x activation
-products stay float (on the TriX LM that lifted int8 route agreement from 98.90% to 99.17% in the
-worse layer, SQNR from 33.2 to 34.9 dB).
+* ``static`` (explicit Q/DQ, the form TensorRT's strongly typed builder takes): activation scales are
+  calibrated on the family's calibration inputs with onnxruntime's `quantize_static`, symmetric
+  (zero point 0). Only the spec's op types (matrix products) are quantized, so the feature stage is
+  left alone, and of those only the ones with a weight operand: attention's activation x activation
+  products stay float (on the TriX LM that lifted int8 route agreement from 98.90% to 99.17% in the
+  worse layer, SQNR from 33.2 to 34.9 dB).
+* ``dynamic`` (onnxruntime only): `quantize_dynamic` turns each MatMul with a weight into
+  DynamicQuantizeLinear (uint8, the scale measured per call) + MatMulInteger, which onnxruntime's
+  CPU provider fuses into one DynamicQuantizeMatMul (or MatMulIntegerToFloat) at load; no
+  calibration. Gemm is rewritten as MatMul + Add first (the dynamic quantizer reads MatMul only).
 
-What `quantize_static` leaves in float is then made int8 too (see weights.py), in standard ops that
-both dialects read: an embedding table stays int8 in memory and each gathered row is cast and scaled
-by its own scale; any other weight (conv filters, a sliced position table) gets a per-channel
-DequantizeLinear.
+A family whose spec sets `smooth_alpha` (the MiniLM encoder) has its weight products' inputs smoothed
+first (smooth.py), from the calibration feeds: per input channel for dynamic, input and output for
+static.
+* ``target``: whichever the target profile names (`TargetProfile.int8_activations`, chosen per
+  target by benchmarks/int8_scheme.py); `for_target` resolves it before export, so a manifest
+  always records static or dynamic. A model quantized with no target at hand gets static.
+
+In both, what the quantizer leaves in float is then made int8 too (see weights.py), in standard ops
+that both dialects read: an embedding table stays int8 in memory and each gathered row is cast and
+scaled by its own scale; any other weight (conv filters, a sliced position table, a collective's
+stacked router weights) gets a per-channel DequantizeLinear.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,56 +35,108 @@ from typing import ClassVar
 import onnx
 
 from geofractal_edge.errors import GfedgeError
+from geofractal_edge.export.passes import gemm_to_matmul
 from geofractal_edge.export.quantize import weights
 from geofractal_edge.export.quantize.base import QuantConfig, QuantContext, register
 from geofractal_edge.export.quantize.islands import consumers, feature_stage
+from geofractal_edge.export.quantize.smooth import smooth
+from geofractal_edge.targets.profile import INT8_ACTIVATIONS
 
 CALIBRATE_METHODS = ("MinMax", "Entropy", "Percentile", "Distribution")  # onnxruntime's CalibrationMethod
+ACTIVATIONS = (*INT8_ACTIVATIONS, "target")
 
 
 @dataclass(frozen=True)
 class Int8Config(QuantConfig):
     precision: ClassVar[str] = "int8"
+    version: ClassVar[int] = 2  # 2: `activations` (1 was always static) and `reduce_range`
     per_channel: bool = True
     weight_symmetric: bool = True
-    calibrate_method: str = "MinMax"
+    calibrate_method: str = "MinMax"  # static only
     # Products of two activations (attention's Q.K^T and P.V) stay float: only layers with weights are int8.
     weight_products_only: bool = True
+    activations: str = "target"  # "static", "dynamic", or "target": the target profile's int8_activations
+    reduce_range: bool = False  # dynamic only: 7-bit weights, for CPUs without VNNI whose u8 x s8 products saturate
 
     def __post_init__(self) -> None:
         if self.calibrate_method not in CALIBRATE_METHODS:
             raise GfedgeError(f"int8 calibrate_method {self.calibrate_method!r} is unknown", f"use one of {', '.join(CALIBRATE_METHODS)}")
+        if self.activations not in ACTIVATIONS:
+            raise GfedgeError(f"int8 activations {self.activations!r} is unknown", f"use one of {', '.join(ACTIVATIONS)}")
+
+    def for_target(self, profile) -> Int8Config:
+        """This config with `activations = "target"` replaced by the profile's choice."""
+        if self.activations == "target":
+            return dataclasses.replace(self, activations=profile.int8_activations)
+        if self.activations == "dynamic" and profile.weight_dialect != "ort":
+            raise GfedgeError(f"int8 activations 'dynamic' cannot run on target {profile.name} (weight_dialect {profile.weight_dialect!r}: TensorRT builds int8 from explicit Q/DQ only)",
+                              'use activations = "static" (or "target") for this target')
+        return self
 
 
 @register(Int8Config)
 def to_int8(model: onnx.ModelProto, config: Int8Config, context: QuantContext) -> onnx.ModelProto:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    with tempfile.TemporaryDirectory() as tmp:
-        src, dst = Path(tmp, "float.onnx"), Path(tmp, "int8.onnx")
-        onnx.save(model, src)
-        quantize_static(
-            str(src),
-            str(dst),
-            _Reader(context.calibration),
-            quant_format=QuantFormat.QDQ,
-            per_channel=config.per_channel,
-            weight_type=QuantType.QInt8,
-            activation_type=QuantType.QInt8,
-            op_types_to_quantize=list(context.spec.quantize_op_types),
-            nodes_to_exclude=_excluded(model, config, context),
-            calibrate_method=CalibrationMethod[config.calibrate_method],
-            extra_options={
-                "WeightSymmetric": config.weight_symmetric,
-                "ActivationSymmetric": True,
-                "QuantizeBias": False,
-            },
-        )
-        quantized = onnx.load(dst)
+    dynamic = config.activations == "dynamic"
+    if dynamic and context.dialect != "ort":
+        raise GfedgeError(f"int8 activations 'dynamic' cannot be written in the {context.dialect!r} weight dialect", 'use activations = "static" for a TensorRT target')
+    if dynamic or context.spec.smooth_alpha > 0:
+        model = gemm_to_matmul(model, keep=context.spec.unquantized)
+        model = smooth(model, context.calibration, alpha=context.spec.smooth_alpha, outputs=not dynamic, skip=set(_excluded(model, config, context)))
+    if dynamic:
+        quantized = _with_file(model, lambda src, dst: _dynamic(src, dst, model, config, context))
+    else:
+        quantized = _with_file(model, lambda src, dst: _static(src, dst, model, config, context))
     skip = set(consumers(quantized, context.spec.unquantized)) | set(feature_stage(quantized, context.spec.fp32_inputs))
     found = weights.find(quantized, skip)
     quantized = weights.rewrite(quantized, found["tables"], weights.int8_table)
     return weights.rewrite(quantized, found["stacked"] + found["leftovers"], weights.int8_dq)
+
+
+def _with_file(model: onnx.ModelProto, run) -> onnx.ModelProto:
+    """onnxruntime's quantizers read and write files: run(src, dst) in a temporary folder, load dst."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp, "float.onnx"), Path(tmp, "int8.onnx")
+        onnx.save(model, src)
+        run(str(src), str(dst))
+        return onnx.load(dst)
+
+
+def _static(src: str, dst: str, model: onnx.ModelProto, config: Int8Config, context: QuantContext) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    quantize_static(
+        src, dst, _Reader(context.calibration),
+        quant_format=QuantFormat.QDQ,
+        per_channel=config.per_channel,
+        weight_type=QuantType.QInt8,
+        activation_type=QuantType.QInt8,
+        op_types_to_quantize=list(context.spec.quantize_op_types),
+        nodes_to_exclude=_excluded(model, config, context),
+        calibrate_method=CalibrationMethod[config.calibrate_method],
+        extra_options={"WeightSymmetric": config.weight_symmetric, "ActivationSymmetric": True, "QuantizeBias": False},
+    )
+
+
+def _dynamic(src: str, dst: str, model: onnx.ModelProto, config: Int8Config, context: QuantContext) -> None:
+    """MatMul only (Gemm is MatMul by now); embedding tables are left to weights.int8_table (a row scale each)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        src, dst,
+        op_types_to_quantize=["MatMul"],
+        per_channel=config.per_channel,
+        reduce_range=config.reduce_range,
+        weight_type=QuantType.QInt8,
+        nodes_to_exclude=_excluded(model, config, context) + _batched(model),
+        extra_options={"WeightSymmetric": config.weight_symmetric, "MatMulConstBOnly": True},
+    )
+
+
+def _batched(model: onnx.ModelProto) -> list[str]:
+    """MatMuls with a weight of rank > 2 (a collective's stacked routers): onnxruntime's MatMulInteger takes
+    per-column zero points of a 2-D weight only, so these get weights.int8_dq (a DequantizeLinear per tower)."""
+    ranks = {i.name: len(i.dims) for i in model.graph.initializer}
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and ranks.get(n.input[1], 2) > 2]
 
 
 def _excluded(model: onnx.ModelProto, config: Int8Config, context: QuantContext) -> list[str]:

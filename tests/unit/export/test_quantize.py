@@ -111,10 +111,11 @@ def test_int8_quantizes_weight_products_and_leaves_attention_products_float(trix
     def from_dequantize(name):
         return name in produced_by and produced_by[name].op_type == "DequantizeLinear"
 
-    def weight_operand(node):
-        return any(from_dequantize(i) and produced_by[i].input[0] in constants for i in node.input[:2])
+    def weight_operand(node):  # static: a DequantizeLinear of a constant; dynamic (host-cpu): MatMulInteger's int8 constant
+        return node.op_type == "MatMulInteger" and node.input[1] in constants or \
+            any(from_dequantize(i) and produced_by[i].input[0] in constants for i in node.input[:2])
 
-    matmuls = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm")]
+    matmuls = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm", "MatMulInteger")]
     with_weights = [n for n in matmuls if weight_operand(n)]
     activation_products = [n for n in matmuls if not weight_operand(n) and not any(i in constants for i in n.input[:2])]
     assert with_weights, "projections with weights are int8"
@@ -123,8 +124,8 @@ def test_int8_quantizes_weight_products_and_leaves_attention_products_float(trix
         assert not any(from_dequantize(i) for i in node.input[:2]), node.name
 
 
-def test_int8_is_explicit_symmetric_qdq_per_channel(bundle_factory):
-    model = graph(bundle_factory("int8"))
+def test_int8_for_tensorrt_is_explicit_symmetric_qdq_per_channel(bundle_factory):
+    model = graph(bundle_factory("int8", "jetson-orin-nano"))  # a "qdq" target: static activations
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     weights = [inits[n.input[0]] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].ndim == 2]
     assert weights and all(w.dtype == np.int8 for w in weights)
