@@ -14,7 +14,8 @@ process, timed runs round-robin) at 1 and 2 threads, batch 1 and the family's ty
 spec's opt, 16 windows), and prints the acceptance table. Part 4 times torch eager against the
 runtime's Session on the same checkpoint, interleaved in one process, at 64 and 256 tokens.
 Work directory (checkpoints, bundles, JSON): .bench/trix_wide/ (gitignored). --skip-train reuses
-the checkpoints; bundles are re-exported unless --skip-export.
+the checkpoints; bundles are re-exported (about 75 s each) unless --skip-export: measurement alone
+is `--skip-train --skip-export`.
 """
 
 from __future__ import annotations
@@ -87,6 +88,23 @@ def bench_all(bundles: dict[str, Path], *, threads: int, runs: int) -> dict:
 
     report = bench([bundles[p] for p in PRECISIONS], batches=(1, TYPICAL), threads=threads, runs=runs)
     return report.to_dict()
+
+
+def memory_at_batch_one(bundles: dict[str, Path], *, runs: int) -> dict:
+    """RSS after a warm-up at batch 1 only (1 thread): the weights' share without the typical batch's activations."""
+    from geofractal_edge.backends.bench import bench
+
+    report = bench([bundles[p] for p in PRECISIONS], batches=(1,), threads=1, runs=runs).to_dict()
+    warm = {p: s["rss_warm_bytes"] for p, s in zip(PRECISIONS, report["subjects"])}
+    m = report["machine"]
+    print(f"\nRSS after warm-up at batch 1 only, 1 thread; load average {m['load_average_start'][0]:.2f} -> {m['load_average_end'][0]:.2f}")
+    for p in PRECISIONS:
+        print(f"  {p:>8}: RSS warm {warm[p] / 2**20:7.2f} MiB, x{warm[p] / warm['fp32']:.3f} of fp32, x{warm[p] / warm['float32']:.3f} of float32 tiles")
+    for q, limit in (("int8", 0.50), ("int4", 0.35)):
+        print(f"  {q} RSS warm / fp32 at batch 1: {warm[q] / warm['fp32']:.3f} (<= {limit:.2f}: {'PASS' if warm[q] / warm['fp32'] <= limit else 'FAIL'})")
+    ratio = warm["fp32"] / warm["float32"]
+    print(f"  2-bit tiles / float32 tiles at batch 1: {ratio:.3f} (<= 0.25: {'PASS' if ratio <= 0.25 else 'FAIL'})")
+    return report
 
 
 def acceptance(report: dict, threads: int) -> list[tuple[str, float | None, str, float]]:
@@ -169,12 +187,16 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--steps", type=int, default=150, help="training steps for every variant (default: %(default)s)")
     parser.add_argument("--batch", type=int, default=4, help="training batch in windows of 64 characters (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--runs", type=int, default=60, help="timed runs per bundle and batch (default: %(default)s)")
+    parser.add_argument("--runs", type=int, default=30, help="timed runs per bundle and batch (default: %(default)s)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts to measure (default: 1 2)")
     parser.add_argument("--skip-train", action="store_true", help="reuse the cached checkpoints")
     parser.add_argument("--skip-export", action="store_true", help="reuse the cached bundles too")
     parser.add_argument("--work", type=Path, default=WORK)
-    parser.add_argument("--lowering", default="group_by_route", help="TriX lowering of the exported bundles (default: %(default)s)")
+    parser.add_argument("--lowering", default="gather_by_route",
+                        help="TriX lowering of the exported bundles (default: %(default)s, host-cpu's choice for 64 tiles; or group_by_route)")
+    parser.add_argument("--max-batch", type=int, default=TYPICAL,
+                        help="cap the bundles' batch range (default: %(default)s; 0: the spec's 256). Export runs the graph at the max: "
+                             "gather_by_route at 256 windows materialises 4.3 GB per gather and was OOM-killed at 12 GB")
     parser.add_argument("--compare-gather", action="store_true",
                         help="also export fp32 with gather_by_route (batch range capped at the typical batch) and bench it against --lowering's fp32")
     args = parser.parse_args(argv)
@@ -191,14 +213,18 @@ def main(argv: list[str]) -> None:
     else:
         reports = train_all(args.work, steps=args.steps, batch=args.batch, seed=args.seed)
     print_training(reports)
-    bundles = {p: args.work / "bundles" / p for p in PRECISIONS} if args.skip_export else export_all(args.work, lowering=args.lowering)
+    folder = f"bundles-{args.lowering}"
+    max_batch = args.max_batch or None
+    bundles = {p: args.work / folder / p for p in PRECISIONS} if args.skip_export else \
+        export_all(args.work, lowering=args.lowering, max_batch=max_batch, folder=folder)
     results = {"training": reports, "bench": {}, "torch_vs_runtime": []}
-    if args.compare_gather:
-        results["gather"] = compare_gather(args.work, bundles["fp32"], runs=max(5, args.runs // 6))
+    if args.compare_gather:  # against the group_by_route fp32 bundle of a previous --lowering group_by_route run
+        results["gather"] = compare_gather(args.work, args.work / "bundles-group_by_route" / "fp32", runs=max(5, args.runs // 6))
     for threads in args.threads:
         report = bench_all(bundles, threads=threads, runs=args.runs)
         results["bench"][threads] = report
         print_bench(report, threads)
+    results["memory_batch1"] = memory_at_batch_one(bundles, runs=10)
     print("\ntorch eager (checkpoint, hard routing) vs runtime Session (fp32 bundle: 2-bit tiles), interleaved, same threads")
     for threads in args.threads:
         for row in torch_vs_runtime(args.work, bundles["fp32"], threads=threads):

@@ -18,7 +18,11 @@ each other: the margin output marks those tokens.
   one matmul on its block with its weights in place, and each token reads its own slot back. FLOPs
   of n x W tokens (>= N; padding rows are computed and never read); activations [n, W, h], no
   weight copies. The tile weights stay the left operand of a [n, *, *] MatMul, so the 2-bit
-  lowering makes one MatMulNBits per tile. Measured on 64 tiles of 256 x 256 (benchmarks/trix_wide.py).
+  lowering makes one MatMulNBits per tile. Measured on 64 tiles of 256 x 256 whose routing had
+  collapsed onto a few tiles (fullest 35-38% of tokens; benchmarks/trix_wide.py, 1 thread, fp32
+  bundles): 3x less RSS after warm-up than gather_by_route (202 vs 597 MiB) and exportable at the
+  spec's max batch, but slower: p50 x7.1 at 64 tokens, x1.5 at 1,024 (W x n padded rows, and
+  onnxruntime's 2-bit MatMulNBits costs ~1 ms per tile call). Not chosen by any target profile.
 
 Routing in both: flat ``argmax(x . signature)``, or hierarchical as two argmax stages (cluster,
 then the cluster's member slots; the member list has a fixed width, padded slots score -inf).
