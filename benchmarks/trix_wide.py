@@ -1,6 +1,7 @@
 """A weight-dominated TriX LM: hierarchical vs flat routing vs dense quality; memory and latency per precision.
 
-    python benchmarks/trix_wide.py [--steps 150] [--batch 4] [--skip-train] [--runs 60]
+    python benchmarks/trix_wide.py [--steps 150] [--batch 4] [--skip-train] [--skip-export] [--runs 30]
+        [--lowering gather_by_route|group_by_route] [--max-batch 16] [--compare-gather]
 
 The model: d_model 256, 2 layers, 64 ternary tiles of d_hidden 256 per layer (16.8M tile weights,
 67 MB at float32). Part 1 (benchmarks/trix_wide_train.py) trains hierarchical TriX, flat TriX and
@@ -9,13 +10,13 @@ hierarchical routes agree with the flat argmax over the same weights. Part 2 exp
 hierarchical model for host-cpu at fp32, int8 and int4 (gather-by-route: 64 tiles > the profile's
 compute_all_max_tiles), plus "float32": the same fp32 export with the tiles left as float32
 initializers (the spec's ternary list emptied; there is no CLI option for it), and prints every
-parity gate. Part 3 runs `backends.bench` (what `gfedge bench` runs: each bundle in a fresh
+parity gate. The bundles' batch range is capped at 16 windows by default: export runs the graph at
+the declared max, and gather-by-route at 256 windows needs 4.3 GB per gather. Part 3 runs `backends.bench` (what `gfedge bench` runs: each bundle in a fresh
 process, timed runs round-robin) at 1 and 2 threads, batch 1 and the family's typical batch (the
-spec's opt, 16 windows), and prints the acceptance table. Part 4 times torch eager against the
+spec's opt, 16 windows), and prints the acceptance table, then RSS after a batch-1-only warm-up. Part 4 times torch eager against the
 runtime's Session on the same checkpoint, interleaved in one process, at 64 and 256 tokens.
 Work directory (checkpoints, bundles, JSON): .bench/trix_wide/ (gitignored). --skip-train reuses
-the checkpoints; bundles are re-exported (about 75 s each) unless --skip-export: measurement alone
-is `--skip-train --skip-export`.
+the checkpoints; bundles are re-exported (about 30 s each at gather_by_route) unless --skip-export.
 """
 
 from __future__ import annotations
