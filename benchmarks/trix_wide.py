@@ -216,8 +216,13 @@ def main(argv: list[str]) -> None:
     print_training(reports)
     folder = f"bundles-{args.lowering}"
     max_batch = args.max_batch or None
-    bundles = {p: args.work / folder / p for p in PRECISIONS} if args.skip_export else \
-        export_all(args.work, lowering=args.lowering, max_batch=max_batch, folder=folder)
+    if args.skip_export:
+        bundles = {p: args.work / folder / p for p in PRECISIONS}
+        missing = [p for p, path in bundles.items() if not (path / "manifest.json").is_file()]
+        if missing:
+            sys.exit(f"--skip-export: no cached {args.lowering} bundle for {', '.join(missing)} in {args.work / folder}; run once without --skip-export")
+    else:
+        bundles = export_all(args.work, lowering=args.lowering, max_batch=max_batch, folder=folder)
     results = {"training": reports, "bench": {}, "torch_vs_runtime": []}
     if args.compare_gather:  # against the group_by_route fp32 bundle of a previous --lowering group_by_route run
         results["gather"] = compare_gather(args.work, args.work / "bundles-group_by_route" / "fp32", runs=max(5, args.runs // 6))
