@@ -10,6 +10,8 @@ collective defaults, MiniLM, and the weight-dominated Atlas and collective), in 
   `torch.set_num_threads(N)`; for the collective also its trained, per-stream form (RouterCollective);
 - runtime: `geofractal_edge.runtimes.load(bundle, intra_op_threads=N)` and `session.run(...)`, the
   public torch-free API (inputs validated, key bound, every call);
+- runtime int8: the same inputs through the checkpoint's int8 bundle, where one was exported (for reference:
+  the gate compares fp32 with fp32);
 - bare: `onnxruntime.InferenceSession.run` of the same model.onnx, through the runtime's own session
   (as `gfedge bench`'s "vs bare run"), the key vector already in the feeds.
 
@@ -68,6 +70,10 @@ def variants(name: str, family: str, checkpoint: Path | None, bundle: Path, thre
         "runtime": lambda: session.run(data, key=key),
         "bare ort": lambda: bare.run(outputs, full),
     }
+    int8 = bundle.with_name(bundle.name.replace("-fp32", "-int8"))
+    if (int8 / "manifest.json").is_file():  # the same inputs through the int8 bundle of the same checkpoint
+        quantized = load(int8, intra_op_threads=threads)
+        fns["runtime int8"] = lambda: quantized.run(data, key=key)
     if family == "collective":
         from geofractal_edge.models.collective.checkpoint import load_checkpoint
         from geofractal_edge.models.collective.family import default_checkpoint
@@ -116,7 +122,8 @@ def main() -> int:
     args = parser.parse_args()
     rows = []
     print(f"torch {torch.__version__}; batch 1; median of {args.rounds} interleaved rounds; load average at start {os.getloadavg()[0]:.2f}", flush=True)
-    header = f"{'model':20s} {'thr':>3s} {'torch ms':>9s} {'trained ms':>10s} {'runtime ms':>10s} {'bare ms':>8s} {'torch/rt':>8s} {'trained/rt':>10s} {'rt/bare':>8s} {'max|diff|':>9s} {'load':>5s}"
+    header = (f"{'model':20s} {'thr':>3s} {'torch ms':>9s} {'trained ms':>10s} {'runtime ms':>10s} {'bare ms':>8s} {'torch/rt':>8s} {'trained/rt':>10s} {'rt/bare':>8s} "
+              f"{'max|diff|':>9s} {'rt int8 ms':>10s} {'torch/int8':>10s} {'load':>5s}")
     print(header, flush=True)
     for name in args.only:
         family, ckpt = SUBJECTS[name]
@@ -131,7 +138,8 @@ def main() -> int:
             ms = {k: v * 1e3 for k, v in time_interleaved(fns, args.rounds).items()}
             trained = ms.get("torch (trained form)")
             row = (f"{name:20s} {n:>3d} {ms['torch']:>9.3f} {trained if trained else float('nan'):>10.3f} {ms['runtime']:>10.3f} {ms['bare ort']:>8.3f} "
-                   f"{ms['torch'] / ms['runtime']:>7.2f}x {(trained / ms['runtime']) if trained else float('nan'):>9.2f}x {ms['runtime'] / ms['bare ort'] - 1:>+8.1%} {diff:>9.2e} {os.getloadavg()[0]:>5.2f}")
+                   f"{ms['torch'] / ms['runtime']:>7.2f}x {(trained / ms['runtime']) if trained else float('nan'):>9.2f}x {ms['runtime'] / ms['bare ort'] - 1:>+8.1%} {diff:>9.2e} "
+                   f"{ms.get('runtime int8', float('nan')):>10.3f} {ms['torch'] / ms.get('runtime int8', float('nan')):>9.2f}x {os.getloadavg()[0]:>5.2f}")
             print(row, flush=True)
             rows.append((name, n, ms))
             first["session"].close()

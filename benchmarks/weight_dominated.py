@@ -191,7 +191,7 @@ def print_parity(work: Path) -> None:
 
     results = json.loads((work / "exports.json").read_text())
     print(f"\nparity gates recorded at export (gfedge export --json), host-cpu:")
-    for key, r in sorted(results.items()):
+    for key, r in sorted((k, v) for k, v in results.items() if "/" in k):
         name, precision = key.split("/")
         scheme = open_bundle(bundle_dir(work, name, precision)).manifest.quantization
         scheme_line = ", ".join(f"{k}={v}" for k, v in scheme.items() if k not in ("precision", "version"))
