@@ -190,7 +190,7 @@ def print_parity(work: Path) -> None:
     from geofractal_edge.artifacts import open_bundle
 
     results = json.loads((work / "exports.json").read_text())
-    print(f"\nparity gates recorded at export (gfedge export --json), host-cpu:")
+    print("\nparity gates recorded at export (gfedge export --json), host-cpu:")
     for key, r in sorted((k, v) for k, v in results.items() if "/" in k):
         name, precision = key.split("/")
         scheme = open_bundle(bundle_dir(work, name, precision)).manifest.quantization
