@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from geofractal_edge.artifacts import atomic
+from geofractal_edge.backends.onnxruntime.loader import trim_heap
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
@@ -76,11 +77,7 @@ def allocator_stats() -> dict[str, int]:
 def trim() -> bool:
     """Collect garbage and hand free heap pages back to the OS; True if glibc's malloc_trim ran."""
     gc.collect()
-    fn = getattr(_LIBC, "malloc_trim", None)
-    if fn is None:
-        return False
-    fn(ctypes.c_size_t(0))
-    return True
+    return trim_heap()
 
 
 class _Nvml:
