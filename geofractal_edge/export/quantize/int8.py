@@ -29,12 +29,14 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import ClassVar
 
 import onnx
 
 from geofractal_edge.errors import GfedgeError
+from geofractal_edge.export import lowbit
 from geofractal_edge.export.passes import gemm_to_matmul
 from geofractal_edge.export.quantize import weights
 from geofractal_edge.export.quantize.base import QuantConfig, QuantContext, register
@@ -92,6 +94,11 @@ def to_int8(model: onnx.ModelProto, config: Int8Config, context: QuantContext) -
     skip = set(consumers(quantized, context.spec.unquantized)) | set(feature_stage(quantized, context.spec.fp32_inputs))
     found = weights.find(quantized, skip)
     quantized = weights.rewrite(quantized, found["tables"], weights.int8_table)
+    if dynamic:  # stacked [T, K, N] weights: per tower, on the integer kernel like the 2-D ones
+        quantized = weights.rewrite(quantized, found["stacked"], partial(weights.int8_per_tower, reduce_range=config.reduce_range))
+        if found["stacked"]:
+            lowbit.use_ms_domain(quantized)
+        return weights.rewrite(quantized, found["leftovers"], weights.int8_dq)
     return weights.rewrite(quantized, found["stacked"] + found["leftovers"], weights.int8_dq)
 
 
