@@ -17,7 +17,7 @@ from geofractal_edge.models.trix.config import TrixConfig
 from geofractal_edge.models.trix.data import build_vocab, check_in_vocab, corpus, encode, eval_windows, split
 from geofractal_edge.models.trix.lm import TrixLM
 from geofractal_edge.models.trix.lowering import ExportableTrixLM
-from geofractal_edge.models.trix.spec import trix_spec
+from geofractal_edge.models.trix.spec import max_batch, trix_spec
 from geofractal_edge.models.trix.train import train_lm
 
 DEFAULT_SEED = 0
@@ -99,7 +99,8 @@ def exportable_from_model(lm: TrixLM, *, name: str, source: dict, lowering: str,
         family="trix",
         name=name,
         module=module,
-        spec=trix_spec(vocab_size=config.vocab_size, context=config.context, n_layers=config.n_layers),
+        spec=trix_spec(vocab_size=config.vocab_size, context=config.context, n_layers=config.n_layers,
+                       batch_max=max_batch(context=config.context, d_model=config.d_model, d_hidden=config.d_hidden, lowering=lowering)),
         config=config.to_dict(),
         cases=cases,
         core_sha256=arrays_sha256(weights),

@@ -9,9 +9,21 @@ from __future__ import annotations
 from geofractal_edge.models.spec import DimRange, ExportSpec, TensorSpec
 
 MAX_BATCH = 256
+# gather_by_route copies each token's tile as float32 ([N, d_hidden, d_model] per projection): the declared
+# batch range stops where one such copy would pass this many bytes. A 64-tile model of 256 x 256 tiles
+# checked at 256 windows (4.3 GB per gather) was OOM-killed at 12.8 GB (benchmarks/RESULTS.md, wide TriX).
+GATHER_BYTES = 1 << 30
 
 
-def trix_spec(*, vocab_size: int, context: int, n_layers: int) -> ExportSpec:
+def max_batch(*, context: int, d_model: int, d_hidden: int, lowering: str) -> int:
+    """The batch (windows) a bundle declares: MAX_BATCH, or fewer where one tile gather would pass GATHER_BYTES."""
+    if lowering != "gather_by_route":
+        return MAX_BATCH
+    per_window = context * d_model * d_hidden * 4
+    return max(1, min(MAX_BATCH, GATHER_BYTES // per_window))
+
+
+def trix_spec(*, vocab_size: int, context: int, n_layers: int, batch_max: int = MAX_BATCH) -> ExportSpec:
     ternary = tuple((f"blocks.{i}.ffn.{w}_q", f"blocks.{i}.ffn.{w}_scale") for i in range(n_layers) for w in ("up", "down"))
     return ExportSpec(
         family="trix",
@@ -21,7 +33,7 @@ def trix_spec(*, vocab_size: int, context: int, n_layers: int) -> ExportSpec:
             TensorSpec("routes", "int64", (n_layers, "batch", context), role="routes"),
             TensorSpec("margins", "float32", (n_layers, "batch", context), role="margins"),
         ),
-        dim_ranges={"batch": DimRange(min=1, opt=16, max=MAX_BATCH)},
+        dim_ranges={"batch": DimRange(min=1, opt=min(16, batch_max), max=batch_max)},
         task_metric="char_accuracy",
         ternary=ternary,
         # Routing scores stay float at every precision: quantization noise flips near-tie routes.

@@ -49,3 +49,16 @@ def test_cli_refuses_a_short_text_in_one_line_before_training(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "too few for a context of 64" in lines[0] and "--context 63" in lines[0], result.stderr
     assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_gather_by_route_declares_a_batch_range_its_tile_gathers_fit():
+    """Above GATHER_BYTES per tile gather the declared batch shrinks: export checks the graph at the max."""
+    from geofractal_edge.models.trix.spec import GATHER_BYTES, MAX_BATCH, max_batch, trix_spec
+
+    wide = dict(context=64, d_model=256, d_hidden=256)  # 16 MiB of float32 tile per window
+    assert max_batch(**wide, lowering="gather_by_route") == GATHER_BYTES // (64 * 256 * 256 * 4) == 64
+    assert max_batch(**wide, lowering="compute_all_select") == MAX_BATCH
+    assert max_batch(context=64, d_model=128, d_hidden=128, lowering="gather_by_route") == MAX_BATCH  # the default's size
+    assert max_batch(context=4096, d_model=1024, d_hidden=1024, lowering="gather_by_route") == 1  # never below one window
+    narrow = trix_spec(vocab_size=10, context=64, n_layers=2, batch_max=8).dim_ranges["batch"]
+    assert (narrow.min, narrow.opt, narrow.max) == (1, 8, 8)
