@@ -9,7 +9,7 @@ warm-up, weight bytes, and every parity check measured at export (value, limit, 
 target profile's `int8_activations` is chosen from this output (benchmarks/RESULTS.md).
 
 Usage: python benchmarks/int8_scheme.py [--families atlas trix collective collective-encoder]
-           [--target host-cpu] [--threads 1 2] [--runs 200] [--out /tmp/int8-scheme]
+           [--target host-cpu] [--threads 1 2] [--runs 200] [--out .bench/int8_scheme]
 Bundles already in --out are reused (delete the folder to re-export).
 """
 
@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--target", default="host-cpu")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--runs", type=int, default=200)
-    parser.add_argument("--out", type=Path, default=Path("/tmp/int8-scheme"))
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / ".bench" / "int8_scheme")
     args = parser.parse_args()
     for family in args.families:
         paths = [export(family, args.target, scheme, args.out) for scheme in SCHEMES]

@@ -16,7 +16,7 @@ embedding to sentence-transformers' own (torch, float32) on held-out sentences, 
 optimum is not needed here: pass the folders it wrote.
 
 Usage: python benchmarks/minilm_vs_optimum.py --ours fp32=BUNDLE --ours int8=BUNDLE \
-           --optimum fp32=/tmp/opt-fp32 --optimum int8=/tmp/opt-int8 [--threads 1 2] [--batch 1 16] [--runs 30]
+           --optimum fp32=OPT_FP32 --optimum int8=OPT_INT8 [--threads 1 2] [--batch 1 16] [--runs 30]
 """
 
 from __future__ import annotations
