@@ -29,7 +29,8 @@ SETTINGS = {"per-session arenas": False, "shared arena": True}
 WORKER = """
 import json, sys, time
 from geofractal_edge.artifacts import open_bundle
-from geofractal_edge.backends.bench_worker import batch_feeds, leading_dim, rss_bytes, heap_bytes
+from geofractal_edge.backends.bench_worker import batch_feeds, leading_dim
+from geofractal_edge.backends.process import heap_bytes, rss_bytes
 from geofractal_edge.backends.lazy import require
 from geofractal_edge.backends.onnxruntime import Session
 require("onnxruntime")

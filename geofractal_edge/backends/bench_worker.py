@@ -9,7 +9,6 @@ InferenceSession.run of the same session; `quit` ends it. No torch.
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import json
 import sys
@@ -21,6 +20,7 @@ import numpy as np
 from geofractal_edge.artifacts import Bundle, open_bundle
 from geofractal_edge.backends.lazy import require
 from geofractal_edge.backends.onnxruntime import Session
+from geofractal_edge.backends.process import heap_bytes, rss_bytes
 from geofractal_edge.errors import GfedgeError
 
 TAG = "GFEDGE-BENCH "  # protocol lines start with this; anything else the worker prints is ignored
@@ -131,34 +131,6 @@ def _time(request: dict, state: dict) -> dict:
             runner_ns.append(t1 - t0)
             bare_ns.append(t2 - t1)
     return {"runner_ns": runner_ns, "bare_ns": bare_ns}
-
-
-def rss_bytes() -> int | None:
-    """This process's resident set (VmRSS in /proc/self/status); None where there is no /proc."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-class _Mallinfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
-
-
-def heap_bytes() -> int | None:
-    """Bytes malloc has handed out and not taken back (glibc mallinfo2: uordblks + hblkhd); None elsewhere."""
-    try:
-        libc = ctypes.CDLL(None)
-        call = libc.mallinfo2
-    except (OSError, AttributeError):
-        return None
-    call.restype = _Mallinfo2
-    info = call()
-    return int(info.uordblks + info.hblkhd)
 
 
 if __name__ == "__main__":

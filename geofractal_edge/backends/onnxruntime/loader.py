@@ -30,6 +30,7 @@ from geofractal_edge.artifacts import Bundle, atomic
 from geofractal_edge.artifacts.hashing import canonical_sha256
 from geofractal_edge.artifacts.manifest import TensorRTSettings
 from geofractal_edge.backends.lazy import installed_version, require
+from geofractal_edge.backends.process import trim_heap
 from geofractal_edge.backends.tensorrt.adapter import Cuda, cuda_runtime
 from geofractal_edge.backends.tensorrt.compat import external_sha256
 from geofractal_edge.errors import BundleError, GfedgeError, MissingDependencyError
@@ -102,23 +103,6 @@ def register_shared_arena() -> None:
             info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
             ort.create_and_register_allocator(info, None)
             _registered.append(True)
-
-
-_LIBC = ctypes.CDLL(None) if os.name == "posix" else None
-
-
-def trim_heap() -> bool:
-    """Hand the C heap's free pages back to the OS (glibc's `malloc_trim(0)`); True if it ran.
-
-    A session reads its initializers, then prepacks them for its kernels and frees the originals;
-    glibc keeps those freed pages in the process unless asked. After creating a 70 MB int4 session
-    that was ~27 MiB of RSS (benchmarks/RESULTS.md).
-    """
-    fn = getattr(_LIBC, "malloc_trim", None)
-    if fn is None:
-        return False
-    fn(ctypes.c_size_t(0))
-    return True
 
 
 def create_session(bundle: Bundle, providers: list, *, profile_prefix: str | None = None, settings: RuntimeSettings | None = None):

@@ -14,10 +14,8 @@ No torch, no CUDA import: NVML is opened through ctypes, and only when asked.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 import json
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -26,16 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from geofractal_edge.artifacts import atomic
-from geofractal_edge.backends.onnxruntime.loader import trim_heap
+from geofractal_edge.backends.process import rss_bytes, trim_heap
 
-_PAGE = os.sysconf("SC_PAGE_SIZE")
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
-
-
-def rss_bytes() -> int:
-    """Resident set size of this process (Linux /proc/self/statm)."""
-    with open("/proc/self/statm", "rb") as f:
-        return int(f.read().split()[1]) * _PAGE
 
 
 def meminfo_bytes(field: str) -> int | None:
@@ -48,30 +39,6 @@ def meminfo_bytes(field: str) -> int | None:
     except OSError:
         return None
     return None
-
-
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
-
-
-def _libc():
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return None
-
-
-_LIBC = _libc()
-
-
-def allocator_stats() -> dict[str, int]:
-    """glibc malloc statistics: bytes in use, free in the heap, and mmapped; {} elsewhere."""
-    fn = getattr(_LIBC, "mallinfo2", None)
-    if fn is None:
-        return {}
-    fn.restype = _MallInfo2
-    info = fn()
-    return {"in_use": info.uordblks + info.hblkhd, "heap_free": info.fordblks, "mmapped": info.hblkhd}
 
 
 def trim() -> bool:

@@ -8,7 +8,7 @@ with its reason rather than left out, so `gfedge ps` shows why something is not 
 from __future__ import annotations
 
 from geofractal_edge.runtimes.zoo.errors import UnknownModelError
-from geofractal_edge.runtimes.zoo.memory import allocator_stats
+from geofractal_edge.backends.process import allocator_stats
 
 
 def describe(state, trust, keyring, model: str) -> dict:
