@@ -214,11 +214,8 @@ def int8_per_tower(rw: Rewriter, name: str, uses: list, *, reduce_range: bool) -
     """
     w = rw.array(name)
     towers = w.shape[0]
-    top = 63 if reduce_range else 127
     for t in range(towers):
-        scale = np.abs(w[t]).max(axis=0) / top  # [N]
-        scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
-        codes = np.clip(np.rint(w[t] / scale), -top - 1, top).astype(np.int8)  # [K, N]
+        codes, scale = int8_rows(w[t], axis=1, top=63 if reduce_range else 127)  # [K, N], per column [N]
         rw.add(lowbit.constant(f"{name}.i8.{t}", codes), lowbit.constant(f"{name}.i8.{t}_scale", scale),
                lowbit.constant(f"{name}.i8.{t}_zero_point", np.zeros_like(codes[0])))
 
@@ -250,13 +247,13 @@ def _per_tower(rw: Rewriter, uses: list, towers: int, tag: str, tower: Callable[
 # ---- int8, both dialects: standard operators ---------------------------------------------------------
 
 
-def int8_rows(w: np.ndarray, *, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 per slice of `axis` (default: per row of [rows, ...]): (codes, scales [w.shape[axis]])."""
+def int8_rows(w: np.ndarray, *, axis: int = 0, top: int = 127) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per slice of `axis` (default: per row of [rows, ...]): (codes in [-top, top], scales [w.shape[axis]])."""
     moved = np.moveaxis(w, axis, 0)
     flat = moved.reshape(moved.shape[0], -1).astype(np.float32)
-    scale = np.abs(flat).max(axis=1) / 127.0
+    scale = np.abs(flat).max(axis=1) / float(top)
     scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
-    codes = np.clip(np.round(flat / scale[:, None]), -127, 127).astype(np.int8).reshape(moved.shape)
+    codes = np.clip(np.round(flat / scale[:, None]), -top, top).astype(np.int8).reshape(moved.shape)
     return np.ascontiguousarray(np.moveaxis(codes, 0, axis)), scale
 
 
