@@ -17,6 +17,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 MS_DOMAIN = "com.microsoft"
+INT4_OPSET = 21  # INT4 tensors and blocked DequantizeLinear
 TERNARY_ZERO_POINT = 2  # MatMulNBits' and GatherBlockQuantized's default for bits=2: code = value + 2
 
 

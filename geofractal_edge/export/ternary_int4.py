@@ -13,9 +13,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from geofractal_edge.errors import Bug
+from geofractal_edge.export import lowbit
 
 BLOCK_SIZE = 32
-INT4_OPSET = 21
 
 
 def ternary_to_int4_dq(model: onnx.ModelProto, codes: dict[str, np.ndarray], pairs: tuple[tuple[str, str], ...], *,
@@ -44,7 +44,4 @@ def ternary_to_int4_dq(model: onnx.ModelProto, codes: dict[str, np.ndarray], pai
     graph_nodes = list(out.graph.node)
     del out.graph.node[:]
     out.graph.node.extend(nodes + graph_nodes)
-    for opset in out.opset_import:
-        if opset.domain in ("", "ai.onnx") and opset.version < INT4_OPSET:
-            opset.version = INT4_OPSET
-    return out
+    return lowbit.require_opset(out, lowbit.INT4_OPSET)

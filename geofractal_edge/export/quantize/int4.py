@@ -35,7 +35,6 @@ from geofractal_edge.export.quantize.base import QuantConfig, QuantContext, regi
 from geofractal_edge.export.quantize.islands import consumers, feature_stage
 
 SCALE_DTYPES = ("float16", "float32")
-INT4_OPSET = 21  # INT4 tensors and blocked DequantizeLinear
 
 
 @dataclass(frozen=True)
@@ -76,7 +75,7 @@ class Int4Config(QuantConfig):
 def to_int4(model: onnx.ModelProto, config: Int4Config, context: QuantContext) -> onnx.ModelProto:
     config = config.for_spec(context.spec)
     kept = context.spec.unquantized
-    model = lowbit.require_opset(gemm_to_matmul(model, keep=kept), INT4_OPSET)
+    model = lowbit.require_opset(gemm_to_matmul(model, keep=kept), lowbit.INT4_OPSET)
     skip = set(consumers(model, kept)) | set(feature_stage(model, context.spec.fp32_inputs))
     eight = int8_weights(model, config, kept)
     reads = weights.readers(model)

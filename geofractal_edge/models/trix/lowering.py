@@ -11,8 +11,8 @@ each other: the margin output marks those tokens.
   for few tiles or tiny batches.
 * ``gather_by_route``: each token's tile weights are gathered by its route index (Gather with fixed
   trailing shapes), then one batched matmul per projection. Weight traffic per token, FLOPs of one
-  tile: it copies N x (2 h d) weights per layer (268 MB at 1,024 tokens of 256 x 256 tiles; 4.3 GB
-  per gather at the spec's 256 x 64 tokens), so it suits small tiles only.
+  tile: it copies N x (2 h d) weights per layer (268 MB per projection's gather at 1,024 tokens of 256 x
+  256 tiles; 4.3 GB per gather at 256 x 64 tokens), so it suits small tiles only.
 * ``group_by_route``: the tokens move instead of the weights. Each token gets a slot in its tile's
   row block ([n, W, d], W = the fullest tile's token count, a data-dependent size), every tile runs
   one matmul on its block with its weights in place, and each token reads its own slot back. FLOPs
