@@ -164,7 +164,7 @@ def _bounds(bound: DimRange | None) -> tuple[int, float]:
 def _values_check(spec: TensorDecl) -> Callable[[np.ndarray, int], bool] | None:
     """ok(array, size) for an array of 2 or more elements: every value finite (floats) and within the range.
 
-    A range from 0 (every input we export has one) takes one pass: read as unsigned integers of the
+    A range from 0 (token ids, masks, Atlas coordinates) takes one pass: read as unsigned integers of the
     same width, a negative number, NaN or an infinity is larger than the bit pattern of the range's
     top, and non-negative floats order like their bit patterns. Other ranges prove floats finite
     on their own: NaN or an infinity makes Python's sum of the values NaN or infinite, or numpy's

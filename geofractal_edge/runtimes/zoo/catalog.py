@@ -98,6 +98,11 @@ class Entry:
     def default_key(self) -> str | None:
         return self.manifest.keys.default if self.manifest.keys else None
 
+    @property
+    def serviceable(self) -> bool:
+        """Opened and not quarantined: a model the zoo may load and run (what "ready" means)."""
+        return self.bundle is not None and self.state != QUARANTINED
+
     def accepts(self, request: Request, keyring) -> bool:
         """Does this model declare what the request needs (family, input names, key)?"""
         if self.bundle is None:

@@ -98,7 +98,7 @@ class Meter:
             self._nvml = _Nvml()
 
     def read(self) -> Reading:
-        rss = rss_bytes()
+        rss = rss_bytes() or 0  # 0 where there is no /proc to read
         if not self.device_counted:
             return Reading(rss=rss, device=None)
         if self.memory_shared:

@@ -15,7 +15,6 @@ import socket
 
 from geofractal_edge.errors import MissingDependencyError
 
-HOST = "127.0.0.1"
 STACK = ("starlette", "uvicorn", "prometheus_client")
 
 

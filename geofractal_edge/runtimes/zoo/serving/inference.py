@@ -23,7 +23,6 @@ import time
 from dataclasses import dataclass, field
 
 from geofractal_edge.errors import InputError
-from geofractal_edge.runtimes.zoo.catalog import QUARANTINED
 from geofractal_edge.runtimes.zoo.errors import NoCandidateError
 from geofractal_edge.runtimes.zoo.serving import body as body_io
 from geofractal_edge.runtimes.zoo.serving import protocol, tensors
@@ -105,7 +104,7 @@ def checked_declarations(zoo, model: str, request: protocol.InferRequest, *, bin
         tensors.check(request.inputs, graph.data_inputs, graph.dim_ranges, binary_bytes=binary_bytes)
         return graph.data_inputs, graph.output_names
     names = {t.name for t in request.inputs}
-    candidates = [e for e in zoo.state.entries() if e.bundle is not None and e.state != QUARANTINED
+    candidates = [e for e in zoo.state.entries() if e.serviceable
                   and {d.name for d in e.data_inputs} == names and request.family in (None, e.manifest.family)]
     if not candidates:
         family = f" of family {request.family}" if request.family else ""

@@ -26,9 +26,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from geofractal_edge.runtimes.zoo.catalog import LOADING, QUARANTINED, REGISTERED, RESIDENT
+from geofractal_edge.runtimes.zoo.serving.inference import VERSION
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-VERSION = "1"
 _NV = {  # name -> (type, help)
     "nv_inference_request_success": ("counter", "Number of successful inference requests, all batch sizes"),
     "nv_inference_request_failure": ("counter", "Number of failed inference requests, all batch sizes"),

@@ -22,7 +22,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 import geofractal_edge
-from geofractal_edge.runtimes.zoo.catalog import QUARANTINED
 from geofractal_edge.runtimes.zoo.errors import UnknownModelError
 from geofractal_edge.runtimes.zoo.serving import body as body_io
 from geofractal_edge.runtimes.zoo.serving import inference, tensors
@@ -40,7 +39,7 @@ async def live(request: Request, service) -> Response:
 
 
 async def ready(request: Request, service) -> Response:
-    healthy = await service.call(lambda: any(e.bundle is not None and e.state != QUARANTINED for e in service.zoo.state.entries()))
+    healthy = await service.call(lambda: any(e.serviceable for e in service.zoo.state.entries()))
     ok = healthy and not service.gate.draining
     return reply({"ready": ok}, 200 if ok else 503)
 
@@ -57,10 +56,10 @@ async def model_metadata(request: Request, service) -> Response:
 async def model_ready(request: Request, service) -> Response:
     name = _model(request)
     if name == ZOO_MODEL:
-        ok = await service.call(lambda: any(e.bundle is not None and e.state != QUARANTINED for e in service.zoo.state.entries()))
+        ok = await service.call(lambda: any(e.serviceable for e in service.zoo.state.entries()))
     else:
         entry = await service.call(service.zoo.state.get, name)
-        ok = entry.bundle is not None and entry.state != QUARANTINED
+        ok = entry.serviceable
     return reply({"name": name, "ready": ok}, 200 if ok else 503)
 
 
@@ -111,7 +110,7 @@ def _model(request: Request) -> str:
 
 def _metadata(zoo, name: str) -> dict:
     if name == ZOO_MODEL:
-        healthy = [e for e in zoo.state.entries() if e.bundle is not None and e.state != QUARANTINED]
+        healthy = [e for e in zoo.state.entries() if e.serviceable]
         inputs = _union([tensors.metadata(d) for e in healthy for d in e.data_inputs])
         outputs = _union([tensors.metadata(d) for e in healthy for d in e.manifest.outputs])
         return {"name": ZOO_MODEL, "versions": [VERSION], "platform": "gfedge_zoo", "inputs": inputs, "outputs": outputs,
