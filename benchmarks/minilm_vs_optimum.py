@@ -51,17 +51,12 @@ def onnx_file(folder: Path) -> Path:
 def session(path: Path, threads: int):
     import onnxruntime as ort
 
+    from geofractal_edge.backends.onnxruntime.loader import session_options
     from geofractal_edge.targets import get_target
 
-    rt = get_target("host-cpu").runtime
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.enable_cpu_mem_arena = rt.cpu_mem_arena
-    options.enable_mem_pattern = rt.mem_pattern
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if rt.allow_spinning else "0")
-    options.add_session_config_entry("session.disable_prepacking", "0" if rt.prepacking else "1")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    # host-cpu's settings for every variant alike; an arena each, as when these figures were recorded
+    settings = get_target("host-cpu").runtime.but(intra_op_threads=threads, inter_op_threads=1, shared_arena=False)
+    return ort.InferenceSession(str(path), session_options(settings), providers=["CPUExecutionProvider"])
 
 
 def embed(sess, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
