@@ -23,12 +23,13 @@ def run(
     text: list[str] = typer.Option([], "--text", "-t", help="Encoder bundles (and --encoder chains): raw text, tokenized by the bundle's own tokenizer; repeat for a batch."),
 ) -> None:
     """Check the bundle, load it, validate the inputs and run."""
-    from geofractal_edge.runtimes import load
     from geofractal_edge.runtimes.io import read_inputs, write_outputs
     from geofractal_edge.backends.placement import check_placement
 
     if engine:
         from geofractal_edge.backends.tensorrt import load_engine as load
+    else:
+        from geofractal_edge.runtimes import load
     chain = None
     if encoder is not None:
         from geofractal_edge.runtimes import load_chain

@@ -19,12 +19,13 @@ def verify(
     """Exit 0 when every parity check passes, 1 when one fails."""
     from geofractal_edge.artifacts import open_bundle
     from geofractal_edge.parity import verify_bundle
-    from geofractal_edge.runtimes import Session
     from geofractal_edge.backends.placement import check_placement
 
-    opened = open_bundle(bundle)
     if engine:
         from geofractal_edge.backends.tensorrt import TensorRTSession as Session
+    else:
+        from geofractal_edge.runtimes import Session
+    opened = open_bundle(bundle)
     session = Session(opened)
     placement = check_placement(session, strict=strict)
     report = verify_bundle(opened, session=session)

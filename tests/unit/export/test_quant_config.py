@@ -3,7 +3,6 @@
 import re
 from importlib import resources
 
-import onnx
 import pytest
 from onnx import numpy_helper
 
