@@ -56,8 +56,10 @@ def test_tiles_are_2_bit_inside_the_graph_in_the_operators_that_run_them(trix_bu
 
 
 def test_int4_dequantize_for_tensorrt_gives_exactly_the_torch_ternary_weights(trix_checkpoint):
-    """"qdq" targets: each tile is INT4 DequantizeLinear whose output is exactly the torch weight (codes x tile scale)."""
+    """"qdq" targets: each tile is INT4 DequantizeLinear with unit scales whose output is exactly the torch ternary
+    codes; the tile scales stay in the graph, which applies them to the matmul outputs as torch does."""
     from geofractal_edge.export.ternary import lower_ternary
+    from geofractal_edge.export.ternary_int4 import TRT_INT4_BLOCK_SIZES
     from geofractal_edge.export.trace import trace
     from geofractal_edge.models.trix.checkpoint import load_checkpoint
     from geofractal_edge.models.trix.family import exportable_from_model
@@ -67,17 +69,20 @@ def test_int4_dequantize_for_tensorrt_gives_exactly_the_torch_ternary_weights(tr
     int4 = lower_ternary(trace(exportable), exportable.spec, dialect="qdq")
     dq = [n for n in int4.graph.node if n.op_type == "DequantizeLinear"]
     codes = [c for c, _ in exportable.spec.ternary]
-    assert len(dq) == len(codes) and all(onnx.helper.get_attribute_value(a) == 32 for n in dq for a in n.attribute if a.name == "block_size")
+    assert len(dq) == len(codes) and all(onnx.helper.get_attribute_value(a) in TRT_INT4_BLOCK_SIZES for n in dq for a in n.attribute if a.name == "block_size")
     assert all(next(i for i in int4.graph.initializer if i.name == n.input[0]).data_type == onnx.TensorProto.INT4 for n in dq)
     assert not any(n.domain for n in int4.graph.node)
+    scales = {i.name: onnx.numpy_helper.to_array(i) for i in int4.graph.initializer if i.name.endswith("_scale")}
     int4.graph.output.extend(onnx.helper.make_tensor_value_info(c, onnx.TensorProto.FLOAT, None) for c in codes)
     session = ort.InferenceSession(int4.SerializeToString(), providers=["CPUExecutionProvider"])
     case = exportable.cases[0]
     outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, case.inputs)))
     for i, ffn in enumerate(lm.trix_ffns()):
         up_q, up_scale, down_q, down_scale = (t.detach().float().numpy() for t in ffn.tile_weights())
-        np.testing.assert_array_equal(outputs[f"blocks.{i}.ffn.up_q"], up_q * up_scale[:, None, None])
-        np.testing.assert_array_equal(outputs[f"blocks.{i}.ffn.down_q"], down_q * down_scale[:, None, None])
+        np.testing.assert_array_equal(outputs[f"blocks.{i}.ffn.up_q"], up_q)
+        np.testing.assert_array_equal(outputs[f"blocks.{i}.ffn.down_q"], down_q)
+        np.testing.assert_array_equal(scales[f"blocks.{i}.ffn.up_scale"], up_scale)
+        np.testing.assert_array_equal(scales[f"blocks.{i}.ffn.down_scale"], down_scale)
     with torch.no_grad():
         _, routes, _ = exportable.module(torch.from_numpy(case.inputs["tokens"]))
     np.testing.assert_array_equal(outputs["routes"], routes.numpy())  # the INT4 graph routes as torch does
