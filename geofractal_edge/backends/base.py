@@ -3,9 +3,11 @@
 A runner is one bundle loaded and ready to run (Polygraphy's BaseRunner, with loading done at
 construction). `run(inputs, *, key=None)` checks the inputs against the manifest, binds the active
 key and calls the backend's `_execute(feeds) -> outputs`; switching keys only changes which vector
-is bound, nothing is rebuilt or reloaded. `placement` says where the graph runs, `cache_key` names
-the compiled artifact the backend reuses (None where there is none), and `close()` frees what the
-backend holds, also on leaving a `with` block.
+is bound, nothing is rebuilt or reloaded. Inputs already `Checked` by a checker of the same
+declarations (`InputChecker.checked`: the zoo checks a request before it loads the model) are not
+checked again, so every call is checked exactly once, by whoever checks first. `placement` says
+where the graph runs, `cache_key` names the compiled artifact the backend reuses (None where there
+is none), and `close()` frees what the backend holds, also on leaving a `with` block.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ class Runner(abc.ABC):
         self.manifest = bundle.manifest
         self.keys = KeyCache(bundle, capacity=key_capacity)
         self._key_input = graph.key_input.name if graph.key_input else None
-        self._check_inputs = InputChecker(graph.data_inputs, graph.dim_ranges)  # prepared once: every run checks
+        self._check_inputs = InputChecker(graph.data_inputs, graph.dim_ranges)  # prepared once: every run not `Checked` already checks
         self._active: Key | None = None
         self._closed = False
         default = bundle.manifest.keys.default if bundle.manifest.keys else None
@@ -67,7 +69,7 @@ class Runner(abc.ABC):
         self._active = key if isinstance(key, Key) else self.keys.get(key)
 
     def run(self, inputs: Mapping[str, np.ndarray], *, key: str | Key | None = None) -> dict[str, np.ndarray]:
-        """Validate `inputs` against the manifest, bind the key and run; outputs by name."""
+        """Validate `inputs` against the manifest (unless `Checked` by the same declarations), bind the key and run; outputs by name."""
         if self._closed:
             raise GfedgeError(f"this runner of {self.bundle.path.name} is closed", "load the bundle again")
         if key is not None:
@@ -76,7 +78,8 @@ class Runner(abc.ABC):
         key_input = self._key_input
         if key_input is not None and key_input in feeds:
             raise InputError(f"'{key_input}' is bound from the key cache", "pass --key NAME instead of the raw vector")
-        self._check_inputs(feeds)
+        if not self._check_inputs.proved(inputs):
+            self._check_inputs(feeds)
         if key_input is not None:
             if self._active is None:
                 raise InputError("no key is bound", f"pass a key: {', '.join(self.keys.names())}")

@@ -9,12 +9,17 @@ proves good inputs good with little work (one key-set comparison, a dtype and sh
 input, the value checks in C-level passes) and hands anything it cannot prove good to
 `check_inputs`, which finds and names the problem. So the checks and their messages are the same,
 and they stay on for every call.
+
+`InputChecker.checked` returns the feeds it passed as `Checked`: read-only, naming the checker. A
+runner whose own checker has the same declarations (`InputChecker.proved`) runs them without
+checking again, so feeds checked early (the zoo checks a request before it loads the model) are
+checked once, not once more per layer.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -114,6 +119,43 @@ class InputChecker:
             else:
                 return
         check_inputs(feeds, self.specs, self.ranges)  # names the problem (or finds none: the fast path is cautious)
+
+    def checked(self, feeds: Mapping[str, np.ndarray]) -> Checked:
+        """`feeds` checked (InputError naming the first problem) and kept as `Checked`, the proof a runner accepts."""
+        self(feeds)
+        return Checked(feeds, self)
+
+    def proved(self, feeds: Mapping[str, np.ndarray]) -> bool:
+        """True when `feeds` are `Checked` by a checker of these same declarations: checking them again would find nothing."""
+        if not isinstance(feeds, Checked):
+            return False
+        other = feeds.checker
+        return other is self or (other.specs == self.specs and other.ranges == self.ranges)
+
+
+class Checked(Mapping):
+    """Feeds an InputChecker passed (a read-only copy of the mapping) and that checker.
+
+    Made only by `InputChecker.checked`. The arrays are the caller's: changing one in place after
+    the check is the caller's bug, as it would be between any check and the run.
+    """
+
+    __slots__ = ("_feeds", "checker")
+
+    def __init__(self, feeds: Mapping[str, np.ndarray], checker: InputChecker) -> None:
+        self._feeds, self.checker = dict(feeds), checker
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._feeds[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._feeds)
+
+    def __len__(self) -> int:
+        return len(self._feeds)
+
+    def keys(self):
+        return self._feeds.keys()  # dict(checked) copies through the dict's keys, not Mapping's Python-level view
 
 
 def _input_check(spec: TensorDecl, ranges: Mapping[str, DimRange]) -> Callable[[object, dict[str, int]], bool]:

@@ -120,9 +120,19 @@ def nested_shape(value: object) -> tuple[int, ...]:
 
 
 def _json_array(value: object, spec: TensorDecl) -> np.ndarray:
-    kind = np.dtype(spec.dtype).kind
     flat: list = []
     _flatten(value, len(spec.shape), flat, spec.name)
+    return json_values(flat, spec).reshape(nested_shape(value))
+
+
+def json_values(flat: list, spec: TensorDecl) -> np.ndarray:
+    """A flat list of JSON values as a 1-D array of the declared dtype; InputError naming the first bad value.
+
+    Only the values are looked at (numbers, whole numbers for an integer input, finite, within the
+    dtype): the caller has checked names and shape, so the serving layer builds each HTTP tensor
+    with this, in one pass, after checking its declared shape.
+    """
+    kind = np.dtype(spec.dtype).kind
     for item in flat:
         if isinstance(item, bool) or not isinstance(item, (int, float)):
             raise InputError(f"input '{spec.name}' holds {type(item).__name__} {str(item)[:20]!r}", f"pass numbers ({spec.dtype})")
@@ -134,7 +144,7 @@ def _json_array(value: object, spec: TensorDecl) -> np.ndarray:
         low, high = _INT_LIMITS.get(spec.dtype, (-(1 << 63), (1 << 63) - 1))
         if min(flat) < low or max(flat) > high:
             raise InputError(f"input '{spec.name}' holds an integer outside {spec.dtype}", f"pass values within [{low}, {high}]")
-    return np.asarray(flat, dtype=spec.dtype).reshape(nested_shape(value))
+    return np.asarray(flat, dtype=spec.dtype)
 
 
 def _flatten(value: object, depth: int, out: list, name: str) -> None:

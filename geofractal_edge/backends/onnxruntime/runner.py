@@ -3,8 +3,9 @@
 `Session` opens a checked bundle, creates an onnxruntime session with the target profile's
 provider order (reporting which providers were actually used) and runtime settings (threads,
 spinning, CPU arena, memory patterns, prepacking; any of them overridden by keyword), validates
-inputs against the manifest and binds the latent key input from the key cache, so switching keys
-rebuilds nothing.
+inputs against the manifest (once: feeds `Checked` already are not checked again, see
+backends/base.py) and binds the latent key input from the key cache, so switching keys rebuilds
+nothing.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ again at the next scan, so a half-copied bundle recovers once the copy completes
 Registration is not trusted later: every load re-opens the bundle (`reopen`: every hash checked
 again) and compares its manifest's sha256 with the one registered, because a byte can change on
 disk without its size or mtime changing. A request's inputs become arrays through `Entry.feeds`,
-which checks JSON lists' shapes against the declared bounds before it builds anything.
+which checks JSON lists' shapes against the declared bounds before it builds anything, and hands
+back the arrays `Checked`: the model's runner does not check them again.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 
 from geofractal_edge.artifacts import Bundle, open_bundle
 from geofractal_edge.artifacts.manifest import MANIFEST_HASH, TensorDecl
-from geofractal_edge.backends.inputs import InputChecker
+from geofractal_edge.backends.inputs import Checked, InputChecker
 from geofractal_edge.errors import BundleError, GfedgeError
 from geofractal_edge.runtimes.io import tensors_from_json
 
@@ -119,19 +120,20 @@ class Entry:
             return False
         return request.key in self.bundle.key_names() or keyring.find(request.key, core_sha256=self.core, dim=self.key_dim) is not None
 
-    def feeds(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """A request's inputs as the arrays this model takes; InputError names the first problem.
+    def feeds(self, inputs: Mapping[str, Any]) -> Checked:
+        """A request's inputs as the arrays this model takes, `Checked`; InputError names the first problem.
 
         JSON lists are shape-checked against the declared bounds before an array is built, so a
         request far over a bound is refused without allocating it; arrays are checked as they are.
+        This is the request's one full check (values and ranges included): the runner of this
+        bundle accepts the `Checked` feeds without checking them again.
         """
         graph = self.manifest.graph
         listed = {name: value for name, value in inputs.items() if not isinstance(value, np.ndarray)}
         feeds = dict(inputs)
         if listed:
             feeds.update(tensors_from_json(listed, [d for d in graph.data_inputs if d.name in listed], graph.dim_ranges))
-        self.checker(feeds)  # names, dtypes, shapes, values, dims agreeing
-        return feeds
+        return self.checker.checked(feeds)  # names, dtypes, shapes, values, dims agreeing
 
     @property
     def checker(self) -> InputChecker:

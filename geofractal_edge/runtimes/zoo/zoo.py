@@ -2,9 +2,9 @@
 
 A request is matched to candidates (models whose family, inputs and keys fit it), ranked by the
 policy, and served by the first that loads and runs: the choice is pinned (a pinned model is never
-evicted), its inputs are checked against its declaration (an oversized request is refused before
-anything is built or loaded), it is brought in (evicting unpinned models in the policy's order),
-run, and unpinned. So load -> run -> unload is atomic per request. A model that fails to load or
+evicted), its inputs are checked against its declaration, once (an oversized request is refused
+before anything is built or loaded; the runner takes the `Checked` feeds as they are), it is
+brought in (evicting unpinned models in the policy's order), run, and unpinned. So load -> run -> unload is atomic per request. A model that fails to load or
 run, or whose bundle changed on disk since it was registered, is quarantined with the reason and
 the request moves on.
 
@@ -112,7 +112,7 @@ class Zoo:
                 entry, hit, fallback_from = self.state.pin_best(lambda: self._rank(request, tried), context=None if tried else request.context)
                 self.metrics.selected(hit=hit, fallback=fallback_from is not None)
                 try:
-                    feeds = entry.feeds(request.inputs)  # the request's fault if this fails: before any load
+                    feeds = entry.feeds(request.inputs)  # the one check; the request's fault if this fails: before any load
                     swapped = False if hit else self.residency.bring_in(entry, count="swaps")
                     outputs = self.residency.run(entry, feeds, key=request.key)
                 except (Failed, ModelTooLargeError) as exc:

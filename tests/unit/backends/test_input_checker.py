@@ -108,3 +108,25 @@ def test_good_inputs_never_take_the_slow_path(monkeypatch):
     for n in (1, 5, 40, 200):
         checker({"x": np.linspace(0, 1, n, dtype=np.float32), "free": np.ones((n, 3), np.float32),
                  "tokens": np.full((2, 4), 7, np.int64)})
+
+
+def test_checked_feeds_are_proof_only_for_the_same_declarations():
+    checker = InputChecker(SPECS, RANGES)
+    good = {"x": np.full(3, 0.5, np.float32), "free": np.zeros((3, 3), np.float32)}
+    feeds = checker.checked(good)
+    assert dict(feeds) == good and feeds is not good
+    assert checker.proved(feeds) and InputChecker(SPECS, dict(RANGES)).proved(feeds)  # another checker, the same declarations
+    assert not checker.proved(good)  # a plain mapping proves nothing
+    wider = InputChecker((TensorDecl(name="x", dtype="float32", shape=("n",), range=(0.0, 2.0)), FREE), RANGES)
+    assert not InputChecker(SPECS, {**RANGES, "n": DimRange(min=1, opt=2, max=2)}).proved(feeds) and not wider.proved(feeds)
+    assert not checker.proved(wider.checked({**good, "x": np.full(3, 1.5, np.float32)}))
+    with pytest.raises(TypeError):
+        feeds["x"] = np.zeros(3, np.float32)  # read-only: what was proved is what runs
+
+
+def test_checked_refuses_what_the_checker_refuses():
+    checker = InputChecker(SPECS, RANGES)
+    bad = {"x": np.full(3, 1.5, np.float32), "free": np.zeros((3, 3), np.float32)}
+    with pytest.raises(InputError) as caught:
+        checker.checked(bad)
+    assert str(caught.value) == _verdict(lambda f: check_inputs(f, SPECS, RANGES), bad, SPECS)

@@ -3,17 +3,16 @@
 `check` looks only at what a request declares and how much it sends: names, datatypes, the
 declared shape against the manifest's dims and `dim_ranges` (`backends.inputs.check_shape`), the
 number of JSON values or binary bytes against that shape. A request over a bound is refused
-naming the bound before any array exists. `decode` then builds the arrays: JSON lists through
-`runtimes.io.tensors_from_json` (no coercion: an integer input refuses 1.5, a float input refuses
-true), binary tensors from their little-endian bytes (`np.frombuffer`, copied so the body can be
-freed). Values (NaN, declared ranges) are checked by the zoo as for any caller. `encode` turns
-outputs into OIP output tensors: JSON lists (flattened, row-major), or bytes for the binary
-tensor extension.
+naming the bound before any array exists. `decode` then builds the arrays without checking again
+what `check` checked: JSON lists through `runtimes.io.json_values`, which looks only at the values
+(no coercion: an integer input refuses 1.5, a float input refuses true), binary tensors from their
+little-endian bytes (`np.frombuffer`, copied so the body can be freed). Declared value ranges are
+checked once, by the zoo (`Entry.feeds`), as for any caller. `encode` turns outputs into OIP
+output tensors: JSON lists (flattened, row-major), or bytes for the binary tensor extension.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 
@@ -22,7 +21,7 @@ import numpy as np
 from geofractal_edge.artifacts.manifest import DimRange, TensorDecl
 from geofractal_edge.backends.inputs import check_names, check_shape
 from geofractal_edge.errors import InputError
-from geofractal_edge.runtimes.io import nested_shape, tensors_from_json
+from geofractal_edge.runtimes.io import json_values, nested_shape
 from geofractal_edge.runtimes.zoo.serving.protocol import OutputWanted, TensorIn
 
 DATATYPES = {"float32": "FP32", "float16": "FP16", "float64": "FP64", "int64": "INT64", "int32": "INT32", "int16": "INT16",
@@ -70,7 +69,7 @@ def _check_data(tensor: TensorIn, count: int) -> None:
 
 
 def decode(tensors: Sequence[TensorIn], decls: Sequence[TensorDecl], binary: memoryview) -> dict[str, np.ndarray]:
-    """Arrays of the declared dtypes (call `check` first)."""
+    """Arrays of the declared dtypes; `check` must have passed these tensors against `decls` (names, shapes, sizes are not checked again)."""
     by_name = {d.name: d for d in decls}
     arrays, offset = {}, 0
     for tensor in tensors:
@@ -80,20 +79,23 @@ def decode(tensors: Sequence[TensorIn], decls: Sequence[TensorDecl], binary: mem
             offset += tensor.binary_size
             arrays[tensor.name] = _from_bytes(chunk, decl, tensor.shape)
         else:
-            flat = dataclasses.replace(decl, shape=(math.prod(tensor.shape),))
-            values = tensor.data if nested_shape(tensor.data) == flat.shape else _flatten(tensor.data, len(tensor.shape))
-            arrays[tensor.name] = tensors_from_json({tensor.name: values}, [flat], {})[tensor.name].reshape(tensor.shape)
+            data = tensor.data  # flat, or nested as the shape (check): nested when its first item is a list
+            values = _flatten(data, len(tensor.shape)) if data and isinstance(data[0], list) else data
+            arrays[tensor.name] = json_values(values, decl).reshape(tensor.shape)
     return arrays
 
 
 def _from_bytes(chunk: memoryview, decl: TensorDecl, shape: tuple[int, ...]) -> np.ndarray:
-    dtype = np.dtype(decl.dtype).newbyteorder("<")
-    array = np.frombuffer(chunk, dtype=np.uint8 if decl.dtype == "bool" else dtype).copy()
-    if decl.dtype == "bool":
-        if array.size and array.max() > 1:
-            raise InputError(f"input '{decl.name}' holds BOOL bytes other than 0 and 1", "send one byte per element, 0 or 1")
-        array = array.astype(bool)
-    return array.astype(np.dtype(decl.dtype), copy=False).reshape(shape)
+    """The tensor's bytes as a copy (the body can be freed) with the declared dtype object itself.
+
+    The little-endian dtype read off the wire is only equal to that object, and the zoo's checker
+    proves only the object itself good on its fast path: an equal one is checked again, slowly.
+    """
+    wire = np.dtype(np.uint8) if decl.dtype == "bool" else np.dtype(decl.dtype).newbyteorder("<")
+    array = np.frombuffer(chunk, dtype=wire)
+    if decl.dtype == "bool" and array.size and array.max() > 1:
+        raise InputError(f"input '{decl.name}' holds BOOL bytes other than 0 and 1", "send one byte per element, 0 or 1")
+    return array.astype(np.dtype(decl.dtype)).reshape(shape)
 
 
 def encode(outputs: Mapping[str, np.ndarray], wanted: Sequence[OutputWanted] | None, *, binary_default: bool) -> tuple[list[dict], list[bytes]]:
