@@ -4,9 +4,9 @@ A request is matched to candidates (models whose family, inputs and keys fit it)
 policy, and served by the first that loads and runs: the choice is pinned (a pinned model is never
 evicted), its inputs are checked against its declaration, once (an oversized request is refused
 before anything is built or loaded; the runner takes the `Checked` feeds as they are), it is
-brought in (evicting unpinned models in the policy's order), run, and unpinned. So load -> run -> unload is atomic per request. A model that fails to load or
-run, or whose bundle changed on disk since it was registered, is quarantined with the reason and
-the request moves on.
+brought in (evicting unpinned models in the policy's order), run, and unpinned. So load -> run ->
+unload is atomic per request. A model that fails to load or run, or whose bundle changed on disk
+since it was registered, is quarantined with the reason and the request moves on.
 
 Three parts, each given what it uses: `ZooState` (state.py) holds the models table, the lock and
 the budget bookkeeping, and is the only thing that changes them; `Chooser` (selection.py) shows
