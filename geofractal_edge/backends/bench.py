@@ -5,7 +5,9 @@ run and returns a `BenchReport` with one `BundleBench` per subject; `measure(pat
 one bundle (what a cost estimate wants); `prepare` then `run` is the same in two steps, every
 bundle checked before anything runs. Each subject loads in a fresh worker process of its own
 (`bench_worker.py`), so one bundle's memory never shows in another's numbers: resident memory
-(VmRSS) is read before the load, after it and after warm-up, and glibc's heap in use beside it. The timed runs go round-robin over the workers, a chunk at a time, so
+(VmRSS) is read before the load, after it and after warm-up (what stays between calls), with the
+warm-up calls' high-water mark (what a call needs), the private part of each (RssAnon: without the
+shared library code pages a first session touches) and glibc's heap in use beside them. The timed runs go round-robin over the workers, a chunk at a time, so
 machine noise hits every subject alike; inside a chunk each `Runner.run` alternates with a bare
 `InferenceSession.run` of the same session, whose p50 is the runtime's own overhead baseline.
 Inputs are the bundle's first golden case, its leading dynamic dimension sliced or tiled to each
@@ -72,7 +74,10 @@ class BundleBench:
     load_seconds: float  # the Session: providers, keys, the onnxruntime session
     rss_before_bytes: int | None  # VmRSS with onnxruntime imported and the bundle opened
     rss_load_bytes: int | None  # growth over rss_before after the load
-    rss_warm_bytes: int | None  # growth over rss_before after warm-up at every batch
+    rss_warm_bytes: int | None  # growth over rss_before after warm-up at every batch: what stays between calls
+    rss_peak_bytes: int | None  # the warm-up calls' resident high-water mark, over rss_before: what a call needs
+    anon_load_bytes: int | None  # the private part of rss_load (RssAnon): without the library code pages the first session touches
+    anon_warm_bytes: int | None  # the private part of rss_warm
     heap_load_bytes: int | None  # glibc malloc in use, growth after the load (None off glibc)
     heap_warm_bytes: int | None
     batches: tuple[BatchTiming, ...]
@@ -92,7 +97,8 @@ class BenchReport:
         first = self.subjects[0]
         out = []
         for s in self.subjects:
-            row = {k: _ratio(getattr(s, k), getattr(first, k)) for k in ("weight_bytes", "load_seconds", "rss_load_bytes", "rss_warm_bytes")}
+            row = {k: _ratio(getattr(s, k), getattr(first, k)) for k in ("weight_bytes", "load_seconds", "rss_load_bytes", "rss_warm_bytes", "rss_peak_bytes",
+                                                             "anon_load_bytes", "anon_warm_bytes")}
             for t in s.batches:
                 base = first.timing(t.batch)
                 row[f"p50@{t.batch}"] = _ratio(t.p50_us, base.p50_us if base else None)
@@ -206,6 +212,8 @@ def _result(plan: Plan, info: dict, got: dict) -> BundleBench:
         label=plan.label, path=str(plan.bundle.path), family=manifest.family, precision=manifest.precision, target=manifest.target.name,
         settings=info["settings"], weight_bytes=plan.weight_bytes, open_seconds=info["open_seconds"], load_seconds=info["load_seconds"],
         rss_before_bytes=info["rss"][0], rss_load_bytes=_delta(info["rss"], 1), rss_warm_bytes=_delta(info["rss"], 2),
+        rss_peak_bytes=_delta([info["rss"][0], info.get("rss_peak")], 1),
+        anon_load_bytes=_delta(info["anon"], 1), anon_warm_bytes=_delta(info["anon"], 2),
         heap_load_bytes=_delta(info["heap"], 1), heap_warm_bytes=_delta(info["heap"], 2), batches=tuple(timings),
     )
 

@@ -2,8 +2,8 @@
 
 It reads one JSON request per line on stdin and answers one line on stdout, tagged so that
 anything else printed is ignored: `load` opens the bundle, makes the batch inputs, reads VmRSS
-and glibc's heap in use, loads the Session, reads them again, warms up every batch and reads them
-a third time; `time` runs a chunk of timed Runner.run calls, each beside a bare
+its private part (RssAnon) and glibc's heap in use, loads the Session, reads them again, warms up every batch and reads them
+a third time, with the resident high-water mark of the warm-up calls (VmHWM, reset after the load); `time` runs a chunk of timed Runner.run calls, each beside a bare
 InferenceSession.run of the same session; `quit` ends it. No torch.
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 from geofractal_edge.artifacts import Bundle, open_bundle
 from geofractal_edge.backends.lazy import require
 from geofractal_edge.backends.onnxruntime import Session
-from geofractal_edge.backends.process import heap_bytes, rss_bytes
+from geofractal_edge.backends.process import anon_bytes, heap_bytes, peak_rss_bytes, reset_peak_rss, rss_bytes
 from geofractal_edge.errors import GfedgeError
 
 TAG = "GFEDGE-BENCH "  # protocol lines start with this; anything else the worker prints is ignored
@@ -74,11 +74,13 @@ def _load(request: dict, state: dict) -> dict:
     bundle = open_bundle(Path(request["path"]))
     opened = time.perf_counter()
     feeds = {b: batch_feeds(bundle, b) for b in request["batches"]}  # made before the first reading
-    rss, heap = [rss_bytes()], [heap_bytes()]
+    rss, heap, anon = [rss_bytes()], [heap_bytes()], [anon_bytes()]
     session = Session(bundle, **request["settings"])
     loaded = time.perf_counter()
     rss.append(rss_bytes())
     heap.append(heap_bytes())
+    anon.append(anon_bytes())
+    reset_peak_rss()  # the high-water mark from here on is the calls', not the load's
     graph = bundle.manifest.graph
     bare = {}
     for b, (data, key) in feeds.items():
@@ -90,11 +92,13 @@ def _load(request: dict, state: dict) -> dict:
         bare[b] = full
         for _ in range(request["warmup"]):
             session.run(data)
-            session._session.run(graph.output_names, full)
+            session._session.run(graph.output_names, full, session.run_options)
     rss.append(rss_bytes())
     heap.append(heap_bytes())
+    anon.append(anon_bytes())
+    peak = peak_rss_bytes()
     state.update(session=session, feeds=feeds, bare=bare, outputs=graph.output_names)
-    return {"open_seconds": opened - started, "load_seconds": loaded - opened, "rss": rss, "heap": heap,
+    return {"open_seconds": opened - started, "load_seconds": loaded - opened, "rss": rss, "heap": heap, "anon": anon, "rss_peak": peak,
             "settings": dataclasses.asdict(session.settings)}
 
 
@@ -106,17 +110,17 @@ def _time(request: dict, state: dict) -> dict:
     """
     session, outputs = state["session"], state["outputs"]
     data, key = state["feeds"][request["batch"]]
-    full, plain = state["bare"][request["batch"]], session._session
+    full, plain, options = state["bare"][request["batch"]], session._session, session.run_options  # the bare run gets the same RunOptions
     if key is not None and session.active_key != key:
         session.use_key(key)
     session.run(data)
-    plain.run(outputs, full)
+    plain.run(outputs, full, options)
     clock = time.perf_counter_ns
     runner_ns, bare_ns = [], []
     for i in range(request["runs"]):
         if i % 2:
             t0 = clock()
-            plain.run(outputs, full)
+            plain.run(outputs, full, options)
             t1 = clock()
             session.run(data)
             t2 = clock()
@@ -126,7 +130,7 @@ def _time(request: dict, state: dict) -> dict:
             t0 = clock()
             session.run(data)
             t1 = clock()
-            plain.run(outputs, full)
+            plain.run(outputs, full, options)
             t2 = clock()
             runner_ns.append(t1 - t0)
             bare_ns.append(t2 - t1)

@@ -64,3 +64,51 @@ def trim_heap() -> bool:
         return False
     fn(ctypes.c_size_t(0))
     return True
+
+
+def _status_bytes(field: str) -> int | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            return next((int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":")), None)
+    except OSError:
+        return None
+
+
+def anon_bytes() -> int | None:
+    """The private (anonymous) part of the resident set, RssAnon: weights, activations, heap; not the
+    shared libraries' code pages (RssFile), which the first session of a process touches (~9-10 MiB of
+    onnxruntime at any precision) and every later session and process shares. None where unknown."""
+    return _status_bytes("RssAnon")
+
+
+def peak_rss_bytes() -> int | None:
+    """This process's resident high-water mark (VmHWM) since it started or since `reset_peak_rss`; None where unknown."""
+    return _status_bytes("VmHWM")
+
+
+def reset_peak_rss() -> bool:
+    """Start the high-water mark again from the current RSS (Linux: "5" to /proc/self/clear_refs); True if it did."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter; glibc refuses values over 32 MiB (64-bit)
+
+
+def set_mmap_threshold(nbytes: int) -> bool:
+    """Map every C allocation of at least `nbytes` on its own and unmap it when freed (glibc `mallopt`).
+
+    glibc's own threshold starts at 128 KiB and rises to the size of each mapped buffer freed, up to
+    32 MiB, after which buffers that size come from the heap and stay with the process when freed:
+    an onnxruntime session without its arena then keeps a call's activations. A fixed threshold
+    hands them back at the end of every call (benchmarks/RESULTS.md, "memory between calls").
+    Process-wide; True if it was set.
+    """
+    fn = getattr(_LIBC, "mallopt", None)
+    if fn is None or nbytes <= 0:
+        return False
+    return bool(fn(ctypes.c_int(M_MMAP_THRESHOLD), ctypes.c_int(nbytes)))

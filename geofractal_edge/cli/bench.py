@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from geofractal_edge.cli.render import console, print_json, progress_bar
+from geofractal_edge.errors import GfedgeError
 
 MIB = 1 << 20
 
@@ -17,12 +18,16 @@ def bench(
     batch: list[int] = typer.Option(None, "--batch", "-b", help="Leading-dimension size to time (repeat for several); default: its declared min and opt."),
     threads: int | None = typer.Option(None, "--threads", "-t", min=0, help="onnxruntime intra-op threads for every bundle (0: onnxruntime's choice); default: each target's."),
     runs: int = typer.Option(200, "--runs", "-n", min=1, help="Timed runs per bundle and batch, round-robin over the bundles."),
+    setting: list[str] = typer.Option(None, "--set", "-s", metavar="NAME=VALUE",
+                                      help="A runtime setting for every bundle (repeat), e.g. --set arena_shrinkage=true --set mmap_threshold_kib=256; "
+                                           "names: the target profile's [runtime] table."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Measure bundles side by side, each loaded in a fresh process of its own."""
-    from geofractal_edge.backends.bench import prepare, run
+    from geofractal_edge.backends.bench import Subject, prepare, run
 
-    plans = prepare(bundles, batches=batch or None, threads=threads)  # a bad bundle or batch is one line, before any drawing
+    overrides = parse_settings(setting or [])
+    plans = prepare([Subject(path, settings=overrides) for path in bundles], batches=batch or None, threads=threads)  # a bad bundle or batch is one line, before any drawing
     with progress_bar(enabled=not as_json) as progress:
         report = run(plans, runs=runs, progress=progress)
     if as_json:
@@ -31,17 +36,37 @@ def bench(
     _render(report)
 
 
+def parse_settings(pairs: list[str]) -> dict:
+    """["arena_shrinkage=true", "intra_op_threads=2"] -> {"arena_shrinkage": True, "intra_op_threads": 2}; names are checked later."""
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise GfedgeError(f"--set {pair!r} is not NAME=VALUE", "write it as e.g. --set arena_shrinkage=true")
+        text = value.strip().lower()
+        if text in ("true", "false"):
+            out[name.strip()] = text == "true"
+        elif text.isdigit():
+            out[name.strip()] = int(text)
+        else:
+            raise GfedgeError(f"--set {name.strip()}={value!r}: the value is neither true, false nor a whole number", "runtime settings are switches or counts")
+    return out
+
+
 def _render(report) -> None:
     table = Table("bundle", "precision", "batch", "p50 us", "p99 us", "items/s", "vs bare run", "load ms", "RSS load MiB", "RSS warm MiB",
-                  "weights MiB", "p50 x", "RSS warm x", "weights x", title="ratios (x) are to the first bundle")
+                  "RSS peak MiB", "private warm MiB", "weights MiB", "p50 x", "RSS warm x", "RSS peak x", "private warm x", "weights x",
+                  title="ratios (x) are to the first bundle; RSS warm: held between calls; RSS peak: the calls' high-water mark; "
+                        "private: RssAnon, without the shared library code pages")
     for s, ratio in zip(report.subjects, report.ratios()):
         for i, t in enumerate(s.batches):
             first = i == 0
             table.add_row(
                 s.label if first else "", s.precision if first else "", str(t.batch), f"{t.p50_us:,.1f}", f"{t.p99_us:,.1f}", f"{t.items_per_s:,.0f}",
                 f"{t.overhead:+.1%}", f"{s.load_seconds * 1e3:,.1f}" if first else "", _mib(s.rss_load_bytes) if first else "",
-                _mib(s.rss_warm_bytes) if first else "", f"{s.weight_bytes / MIB:,.3f}" if first else "", _x(ratio.get(f"p50@{t.batch}")),
-                _x(ratio["rss_warm_bytes"]) if first else "", _x(ratio["weight_bytes"]) if first else "",
+                _mib(s.rss_warm_bytes) if first else "", _mib(s.rss_peak_bytes) if first else "", _mib(s.anon_warm_bytes) if first else "",
+                f"{s.weight_bytes / MIB:,.3f}" if first else "", _x(ratio.get(f"p50@{t.batch}")), _x(ratio["rss_warm_bytes"]) if first else "",
+                _x(ratio["rss_peak_bytes"]) if first else "", _x(ratio["anon_warm_bytes"]) if first else "", _x(ratio["weight_bytes"]) if first else "",
             )
     console.print(table)
     m = report.machine

@@ -19,6 +19,7 @@ WEIGHT_DIALECTS = ("ort", "qdq")
 # with scales calibrated at export (TensorRT's form, any runtime reads it); "dynamic": onnxruntime's
 # MatMulInteger with the scale measured per call (needs weight_dialect "ort").
 INT8_ACTIVATIONS = ("static", "dynamic")
+MMAP_THRESHOLD_MAX_KIB = 32 << 10  # glibc's ceiling for M_MMAP_THRESHOLD on 64-bit
 
 
 @dataclass(frozen=True)
@@ -38,13 +39,23 @@ class RuntimeSettings:
     # Every session of the process draws from one CPU arena (onnxruntime's environment allocator) instead of
     # keeping an arena of its own: a zoo holding several models keeps one activation high-water mark, not one each.
     shared_arena: bool = False
+    # glibc: C buffers of at least this many KiB are mapped per allocation and unmapped when freed, so with the
+    # arena off a call's activations go back to the OS when it ends (0: glibc's own threshold, which rises as
+    # buffers are freed and then keeps them). Process-wide, set when a session is created; ignored off glibc.
+    mmap_threshold_kib: int = 0
+    # At the end of every call the CPU arena hands back the chunks no tensor holds (RunOptions
+    # memory.enable_memory_arena_shrinkage): between calls a session holds its weights, not its largest call's activations.
+    arena_shrinkage: bool = False
 
     def __post_init__(self) -> None:
         for name in ("intra_op_threads", "inter_op_threads"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise GfedgeError(f"runtime setting {name} is {value!r}", "use a whole number >= 0 (0: onnxruntime's choice)")
-        for name in ("allow_spinning", "cpu_mem_arena", "mem_pattern", "prepacking", "shared_arena"):
+        value = self.mmap_threshold_kib
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MMAP_THRESHOLD_MAX_KIB:
+            raise GfedgeError(f"runtime setting mmap_threshold_kib is {value!r}", f"use a whole number of KiB from 0 (glibc's own) to {MMAP_THRESHOLD_MAX_KIB}")
+        for name in ("allow_spinning", "cpu_mem_arena", "mem_pattern", "prepacking", "shared_arena", "arena_shrinkage"):
             if not isinstance(getattr(self, name), bool):
                 raise GfedgeError(f"runtime setting {name} is {getattr(self, name)!r}", "use true or false")
 

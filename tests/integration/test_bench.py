@@ -30,6 +30,8 @@ def test_gfedge_bench_json_has_both_bundles_with_ratios_to_the_first(bundle_fact
     for s in subjects:
         assert [b["batch"] for b in s["batches"]] == sorted({dim_range.min, dim_range.opt})  # the declared min and opt
         assert s["rss_load_bytes"] > 0 and s["rss_warm_bytes"] > 0 and s["weight_bytes"] > 0 and s["load_seconds"] > 0
+        assert s["rss_peak_bytes"] >= s["rss_warm_bytes"]  # the calls' high-water mark is at least what they leave
+        assert 0 < s["anon_warm_bytes"] <= s["rss_warm_bytes"] + (1 << 20)  # the private part (page noise aside)
         for b in s["batches"]:
             assert b["runs"] == 5 and b["p99_us"] >= b["p50_us"] > 0 and b["items_per_s"] > 0 and b["bare_p50_us"] > 0
     assert subjects[0]["ratios_to_first"]["weight_bytes"] == 1.0
@@ -98,6 +100,29 @@ def test_runtime_settings_per_call_and_per_target(bundle_factory):
     assert base.runtime.intra_op_threads == 2 and base.runtime.prepacking is RuntimeSettings().prepacking
     with pytest.raises(GfedgeError, match="intra_op_threads is -1"):
         RuntimeSettings.from_dict({"intra_op_threads": -1})
+
+
+def test_arena_shrinkage_is_a_run_option_of_every_call_and_changes_no_output(bundle_factory):
+    x = {"x": np.linspace(0, 1, 64, dtype=np.float32)}
+    with load(bundle_factory("fp32"), shared_arena=False) as plain, load(bundle_factory("fp32"), shared_arena=False, arena_shrinkage=True) as shrinking:
+        assert plain.run_options is None
+        assert shrinking.run_options.get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0"
+        np.testing.assert_array_equal(shrinking.run(x)["logits"], plain.run(x)["logits"])
+    with load(bundle_factory("fp32"), arena_shrinkage=True, cpu_mem_arena=False) as no_arena:
+        assert no_arena.run_options is None  # nothing to shrink
+    for bad in (-1, (32 << 10) + 1, True):
+        with pytest.raises(GfedgeError, match="mmap_threshold_kib"):
+            RuntimeSettings(mmap_threshold_kib=bad)
+
+
+def test_gfedge_bench_set_passes_runtime_settings_to_every_bundle(bundle_factory):
+    result = gfedge("bench", bundle_factory("fp32"), "--json", "--runs", "2", "--batch", "1", "--set", "arena_shrinkage=true", "-s", "mmap_threshold_kib=256")
+    assert result.returncode == 0, result.stderr
+    settings = json.loads(result.stdout)["subjects"][0]["settings"]
+    assert settings["arena_shrinkage"] is True and settings["mmap_threshold_kib"] == 256
+    for bad, words in (("spin=true", "unknown fields"), ("arena_shrinkage", "NAME=VALUE"), ("prepacking=maybe", "neither true")):
+        refused = gfedge("bench", bundle_factory("fp32"), "--set", bad)
+        assert refused.returncode == 2 and words in refused.stderr and "Traceback" not in refused.stderr
 
 
 def _uses_env_allocators(session) -> bool:

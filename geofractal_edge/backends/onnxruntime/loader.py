@@ -30,7 +30,7 @@ from geofractal_edge.artifacts import Bundle, atomic
 from geofractal_edge.artifacts.hashing import canonical_sha256
 from geofractal_edge.artifacts.manifest import TensorRTSettings
 from geofractal_edge.backends.lazy import installed_version, require
-from geofractal_edge.backends.process import trim_heap
+from geofractal_edge.backends.process import set_mmap_threshold, trim_heap
 from geofractal_edge.backends.tensorrt.adapter import Cuda, cuda_runtime
 from geofractal_edge.backends.tensorrt.compat import external_sha256
 from geofractal_edge.errors import BundleError, GfedgeError, MissingDependencyError
@@ -85,6 +85,8 @@ def session_options(settings: RuntimeSettings):
     # onnxruntime's Python API has no PrepackedWeightsContainer (C, C++ and C# only), so
     # prepacked weights cannot be shared across sessions from here: each session packs its own.
     options.add_session_config_entry("session.disable_prepacking", "0" if settings.prepacking else "1")
+    if settings.mmap_threshold_kib:
+        set_mmap_threshold(settings.mmap_threshold_kib << 10)
     if settings.shared_arena and settings.cpu_mem_arena:
         register_shared_arena()
         options.add_session_config_entry("session.use_env_allocators", "1")
@@ -131,7 +133,22 @@ def create_session(bundle: Bundle, providers: list, *, profile_prefix: str | Non
     return session, codes
 
 
-def direct_run(session):
+def run_options(settings: RuntimeSettings):
+    """onnxruntime.RunOptions for every call of a session with these settings; None: onnxruntime's defaults.
+
+    `arena_shrinkage`: at the end of each call the CPU arena hands back its chunks no tensor holds
+    (run config `memory.enable_memory_arena_shrinkage`), so between calls the session keeps its
+    weights, not its largest call's activations; the next call allocates them again.
+    """
+    if not (settings.arena_shrinkage and settings.cpu_mem_arena):
+        return None
+    ort = require("onnxruntime")
+    options = ort.RunOptions()
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return options
+
+
+def direct_run(session, options=None):
     """`run(output_names, feeds)` for a runner that has checked its feeds: onnxruntime's C session.
 
     `InferenceSession.run` re-checks the feed names, looks for OrtValues and graph capture, then
@@ -139,16 +156,16 @@ def direct_run(session):
     has already checked names, dtypes, shapes and values and passes numpy arrays only, so it calls
     the C session itself. Any failure is retried through the public `run`, which raises it as
     onnxruntime would, or falls back to other providers where onnxruntime does. A build without
-    the C session attribute gets the public `run`.
+    the C session attribute gets the public `run`. `options`: the RunOptions of every call (`run_options`).
     """
     if not callable(getattr(getattr(session, "_sess", None), "run", None)):
-        return session.run
+        return lambda output_names, feeds: session.run(output_names, feeds, options)
 
     def run(output_names: list[str], feeds: dict):
         try:
-            return session._sess.run(output_names, feeds, None)  # looked up per call: a provider fallback replaces it
+            return session._sess.run(output_names, feeds, options)  # looked up per call: a provider fallback replaces it
         except Exception:  # onnxruntime's own errors are untyped here; the public run raises them properly
-            return session.run(output_names, feeds)
+            return session.run(output_names, feeds, options)
 
     return run
 

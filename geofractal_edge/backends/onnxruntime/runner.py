@@ -18,7 +18,8 @@ import numpy as np
 
 from geofractal_edge.artifacts import Bundle, open_bundle
 from geofractal_edge.backends.base import Runner
-from geofractal_edge.backends.onnxruntime.loader import ProviderPlan, create_session, direct_run, engine_cache_id, plan_providers, provider_options
+from geofractal_edge.backends.onnxruntime.loader import (ProviderPlan, create_session, direct_run, engine_cache_id, plan_providers, provider_options,
+                                                         run_options)
 from geofractal_edge.backends.onnxruntime.placement import measured_placement
 from geofractal_edge.backends.placement import PlacementReport
 from geofractal_edge.targets.profile import RuntimeSettings
@@ -36,7 +37,8 @@ class Session(Runner):
         self._outputs = bundle.manifest.graph.output_names
         started = time.perf_counter()
         self._session, self._codes = create_session(bundle, options, settings=self.settings)
-        self._run = direct_run(self._session)
+        self.run_options = run_options(self.settings)  # None unless the settings ask for per-call options
+        self._run = direct_run(self._session, self.run_options)
         self.load_seconds = time.perf_counter() - started
         self.providers_used = tuple(self._session.get_providers())
         self.cache_key = engine_cache_id(options)
