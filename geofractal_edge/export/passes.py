@@ -112,17 +112,27 @@ def toposort(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def dedupe_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
     """Keep one of several initializers of the same name (ORT's weight-only quantizer writes a weight
-    shared by T matmuls T times). Same-named initializers with different contents are a bug."""
-    seen: dict[str, bytes] = {}
+    shared by T matmuls T times). Same-named initializers with different contents are a bug.
+
+    Only the repeated names are compared (type, shape, then values), so a large graph's weights are
+    not all serialized to find the few copies.
+    """
+    first: dict[str, onnx.TensorProto] = {}
     keep = []
     for init in model.graph.initializer:
-        body = init.SerializeToString()
-        if init.name in seen:
-            if seen[init.name] != body:
-                raise ValueError(f"two different initializers are named {init.name}")
-            continue
-        seen[init.name] = body
-        keep.append(init)
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(keep)
+        if init.name not in first:
+            first[init.name] = init
+            keep.append(init)
+        elif not _same_tensor(first[init.name], init):
+            raise ValueError(f"two different initializers are named {init.name}")
+    if len(keep) < len(model.graph.initializer):
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(keep)
     return model
+
+
+def _same_tensor(a: onnx.TensorProto, b: onnx.TensorProto) -> bool:
+    """Same element type, shape and value bytes (however each stores its data)."""
+    if a.data_type != b.data_type or list(a.dims) != list(b.dims):
+        return False
+    return numpy_helper.to_array(a).tobytes() == numpy_helper.to_array(b).tobytes()
