@@ -5,9 +5,21 @@ from __future__ import annotations
 import onnx
 from onnx import helper, numpy_helper
 
+from geofractal_edge.errors import Bug
+
 
 def _attrs(node: onnx.NodeProto) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def check_full(model: onnx.ModelProto, what: str) -> onnx.ModelProto:
+    """`model` once it passes onnx's full check (strict shape inference included): every bundle's model.onnx
+    must. A Bug naming `what` (the graph that failed) otherwise."""
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise Bug(f"{what} is not valid ONNX: {str(exc).splitlines()[0]}") from exc
+    return model
 
 
 def gemm_to_matmul(model: onnx.ModelProto, *, keep: tuple[str, ...] = ()) -> onnx.ModelProto:

@@ -1,0 +1,56 @@
+"""The onnxruntime ("ort") form of ternary tiles: one full ONNX check per export (after the lowering)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from geofractal_edge.errors import Bug
+from geofractal_edge.export.quantize import QuantContext, default_config, quantize
+from geofractal_edge.export.ternary import lower_ternary
+from geofractal_edge.models.spec import ExportSpec
+
+N, A, B, M = 3, 8, 64, 5
+TABLE = (10, 40)  # 40: not a whole block, the gathered rows are sliced back
+
+
+def _spec(ternary: tuple[tuple[str, str], ...]) -> ExportSpec:
+    return ExportSpec(family="toy", inputs=(), outputs=(), dim_ranges={}, task_metric="accuracy", ternary=ternary)
+
+
+def _graph(rng: np.random.Generator) -> onnx.ModelProto:
+    """Each ternary tensor read by two nodes of one lowering: per tile (t_q), shared (s_q), gathered (g_q)."""
+    codes = {"t_q": (N, A, B), "s_q": (A, B), "g_q": TABLE}
+    inits = [numpy_helper.from_array(rng.integers(-1, 2, size=shape).astype(np.float32), name) for name, shape in codes.items()]
+    nodes = [helper.make_node("MatMul", ["t_q", "x"], ["t1"], name="t1"), helper.make_node("MatMul", ["t_q", "x2"], ["t2"], name="t2"),
+             helper.make_node("MatMul", ["s_q", "y"], ["s1"], name="s1"), helper.make_node("MatMul", ["s_q", "y2"], ["s2"], name="s2"),
+             helper.make_node("Gather", ["g_q", "i"], ["g1"], name="g1"), helper.make_node("Gather", ["g_q", "i2"], ["g2"], name="g2")]
+    f = TensorProto.FLOAT
+    inputs = [helper.make_tensor_value_info(n, f, [N, B, M]) for n in ("x", "x2")] + [helper.make_tensor_value_info(n, f, [B, M]) for n in ("y", "y2")]
+    inputs += [helper.make_tensor_value_info(n, TensorProto.INT64, [4]) for n in ("i", "i2")]
+    shapes = {"t1": [N, A, M], "t2": [N, A, M], "s1": [A, M], "s2": [A, M], "g1": [4, TABLE[1]], "g2": [4, TABLE[1]]}
+    outputs = [helper.make_tensor_value_info(n, f, shape) for n, shape in shapes.items()]
+    graph = helper.make_graph(nodes, "toy", inputs, outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10)
+
+
+def test_a_ternary_spec_gets_one_full_check_after_the_lowering(monkeypatch):
+    checks = []
+    real = onnx.checker.check_model
+    monkeypatch.setattr(onnx.checker, "check_model", lambda model, **kw: checks.append(kw) or real(model, **kw))
+    spec = _spec((("t_q", "unused"),))
+    quantized = quantize(_graph(np.random.default_rng(1)), default_config("fp32"), QuantContext(spec=spec, dialect="ort"))
+    assert checks == []  # not final: lower_ternary checks the graph the bundle holds
+    lower_ternary(quantized, spec, dialect="ort")
+    assert checks == [{"full_check": True}]
+    quantize(_graph(np.random.default_rng(1)), default_config("fp32"), QuantContext(spec=_spec(()), dialect="ort"))
+    assert checks == [{"full_check": True}] * 2  # no ternary tensors: quantize's graph is final and checked there
+
+
+def test_an_invalid_lowered_graph_is_a_bug():
+    model = _graph(np.random.default_rng(2))
+    model.graph.node[0].input[1] = "nowhere"  # a tensor no one produces
+    with pytest.raises(Bug, match="ternary weights lowered is not valid ONNX"):
+        lower_ternary(model, _spec((("s_q", "unused"),)), dialect="ort")
