@@ -1,14 +1,19 @@
-"""Small ONNX graph passes the quantizers need (onnx only, no torch)."""
+"""Small ONNX graph passes and node builders the quantizers and the ternary lowering share (onnx only, no torch)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
 from geofractal_edge.errors import Bug
+from geofractal_edge.export import lowbit
 
 
-def _attrs(node: onnx.NodeProto) -> dict:
+def attrs(node: onnx.NodeProto) -> dict:
+    """A node's attributes by name, as Python values; one left out takes the operator's default (`.get(name, default)`)."""
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
@@ -20,6 +25,31 @@ def check_full(model: onnx.ModelProto, what: str) -> onnx.ModelProto:
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise Bug(f"{what} is not valid ONNX: {str(exc).splitlines()[0]}") from exc
     return model
+
+
+def per_slice(node: onnx.NodeProto, operand: int, count: int, tag: str,
+              body: Callable[[int, str, str, str], list[onnx.NodeProto]]) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """A batched MatMul `node` as Concat over t < count of Unsqueeze(body(t, X[t])), X = node.input[operand]:
+    one product per slice of the leading axis, for operators that take one 2-D weight (MatMulNBits,
+    DynamicQuantizeMatMul). Returns the nodes that replace `node` and the index constants they read.
+
+    `body(t, x, y, name)`: the nodes computing slice t's product `y` from the slice `x`; `name` (node name,
+    tag, t) prefixes what they name.
+    """
+    base = f"{node.name or node.output[0]}.{tag}"
+    nodes, inits, parts = [], [], []
+    for t in range(count):
+        part = f"{base}.{t}"
+        inits.append(lowbit.constant(f"{part}.index", np.array(t, np.int64)))
+        nodes += [
+            helper.make_node("Gather", [node.input[operand], f"{part}.index"], [f"{part}.x"], name=f"{part}.x", axis=0),
+            *body(t, f"{part}.x", f"{part}.y", part),
+            helper.make_node("Unsqueeze", [f"{part}.y", f"{base}.axis0"], [f"{part}.u"], name=f"{part}.u"),
+        ]
+        parts.append(f"{part}.u")
+    inits.append(lowbit.constant(f"{base}.axis0", np.array([0], np.int64)))
+    nodes.append(helper.make_node("Concat", parts, [node.output[0]], name=f"{base}.concat", axis=0))
+    return nodes, inits
 
 
 def gemm_to_matmul(model: onnx.ModelProto, *, keep: tuple[str, ...] = ()) -> onnx.ModelProto:
@@ -34,7 +64,7 @@ def gemm_to_matmul(model: onnx.ModelProto, *, keep: tuple[str, ...] = ()) -> onn
     transposed: dict[str, str] = {}
     nodes = []
     for node in graph.node:
-        a = _attrs(node)
+        a = attrs(node)
         convertible = (
             node.op_type == "Gemm"
             and node.input[1] in inits

@@ -24,7 +24,7 @@ from onnx import helper, numpy_helper
 
 from geofractal_edge.errors import Bug
 from geofractal_edge.export import lowbit
-from geofractal_edge.export.passes import check_full, dedupe_producers, drop_unused_initializers
+from geofractal_edge.export.passes import attrs, check_full, drop_unused_initializers, per_slice
 from geofractal_edge.export.ternary_int4 import ternary_to_int4_dq
 from geofractal_edge.models.spec import ExportSpec
 
@@ -63,19 +63,25 @@ def _lower_ort(model: onnx.ModelProto, values: dict[str, np.ndarray], *, require
         raise Bug(f"ternary tensor {bad[0]} is read in a way the 2-bit lowering does not know: {[n.op_type for n in uses.get(bad[0], [])]}")
     graph = model.graph
     dtype = {i.name: i.data_type for i in graph.initializer}
-    nodes = []
+    nodes, inits, packed = [], [], set()
     for node in graph.node:
         name = next((i for i in node.input[:1] if i in lowerable), None)
         if name is None:
             nodes.append(node)
             continue
         pattern = _pattern(node, name, ranks)
-        made, inits = _LOWER[pattern](node, name, values[name], dtype[name])
-        nodes.extend(made)
-        graph.initializer.extend(i for i in inits if i.name not in {x.name for x in graph.initializer})
+        pack, read = _LOWER[pattern]
+        if (pattern, name) not in packed:  # codes and unit scales once per tensor, however many nodes read it
+            packed.add((pattern, name))
+            made, consts = pack(name, values[name], dtype[name])
+            nodes += made
+            inits += consts
+        made, consts = read(node, name, values[name].shape)
+        nodes += made
+        inits += consts
     del graph.node[:]
     graph.node.extend(nodes)
-    dedupe_producers(model)  # a tensor read by several nodes got its unit scales made once per reader
+    graph.initializer.extend(inits)
     del graph.value_info[:]  # stale: the float weights are gone; shape inference redoes what it needs
     drop_unused_initializers(model)
     lowbit.use_ms_domain(model)
@@ -96,7 +102,7 @@ def _pattern(node: onnx.NodeProto | None, name: str, ranks: dict[str, int]) -> s
     """Which lowering applies to this use of ternary tensor `name`, or None."""
     if node is None:  # the tensor is some node's second (or later) input
         return None
-    if node.op_type == "Gather" and _attr(node, "axis", 0) == 0:
+    if node.op_type == "Gather" and attrs(node).get("axis", 0) == 0:
         return "gather"
     if node.op_type == "MatMul":
         rank = ranks.get(node.input[1])
@@ -105,10 +111,6 @@ def _pattern(node: onnx.NodeProto | None, name: str, ranks: dict[str, int]) -> s
         if rank == 3:
             return "matmul_per_tile"
     return None
-
-
-def _attr(node: onnx.NodeProto, name: str, default):
-    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
 
 
 def _unit_scales(name: str, rows: tuple[int, ...], blocks: int, dtype: int) -> tuple[onnx.NodeProto, onnx.TensorProto]:
@@ -121,69 +123,84 @@ def _unit_scales(name: str, rows: tuple[int, ...], blocks: int, dtype: int) -> t
     return helper.make_node("ConstantOfShape", [shape.name], [name], name=name, value=one), shape
 
 
-def _matmul_shared(node, name: str, w: np.ndarray, dtype: int):
-    """MatMul(W [.., a, b], Y [b, M]) -> [.., a, M]: one MatMulNBits over every row of W (N = n * a)."""
-    lead, (a, b) = w.shape[:-2], w.shape[-2:]
+# Each lowering is a pair: `pack(name, w, dtype)` makes the tensor's codes and unit scales (once per
+# tensor), `read(node, name, shape)` the nodes that replace one reader. Both return (nodes, initializers).
+
+
+def _pack_shared(name: str, w: np.ndarray, dtype: int):
+    """W [.., a, b] as one MatMulNBits weight: N = n * a rows of K = b."""
+    lead, a, b = w.shape[:-2], w.shape[-2], w.shape[-1]
     rows = int(np.prod(w.shape[:-1]))
-    block = lowbit.block_size_for(b)
-    packed = lowbit.ternary_blocks(w.reshape(rows, b), block)  # [N, k_blocks, block / 4]
+    packed = lowbit.ternary_blocks(w.reshape(rows, b), lowbit.block_size_for(b))  # [N, k_blocks, block / 4]
     scales, shape = _unit_scales(f"{name}.q2_scales", (rows,), packed.shape[1], dtype)
     inits = [lowbit.constant(f"{name}.q2", packed), shape]
+    if lead:
+        inits.append(lowbit.constant(f"{name}.q2_shape", np.array([-1, *lead, a], np.int64)))
+    return [scales], inits
+
+
+def _matmul_shared(node, name: str, shape: tuple[int, ...]):
+    """MatMul(W [.., a, b], Y [b, M]) -> [.., a, M]: one MatMulNBits over every row of W (N = n * a)."""
+    lead, b = shape[:-2], shape[-1]
+    rows = int(np.prod(shape[:-1]))
     out = node.output[0]
     base = f"{node.name or out}.q2"
     nodes = [
-        scales,
         helper.make_node("Transpose", [node.input[1]], [f"{base}.a"], name=f"{base}.a", perm=[1, 0]),  # [M, b]
-        lowbit.matmul_nbits(f"{base}.a", f"{base}.y", name=base, packed=inits[0].name, scales=scales.output[0], k=b, n=rows, bits=2, block_size=block),  # [M, N]
+        lowbit.matmul_nbits(f"{base}.a", f"{base}.y", name=base, packed=f"{name}.q2", scales=f"{name}.q2_scales", k=b, n=rows, bits=2,
+                            block_size=lowbit.block_size_for(b)),  # [M, N]
     ]
     if lead:
-        inits.append(lowbit.constant(f"{name}.q2_shape", np.array([-1, *lead, a], np.int64)))
-        nodes.append(helper.make_node("Reshape", [f"{base}.y", inits[-1].name], [f"{base}.r"], name=f"{base}.r"))  # [M, n, a]
+        nodes.append(helper.make_node("Reshape", [f"{base}.y", f"{name}.q2_shape"], [f"{base}.r"], name=f"{base}.r"))  # [M, n, a]
         nodes.append(helper.make_node("Transpose", [f"{base}.r"], [out], name=f"{base}.t", perm=[*range(1, len(lead) + 2), 0]))
     else:
         nodes.append(helper.make_node("Transpose", [f"{base}.y"], [out], name=f"{base}.t", perm=[1, 0]))
-    return nodes, inits
+    return nodes, []
 
 
-def _matmul_per_tile(node, name: str, w: np.ndarray, dtype: int):
-    """MatMul(W [n, a, b], Y [n, b, M]) -> [n, a, M]: tile t's product is MatMulNBits(Y[t]^T, W[t])."""
-    n, a, b = w.shape
-    block = lowbit.block_size_for(b)
-    packed = lowbit.ternary_blocks(w, block)  # [n, a, k_blocks, block / 4]
-    out, base = node.output[0], f"{node.name or node.output[0]}.q2"
-    scales, shape = _unit_scales(f"{name}.q2t_scales", (a,), packed.shape[2], dtype)
-    inits = [shape]
-    nodes, parts = [scales], []
-    for t in range(n):
-        tile = f"{base}.{t}"
-        inits.append(lowbit.constant(f"{name}.q2t.{t}", packed[t]))
-        inits.append(lowbit.constant(f"{tile}.index", np.array(t, np.int64)))
-        nodes += [
-            helper.make_node("Gather", [node.input[1], f"{tile}.index"], [f"{tile}.y"], name=f"{tile}.y", axis=0),  # [b, M]
-            helper.make_node("Transpose", [f"{tile}.y"], [f"{tile}.a"], name=f"{tile}.a", perm=[1, 0]),  # [M, b]
-            lowbit.matmul_nbits(f"{tile}.a", f"{tile}.mm", name=tile, packed=f"{name}.q2t.{t}", scales=scales.output[0], k=b, n=a, bits=2, block_size=block),  # [M, a]
-            helper.make_node("Transpose", [f"{tile}.mm"], [f"{tile}.t"], name=f"{tile}.t", perm=[1, 0]),  # [a, M]
-            helper.make_node("Unsqueeze", [f"{tile}.t", f"{base}.axis0"], [f"{tile}.u"], name=f"{tile}.u"),  # [1, a, M]
-        ]
-        parts.append(f"{tile}.u")
-    inits.append(lowbit.constant(f"{base}.axis0", np.array([0], np.int64)))
-    nodes.append(helper.make_node("Concat", parts, [out], name=f"{base}.concat", axis=0))
-    return nodes, inits
-
-
-def _gather(node, name: str, w: np.ndarray, dtype: int):
-    """Gather(W [n, ..., b], i) -> GatherBlockQuantized of the same codes, quantized along the last axis."""
+def _pack_tiles(name: str, w: np.ndarray, dtype: int):
+    """W [n, a, b] as n MatMulNBits weights [a, b], one per tile, sharing one unit-scale tensor."""
     b = w.shape[-1]
+    packed = lowbit.ternary_blocks(w, lowbit.block_size_for(b))  # [n, a, k_blocks, block / 4]
+    scales, shape = _unit_scales(f"{name}.q2t_scales", (w.shape[1],), packed.shape[2], dtype)
+    return [scales], [shape, *(lowbit.constant(f"{name}.q2t.{t}", tile) for t, tile in enumerate(packed))]
+
+
+def _matmul_per_tile(node, name: str, shape: tuple[int, ...]):
+    """MatMul(W [n, a, b], Y [n, b, M]) -> [n, a, M]: tile t's product is MatMulNBits(Y[t]^T, W[t]).
+
+    The per-slice frame is passes.per_slice, as for int4/int8 per-tower weights; here the sliced
+    operand is Y (the second input), since the weight is MatMul's left operand.
+    """
+    n, a, b = shape
+
+    def tile(t: int, y: str, out: str, part: str) -> list[onnx.NodeProto]:  # Y[t] [b, M] -> [a, M]
+        return [
+            helper.make_node("Transpose", [y], [f"{part}.a"], name=f"{part}.a", perm=[1, 0]),  # [M, b]
+            lowbit.matmul_nbits(f"{part}.a", f"{part}.mm", name=part, packed=f"{name}.q2t.{t}", scales=f"{name}.q2t_scales", k=b, n=a,
+                                bits=2, block_size=lowbit.block_size_for(b)),  # [M, a]
+            helper.make_node("Transpose", [f"{part}.mm"], [out], name=f"{part}.t", perm=[1, 0]),  # [a, M]
+        ]
+
+    return per_slice(node, 1, n, "q2", tile)
+
+
+def _pack_gather(name: str, w: np.ndarray, dtype: int):
+    """W [n, ..., b] as GatherBlockQuantized data, quantized along the last axis."""
+    packed = lowbit.ternary_blocks(w, lowbit.block_size_for(w.shape[-1]))  # [n, ..., k_blocks, block / 4]
+    scales, shape = _unit_scales(f"{name}.q2g_scales", w.shape[:-1], packed.shape[-2], dtype)
+    return [scales], [lowbit.constant(f"{name}.q2g", packed.reshape(*w.shape[:-1], -1)), shape]  # [n, ..., k_blocks * block / 4]
+
+
+def _gather(node, name: str, shape: tuple[int, ...]):
+    """Gather(W [n, ..., b], i) -> GatherBlockQuantized of the same codes."""
+    b = shape[-1]
     block = lowbit.block_size_for(b)
-    packed = lowbit.ternary_blocks(w, block)  # [n, ..., k_blocks, block / 4]
-    blocks = packed.shape[-2]
-    data = packed.reshape(*w.shape[:-1], -1)  # [n, ..., k_blocks * block / 4]
-    scales, shape = _unit_scales(f"{name}.q2g_scales", w.shape[:-1], blocks, dtype)
-    inits = [lowbit.constant(f"{name}.q2g", data), shape]
     out, base = node.output[0], f"{node.name or node.output[0]}.q2"
-    padded = blocks * block != b
-    nodes = [scales, lowbit.gather_block_quantized(inits[0].name, node.input[1], f"{base}.full" if padded else out, name=base, scales=scales.output[0],
-                                           zero_points=None, bits=2, block_size=block, quantize_axis=w.ndim - 1)]
+    padded = b % block != 0
+    nodes = [lowbit.gather_block_quantized(f"{name}.q2g", node.input[1], f"{base}.full" if padded else out, name=base, scales=f"{name}.q2g_scales",
+                                           zero_points=None, bits=2, block_size=block, quantize_axis=len(shape) - 1)]
+    inits = []
     if padded:  # codes were padded to whole blocks: keep the first b of the last axis
         inits += [lowbit.constant(f"{base}.start", np.array([0], np.int64)), lowbit.constant(f"{base}.end", np.array([b], np.int64)),
                   lowbit.constant(f"{base}.axes", np.array([-1], np.int64))]
@@ -191,4 +208,4 @@ def _gather(node, name: str, w: np.ndarray, dtype: int):
     return nodes, inits
 
 
-_LOWER = {"matmul_shared": _matmul_shared, "matmul_per_tile": _matmul_per_tile, "gather": _gather}
+_LOWER = {"matmul_shared": (_pack_shared, _matmul_shared), "matmul_per_tile": (_pack_tiles, _matmul_per_tile), "gather": (_pack_gather, _gather)}

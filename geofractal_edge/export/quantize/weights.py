@@ -23,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from geofractal_edge.errors import GfedgeError
 from geofractal_edge.export import lowbit
-from geofractal_edge.export.passes import drop_unused_initializers
+from geofractal_edge.export.passes import attrs, drop_unused_initializers, per_slice
 
 FLOATS = (TensorProto.FLOAT, TensorProto.FLOAT16)
 _QUANTIZED_READERS = {"DequantizeLinear", "QuantizeLinear", "MatMulNBits", "GatherBlockQuantized"}
@@ -50,7 +50,7 @@ def find(model: onnx.ModelProto, skip: set[str]) -> dict[str, list[str]]:
             continue
         if any(node.name in skip or node.op_type in _QUANTIZED_READERS for node, _ in uses):
             continue
-        if len(init.dims) == 2 and all(n.op_type == "Gather" and i == 0 and _axis(n) == 0 for n, i in uses):
+        if len(init.dims) == 2 and all(n.op_type == "Gather" and i == 0 and attrs(n).get("axis", 0) == 0 for n, i in uses):
             found["tables"].append(init.name)
         elif len(init.dims) == 3 and init.dims[0] > 1 and all(n.op_type == "MatMul" and i == 1 for n, i in uses):
             found["stacked"].append(init.name)
@@ -82,10 +82,6 @@ def upstream(model: onnx.ModelProto, outputs: tuple[str, ...]) -> set[str]:
 def matrix_operand(uses: list) -> bool:
     """Whether a weight is read only as a MatMul's right operand (then its output channels are its last axis)."""
     return bool(uses) and all(node.op_type == "MatMul" and i == 1 for node, i in uses)
-
-
-def _axis(node: onnx.NodeProto) -> int:
-    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), 0)
 
 
 class Rewriter:
@@ -196,10 +192,10 @@ def nbits_per_tower(rw: Rewriter, name: str, uses: list, *, block_size: int, sym
         if zero_points is not None:
             rw.add(lowbit.constant(f"{name}.q{bits}.{t}_zero_points", zero_points))
 
-    def tower(t: int, x: str, y: str, node_name: str) -> onnx.NodeProto:
-        return lowbit.matmul_nbits(x, y, name=node_name, packed=f"{name}.q{bits}.{t}", scales=f"{name}.q{bits}.{t}_scales", k=k, n=n,
-                                   bits=bits, block_size=block_size, zero_points=None if symmetric else f"{name}.q{bits}.{t}_zero_points",
-                                   accuracy_level=accuracy_level)
+    def tower(t: int, x: str, y: str, node_name: str) -> list[onnx.NodeProto]:
+        return [lowbit.matmul_nbits(x, y, name=node_name, packed=f"{name}.q{bits}.{t}", scales=f"{name}.q{bits}.{t}_scales", k=k, n=n,
+                                    bits=bits, block_size=block_size, zero_points=None if symmetric else f"{name}.q{bits}.{t}_zero_points",
+                                    accuracy_level=accuracy_level)]
 
     _per_tower(rw, uses, towers, f"q{bits}", tower)
 
@@ -219,29 +215,19 @@ def int8_per_tower(rw: Rewriter, name: str, uses: list, *, reduce_range: bool) -
         rw.add(lowbit.constant(f"{name}.i8.{t}", codes), lowbit.constant(f"{name}.i8.{t}_scale", scale),
                lowbit.constant(f"{name}.i8.{t}_zero_point", np.zeros_like(codes[0])))
 
-    def tower(t: int, x: str, y: str, node_name: str) -> onnx.NodeProto:
-        return helper.make_node("DynamicQuantizeMatMul", [x, f"{name}.i8.{t}", f"{name}.i8.{t}_scale", f"{name}.i8.{t}_zero_point"], [y],
-                                name=node_name, domain=lowbit.MS_DOMAIN)
+    def tower(t: int, x: str, y: str, node_name: str) -> list[onnx.NodeProto]:
+        return [helper.make_node("DynamicQuantizeMatMul", [x, f"{name}.i8.{t}", f"{name}.i8.{t}_scale", f"{name}.i8.{t}_zero_point"], [y],
+                                 name=node_name, domain=lowbit.MS_DOMAIN)]
 
     _per_tower(rw, uses, towers, "i8", tower)
 
 
-def _per_tower(rw: Rewriter, uses: list, towers: int, tag: str, tower: Callable[[int, str, str, str], onnx.NodeProto]) -> None:
-    """Each reader MatMul(X [T, .., K], W) becomes Concat over t of Unsqueeze(tower(t, X[t]))."""
+def _per_tower(rw: Rewriter, uses: list, towers: int, tag: str, tower: Callable[[int, str, str, str], list[onnx.NodeProto]]) -> None:
+    """Each reader MatMul(X [T, .., K], W) becomes Concat over t of Unsqueeze(tower(t, X[t])) (passes.per_slice)."""
     for node, _ in uses:
-        base = f"{node.name or node.output[0]}.{tag}"
-        parts, made = [], []
-        for t in range(towers):
-            rw.add(lowbit.constant(f"{base}.{t}.index", np.array(t, np.int64)))
-            made += [
-                helper.make_node("Gather", [node.input[0], f"{base}.{t}.index"], [f"{base}.{t}.x"], name=f"{base}.{t}.x", axis=0),  # [.., K]
-                tower(t, f"{base}.{t}.x", f"{base}.{t}.y", f"{base}.{t}"),  # [.., N]
-                helper.make_node("Unsqueeze", [f"{base}.{t}.y", f"{base}.axis0"], [f"{base}.{t}.u"], name=f"{base}.{t}.u"),
-            ]
-            parts.append(f"{base}.{t}.u")
-        rw.add(lowbit.constant(f"{base}.axis0", np.array([0], np.int64)))
-        made.append(helper.make_node("Concat", parts, [node.output[0]], name=f"{base}.concat", axis=0))  # [T, .., N]
+        made, inits = per_slice(node, 0, towers, tag, tower)
         rw.replace[id(node)] = made
+        rw.add(*inits)
 
 
 # ---- int8, both dialects: standard operators ---------------------------------------------------------

@@ -1,19 +1,23 @@
-"""The onnxruntime ("ort") form of ternary tiles: one full ONNX check per export (after the lowering)."""
+"""The onnxruntime ("ort") form of ternary tiles: each tensor's codes and unit scales made once however many
+nodes read it, the float graph's outputs kept, and one full ONNX check per export (after the lowering)."""
 
 from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from geofractal_edge.errors import Bug
+from geofractal_edge.export import lowbit
 from geofractal_edge.export.quantize import QuantContext, default_config, quantize
 from geofractal_edge.export.ternary import lower_ternary
 from geofractal_edge.models.spec import ExportSpec
 
 N, A, B, M = 3, 8, 64, 5
 TABLE = (10, 40)  # 40: not a whole block, the gathered rows are sliced back
+pack = lowbit.ternary_blocks
 
 
 def _spec(ternary: tuple[tuple[str, str], ...]) -> ExportSpec:
@@ -34,6 +38,29 @@ def _graph(rng: np.random.Generator) -> onnx.ModelProto:
     outputs = [helper.make_tensor_value_info(n, f, shape) for n, shape in shapes.items()]
     graph = helper.make_graph(nodes, "toy", inputs, outputs, inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10)
+
+
+def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+def test_codes_and_unit_scales_are_made_once_per_tensor_and_the_outputs_kept(monkeypatch):
+    rng = np.random.default_rng(0)
+    model = _graph(rng)
+    feeds = {n: rng.standard_normal((N, B, M)).astype(np.float32) for n in ("x", "x2")}
+    feeds |= {n: rng.standard_normal((B, M)).astype(np.float32) for n in ("y", "y2")}
+    feeds |= {n: rng.integers(0, TABLE[0], size=4) for n in ("i", "i2")}
+    want = _run(model, feeds)
+    packed = []
+    monkeypatch.setattr(lowbit, "ternary_blocks", lambda values, block: packed.append(values.shape) or pack(values, block))
+    lowered = lower_ternary(model, _spec((("t_q", "unused"), ("s_q", "unused"), ("g_q", "unused"))), dialect="ort")
+    assert packed == [(N, A, B), (A, B), TABLE]  # once per tensor, not per reader
+    ops = [n.op_type for n in lowered.graph.node]
+    assert ops.count("ConstantOfShape") == 3 and ops.count("MatMulNBits") == 2 * N + 2 and ops.count("GatherBlockQuantized") == 2
+    names = [i.name for i in lowered.graph.initializer]
+    assert len(names) == len(set(names)) and {"t_q.q2t.0", "s_q.q2", "g_q.q2g"} <= set(names)
+    for got, expected in zip(_run(lowered, feeds), want, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
 
 
 def test_a_ternary_spec_gets_one_full_check_after_the_lowering(monkeypatch):
