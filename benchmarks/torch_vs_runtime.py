@@ -25,12 +25,13 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from _timing import interleaved
 
 ROOT = Path(__file__).resolve().parents[1]
 # name -> (family, checkpoint in the work dir or None for the family's shipped default)
@@ -93,24 +94,19 @@ def _first(out) -> np.ndarray:
 
 def time_interleaved(fns: dict, rounds: int, target_s: float = 0.04) -> dict[str, float]:
     """Median over `rounds` of each variant's mean seconds per call; the order rotates every round."""
-    reps = {}
     with torch.inference_mode():
-        for label, fn in fns.items():
-            for _ in range(3):
-                fn()
-            start = time.perf_counter()
-            fn()
-            reps[label] = max(1, min(200, int(target_s / max(time.perf_counter() - start, 1e-6))))
-        samples = {label: [] for label in fns}
-        labels = list(fns)
-        for r in range(rounds):
-            for label in labels[r % len(labels):] + labels[: r % len(labels)]:
-                fn, n = fns[label], reps[label]
-                start = time.perf_counter()
-                for _ in range(n):
-                    fn()
-                samples[label].append((time.perf_counter() - start) / n)
-    return {label: statistics.median(v) for label, v in samples.items()}
+        reps = {label: _calls_for(fn, target_s) for label, fn in fns.items()}
+        samples = interleaved(fns, rounds=rounds, reps=reps, warmup=0, rotate=True)
+    return {label: t.wall_median for label, t in samples.items()}
+
+
+def _calls_for(fn, target_s: float) -> int:
+    """Calls of `fn` that take about `target_s` (1 to 200), from one call timed after 3 warm-up calls."""
+    for _ in range(3):
+        fn()
+    start = time.perf_counter()
+    fn()
+    return max(1, min(200, int(target_s / max(time.perf_counter() - start, 1e-6))))
 
 
 def main() -> int:

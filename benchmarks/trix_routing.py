@@ -25,10 +25,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -36,33 +34,14 @@ import torch
 
 from geofractal_edge.models.trix.ffn import TrixFFN, flat_route, hierarchical_route
 
+from _timing import interleaved
+
 D_MODEL = 128
 TOKEN_BATCHES = (256, 1024)  # 256: the brief's example batch; 1024: the default LM's batch (16 x 64 tokens)
 # One thread by default: on a 2-core machine shared with other work, 2 OpenMP threads stall at every
 # barrier while a sibling is descheduled (measured 5-15x slower small ops under load), which buries
 # the routing cost itself. --threads 2 measures with both cores.
 THREADS = 1
-
-
-def _interleaved(fns: dict[str, callable], *, rounds: int, reps: int) -> dict[str, tuple[float, float]]:
-    """Per call (median wall seconds, median CPU seconds of this process) of each fn, interleaved round by round.
-
-    CPU time is what the call itself consumed: on a shared machine it does not count the time other
-    jobs held the core, so it is the steadier number; wall time is what a caller waits.
-    """
-    for fn in fns.values():  # warm up
-        for _ in range(5):
-            fn()
-    wall = {name: [] for name in fns}
-    cpu = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            w0, c0 = time.perf_counter(), time.process_time()
-            for _ in range(reps):
-                fn()
-            wall[name].append((time.perf_counter() - w0) / reps)
-            cpu[name].append((time.process_time() - c0) / reps)
-    return {name: (statistics.median(wall[name]), statistics.median(cpu[name])) for name in fns}
 
 
 def _structured_ffn(n: int, n_groups: int, *, flip: float = 0.15, seed: int = 0) -> TrixFFN:
@@ -113,7 +92,8 @@ def routing_part() -> None:
             if fused_hier is not None:
                 fns |= {"flat*": lambda: fused_flat(x), "hier*": lambda: fused_hier(x)}
             with torch.inference_mode():
-                times = _interleaved(fns, rounds=20, reps=max(5, 5120 // tokens))
+                samples = interleaved(fns, rounds=20, reps=max(5, 5120 // tokens), warmup=5)
+                times = {name: (t.wall_median, t.cpu_median) for name, t in samples.items()}
                 eager_route = hierarchical_route(x, *tables)[0]
                 agree = float((flat_route(x, sigs)[0] == eager_route).float().mean())
                 agree_s = float((flat_route(x, s_sigs)[0] == hierarchical_route(x, *s_tables)[0]).float().mean())
@@ -178,8 +158,8 @@ def runtime_part() -> None:
             for tokens in (1, 256):
                 x = np.random.default_rng(tokens).standard_normal((tokens, D_MODEL)).astype(np.float32)
                 feeds = {"x": x}
-                times = _interleaved({name: (lambda s=s: s.run(None, feeds)) for name, s in sessions.items()}, rounds=20, reps=10 if tokens > 1 else 50)
-                times = {name: wall for name, (wall, _) in times.items()}
+                fns = {name: (lambda s=s: s.run(None, feeds)) for name, s in sessions.items()}
+                times = {name: t.wall_median for name, t in interleaved(fns, rounds=20, reps=10 if tokens > 1 else 50, warmup=5).items()}
                 routes = {name: s.run(None, feeds)[1] for name, s in sessions.items()}
                 same = np.array_equal(routes["gather_by_route"], routes["compute_all_select"]) and np.array_equal(routes["gather_by_route"], ffn.route(torch.from_numpy(x)).numpy())
                 g, a = times["gather_by_route"], times["compute_all_select"]
@@ -212,9 +192,10 @@ def runtime_routing_part() -> None:
             sessions[routing] = _session(_RouteOnly(lower_ffn(ffns[routing], "gather_by_route")), Path(tmp, f"{routing}.onnx"), ["route"])
         for tokens in TOKEN_BATCHES:
             x = np.random.default_rng(tokens).standard_normal((tokens, D_MODEL)).astype(np.float32)
-            times = _interleaved({name: (lambda s=s: s.run(None, {"x": x})) for name, s in sessions.items()}, rounds=15, reps=max(3, 2560 // tokens))
+            fns = {name: (lambda s=s: s.run(None, {"x": x})) for name, s in sessions.items()}
+            times = interleaved(fns, rounds=15, reps=max(3, 2560 // tokens), warmup=5)
             same = all(np.array_equal(sessions[r].run(None, {"x": x})[0], ffns[r].route(torch.from_numpy(x)).numpy()) for r in sessions)
-            (fw, _), (hw, _) = times["flat"], times["hierarchical"]
+            fw, hw = times["flat"].wall_median, times["hierarchical"].wall_median
             print(f"{tokens:>6} {fw * 1e6:>9.1f} {hw * 1e6:>9.1f} {hw / fw:>6.3f} {str(same):>14}")
     print("the exported second stage copies N x M x d member signatures (a Gather), so it grows with the batch like flat's GEMM does")
 

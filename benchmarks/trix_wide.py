@@ -25,13 +25,13 @@ import argparse
 import dataclasses
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _timing import interleaved  # noqa: E402
 from trix_wide_train import VARIANTS, checkpoint_path, train_all  # noqa: E402
 from weight_dominated import GATES  # noqa: E402  (the acceptance limits, one copy)
 
@@ -163,25 +163,10 @@ def torch_vs_runtime(work: Path, bundle: Path, *, threads: int, rounds: int = 15
             tt = torch.from_numpy(tokens)
             fns = {"torch": lambda: model(tt), "runtime": lambda: session.run({"tokens": tokens})}
             with torch.inference_mode():
-                times = _interleaved(fns, rounds=rounds, reps=reps)
+                times = {name: t.wall_median for name, t in interleaved(fns, rounds=rounds, reps=reps, warmup=3).items()}
             rows.append({"tokens": tokens.size, "threads": threads, **{f"{k}_p50_us": v * 1e6 for k, v in times.items()},
                          "speedup": times["torch"] / times["runtime"]})
     return rows
-
-
-def _interleaved(fns: dict, *, rounds: int, reps: int) -> dict[str, float]:
-    """Median over rounds of the per-call wall time of each fn, the fns alternating round by round."""
-    for fn in fns.values():
-        for _ in range(3):
-            fn()
-    got = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            for _ in range(reps):
-                fn()
-            got[name].append((time.perf_counter() - start) / reps)
-    return {name: statistics.median(v) for name, v in got.items()}
 
 
 def main(argv: list[str]) -> None:
