@@ -4,7 +4,7 @@
 
 Each bundle's model.onnx runs in this process with onnxruntime's session profiling on (the bundle's
 first golden case, sliced or tiled to --batch); node events are summed per operator type over the
-timed runs (warm-up excluded) and printed as microseconds per run and share of the node total.
+timed runs (3 warm-up runs left out) and printed as microseconds per run and share of the node total.
 """
 
 from __future__ import annotations
@@ -18,26 +18,28 @@ from collections import defaultdict
 from pathlib import Path
 
 
-def op_times(bundle_dir: Path, *, batch: int, threads: int, runs: int, warmup: int = 3, config: dict[str, str] | None = None) -> tuple[dict[str, float], int]:
-    """({op type: microseconds per run}, node count) of one bundle."""
+def op_times(bundle, options, *, batch: int, runs: int, warmup: int) -> tuple[dict[str, float], int]:
+    """({op type: microseconds per run}, node count) of an opened bundle under onnxruntime's profiler.
+
+    `options`: the onnxruntime.SessionOptions to run with (profiling is switched on here). The
+    session makes `warmup` + `runs` runs of the first golden case at `batch` (its key vector fed
+    where the graph has a key input) and only the node events of the last `runs` are counted:
+    `warmup=0` counts the first, cold run in the average; 1 or more leaves the warm-up out.
+    """
     import onnxruntime as ort
 
-    from geofractal_edge.artifacts import open_bundle
     from geofractal_edge.backends.bench_worker import batch_feeds
 
-    bundle = open_bundle(bundle_dir)
-    feeds, _ = batch_feeds(bundle, batch)
+    feeds, key = batch_feeds(bundle, batch)
+    graph = bundle.manifest.graph
+    if graph.key_input is not None:
+        feeds[graph.key_input.name] = bundle.key(key).vector
     with tempfile.TemporaryDirectory() as tmp:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
         options.enable_profiling = True
         options.profile_file_prefix = os.path.join(tmp, "prof")
-        for key, value in (config or {}).items():
-            options.add_session_config_entry(key, value)
         session = ort.InferenceSession(str(bundle.model_path), options, providers=["CPUExecutionProvider"])
-        names = [o.name for o in session.get_outputs()]
         for _ in range(warmup + runs):
-            session.run(names, feeds)
+            session.run(None, feeds)
         events = json.loads(Path(session.end_profiling()).read_text())
     runs_at = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
     first_timed = runs_at[warmup][0]  # node events of the warm-up runs end before the first timed run starts
@@ -51,6 +53,17 @@ def op_times(bundle_dir: Path, *, batch: int, threads: int, runs: int, warmup: i
     return {op: t / runs for op, t in totals.items()}, len(nodes)
 
 
+def plain_options(threads: int, config: dict[str, str]):
+    """onnxruntime's default SessionOptions with `threads` intra-op threads and the session config entries `config`."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    for key, value in config.items():
+        options.add_session_config_entry(key, value)
+    return options
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bundles", nargs="+", type=Path)
@@ -60,10 +73,12 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--top", type=int, default=8)
     parser.add_argument("--config", action="append", default=[], metavar="KEY=VALUE", help="a session config entry, e.g. mlas.use_lut_gemm=1")
     args = parser.parse_args(argv)
+    from geofractal_edge.artifacts import open_bundle
+
     print(f"onnxruntime profiler, batch {args.batch}, {args.threads} thread(s), {args.runs} runs; load average {os.getloadavg()[0]:.2f}")
     for path in args.bundles:
         config = dict(entry.split("=", 1) for entry in args.config)
-        times, nodes = op_times(path, batch=args.batch, threads=args.threads, runs=args.runs, config=config)
+        times, nodes = op_times(open_bundle(path), plain_options(args.threads, config), batch=args.batch, runs=args.runs, warmup=3)
         total = sum(times.values())
         top = sorted(times.items(), key=lambda kv: -kv[1])[: args.top]
         print(f"{path}: {nodes} nodes, {total:,.0f} us of node time per run")

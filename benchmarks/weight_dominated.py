@@ -271,37 +271,17 @@ def stage_profile(work: Path, threads: int, runs: int, models: list[str]) -> Non
 
 
 def profile_ops(bundle: Path, *, batch: int, threads: int, runs: int) -> tuple[float, list[tuple[str, float]]]:
-    """(kernel microseconds per run, [(op type, microseconds per run)] largest first), from enable_profiling;
-    averaged over `runs` + 1 runs (the profile includes the first, cold one)."""
-    import tempfile
-
-    import onnxruntime as ort
+    """(kernel microseconds per run, [(op type, microseconds per run)] largest first) under the target's runtime
+    settings; averaged over `runs` + 1 runs: the first, cold one is counted (no warm-up left out)."""
+    from trix_wide_profile import op_times
 
     from geofractal_edge.artifacts import open_bundle
-    from geofractal_edge.backends.bench_worker import batch_feeds
     from geofractal_edge.backends.onnxruntime.loader import session_options
 
     opened = open_bundle(bundle)
-    data, key = batch_feeds(opened, batch)
-    graph = opened.manifest.graph
-    if graph.key_input is not None:
-        data[graph.key_input.name] = opened.key(key).vector
     options = session_options(opened.manifest.target.runtime.but(intra_op_threads=threads))
-    with tempfile.TemporaryDirectory() as tmp:
-        options.enable_profiling = True
-        options.profile_file_prefix = str(Path(tmp) / "prof")
-        session = ort.InferenceSession(str(opened.model_path), sess_options=options, providers=["CPUExecutionProvider"])
-        session.run(None, data)
-        for _ in range(runs):
-            session.run(None, data)
-        trace = json.loads(Path(session.end_profiling()).read_text())
-    per_op: dict[str, float] = {}
-    for event in trace:
-        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
-            op = event.get("args", {}).get("op_name", "?")
-            per_op[op] = per_op.get(op, 0.0) + event["dur"] / (runs + 1)
-    ops = sorted(per_op.items(), key=lambda kv: -kv[1])
-    return sum(per_op.values()), ops
+    per_op, _ = op_times(opened, options, batch=batch, runs=runs + 1, warmup=0)
+    return sum(per_op.values()), sorted(per_op.items(), key=lambda kv: -kv[1])
 
 
 # ---------------------------------------------------------------- main
