@@ -60,6 +60,10 @@ class ExportSpec:
     tolerance_overrides: dict[str, dict[str, float]] = field(default_factory=dict)
     # outputs whose argmax int4 noise flips (routes): int4 keeps the float weights they depend on at 8 bits
     int8_upstream_of: tuple[str, ...] = ()
+    # int4's weights per scale and, on onnxruntime targets, MatMulNBits' accuracy_level (4: int8 activations),
+    # unless the quantization config names them: the family's trade of speed against accuracy (Int4Config)
+    int4_block_size: int = 16
+    int4_accuracy_level: int = 0
 
     def input(self, name: str) -> TensorSpec:
         return next(t for t in self.inputs if t.name == name)

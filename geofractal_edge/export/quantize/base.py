@@ -186,18 +186,25 @@ def _check_fixed(scheme: type[QuantConfig], data: dict) -> None:
 
 def _checked_fields(scheme: type[QuantConfig], data: dict) -> dict:
     hints = typing.get_type_hints(scheme)
-    fields = {f.name: hints[f.name] for f in dataclasses.fields(scheme)}
+    fields = {f.name: _unless_none(hints[f.name]) for f in dataclasses.fields(scheme)}
+    optional = {f.name for f in dataclasses.fields(scheme) if type(None) in typing.get_args(hints[f.name])}
     allowed = ", ".join(f"{n} ({getattr(t, '__name__', t)})" for n, t in fields.items()) or "none"
     for name, value in data.items():
         if name not in fields:
             close = difflib.get_close_matches(name, list(fields), n=1)
             hint = f"did you mean {close[0]}? " if close else ""
             raise GfedgeError(f"quantization scheme {scheme.__name__} has no field {name!r}", f"{hint}allowed fields: {allowed}")
-        if not _is_a(value, fields[name]):
+        if not (value is None and name in optional) and not _is_a(value, fields[name]):
             shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
             raise GfedgeError(f"quantization field {name!r} of {scheme.__name__} must be {fields[name].__name__}, got {type(value).__name__} {shown}",
                               f"allowed fields: {allowed}")
     return data
+
+
+def _unless_none(hint):
+    """`int | None` -> int: a field left None resolves later (`for_spec`); a value given must be the type."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if len(args) == 1 and type(None) in typing.get_args(hint) else hint
 
 
 def _is_a(value, hint) -> bool:

@@ -41,12 +41,15 @@ SCALE_DTYPES = ("float16", "float32")
 class Int4Config(QuantConfig):
     precision: ClassVar[str] = "int4"
     version: ClassVar[int] = 2  # 2: the form follows the target's weight dialect (1 had `format`, always "qdq"); scale_dtype
-    block_size: int = 16  # 32 lost 3.3 points of Atlas char accuracy, 16 lost 1.2 (limit 2)
+    # Weights per scale; None: the family's choice (`ExportSpec.int4_block_size`: 16 by default, where
+    # 32 lost 3.3 points of the tiny Atlas's char accuracy and 16 lost 1.2, limit 2), resolved by `for_spec`.
+    block_size: int | None = None
     symmetric: bool = True  # zero point 0, as TensorRT requires
     scale_dtype: str = "float16"  # how scales are stored; the graph casts them to its float type
     # "ort" dialect: MatMulNBits' accuracy_level. 0: float32 arithmetic; 4: int8 activations (AVX512-VNNI
     # here: MiniLM at 24 sentences 780 -> 414 ms, embeddings moved by <= 2.2e-3; tiny Atlas 3x slower).
-    accuracy_level: int = 0
+    # None: the family's choice (`ExportSpec.int4_accuracy_level`), resolved by `for_spec`.
+    accuracy_level: int | None = None
     # Graph outputs whose upstream float weights stay 8-bit (see the module doc); None: the family's
     # choice (`ExportSpec.int8_upstream_of`, resolved by `for_spec` so the manifest records it); (): none.
     int8_upstream_of: tuple[str, ...] | None = None
@@ -57,18 +60,17 @@ class Int4Config(QuantConfig):
             if isinstance(names, str) or not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and n for n in names):
                 raise GfedgeError(f"int4 int8_upstream_of {names!r} is not a list of output names", 'use e.g. ["routes"], or [] for all-4-bit weights')
             object.__setattr__(self, "int8_upstream_of", tuple(names))  # a TOML or JSON list arrives as a list
-        if self.block_size < 16 or self.block_size & (self.block_size - 1):
+        if self.block_size is not None and (self.block_size < 16 or self.block_size & (self.block_size - 1)):
             raise GfedgeError(f"int4 block_size {self.block_size} is not a power of two >= 16", "use 16, 32, 64 or 128")
-        if self.accuracy_level not in (0, 1, 2, 3, 4):
+        if self.accuracy_level is not None and self.accuracy_level not in (0, 1, 2, 3, 4):
             raise GfedgeError(f"int4 accuracy_level {self.accuracy_level} is not one of onnxruntime's", "use 0 (float32) or 4 (int8 activations)")
         if self.scale_dtype not in SCALE_DTYPES:
             raise GfedgeError(f"int4 scale_dtype {self.scale_dtype!r} is not supported", f"use one of {', '.join(SCALE_DTYPES)}")
 
     def for_spec(self, spec) -> Int4Config:
-        """This config with `int8_upstream_of = None` replaced by the family's choice (the spec's)."""
-        if self.int8_upstream_of is None:
-            return dataclasses.replace(self, int8_upstream_of=tuple(spec.int8_upstream_of))
-        return self
+        """This config with every setting left as None replaced by the family's choice (the spec's)."""
+        chosen = {"int8_upstream_of": tuple(spec.int8_upstream_of), "block_size": spec.int4_block_size, "accuracy_level": spec.int4_accuracy_level}
+        return dataclasses.replace(self, **{name: value for name, value in chosen.items() if getattr(self, name) is None})
 
 
 @register(Int4Config)

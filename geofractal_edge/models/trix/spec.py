@@ -42,6 +42,10 @@ def trix_spec(*, vocab_size: int, context: int, n_layers: int, batch_max: int = 
         # int4 keeps the weights before every router (embeddings, attention) at 8 bits: all-4-bit moved
         # 4.3% of the test model's layer-0 routes (gate: 3%); the head and the ternary tiles stay 4- and 2-bit.
         int8_upstream_of=("routes",),
+        # The 4-bit head on onnxruntime computes with int8 activations (MatMulNBits accuracy_level 4): float
+        # arithmetic ran int4 at x1.12 of fp32 (shipped default) and x1.15 (64-tile wide model) at batch 1, 1 thread;
+        # this x1.01 and x0.93, routes 0.998 / 0.997, char accuracy within 0.4 points (benchmarks/RESULTS.md).
+        int4_accuracy_level=4,
         # Acceptance gates of the TriX issue where routes agree: SQNR >= 40 dB at fp32, >= 20 dB at int8.
         tolerance_overrides={"fp32": {"sqnr_db_min": 40.0}, "int8": {"sqnr_db_min": 20.0}},
     )

@@ -81,6 +81,18 @@ def test_none_takes_the_family_s_choice_and_an_explicit_list_wins():
     assert default_config("int8").for_spec(spec) == default_config("int8")  # other schemes: unchanged
 
 
+def test_block_size_and_accuracy_level_left_none_take_the_family_s_and_a_config_s_win():
+    spec = toy_spec(int4_block_size=32, int4_accuracy_level=4)
+    chosen = default_config("int4").for_spec(spec)
+    assert (chosen.block_size, chosen.accuracy_level) == (32, 4)
+    assert (default_config("int4").for_spec(toy_spec()).block_size, default_config("int4").for_spec(toy_spec()).accuracy_level) == (16, 0)
+    explicit = Int4Config(block_size=64, accuracy_level=0).for_spec(spec)
+    assert (explicit.block_size, explicit.accuracy_level) == (64, 0)
+    assert QuantConfig.from_dict({"scheme": "Int4Config", "block_size": None}) == default_config("int4")  # a record may hold None
+    with pytest.raises(GfedgeError, match="must be int"):
+        QuantConfig.from_dict({"scheme": "Int4Config", "accuracy_level": 4.0})
+
+
 def test_the_choice_round_trips_through_a_manifest_record_and_toml(tmp_path):
     config = default_config("int4").for_spec(toy_spec(int8_upstream_of=("routes",)))
     record = json.loads(json.dumps(config.to_dict()))

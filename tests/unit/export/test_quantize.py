@@ -33,10 +33,20 @@ def test_int4_for_tensorrt_is_blocked_dequantize_linear_with_zero_point_zero(bun
     inits = {i.name: i for i in model.graph.initializer}
     for node in dq:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        assert attrs["block_size"] == default_config("int4").block_size
+        assert attrs["block_size"] == _recorded_block_size(bundle_factory("int4", "jetson-orin-nano"))
         assert inits[node.input[0]].data_type == onnx.TensorProto.INT4
         assert len(node.input) < 3 or not np.any(numpy_helper.to_array(inits[node.input[2]]))
     assert not [i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT and np.prod(i.dims) >= 16 * 16]
+
+
+def _recorded_block_size(bundle) -> int:
+    """The block size the manifest records: the family's (the fixture's Atlas: ExportSpec's default) unless a config named one."""
+    from geofractal_edge.artifacts import open_bundle
+    from geofractal_edge.models.spec import ExportSpec
+
+    recorded = open_bundle(bundle).manifest.quantization["block_size"]
+    assert recorded == ExportSpec.int4_block_size and default_config("int4").block_size is None
+    return recorded
 
 
 def _matmul_nbits(model):
@@ -53,7 +63,7 @@ def test_int4_for_onnxruntime_is_matmul_nbits_and_stays_4_bit_in_the_session(bun
     assert nodes and not [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
     for node in nodes:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        assert (attrs["bits"], attrs["block_size"]) == (4, default_config("int4").block_size)
+        assert (attrs["bits"], attrs["block_size"]) == (4, _recorded_block_size(bundle))
     options = ort.SessionOptions()
     options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
     ort.InferenceSession(str(bundle / "model.onnx"), options, providers=["CPUExecutionProvider"])
