@@ -84,8 +84,8 @@ def constant(name: str, array: np.ndarray) -> TensorProto:
 def require_opset(model: onnx.ModelProto, version: int) -> onnx.ModelProto:
     """Raise the default-domain opset (and the IR version it needs) to at least `version`.
 
-    Our graphs use no op whose meaning changed up to opset 21; the quantize step runs the full ONNX
-    checker afterwards.
+    Our graphs use no op whose meaning changed up to opset 21; the full ONNX checker runs on the
+    final graph afterwards (the quantize step, or the ternary lowering when the spec has ternary weights).
     """
     for opset in model.opset_import:
         if opset.domain in ("", "ai.onnx") and opset.version < version:

@@ -9,8 +9,8 @@ of a MatMul (compute-every-tile lowering, and routing signatures) or the data of
   graph's own tile-scale multiply is unchanged: MatMul(W, Y) -> MatMulNBits(Y^T, W) (one node for all tiles when Y is shared, one per
   tile when each tile has its own Y), Gather(W, i) -> GatherBlockQuantized. The packed bytes on
   disk are the bytes the kernels read: nothing is unpacked at load.
-* ``qdq``: INT4 blocked DequantizeLinear with the tile scale as the block scale (ternary_int4.py),
-  which TensorRT reads.
+* ``qdq``: INT4 blocked DequantizeLinear of the codes with unit scales, in TensorRT's documented
+  block sizes (ternary_int4.py); the graph's own tile-scale multiply stays, as for ``ort``.
 
 The spec's ternary codes must all be lowered; its keep-float tensors are packed the same way when
 they hold only -1, 0 and +1 (TriX's routing signatures: lossless, scores stay float).

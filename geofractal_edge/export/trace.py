@@ -40,7 +40,25 @@ def trace(exportable: Exportable) -> onnx.ModelProto:
             raise GfedgeError(f"torch could not export the {spec.family} model: {exc}".splitlines()[0], "report this with GFEDGE_DEBUG=1") from exc
         model = onnx.load(str(path))
     _name_dims(model, spec)
+    _drop_stack_traces(model.graph)
     return model
+
+
+# torch's exporter records every node's Python stack trace, absolute paths of this machine's source tree
+# and venv included: a bundle would carry them, and its bytes would change with where the code is installed.
+STACK_TRACE = "pkg.torch.onnx.stack_trace"
+
+
+def _drop_stack_traces(graph: onnx.GraphProto) -> None:
+    """Remove the stack-trace metadata of every node (subgraphs too); the module scopes and op names stay."""
+    for node in graph.node:
+        kept = [p for p in node.metadata_props if p.key != STACK_TRACE]
+        if len(kept) != len(node.metadata_props):
+            del node.metadata_props[:]
+            node.metadata_props.extend(kept)
+        for attribute in node.attribute:
+            for sub in (*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs):
+                _drop_stack_traces(sub)
 
 
 def _name_dims(model: onnx.ModelProto, spec) -> None:
