@@ -202,8 +202,9 @@ def print_parity(work: Path) -> None:
 # ---------------------------------------------------------------- bench
 
 
-def stage_bench(work: Path, threads: list[int], runs1: int, runs_typical: int, models: list[str]) -> dict:
-    from geofractal_edge.backends.bench import prepare, run
+def stage_bench(work: Path, threads: list[int], runs1: int, runs_typical: int, models: list[str], settings: dict | None = None) -> dict:
+    """`settings`: runtime settings for every bundle (gfedge bench --set); reports then go to bench-set-*.json."""
+    from geofractal_edge.backends.bench import Subject, prepare, run
 
     reports = {}
     for name in models:
@@ -211,10 +212,12 @@ def stage_bench(work: Path, threads: list[int], runs1: int, runs_typical: int, m
         paths = [bundle_dir(work, name, p) for p in (*PRECISIONS, INT8_STATIC) if (bundle_dir(work, name, p) / "manifest.json").is_file()]
         for n in threads:
             for batch, runs, warmup in ((1, runs1, 10), (typical, runs_typical, 1)):
-                log(f"bench {name} threads {n} batch {batch}: gfedge bench {' '.join(str(p) for p in paths)} --threads {n} --batch {batch} --runs {runs} --json "
+                sets = "".join(f" --set {k}={str(v).lower()}" for k, v in (settings or {}).items())
+                log(f"bench {name} threads {n} batch {batch}: gfedge bench {' '.join(str(p) for p in paths)} --threads {n} --batch {batch} --runs {runs}{sets} --json "
                     f"(warm-up {warmup}) ({uptime()})")
-                report = run(prepare(paths, batches=[batch], threads=n), runs=runs, warmup=warmup).to_dict()
-                (work / f"bench-{name}-{n}t-{batch}.json").write_text(json.dumps(report, indent=1))
+                subjects = [Subject(p, settings=settings or {}) for p in paths]
+                report = run(prepare(subjects, batches=[batch], threads=n), runs=runs, warmup=warmup).to_dict()
+                (work / f"bench-{'set-' if settings else ''}{name}-{n}t-{batch}.json").write_text(json.dumps(report, indent=1))
                 reports[(name, n, batch)] = report
     print_acceptance(reports)
     return reports
@@ -222,8 +225,10 @@ def stage_bench(work: Path, threads: list[int], runs1: int, runs_typical: int, m
 
 def print_acceptance(reports: dict) -> None:
     mib = 1 << 20
-    print("\nacceptance (ratios to fp32 in the same gfedge bench run; RSS = VmRSS growth after load + warm-up at that batch):")
-    head = f"{'model':16s} {'thr':>3s} {'batch':>5s} {'variant':12s} {'p50 ms':>9s} {'p50 x':>6s} {'gate':>5s} {'RSS MiB':>8s} {'RSS x':>6s} {'gate':>5s} {'weights MiB':>11s} {'w x':>6s} {'vs bare':>8s} {'load avg':>9s}"
+    print("\nacceptance (ratios to fp32 in the same gfedge bench run; RSS = VmRSS growth after load + warm-up at that batch, held between calls;"
+          "\npeak = the warm-up calls' high-water mark; private = RssAnon after warm-up, without onnxruntime's code pages):")
+    head = (f"{'model':16s} {'thr':>3s} {'batch':>5s} {'variant':12s} {'p50 ms':>9s} {'p50 x':>6s} {'gate':>5s} {'RSS MiB':>8s} {'RSS x':>6s} {'gate':>5s} "
+            f"{'peak x':>6s} {'priv x':>6s} {'weights MiB':>11s} {'w x':>6s} {'vs bare':>8s} {'load avg':>9s}")
     print(head)
     verdicts = []
     for (name, n, batch), report in reports.items():
@@ -244,8 +249,9 @@ def print_acceptance(reports: dict) -> None:
             if batch == 1:
                 ok = "PASS" if t["overhead"] <= GATES["overhead@1"] else "FAIL"
                 verdicts.append((f"{name} {variant} runtime over bare InferenceSession.run {t['overhead']:+.1%} <= +5% at batch 1, {n} thread(s)", ok))
+            peakx, privx = (r.get(k) if r.get(k) is not None else float("nan") for k in ("rss_peak_bytes", "anon_warm_bytes"))
             print(f"{name:16s} {n:>3d} {batch:>5d} {variant:12s} {t['p50_us'] / 1e3:>9.3f} {p50x:>6.3f} {p50_gate:>5s} {s['rss_warm_bytes'] / mib:>8.1f} "
-                  f"{rssx if rssx is not None else float('nan'):>6.3f} {rss_gate:>5s} {s['weight_bytes'] / mib:>11.2f} {r['weight_bytes']:>6.3f} {t['overhead']:>+8.1%} "
+                  f"{rssx if rssx is not None else float('nan'):>6.3f} {rss_gate:>5s} {peakx:>6.3f} {privx:>6.3f} {s['weight_bytes'] / mib:>11.2f} {r['weight_bytes']:>6.3f} {t['overhead']:>+8.1%} "
                   f"{load[0]:>4.2f}-{load[1]:.2f}")
     print("\nverdicts:")
     for line, ok in verdicts:
@@ -298,6 +304,8 @@ def main() -> int:
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS), help="bench and profile: these models only")
     parser.add_argument("--runs", type=int, default=100, help="timed runs per bundle at batch 1")
     parser.add_argument("--runs-typical", type=int, default=3, help="timed runs per bundle at the typical batch")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="settings",
+                        help="bench: a runtime setting for every bundle, as gfedge bench --set (e.g. arena_shrinkage=true)")
     args = parser.parse_args()
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -314,7 +322,9 @@ def main() -> int:
     if "export" in stages:
         stage_export(work, set(args.reexport), args.int8_static)
     if "bench" in stages:
-        stage_bench(work, args.threads, args.runs, args.runs_typical, args.models)
+        from geofractal_edge.cli.bench import parse_settings
+
+        stage_bench(work, args.threads, args.runs, args.runs_typical, args.models, parse_settings(args.settings))
     if args.stage == "profile":
         stage_profile(work, args.threads[0], args.runs, args.models)
     if "torch" in stages:
