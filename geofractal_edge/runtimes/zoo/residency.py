@@ -121,8 +121,10 @@ class Residency:
         bundle = reopen(entry)
         # Each session keeps an arena of its own: what a model holds must go when it is evicted. A shared
         # arena keeps its high-water mark with nothing loaded (112 MiB on the wide hard trace, against
-        # 0.4-1.1 MiB with an arena per session), memory the zoo would charge to no model.
-        session = Session(bundle, providers=self.providers, key_capacity=self.key_capacity, shared_arena=False)
+        # 0.4-1.1 MiB with an arena per session), memory the zoo would charge to no model. The arena is not
+        # shrunk after calls either: a model's measured cost includes its activations, which a shrinking
+        # arena would give back and take again on every call, uncounted by the budget.
+        session = Session(bundle, providers=self.providers, key_capacity=self.key_capacity, shared_arena=False, arena_shrinkage=False)
         for folder in self.keyring.folders:
             session.keys.add_folder(folder)
         for name in bundle.key_names()[: self.key_capacity]:
