@@ -80,7 +80,7 @@ def _load(request: dict, state: dict) -> dict:
     rss.append(rss_bytes())
     heap.append(heap_bytes())
     anon.append(anon_bytes())
-    reset_peak_rss()  # the high-water mark from here on is the calls', not the load's
+    peak_is_calls = reset_peak_rss()  # the high-water mark from here on is the calls', not the load's
     graph = bundle.manifest.graph
     bare = {}
     for b, (data, key) in feeds.items():
@@ -96,7 +96,7 @@ def _load(request: dict, state: dict) -> dict:
     rss.append(rss_bytes())
     heap.append(heap_bytes())
     anon.append(anon_bytes())
-    peak = peak_rss_bytes()
+    peak = peak_rss_bytes() if peak_is_calls else None  # without a reset it would be the load's peak
     state.update(session=session, feeds=feeds, bare=bare, outputs=graph.output_names)
     return {"open_seconds": opened - started, "load_seconds": loaded - opened, "rss": rss, "heap": heap, "anon": anon, "rss_peak": peak,
             "settings": dataclasses.asdict(session.settings)}

@@ -121,29 +121,38 @@ class InputChecker:
         check_inputs(feeds, self.specs, self.ranges)  # names the problem (or finds none: the fast path is cautious)
 
     def checked(self, feeds: Mapping[str, np.ndarray]) -> Checked:
-        """`feeds` checked (InputError naming the first problem) and kept as `Checked`, the proof a runner accepts."""
-        self(feeds)
-        return Checked(feeds, self)
+        """`feeds` copied, the copy checked (InputError naming the first problem) and kept as `Checked`, the proof a runner accepts."""
+        proof = Checked(feeds, self, _ISSUED)  # the copy is what is checked: a mapping that changes between reads proves nothing
+        self(proof._feeds)
+        return proof
 
     def proved(self, feeds: Mapping[str, np.ndarray]) -> bool:
         """True when `feeds` are `Checked` by a checker of these same declarations: checking them again would find nothing."""
-        if not isinstance(feeds, Checked):
+        if not isinstance(feeds, Checked) or feeds._issued is not _ISSUED:
             return False
         other = feeds.checker
         return other is self or (other.specs == self.specs and other.ranges == self.ranges)
 
 
+_ISSUED = object()  # what only InputChecker.checked passes: a Checked built by hand proves nothing
+
+
 class Checked(Mapping):
     """Feeds an InputChecker passed (a read-only copy of the mapping) and that checker.
 
-    Made only by `InputChecker.checked`. The arrays are the caller's: changing one in place after
-    the check is the caller's bug, as it would be between any check and the run.
+    Made by `InputChecker.checked`; one built any other way is not accepted as proof. The arrays are
+    the caller's: changing one in place after the check is the caller's bug, as it would be between
+    any check and the run.
     """
 
-    __slots__ = ("_feeds", "checker")
+    __slots__ = ("_feeds", "_checker", "_issued")
 
-    def __init__(self, feeds: Mapping[str, np.ndarray], checker: InputChecker) -> None:
-        self._feeds, self.checker = dict(feeds), checker
+    def __init__(self, feeds: Mapping[str, np.ndarray], checker: InputChecker, issued: object = None) -> None:
+        self._feeds, self._checker, self._issued = dict(feeds), checker, issued
+
+    @property
+    def checker(self) -> InputChecker:
+        return self._checker
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self._feeds[name]

@@ -27,6 +27,8 @@ def bench(
     from geofractal_edge.backends.bench import Subject, prepare, run
 
     overrides = parse_settings(setting or [])
+    if threads is not None and "intra_op_threads" in overrides:
+        raise GfedgeError("both --threads and --set intra_op_threads name the thread count", "pass one of them")
     plans = prepare([Subject(path, settings=overrides) for path in bundles], batches=batch or None, threads=threads)  # a bad bundle or batch is one line, before any drawing
     with progress_bar(enabled=not as_json) as progress:
         report = run(plans, runs=runs, progress=progress)
@@ -46,7 +48,7 @@ def parse_settings(pairs: list[str]) -> dict:
         text = value.strip().lower()
         if text in ("true", "false"):
             out[name.strip()] = text == "true"
-        elif text.isdigit():
+        elif text.isascii() and text.isdigit():
             out[name.strip()] = int(text)
         else:
             raise GfedgeError(f"--set {name.strip()}={value!r}: the value is neither true, false nor a whole number", "runtime settings are switches or counts")

@@ -10,7 +10,9 @@ Why unit scales and not the tile scale as the block scale (the earlier form): a 
 so a per-block copy of it is redundant, and as float32 per 32-wide block those copies were 9% of a
 TriX int4 bundle's weight bytes (shipped default, jetson-orin: 32,768 of 367,624 B; ratio 0.213 of
 the float32 graph, over the 0.20 gate). Unit scales are the same for every tile, so one tensor per
-shape serves every DQ of that shape, at the largest block TensorRT takes.
+shape serves every DQ of that shape, at the largest block TensorRT documents that divides one of the tile's last two dimensions;
+where neither 64 nor 128 divides, one block spans the longer dimension, a size TensorRT does not
+document (block_layout).
 
 What TensorRT documents for INT4 DequantizeLinear (read when this was written; no TensorRT here to try it):
 * "Quantization Schemes", TensorRT docs, latest (11.x)

@@ -40,8 +40,9 @@ class RuntimeSettings:
     # keeping an arena of its own: a zoo holding several models keeps one activation high-water mark, not one each.
     shared_arena: bool = False
     # glibc: C buffers of at least this many KiB are mapped per allocation and unmapped when freed, so with the
-    # arena off a call's activations go back to the OS when it ends (0: glibc's own threshold, which rises as
-    # buffers are freed and then keeps them). Process-wide, set when a session is created; ignored off glibc.
+    # arena off a call's activations go back to the OS when it ends (0: leave glibc's threshold as it is, which
+    # by default rises as buffers are freed and then keeps them). Process-wide and never restored: set when a
+    # session is created, it holds for every later session of the process; ignored off glibc.
     mmap_threshold_kib: int = 0
     # At the end of every call the CPU arena hands back the chunks no tensor holds (RunOptions
     # memory.enable_memory_arena_shrinkage): between calls a session holds its weights, not its largest call's activations.

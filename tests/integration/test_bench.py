@@ -120,8 +120,9 @@ def test_gfedge_bench_set_passes_runtime_settings_to_every_bundle(bundle_factory
     assert result.returncode == 0, result.stderr
     settings = json.loads(result.stdout)["subjects"][0]["settings"]
     assert settings["arena_shrinkage"] is True and settings["mmap_threshold_kib"] == 256
-    for bad, words in (("spin=true", "unknown fields"), ("arena_shrinkage", "NAME=VALUE"), ("prepacking=maybe", "neither true")):
-        refused = gfedge("bench", bundle_factory("fp32"), "--set", bad)
+    for bad, words in (("spin=true", "unknown fields"), ("arena_shrinkage", "NAME=VALUE"), ("prepacking=maybe", "neither true"),
+                       ("mmap_threshold_kib=\u00b2", "neither true"), ("intra_op_threads=1", "both --threads")):
+        refused = gfedge("bench", bundle_factory("fp32"), "--set", bad, "--threads", "1")
         assert refused.returncode == 2 and words in refused.stderr and "Traceback" not in refused.stderr
 
 

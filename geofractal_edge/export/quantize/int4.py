@@ -8,8 +8,11 @@
   front of every table and stacked weight.
 
 In both, what the quantizers leave (conv filters, a sliced position table) gets a blocked
-DequantizeLinear of its own, and the scales are stored as `scale_dtype` (float16: 1 bit per weight
-at block 16 instead of 2). The spec's unquantized tensors and the fp32 feature stage stay float.
+DequantizeLinear of its own, and the scales are stored as `scale_dtype` (float16 halves their bytes
+on disk; onnxruntime folds the Cast at load and holds them as float32, so in the ``ort`` dialect the
+saving is the file's only). Weights per scale: the family's `int4_block_size` (16 or 32) unless the
+config names one; TensorRT documents INT4 blocks of 64 and 128 only, so the ``qdq`` form at 16 or 32
+is untested there. The spec's unquantized tensors and the fp32 feature stage stay float.
 
 Mixed precision: the float weights that the outputs named in `int8_upstream_of` depend on are kept
 at 8 bits (``ort``: MatMulNBits bits 8; ``qdq``: per-output-channel int8 DequantizeLinear; tables in
@@ -48,7 +51,7 @@ class Int4Config(QuantConfig):
     scale_dtype: str = "float16"  # how scales are stored; the graph casts them to its float type
     # "ort" dialect: MatMulNBits' accuracy_level. 0: float32 arithmetic; 4: int8 activations (AVX512-VNNI
     # here: MiniLM at 24 sentences 780 -> 414 ms, embeddings moved by <= 2.2e-3; tiny Atlas 3x slower).
-    # None: the family's choice (`ExportSpec.int4_accuracy_level`), resolved by `for_spec`.
+    # None: 0 on "qdq" targets (`for_target`), else the family's choice (`ExportSpec.int4_accuracy_level`, `for_spec`).
     accuracy_level: int | None = None
     # Graph outputs whose upstream float weights stay 8-bit (see the module doc); None: the family's
     # choice (`ExportSpec.int8_upstream_of`, resolved by `for_spec` so the manifest records it); (): none.
@@ -66,6 +69,12 @@ class Int4Config(QuantConfig):
             raise GfedgeError(f"int4 accuracy_level {self.accuracy_level} is not one of onnxruntime's", "use 0 (float32) or 4 (int8 activations)")
         if self.scale_dtype not in SCALE_DTYPES:
             raise GfedgeError(f"int4 scale_dtype {self.scale_dtype!r} is not supported", f"use one of {', '.join(SCALE_DTYPES)}")
+
+    def for_target(self, profile) -> Int4Config:
+        """accuracy_level left None is 0 on a "qdq" target: it is a MatMulNBits setting, and that dialect has none."""
+        if self.accuracy_level is None and profile.weight_dialect != "ort":
+            return dataclasses.replace(self, accuracy_level=0)
+        return self
 
     def for_spec(self, spec) -> Int4Config:
         """This config with every setting left as None replaced by the family's choice (the spec's)."""

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -145,7 +146,7 @@ class Residency:
 
     # ---- run ----
 
-    def run(self, entry: Entry, feeds: dict[str, np.ndarray], *, key: str | None) -> dict[str, np.ndarray]:
+    def run(self, entry: Entry, feeds: Mapping[str, np.ndarray], *, key: str | None) -> dict[str, np.ndarray]:
         """Run checked feeds on the resident `entry` (pinned by the caller); outputs copied."""
         session = entry.session
         ticket = self.state.begin_work()

@@ -130,3 +130,38 @@ def test_checked_refuses_what_the_checker_refuses():
     with pytest.raises(InputError) as caught:
         checker.checked(bad)
     assert str(caught.value) == _verdict(lambda f: check_inputs(f, SPECS, RANGES), bad, SPECS)
+
+
+def test_a_checked_built_by_hand_or_relabelled_proves_nothing():
+    from collections.abc import Mapping as AbstractMapping
+
+    from geofractal_edge.backends.inputs import Checked
+
+    checker = InputChecker(SPECS, RANGES)
+    bad = {"x": np.full(3, 1e9, np.float32), "free": np.zeros((3, 3), np.float32)}
+    assert not checker.proved(Checked(bad, checker))  # not issued by checked()
+    wider = InputChecker((TensorDecl(name="x", dtype="float32", shape=("n",), range=(0.0, 2e9)), FREE), RANGES)
+    loose = wider.checked(bad)
+    with pytest.raises(AttributeError):
+        loose.checker = checker  # the checker it was proved by cannot be swapped
+    assert not checker.proved(loose)
+
+    class Shifting(AbstractMapping):
+        """A mapping whose values change between reads: the copy is what is checked, and what runs."""
+
+        def __init__(self):
+            self.reads = 0
+
+        def __getitem__(self, name):
+            self.reads += 1
+            x = np.full(3, 0.5 if self.reads <= 2 else 5.0, np.float32)
+            return x if name == "x" else np.zeros((3, 3), np.float32)
+
+        def __iter__(self):
+            return iter(("x", "free"))
+
+        def __len__(self):
+            return 2
+
+    proof = checker.checked(Shifting())
+    assert float(proof["x"][0]) == 0.5 and checker.proved(proof)

@@ -140,3 +140,12 @@ def test_qdq_dialect_keeps_the_router_s_weights_int8_per_output_channel():
     assert inits["table.int8"].data_type == TensorProto.INT8
     tokens = np.arange(VOCAB, dtype=np.int64)
     assert (run(model, tokens)["routes"] == run(toy_model(), tokens)["routes"]).mean() >= 0.9
+
+
+def test_accuracy_level_is_0_on_qdq_targets_whatever_the_family_asks():
+    from geofractal_edge.targets.registry import get_target
+
+    spec = toy_spec(int4_accuracy_level=4)
+    assert default_config("int4").for_target(get_target("jetson-orin-nano")).for_spec(spec).accuracy_level == 0  # no MatMulNBits there
+    assert default_config("int4").for_target(get_target("host-cpu")).for_spec(spec).accuracy_level == 4
+    assert Int4Config(accuracy_level=4).for_target(get_target("jetson-orin-nano")).accuracy_level == 4  # a config's own choice is kept
