@@ -25,7 +25,8 @@ from geofractal_edge.errors import BundleError
 from geofractal_edge.targets import TargetProfile
 
 FORMAT = "gfedge-bundle"
-FORMAT_VERSION = 2  # 2: `weight_dialect`; model.onnx self-contained (TriX tiles packed inside it)
+FORMAT_VERSION = 3  # 2: `weight_dialect`; model.onnx self-contained (TriX tiles packed inside it). 3: target.runtime
+# may name `arena_shrinkage` and `mmap_threshold_kib`, which a version-2 reader refuses as unknown fields
 OLDEST_READABLE = 1
 MANIFEST = "manifest.json"
 MANIFEST_HASH = "manifest.json.sha256"
@@ -422,8 +423,14 @@ def _v1_to_v2(data: dict) -> dict:
     return {**data, "weight_dialect": "qdq"}
 
 
+def _v2_to_v3(data: dict) -> dict:
+    """Format 2's runtime settings lack `arena_shrinkage` and `mmap_threshold_kib`: they take their
+    defaults (off, glibc's own threshold), which is how a format-2 bundle ran."""
+    return data
+
+
 # version -> function turning a manifest of that version into the next one.
-_UPGRADES: dict[int, Any] = {1: _v1_to_v2}
+_UPGRADES: dict[int, Any] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def _upgrade(data: dict, version: int) -> dict:

@@ -13,7 +13,7 @@ import pytest
 from safetensors.numpy import save
 
 from geofractal_edge.artifacts import open_bundle, read_key
-from geofractal_edge.artifacts.manifest import MANIFEST, MANIFEST_HASH, Manifest, TensorDecl, manifest_from_dict
+from geofractal_edge.artifacts.manifest import FORMAT_VERSION, MANIFEST, MANIFEST_HASH, Manifest, TensorDecl, manifest_from_dict
 from geofractal_edge.artifacts.schema import JsonObject, SchemaError, dump, parse
 from geofractal_edge.errors import BundleError, KeyFileError
 from tests.conftest import gfedge
@@ -80,8 +80,6 @@ def test_the_written_manifest_round_trips_through_the_schema(bundle_copy):
 
 
 def test_newer_format_says_upgrade_and_older_is_refused(bundle_copy):
-    from geofractal_edge.artifacts.manifest import FORMAT_VERSION
-
     _rewrite(bundle_copy, lambda d: d.update(format_version=FORMAT_VERSION + 1))
     with pytest.raises(BundleError, match="newer than this runtime reads.*upgrade geofractal_edge"):
         open_bundle(bundle_copy)
@@ -99,7 +97,7 @@ def test_a_format_1_manifest_is_read_as_the_qdq_dialect(bundle_copy):
 
     _rewrite(bundle_copy, as_format_1)
     manifest = open_bundle(bundle_copy).manifest
-    assert manifest.format_version == 2 and manifest.weight_dialect == "qdq" == manifest.target.weight_dialect
+    assert manifest.format_version == FORMAT_VERSION and manifest.weight_dialect == "qdq" == manifest.target.weight_dialect
     def disagreeing(d):  # a format-2 manifest must agree with its target
         d.update(format_version=2, weight_dialect="qdq")
         d["target"]["weight_dialect"] = "ort"
@@ -107,6 +105,18 @@ def test_a_format_1_manifest_is_read_as_the_qdq_dialect(bundle_copy):
     _rewrite(bundle_copy, disagreeing)
     with pytest.raises(BundleError, match="weight_dialect.*host-cpu takes 'ort'"):
         open_bundle(bundle_copy)
+
+
+def test_a_format_2_manifest_runs_with_the_runtime_settings_it_had(bundle_copy):
+    """Format 2 had no arena_shrinkage or mmap_threshold_kib: they read as off and glibc's own threshold."""
+
+    def as_format_2(d):
+        d["format_version"] = 2
+        del d["target"]["runtime"]["arena_shrinkage"], d["target"]["runtime"]["mmap_threshold_kib"]
+
+    _rewrite(bundle_copy, as_format_2)
+    runtime = open_bundle(bundle_copy).manifest.target.runtime
+    assert runtime.arena_shrinkage is False and runtime.mmap_threshold_kib == 0
 
 
 @dataclasses.dataclass(frozen=True)
