@@ -27,7 +27,6 @@ def test_identical_towers_do_not_grow_the_graph() -> None:
 def test_export_runs_and_verifies_like_torch(collective_checkpoint, collective_bundle_factory, precision) -> None:
     from geofractal_edge.artifacts import open_bundle
     from geofractal_edge.parity import verify_bundle
-    from geofractal_edge.pipeline import export_bundle
 
     _, report = collective_checkpoint
     assert report["accuracy"] >= 0.95, report

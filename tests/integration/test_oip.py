@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import shutil
 import socket
 import threading
@@ -130,7 +129,6 @@ def test_bad_requests_name_the_problem(triton, served):
 
 def _metrics(port: int) -> dict:
     """{(sample name, frozenset(labels)): value} of every sample /metrics gives, parsed by prometheus_client."""
-    status, _ = 0, None
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     connection.request("GET", "/metrics")
     response = connection.getresponse()

@@ -28,7 +28,7 @@ def _cli_without_torch(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_coordinates_are_the_training_coordinates():
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     from geofractal_edge.models.atlas.data import coordinates as torch_coordinates
 
     for n in (1, 2, 7, 300, 20_000):

@@ -6,14 +6,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import shutil
 
 import numpy as np
 import pytest
 from safetensors.numpy import save
 
 from geofractal_edge.artifacts import open_bundle, read_key
-from geofractal_edge.artifacts.manifest import FORMAT_VERSION, MANIFEST, MANIFEST_HASH, Manifest, TensorDecl, manifest_from_dict
+from geofractal_edge.artifacts.manifest import FORMAT_VERSION, MANIFEST, MANIFEST_HASH, TensorDecl, manifest_from_dict
 from geofractal_edge.artifacts.schema import JsonObject, SchemaError, dump, parse
 from geofractal_edge.errors import BundleError, KeyFileError
 from tests.conftest import gfedge
