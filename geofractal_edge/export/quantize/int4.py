@@ -107,8 +107,9 @@ def to_int4(model: onnx.ModelProto, config: Int4Config, context: QuantContext) -
         found = weights.find(model, skip)
         model = weights.rewrite(model, [n for n in found["tables"] if n not in eight], partial(weights.int4_dq, **blocks))
         model = weights.rewrite(model, [n for n in found["stacked"] if n not in eight], partial(weights.int4_dq, stacked=True, **blocks))
+        model = weights.rewrite(model, [n for n in found["stacked"] if n in eight], _int8_dq)  # "ort": per tower at 8 bits above
     model = weights.rewrite(model, [n for n in found["tables"] if n in eight], weights.int8_table)
-    model = weights.rewrite(model, [n for n in found["stacked"] + found["leftovers"] if n in eight], _int8_dq)
+    model = weights.rewrite(model, [n for n in found["leftovers"] if n in eight], _int8_dq)
     model = weights.rewrite(model, [n for n in found["leftovers"] if n not in eight], partial(weights.int4_dq, **blocks))
     return weights.store_scales(model, config.scale_dtype)
 

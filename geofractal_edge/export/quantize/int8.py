@@ -144,7 +144,8 @@ def _dynamic(src: str, dst: str, model: onnx.ModelProto, config: Int8Config, con
 
 def _batched(model: onnx.ModelProto) -> list[str]:
     """MatMuls with a weight of rank > 2 (a collective's stacked routers): onnxruntime's MatMulInteger takes
-    per-column zero points of a 2-D weight only, so these get weights.int8_dq (a DequantizeLinear per tower)."""
+    per-column zero points of a 2-D weight only, so these are left to weights.int8_per_tower (one 2-D integer
+    MatMul per tower) in the dynamic form, and to weights.int8_dq in the static one."""
     ranks = {i.name: len(i.dims) for i in model.graph.initializer}
     return [n.name for n in model.graph.node if n.op_type == "MatMul" and ranks.get(n.input[1], 2) > 2]
 

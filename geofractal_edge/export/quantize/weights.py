@@ -206,7 +206,7 @@ def int8_per_tower(rw: Rewriter, name: str, uses: list, *, reduce_range: bool) -
     The dynamic int8 form of a collective's stacked weights: each tower's weight stays int8 in the
     session and runs onnxruntime's integer kernel, as the 2-D weights of the same graph do (a
     per-call DequantizeLinear of the stack measured x1.25-1.30 of fp32 at batch 1). `reduce_range`:
-    7-bit codes, as onnxruntime's quantize_dynamic writes them with that option.
+    7-bit codes in [-63, 63] (onnxruntime's quantize_dynamic, symmetric with that option, allows -64..64).
     """
     w = rw.array(name)
     towers = w.shape[0]

@@ -149,3 +149,31 @@ def test_accuracy_level_is_0_on_qdq_targets_whatever_the_family_asks():
     assert default_config("int4").for_target(get_target("jetson-orin-nano")).for_spec(spec).accuracy_level == 0  # no MatMulNBits there
     assert default_config("int4").for_target(get_target("host-cpu")).for_spec(spec).accuracy_level == 4
     assert Int4Config(accuracy_level=4).for_target(get_target("jetson-orin-nano")).accuracy_level == 4  # a config's own choice is kept
+
+
+def stacked_router_model() -> onnx.ModelProto:
+    """tokens -> table -> two copies -> MatMul with a stacked [2, D, N] weight -> routes: a stacked weight upstream of routes."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((VOCAB, D)).astype(np.float32), "table"),
+             numpy_helper.from_array(rng.standard_normal((2, D, N)).astype(np.float32), "w_stack"),
+             numpy_helper.from_array(np.array([0], np.int64), "axis0")]
+    nodes = [helper.make_node("Gather", ["table", "tokens"], ["h"], name="embed"),
+             helper.make_node("Unsqueeze", ["h", "axis0"], ["hu"], name="unsqueeze"),
+             helper.make_node("Concat", ["hu", "hu"], ["hx"], name="concat", axis=0),
+             helper.make_node("MatMul", ["hx", "w_stack"], ["scores"], name="router"),
+             helper.make_node("ArgMax", ["scores"], ["routes"], name="argmax", axis=-1, keepdims=0)]
+    graph = helper.make_graph(nodes, "stacked", [helper.make_tensor_value_info("tokens", TensorProto.INT64, ["batch"])],
+                              [helper.make_tensor_value_info("routes", TensorProto.INT64, [2, "batch"])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+
+
+@pytest.mark.parametrize("dialect", ["ort", "qdq"])
+def test_a_stacked_weight_upstream_of_routes_stays_8_bit_in_both_dialects(dialect):
+    spec = ExportSpec(family="toy", inputs=(TensorSpec("tokens", "int64", ("batch",), range=(0, VOCAB - 1)),),
+                      outputs=(TensorSpec("routes", "int64", (2, "batch"), role="routes"),), dim_ranges={"batch": DimRange(1, 4, 8)},
+                      task_metric="accuracy", int8_upstream_of=("routes",))
+    model = stacked_router_model()
+    tokens = np.arange(VOCAB, dtype=np.int64)
+    quantized = quantize(model, default_config("int4"), QuantContext(spec=spec, dialect=dialect))
+    assert "w_stack" not in {i.name for i in quantized.graph.initializer}  # quantized, not left float
+    np.testing.assert_array_equal(run(quantized, tokens)["routes"], run(model, tokens)["routes"])
