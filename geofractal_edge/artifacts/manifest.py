@@ -26,7 +26,7 @@ from geofractal_edge.targets import TargetProfile
 
 FORMAT = "gfedge-bundle"
 FORMAT_VERSION = 3  # 2: `weight_dialect`; model.onnx self-contained (TriX tiles packed inside it). 3: target.runtime
-# may name `arena_shrinkage` and `mmap_threshold_kib`, which a version-2 reader refuses as unknown fields
+# writes `arena_shrinkage` and `mmap_threshold_kib` (always: the whole RuntimeSettings), which a version-2 reader refuses as unknown fields
 OLDEST_READABLE = 1
 MANIFEST = "manifest.json"
 MANIFEST_HASH = "manifest.json.sha256"

@@ -195,6 +195,8 @@ def _plan(subject: Subject, batches: Sequence[int] | None, threads: int | None) 
             raise GfedgeError(f"batch {b} is outside {bundle.path.name}'s declared {dim} range {low}..{high}", f"pass --batch within {low}..{high}")
     settings = dict(subject.settings)
     if threads is not None:
+        if "intra_op_threads" in settings:
+            raise GfedgeError("both --threads and --set intra_op_threads name the thread count", "pass one of them")
         settings["intra_op_threads"] = threads
     bundle.manifest.target.runtime.but(**settings)  # an unknown setting is refused here, not in a worker
     return Plan(subject=subject, bundle=bundle, label=subject.label or bundle.path.name, batches=wanted, settings=settings,
@@ -212,7 +214,7 @@ def _result(plan: Plan, info: dict, got: dict) -> BundleBench:
         label=plan.label, path=str(plan.bundle.path), family=manifest.family, precision=manifest.precision, target=manifest.target.name,
         settings=info["settings"], weight_bytes=plan.weight_bytes, open_seconds=info["open_seconds"], load_seconds=info["load_seconds"],
         rss_before_bytes=info["rss"][0], rss_load_bytes=_delta(info["rss"], 1), rss_warm_bytes=_delta(info["rss"], 2),
-        rss_peak_bytes=_delta([info["rss"][0], info.get("rss_peak")], 1),
+        rss_peak_bytes=None if info["rss_peak"] is None or info["rss"][0] is None else info["rss_peak"] - info["rss"][0],
         anon_load_bytes=_delta(info["anon"], 1), anon_warm_bytes=_delta(info["anon"], 2),
         heap_load_bytes=_delta(info["heap"], 1), heap_warm_bytes=_delta(info["heap"], 2), batches=tuple(timings),
     )

@@ -20,7 +20,7 @@ import numpy as np
 from geofractal_edge.artifacts import Bundle, open_bundle
 from geofractal_edge.backends.lazy import require
 from geofractal_edge.backends.onnxruntime import Session
-from geofractal_edge.backends.process import anon_bytes, heap_bytes, peak_rss_bytes, reset_peak_rss, rss_bytes
+from geofractal_edge.backends.process import heap_bytes, peak_rss_bytes, reset_peak_rss, status_bytes
 from geofractal_edge.errors import GfedgeError
 
 TAG = "GFEDGE-BENCH "  # protocol lines start with this; anything else the worker prints is ignored
@@ -74,15 +74,21 @@ def _load(request: dict, state: dict) -> dict:
     bundle = open_bundle(Path(request["path"]))
     opened = time.perf_counter()
     feeds = {b: batch_feeds(bundle, b) for b in request["batches"]}  # made before the first reading
-    rss, heap, anon = [rss_bytes()], [heap_bytes()], [anon_bytes()]
+    rss, anon, heap = [], [], []
+
+    def read() -> None:  # VmRSS and RssAnon from one read of /proc/self/status, glibc's heap beside them
+        status = status_bytes("VmRSS", "RssAnon")
+        rss.append(status["VmRSS"])
+        anon.append(status["RssAnon"])
+        heap.append(heap_bytes())
+
+    read()
     session = Session(bundle, **request["settings"])
     loaded = time.perf_counter()
-    rss.append(rss_bytes())
-    heap.append(heap_bytes())
-    anon.append(anon_bytes())
+    read()
     peak_is_calls = reset_peak_rss()  # the high-water mark from here on is the calls', not the load's
     graph = bundle.manifest.graph
-    bare = {}
+    bare, bare_run = {}, session.bare_runner()
     for b, (data, key) in feeds.items():
         if graph.key_input is not None:
             session.use_key(key or session.keys.names()[0])
@@ -92,12 +98,10 @@ def _load(request: dict, state: dict) -> dict:
         bare[b] = full
         for _ in range(request["warmup"]):
             session.run(data)
-            session._session.run(graph.output_names, full, session.run_options)
-    rss.append(rss_bytes())
-    heap.append(heap_bytes())
-    anon.append(anon_bytes())
+            bare_run(full)
+    read()
     peak = peak_rss_bytes() if peak_is_calls else None  # without a reset it would be the load's peak
-    state.update(session=session, feeds=feeds, bare=bare, outputs=graph.output_names)
+    state.update(session=session, feeds=feeds, bare=bare, bare_run=bare_run)
     return {"open_seconds": opened - started, "load_seconds": loaded - opened, "rss": rss, "heap": heap, "anon": anon, "rss_peak": peak,
             "settings": dataclasses.asdict(session.settings)}
 
@@ -108,19 +112,19 @@ def _time(request: dict, state: dict) -> dict:
     One untimed pair first: the worker has been idle while the others ran, so its first call is cold.
     Which of the two goes first alternates, so neither is always the one after a wait.
     """
-    session, outputs = state["session"], state["outputs"]
+    session, plain = state["session"], state["bare_run"]
     data, key = state["feeds"][request["batch"]]
-    full, plain, options = state["bare"][request["batch"]], session._session, session.run_options  # the bare run gets the same RunOptions
+    full = state["bare"][request["batch"]]
     if key is not None and session.active_key != key:
         session.use_key(key)
     session.run(data)
-    plain.run(outputs, full, options)
+    plain(full)
     clock = time.perf_counter_ns
     runner_ns, bare_ns = [], []
     for i in range(request["runs"]):
         if i % 2:
             t0 = clock()
-            plain.run(outputs, full, options)
+            plain(full)
             t1 = clock()
             session.run(data)
             t2 = clock()
@@ -130,7 +134,7 @@ def _time(request: dict, state: dict) -> dict:
             t0 = clock()
             session.run(data)
             t1 = clock()
-            plain.run(outputs, full, options)
+            plain(full)
             t2 = clock()
             runner_ns.append(t1 - t0)
             bare_ns.append(t2 - t1)

@@ -66,24 +66,31 @@ def trim_heap() -> bool:
     return True
 
 
-def _status_bytes(field: str) -> int | None:
+def status_bytes(*fields: str) -> dict[str, int | None]:
+    """Several /proc/self/status fields (VmRSS, RssAnon, VmHWM, ...) in bytes, from one read of the file, so they
+    describe one moment; each None where unknown."""
+    found: dict[str, int | None] = dict.fromkeys(fields)
     try:
         with open("/proc/self/status", encoding="ascii") as f:
-            return next((int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":")), None)
+            for line in f:
+                name = line.split(":", 1)[0]
+                if name in found:
+                    found[name] = int(line.split()[1]) * 1024
     except OSError:
-        return None
+        pass
+    return found
 
 
 def anon_bytes() -> int | None:
     """The private (anonymous) part of the resident set, RssAnon: weights, activations, heap; not the
-    shared libraries' code pages (RssFile), which the first session of a process touches (~9-10 MiB of
+    shared libraries' code pages (RssFile), which the first session of a process touches (8.7-9.1 MiB of
     onnxruntime at any precision) and every later session and process shares. None where unknown."""
-    return _status_bytes("RssAnon")
+    return status_bytes("RssAnon")["RssAnon"]
 
 
 def peak_rss_bytes() -> int | None:
     """This process's resident high-water mark (VmHWM) since it started or since `reset_peak_rss`; None where unknown."""
-    return _status_bytes("VmHWM")
+    return status_bytes("VmHWM")["VmHWM"]
 
 
 def reset_peak_rss() -> bool:

@@ -27,8 +27,6 @@ def bench(
     from geofractal_edge.backends.bench import Subject, prepare, run
 
     overrides = parse_settings(setting or [])
-    if threads is not None and "intra_op_threads" in overrides:
-        raise GfedgeError("both --threads and --set intra_op_threads name the thread count", "pass one of them")
     plans = prepare([Subject(path, settings=overrides) for path in bundles], batches=batch or None, threads=threads)  # a bad bundle or batch is one line, before any drawing
     with progress_bar(enabled=not as_json) as progress:
         report = run(plans, runs=runs, progress=progress)

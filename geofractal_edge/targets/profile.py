@@ -37,7 +37,8 @@ class RuntimeSettings:
     mem_pattern: bool = True  # plan activation buffers from the shapes seen (enable_mem_pattern)
     prepacking: bool = True  # re-lay weights at load for faster kernels, a second copy of them (off: session.disable_prepacking)
     # Every session of the process draws from one CPU arena (onnxruntime's environment allocator) instead of
-    # keeping an arena of its own: a zoo holding several models keeps one activation high-water mark, not one each.
+    # keeping an arena of its own: several models loaded in one process (load, load_chain) keep one activation
+    # high-water mark, not one each. The zoo turns it off per session, so that an eviction frees what it charged.
     shared_arena: bool = False
     # glibc: C buffers of at least this many KiB are mapped per allocation and unmapped when freed, so with the
     # arena off a call's activations go back to the OS when it ends (0: leave glibc's threshold as it is, which

@@ -85,8 +85,6 @@ def session_options(settings: RuntimeSettings):
     # onnxruntime's Python API has no PrepackedWeightsContainer (C, C++ and C# only), so
     # prepacked weights cannot be shared across sessions from here: each session packs its own.
     options.add_session_config_entry("session.disable_prepacking", "0" if settings.prepacking else "1")
-    if settings.mmap_threshold_kib:
-        set_mmap_threshold(settings.mmap_threshold_kib << 10)
     if settings.shared_arena and settings.cpu_mem_arena:
         register_shared_arena()
         options.add_session_config_entry("session.use_env_allocators", "1")
@@ -115,7 +113,10 @@ def create_session(bundle: Bundle, providers: list, *, profile_prefix: str | Non
     patterns, prepacking; default: the bundle's target profile's `runtime`.
     """
     ort = require("onnxruntime")
-    options = session_options(settings or bundle.manifest.target.runtime)
+    settings = settings or bundle.manifest.target.runtime
+    options = session_options(settings)
+    if settings.mmap_threshold_kib:  # a process setting, not a session option: made where a session is made
+        set_mmap_threshold(settings.mmap_threshold_kib << 10)
     if profile_prefix is not None:
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix

@@ -43,6 +43,11 @@ class Session(Runner):
         self.providers_used = tuple(self._session.get_providers())
         self.cache_key = engine_cache_id(options)
 
+    def bare_runner(self):
+        """`run(feeds)`: onnxruntime's public InferenceSession.run of this session with its RunOptions and
+        nothing of the runner (no checks, no key binding): the baseline `gfedge bench` measures the runner against."""
+        return functools.partial(self._session.run, self._outputs, run_options=self.run_options)
+
     @property
     def fallbacks(self) -> tuple[str, ...]:
         """Profile providers this host could not give us."""

@@ -130,10 +130,9 @@ class Entry:
         """
         graph = self.manifest.graph
         listed = {name: value for name, value in inputs.items() if not isinstance(value, np.ndarray)}
-        feeds = dict(inputs)
         if listed:
-            feeds.update(tensors_from_json(listed, [d for d in graph.data_inputs if d.name in listed], graph.dim_ranges))
-        return self.checker.checked(feeds)  # names, dtypes, shapes, values, dims agreeing
+            inputs = {**inputs, **tensors_from_json(listed, [d for d in graph.data_inputs if d.name in listed], graph.dim_ranges)}
+        return self.checker.checked(inputs)  # copies, then checks names, dtypes, shapes, values, dims agreeing
 
     @property
     def checker(self) -> InputChecker:
