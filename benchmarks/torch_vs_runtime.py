@@ -151,7 +151,7 @@ def main() -> int:
         print(f"  {'PASS' if ok else 'FAIL'}  {line}")
     failed = sum(not ok for _, ok in verdicts)
     print(f"{'PASSED' if not failed else 'FAILED'}: {len(verdicts) - failed}/{len(verdicts)} lines hold")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -202,13 +202,15 @@ def print_parity(work: Path) -> None:
 # ---------------------------------------------------------------- bench
 
 
-def stage_bench(work: Path, threads: list[int], runs1: int, runs_typical: int, models: list[str], settings: dict | None = None) -> dict:
-    """`settings`: runtime settings for every bundle (gfedge bench --set); reports then go to bench-set-*.json."""
+def stage_bench(work: Path, threads: list[int], runs1: int, runs_typical: int, models: list[str], settings: dict | None = None) -> tuple[dict, int]:
+    """(reports, acceptance lines failed). `settings`: runtime settings for every bundle (gfedge bench --set); reports then go to bench-set-*.json."""
     from geofractal_edge.backends.bench import Subject, prepare, run
 
     reports = {}
     for name in models:
-        family, _, typical = MODELS[name]
+        _, _, typical = MODELS[name]
+        if not (bundle_dir(work, name, "fp32") / "manifest.json").is_file():  # every ratio and gate is to fp32
+            raise SystemExit(f"bench {name}: no fp32 bundle at {bundle_dir(work, name, 'fp32')}; run --stage export first")
         paths = [bundle_dir(work, name, p) for p in (*PRECISIONS, INT8_STATIC) if (bundle_dir(work, name, p) / "manifest.json").is_file()]
         for n in threads:
             for batch, runs, warmup in ((1, runs1, 10), (typical, runs_typical, 1)):
@@ -219,11 +221,12 @@ def stage_bench(work: Path, threads: list[int], runs1: int, runs_typical: int, m
                 report = run(prepare(subjects, batches=[batch], threads=n), runs=runs, warmup=warmup).to_dict()
                 (work / f"bench-{'set-' if settings else ''}{name}-{n}t-{batch}.json").write_text(json.dumps(report, indent=1))
                 reports[(name, n, batch)] = report
-    print_acceptance(reports)
-    return reports
+    failed = print_acceptance(reports)
+    return reports, failed
 
 
-def print_acceptance(reports: dict) -> None:
+def print_acceptance(reports: dict) -> int:
+    """Print the table and each gate's verdict; the number of gates that failed."""
     mib = 1 << 20
     print("\nacceptance (ratios to fp32 in the same gfedge bench run; RSS = VmRSS growth after load + warm-up at that batch, held between calls;"
           "\npeak = the warm-up calls' high-water mark; private = RssAnon after warm-up, without onnxruntime's code pages):")
@@ -258,6 +261,7 @@ def print_acceptance(reports: dict) -> None:
         print(f"  {ok}  {line}")
     failed = sum(ok == "FAIL" for _, ok in verdicts)
     print(f"{'PASSED' if not failed else 'FAILED'}: {len(verdicts) - failed}/{len(verdicts)} acceptance lines hold")
+    return failed
 
 
 # ---------------------------------------------------------------- profile
@@ -311,6 +315,7 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     log(f"work dir {work}; {uptime()}")
     stages = ("train", "export", "bench", "torch") if args.stage == "all" else (args.stage,)
+    failed = 0
     if "train" in stages:
         missing = [n for n, (_, ckpt, _) in MODELS.items() if ckpt and not (work / ckpt).is_file()]
         if missing and args.skip_train:
@@ -324,13 +329,13 @@ def main() -> int:
     if "bench" in stages:
         from geofractal_edge.cli.bench import parse_settings
 
-        stage_bench(work, args.threads, args.runs, args.runs_typical, args.models, parse_settings(args.settings))
+        failed += stage_bench(work, args.threads, args.runs, args.runs_typical, args.models, parse_settings(args.settings))[1]
     if args.stage == "profile":
         stage_profile(work, args.threads[0], args.runs, args.models)
     if "torch" in stages:
         cmd = [sys.executable, str(ROOT / "benchmarks" / "torch_vs_runtime.py"), "--work", str(work), "--threads", *map(str, args.threads)]
-        subprocess.run(cmd, check=True)
-    return 0
+        failed += subprocess.run(cmd).returncode != 0  # exit 1: a torch line failed
+    return 1 if failed else 0  # a failed acceptance line fails the run
 
 
 if __name__ == "__main__":

@@ -28,12 +28,13 @@ def measure(path: Path, runs: int, threads: int, batch: int) -> dict[str, float]
     import onnxruntime as ort
 
     from geofractal_edge.artifacts import open_bundle
-    from geofractal_edge.backends.process import peak_rss_bytes, rss_bytes
+    from geofractal_edge.backends.process import peak_rss_bytes, reset_peak_rss, rss_bytes
 
     bundle = open_bundle(path)
     feeds = _feeds(bundle, batch)
     codes = {name: ort.OrtValue.ortvalue_from_numpy(c) for name, c in bundle.ternary_codes().items()}
     before = rss_bytes()
+    reset_peak_rss()  # the peak from here on: session creation and the first run, not the imports before them
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     if codes:
