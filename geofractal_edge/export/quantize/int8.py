@@ -86,6 +86,7 @@ def to_int8(model: onnx.ModelProto, config: Int8Config, context: QuantContext) -
         raise GfedgeError(f"int8 activations 'dynamic' cannot be written in the {context.dialect!r} weight dialect", 'use activations = "static" for a TensorRT target')
     if dynamic or context.spec.smooth_alpha > 0:
         model = gemm_to_matmul(model, keep=context.spec.unquantized)
+    if context.spec.smooth_alpha > 0:
         model = smooth(model, context.calibration, alpha=context.spec.smooth_alpha, outputs=not dynamic, skip=set(_excluded(model, config, context)))
     if dynamic:
         quantized = _with_file(model, lambda src, dst: _dynamic(src, dst, model, config, context))

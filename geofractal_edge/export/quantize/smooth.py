@@ -27,11 +27,13 @@ from geofractal_edge.export.quantize import weights
 
 def smooth(model: onnx.ModelProto, feeds: Sequence[Mapping[str, np.ndarray]], *, alpha: float, outputs: bool, skip: set[str]) -> onnx.ModelProto:
     """The model with its weight MatMuls (not in `skip`) smoothed; unchanged when alpha is 0 or nothing qualifies."""
+    if alpha <= 0 or not feeds:
+        return model
     inits = {i.name: i for i in model.graph.initializer}
     reads = weights.readers(model)
     nodes = [n for n in model.graph.node if n.op_type == "MatMul" and n.name not in skip and n.input[1] in inits
              and inits[n.input[1]].data_type == TensorProto.FLOAT and len(inits[n.input[1]].dims) == 2 and len(reads[n.input[1]]) == 1]
-    if alpha <= 0 or not nodes or not feeds:
+    if not nodes:
         return model
     xs = list(dict.fromkeys(n.input[0] for n in nodes))
     peaks = _peaks(model, feeds, xs + ([n.output[0] for n in nodes] if outputs else []))
