@@ -5,6 +5,7 @@ Like the CLI, this module may import every stage; the stages themselves import o
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,13 +76,16 @@ def _check_calibration(family: str, path: Path, exportable) -> Path:
 def _export_locked(*, family, profile, config, out: Path, model, overwrite: bool, progress, exportable, step, golden, loader) -> ExportResult:
     exportable = exportable or family_module(family).load_exportable(model, progress=progress, target=profile, **loader)
     config = config.for_spec(exportable.spec)  # settings left to the family, recorded as resolved
+    dialect = profile.weight_dialect
+    lut = dialect == "ort" and config.precision in exportable.spec.lut_gemm_precisions
+    if lut:  # this bundle's 2-bit tiles run onnxruntime's lookup-table kernel: recorded in its runtime settings, gated by parity
+        profile = dataclasses.replace(profile, runtime=profile.runtime.but(lut_gemm=True))
     step("trace", 0, 5)
     graph = trace(exportable)
     step("quantize", 1, 5)
-    dialect = profile.weight_dialect
     graph = quantize(graph, config, QuantContext(spec=exportable.spec, calibration=exportable.calibration(), dialect=dialect))
     if exportable.spec.ternary:
-        graph = lower_ternary(graph, exportable.spec, dialect=dialect)
+        graph = lower_ternary(graph, exportable.spec, dialect=dialect, pack_keep_float=not lut)
     check_shapes(graph, exportable)
     step("write", 2, 5)
     with atomic.directory(out, overwrite=overwrite, lock=False) as staging:

@@ -7,7 +7,8 @@ of a MatMul (compute-every-tile lowering, and routing signatures) or the data of
 * ``ort``: every such use becomes onnxruntime's 2-bit form, codes value + 2 with the operators'
   default zero point 2 and scale 1, so the dequantized weight is the ternary value itself and the
   graph's own tile-scale multiply is unchanged: MatMul(W, Y) -> MatMulNBits(Y^T, W) (one node for all tiles when Y is shared, one per
-  tile when each tile has its own Y), Gather(W, i) -> GatherBlockQuantized. The packed bytes on
+  tile when each tile has its own Y), Gather(W, i) -> GatherBlockQuantized, and a constant tile select
+  feeding MatMuls, MatMul(Gather(W, t), Y) -> MatMulNBits(Y^T, W[t]) (dispatch_by_route). The packed bytes on
   disk are the bytes the kernels read: nothing is unpacked at load.
 * ``qdq``: INT4 blocked DequantizeLinear of the codes with unit scales, in TensorRT's documented
   block sizes (ternary_int4.py); the graph's own tile-scale multiply stays, as for ``ort``.
@@ -18,9 +19,11 @@ they hold only -1, 0 and +1 (TriX's routing signatures: lossless, scores stay fl
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 from geofractal_edge.errors import Bug
 from geofractal_edge.export import lowbit
@@ -28,8 +31,11 @@ from geofractal_edge.export.passes import attrs, check_full, drop_unused_initial
 from geofractal_edge.export.ternary_int4 import ternary_to_int4_dq
 from geofractal_edge.models.spec import ExportSpec
 
-def lower_ternary(model: onnx.ModelProto, spec: ExportSpec, *, dialect: str) -> onnx.ModelProto:
+def lower_ternary(model: onnx.ModelProto, spec: ExportSpec, *, dialect: str, pack_keep_float: bool = True) -> onnx.ModelProto:
     """The graph with the spec's ternary tensors in the dialect's low-bit form.
+
+    pack_keep_float=False leaves the keep-float tensors float: a bundle that runs 2-bit MatMulNBits with
+    onnxruntime's lookup-table kernel (int8 activations) must not route through it.
 
     This is the last rewrite of a spec with ternary tensors, so the full ONNX check runs here (and
     `quantize` leaves it out for such a spec): once per export, on the graph the bundle holds.
@@ -43,7 +49,7 @@ def lower_ternary(model: onnx.ModelProto, spec: ExportSpec, *, dialect: str) -> 
     for name, array in values.items():
         if not np.isin(array, (-1, 0, 1)).all():
             raise Bug(f"ternary tensor {name} holds values other than -1, 0, +1")
-    optional = {n: numpy_helper.to_array(inits[n]) for n in spec.keep_float if n in inits}
+    optional = {n: numpy_helper.to_array(inits[n]) for n in spec.keep_float if n in inits and pack_keep_float}
     values |= {n: a for n, a in optional.items() if a.ndim >= 2 and np.isin(a, (-1, 0, 1)).all()}
     if dialect == "qdq":
         pairs = tuple((c, s) for c, s in spec.ternary if c in values)
@@ -55,27 +61,36 @@ def lower_ternary(model: onnx.ModelProto, spec: ExportSpec, *, dialect: str) -> 
 
 def _lower_ort(model: onnx.ModelProto, values: dict[str, np.ndarray], *, required: set[str]) -> onnx.ModelProto:
     model = onnx.shape_inference.infer_shapes(model)
-    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in (*model.graph.value_info, *model.graph.input) if v.type.tensor_type.HasField("shape")}
+    view = _View.of(model)
     uses = _uses(model, set(values))
-    lowerable = {n for n in values if uses.get(n) and all(_pattern(node, n, ranks) for node in uses[n])}
+    lowerable = {n for n in values if uses.get(n) and all(_pattern(node, n, view) for node in uses[n])}
     bad = sorted(required - lowerable)
     if bad:
         raise Bug(f"ternary tensor {bad[0]} is read in a way the 2-bit lowering does not know: {[n.op_type for n in uses.get(bad[0], [])]}")
     graph = model.graph
     dtype = {i.name: i.data_type for i in graph.initializer}
     nodes, inits, packed = [], [], set()
+    instead: dict[str, list[onnx.NodeProto]] = {}  # a tile select's MatMuls, by output: what replaces them where they stand
     for node in graph.node:
+        if node.output[0] in instead:
+            nodes += instead.pop(node.output[0])
+            continue
         name = next((i for i in node.input[:1] if i in lowerable), None)
         if name is None:
             nodes.append(node)
             continue
-        pattern = _pattern(node, name, ranks)
+        pattern = _pattern(node, name, view)
         pack, read = _LOWER[pattern]
-        if (pattern, name) not in packed:  # codes and unit scales once per tensor, however many nodes read it
-            packed.add((pattern, name))
+        if (pack, name) not in packed:  # codes and unit scales once per tensor, however many nodes read it
+            packed.add((pack, name))
             made, consts = pack(name, values[name], dtype[name])
             nodes += made
             inits += consts
+        if pattern == "select_matmul":
+            t = view.scalars[node.input[1]] % values[name].shape[0]
+            instead |= {mm.output[0]: _tile_matmul(name, t, mm.input[1], mm.output[0], f"{mm.name or mm.output[0]}.q2", values[name].shape)
+                        for mm in view.readers[node.output[0]]}
+            continue
         made, consts = read(node, name, values[name].shape)
         nodes += made
         inits += consts
@@ -98,19 +113,48 @@ def _uses(model: onnx.ModelProto, names: set[str]) -> dict[str, list[onnx.NodePr
     return uses
 
 
-def _pattern(node: onnx.NodeProto | None, name: str, ranks: dict[str, int]) -> str | None:
+class _View(NamedTuple):
+    """What `_pattern` reads of the graph: value ranks, each value's readers, integer scalar initializers, graph outputs."""
+
+    ranks: dict[str, int]
+    readers: dict[str, list[onnx.NodeProto]]
+    scalars: dict[str, int]
+    outputs: frozenset[str]
+
+    @classmethod
+    def of(cls, model: onnx.ModelProto) -> _View:
+        graph = model.graph
+        ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in (*graph.value_info, *graph.input) if v.type.tensor_type.HasField("shape")}
+        readers: dict[str, list[onnx.NodeProto]] = {}
+        for node in graph.node:
+            for value in node.input:
+                readers.setdefault(value, []).append(node)
+        ints = (TensorProto.INT64, TensorProto.INT32)
+        scalars = {i.name: int(numpy_helper.to_array(i)) for i in graph.initializer if i.data_type in ints and not i.dims}
+        return cls(ranks, readers, scalars, frozenset(o.name for o in graph.output))
+
+
+def _pattern(node: onnx.NodeProto | None, name: str, view: _View) -> str | None:
     """Which lowering applies to this use of ternary tensor `name`, or None."""
     if node is None:  # the tensor is some node's second (or later) input
         return None
     if node.op_type == "Gather" and attrs(node).get("axis", 0) == 0:
-        return "gather"
+        return "select_matmul" if _selects_a_tile_for_matmuls(node, view) else "gather"
     if node.op_type == "MatMul":
-        rank = ranks.get(node.input[1])
+        rank = view.ranks.get(node.input[1])
         if rank == 2:
             return "matmul_shared"
         if rank == 3:
             return "matmul_per_tile"
     return None
+
+
+def _selects_a_tile_for_matmuls(node: onnx.NodeProto, view: _View) -> bool:
+    """Gather(W [n, a, b], constant scalar t) read only as the left operand of MatMuls with Y [b, M] (dispatch_by_route)."""
+    readers = view.readers.get(node.output[0], [])
+    return (node.input[1] in view.scalars and bool(readers) and node.output[0] not in view.outputs
+            and all(r.op_type == "MatMul" and r.input[0] == node.output[0] and r.input[1] != node.output[0]
+                    and view.ranks.get(r.input[1]) == 2 for r in readers))
 
 
 def _unit_scales(name: str, rows: tuple[int, ...], blocks: int, dtype: int) -> tuple[onnx.NodeProto, onnx.TensorProto]:
@@ -172,17 +216,21 @@ def _matmul_per_tile(node, name: str, shape: tuple[int, ...]):
     The per-slice frame is passes.per_slice, as for int4/int8 per-tower weights; here the sliced
     operand is Y (the second input), since the weight is MatMul's left operand.
     """
-    n, a, b = shape
+    def tile(t: int, y: str, out: str, part: str) -> list[onnx.NodeProto]:
+        return _tile_matmul(name, t, y, out, part, shape)
 
-    def tile(t: int, y: str, out: str, part: str) -> list[onnx.NodeProto]:  # Y[t] [b, M] -> [a, M]
-        return [
-            helper.make_node("Transpose", [y], [f"{part}.a"], name=f"{part}.a", perm=[1, 0]),  # [M, b]
-            lowbit.matmul_nbits(f"{part}.a", f"{part}.mm", name=part, packed=f"{name}.q2t.{t}", scales=f"{name}.q2t_scales", k=b, n=a,
-                                bits=2, block_size=lowbit.block_size_for(b)),  # [M, a]
-            helper.make_node("Transpose", [f"{part}.mm"], [out], name=f"{part}.t", perm=[1, 0]),  # [a, M]
-        ]
+    return per_slice(node, 1, shape[0], "q2", tile)
 
-    return per_slice(node, 1, n, "q2", tile)
+
+def _tile_matmul(name: str, t: int, y: str, out: str, part: str, shape: tuple[int, ...]) -> list[onnx.NodeProto]:
+    """out [a, M] = W[t] @ Y [b, M], W [n, a, b] packed per tile by `_pack_tiles`: MatMulNBits(Y^T, W[t])^T."""
+    _, a, b = shape
+    return [
+        helper.make_node("Transpose", [y], [f"{part}.a"], name=f"{part}.a", perm=[1, 0]),  # [M, b]
+        lowbit.matmul_nbits(f"{part}.a", f"{part}.mm", name=part, packed=f"{name}.q2t.{t}", scales=f"{name}.q2t_scales", k=b, n=a,
+                            bits=2, block_size=lowbit.block_size_for(b)),  # [M, a]
+        helper.make_node("Transpose", [f"{part}.mm"], [out], name=f"{part}.t", perm=[1, 0]),  # [a, M]
+    ]
 
 
 def _pack_gather(name: str, w: np.ndarray, dtype: int):
@@ -208,4 +256,5 @@ def _gather(node, name: str, shape: tuple[int, ...]):
     return nodes, inits
 
 
-_LOWER = {"matmul_shared": (_pack_shared, _matmul_shared), "matmul_per_tile": (_pack_tiles, _matmul_per_tile), "gather": (_pack_gather, _gather)}
+_LOWER = {"matmul_shared": (_pack_shared, _matmul_shared), "matmul_per_tile": (_pack_tiles, _matmul_per_tile), "gather": (_pack_gather, _gather),
+          "select_matmul": (_pack_tiles, None)}  # read in _lower_ort: it replaces the Gather's MatMul readers, not the Gather

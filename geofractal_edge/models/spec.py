@@ -64,6 +64,10 @@ class ExportSpec:
     # unless the quantization config names them: the family's trade of speed against accuracy (Int4Config)
     int4_block_size: int = 16
     int4_accuracy_level: int = 0
+    # Precisions whose bundles run 2-bit MatMulNBits with onnxruntime's lookup-table kernel on "ort" targets
+    # (RuntimeSettings.lut_gemm): it quantizes the tiles' activations to int8, so only where that is the precision's
+    # own contract. Export then keeps float any keep_float tensor it would otherwise pack 2-bit (routing scores stay exact).
+    lut_gemm_precisions: tuple[str, ...] = ()
 
     def input(self, name: str) -> TensorSpec:
         return next(t for t in self.inputs if t.name == name)

@@ -48,6 +48,10 @@ class RuntimeSettings:
     # At the end of every call the CPU arena hands back the chunks no tensor holds (RunOptions
     # memory.enable_memory_arena_shrinkage): between calls a session holds its weights, not its largest call's activations.
     arena_shrinkage: bool = False
+    # onnxruntime's lookup-table kernel for 2-bit MatMulNBits (session config mlas.use_lut_gemm; AVX2): it
+    # quantizes each call's activations to int8, so export turns it on per bundle only where the family asks for it
+    # at that precision (ExportSpec.lut_gemm_precisions: TriX int8/int4) and parity then gates the bundle.
+    lut_gemm: bool = False
 
     def __post_init__(self) -> None:
         for name in ("intra_op_threads", "inter_op_threads"):
@@ -57,7 +61,7 @@ class RuntimeSettings:
         value = self.mmap_threshold_kib
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MMAP_THRESHOLD_MAX_KIB:
             raise GfedgeError(f"runtime setting mmap_threshold_kib is {value!r}", f"use a whole number of KiB from 0 (glibc's own) to {MMAP_THRESHOLD_MAX_KIB}")
-        for name in ("allow_spinning", "cpu_mem_arena", "mem_pattern", "prepacking", "shared_arena", "arena_shrinkage"):
+        for name in ("allow_spinning", "cpu_mem_arena", "mem_pattern", "prepacking", "shared_arena", "arena_shrinkage", "lut_gemm"):
             if not isinstance(getattr(self, name), bool):
                 raise GfedgeError(f"runtime setting {name} is {getattr(self, name)!r}", "use true or false")
 

@@ -17,8 +17,8 @@ from geofractal_edge.parity import verify_bundle
 from tests.conftest import gfedge
 
 
-@pytest.mark.parametrize("lowering", ["compute_all_select", "gather_by_route"])
-def test_fp32_routes_match_torch_exactly_in_both_lowerings(trix_bundle_factory, lowering):
+@pytest.mark.parametrize("lowering", ["compute_all_select", "gather_by_route", "dispatch_by_route"])
+def test_fp32_routes_match_torch_exactly_in_every_lowering(trix_bundle_factory, lowering):
     report = verify_bundle(trix_bundle_factory("fp32", lowering))
     assert report.passed, [c.to_dict() for c in report.failed_checks]
     assert report.metrics["route_agreement"]["min"] == 1.0
@@ -32,10 +32,10 @@ def test_verify_json_reports_route_agreement(trix_bundle_factory):
     assert metrics["route_agreement"]["by_output"]["routes"]["decisions"] > 0
 
 
-TILE_OPS = {"compute_all_select": "MatMulNBits", "gather_by_route": "GatherBlockQuantized"}
+TILE_OPS = {"compute_all_select": "MatMulNBits", "gather_by_route": "GatherBlockQuantized", "dispatch_by_route": "MatMulNBits"}
 
 
-@pytest.mark.parametrize("lowering", ["compute_all_select", "gather_by_route"])
+@pytest.mark.parametrize("lowering", ["compute_all_select", "gather_by_route", "dispatch_by_route"])
 def test_tiles_are_2_bit_inside_the_graph_in_the_operators_that_run_them(trix_bundle_factory, trix_checkpoint, lowering):
     """host-cpu: the packed codes on disk are what onnxruntime's 2-bit kernels read (no unpacking at load)."""
     from geofractal_edge.models.trix.checkpoint import load_checkpoint
@@ -46,9 +46,10 @@ def test_tiles_are_2_bit_inside_the_graph_in_the_operators_that_run_them(trix_bu
     assert not [i.name for i in graph.graph.initializer if i.data_location == onnx.TensorProto.EXTERNAL]
     inits = {i.name: i for i in graph.graph.initializer}
     assert not [n for n in inits if n.endswith("_q")], "no float copy of a tile"
-    tiles = [n for n in graph.graph.node if n.op_type == TILE_OPS[lowering] and "_q" in n.input[1 if lowering == "compute_all_select" else 0]]
+    weight = 0 if lowering == "gather_by_route" else 1  # GatherBlockQuantized's data, MatMulNBits' B
+    tiles = [n for n in graph.graph.node if n.op_type == TILE_OPS[lowering] and "_q" in n.input[weight]]
     assert tiles and all(onnx.helper.get_attribute_value(a) == 2 for n in tiles for a in n.attribute if a.name == "bits")
-    packed = {n.input[1 if lowering == "compute_all_select" else 0] for n in tiles}
+    packed = {n.input[weight] for n in tiles}
     stored = sum(len(inits[name].raw_data) for name in packed)
     assert all(inits[name].data_type == onnx.TensorProto.UINT8 for name in packed)
     fp32 = sum(4 * sum(t.numel() for t in (ffn.tile_weights()[0], ffn.tile_weights()[2])) for ffn in load_checkpoint(trix_checkpoint).trix_ffns())
@@ -125,3 +126,18 @@ def test_inspect_shows_routing_and_draws_usage(trix_bundle_factory, tmp_path):
     assert (tmp_path / "usage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     info = json.loads(gfedge("inspect", trix_bundle_factory("int8"), "--json").stdout)["family_info"]
     assert sum(sum(layer["usage"]) for layer in info["layers"]) == info["golden_tokens"] * len(info["layers"])
+
+
+def test_int8_dispatch_runs_the_lookup_table_kernel_with_float_routing_and_passes_every_gate(trix_bundle_factory):
+    """int8 on host-cpu: the manifest turns on mlas.use_lut_gemm (int8 activations in the 2-bit tiles), so the routing
+    signatures must not be 2-bit MatMulNBits (the kernel would quantize the scores); parity gates the bundle."""
+    bundle = trix_bundle_factory("int8", "dispatch_by_route")
+    manifest = open_bundle(bundle).manifest
+    assert manifest.target.runtime.lut_gemm and not open_bundle(trix_bundle_factory("fp32", "dispatch_by_route")).manifest.target.runtime.lut_gemm
+    graph = onnx.load(str(open_bundle(bundle).model_path))
+    nbits = [n for n in graph.graph.node if n.op_type == "MatMulNBits" and onnx.helper.get_attribute_value(n.attribute[[a.name for a in n.attribute].index("bits")]) == 2]
+    assert nbits and all("_q." in n.input[1] for n in nbits), "every 2-bit MatMulNBits is a tile, none a routing signature"
+    assert any(i.name.endswith("signatures") for i in graph.graph.initializer)  # float, read by plain MatMuls
+    report = verify_bundle(bundle)
+    assert report.passed, [c.to_dict() for c in report.failed_checks]
+    assert min(report.metrics["route_agreement"]["by_output"]["routes"]["per_layer"]) >= 0.99

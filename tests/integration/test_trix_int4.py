@@ -25,7 +25,7 @@ def _bits(model: onnx.ModelProto) -> Counter:
     return Counter(next(a.i for a in n.attribute if a.name == "bits") for n in model.graph.node if n.op_type == "MatMulNBits")
 
 
-@pytest.mark.parametrize("lowering", ["compute_all_select", "gather_by_route"])
+@pytest.mark.parametrize("lowering", ["compute_all_select", "gather_by_route", "dispatch_by_route"])
 def test_int4_routes_agree_in_every_layer_and_every_gate_passes(trix_bundle_factory, lowering):
     bundle = trix_bundle_factory("int4", lowering)
     report = verify_bundle(bundle)
@@ -40,9 +40,13 @@ def test_int4_weights_are_8_bit_before_the_routers_4_bit_after_and_stay_so_in_th
     bundle = trix_bundle_factory("int4", "compute_all_select")  # tiles as 2-bit MatMulNBits
     model = onnx.load(str(bundle / "model.onnx"))
     layers = 2
-    tiles = _bits(onnx.load(str(trix_bundle_factory("fp32", "compute_all_select") / "model.onnx")))[2]
-    # per layer: qkv and out-projection at 8 bits; the head at 4; the tiles at 2, as in the fp32 bundle
-    assert tiles and _bits(model) == {8: 2 * layers, 4: 1, 2: tiles}
+    fp32 = onnx.load(str(trix_bundle_factory("fp32", "compute_all_select") / "model.onnx"))
+    signatures = sum(1 for n in fp32.graph.node if n.op_type == "MatMulNBits" and "signatures" in n.input[1])
+    tiles = _bits(fp32)[2] - signatures
+    # per layer: qkv and out-projection at 8 bits; the head at 4; the tiles at 2, as in the fp32 bundle. The routing
+    # signatures (2-bit at fp32) stay float: int4 runs the lookup-table kernel, which quantizes a 2-bit matmul's input
+    assert tiles and signatures == layers and _bits(model) == {8: 2 * layers, 4: 1, 2: tiles}
+    assert open_bundle(bundle).manifest.target.runtime.lut_gemm
     inits = {i.name: i for i in model.graph.initializer}
     assert inits["tok_emb.weight.int8"].data_type == onnx.TensorProto.INT8
     options = ort.SessionOptions()

@@ -85,6 +85,8 @@ def session_options(settings: RuntimeSettings):
     # onnxruntime's Python API has no PrepackedWeightsContainer (C, C++ and C# only), so
     # prepacked weights cannot be shared across sessions from here: each session packs its own.
     options.add_session_config_entry("session.disable_prepacking", "0" if settings.prepacking else "1")
+    if settings.lut_gemm:
+        options.add_session_config_entry("mlas.use_lut_gemm", "1")
     if settings.shared_arena and settings.cpu_mem_arena:
         register_shared_arena()
         options.add_session_config_entry("session.use_env_allocators", "1")

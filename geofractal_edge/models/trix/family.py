@@ -45,10 +45,21 @@ def default_checkpoint(*, progress: Progress | None = None) -> Path:
     return resolve(default_recipe(), train=train_default, progress=progress)
 
 
-def choose_lowering(n_tiles: int, target) -> str:
-    """Compute every tile and select for few tiles; gather each token's tile above the target's limit."""
+# torch's exporter folds a Gather of a constant tensor of at most this many elements (onnxscript's constant-folding
+# input limit) into new constants: dispatch_by_route's tile selects would then leave the tile tensors' names.
+FOLDED_ELEMENTS = 8192
+
+
+def choose_lowering(config: TrixConfig, target) -> str:
+    """Compute every tile and select for few tiles. Above the target's limit: on onnxruntime ("ort") each tile on
+    its own tokens (dispatch_by_route: no float copy of any tile, so memory tracks the 2-bit weights), unless the
+    tiles are so small that the exporter folds them (and then a gather copies little); elsewhere (TensorRT) gather
+    each token's tile (gather_by_route, static shapes but for the batch)."""
     limit = 8 if target is None else target.compute_all_max_tiles
-    return "compute_all_select" if n_tiles <= limit else "gather_by_route"
+    if config.n_tiles <= limit:
+        return "compute_all_select"
+    ort = target is not None and target.weight_dialect == "ort"
+    return "dispatch_by_route" if ort and config.n_tiles * config.d_model * config.d_hidden > FOLDED_ELEMENTS else "gather_by_route"
 
 
 def load_exportable(model: Path | None, *, progress: Progress | None = None, target=None, calibration: Path | None = None) -> Exportable:
@@ -65,7 +76,7 @@ def load_exportable(model: Path | None, *, progress: Progress | None = None, tar
         held = read_calibration(Path(calibration), lm.config)
         source["calibration"] = {"file": Path(calibration).name, "sha256": file_sha256(Path(calibration))}
     return exportable_from_model(lm, name="trix-default" if model is None else path.stem, source=source,
-                                 lowering=choose_lowering(lm.config.n_tiles, target), held=held)
+                                 lowering=choose_lowering(lm.config, target), held=held)
 
 
 def read_calibration(path: Path, config: TrixConfig) -> str:

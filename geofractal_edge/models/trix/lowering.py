@@ -1,8 +1,8 @@
 """Export-friendly, static-shape forms of hard-routed TriX, and the LM wrapper the exporter traces.
 
-Hard routing picks one tile per token, and "run only that tile" has data-dependent shapes. Three
-lowerings (two with static shapes, one with a data-dependent block width) compute the same function as `TrixFFN`'s hard path (the same routes, outputs
-equal up to float rounding) for a dynamic number of tokens N. Scores are computed by other matmul
+Hard routing picks one tile per token, and "run only that tile" has data-dependent shapes. Four
+lowerings (two with static shapes, two with data-dependent sizes) compute the same function as `TrixFFN`'s hard path
+(the same routes, outputs equal up to float rounding) for a dynamic number of tokens N. Scores are computed by other matmul
 shapes than torch's eager path, so a route can only differ where two scores are within rounding of
 each other: the margin output marks those tokens.
 
@@ -23,6 +23,15 @@ each other: the margin output marks those tokens.
   bundles): 3x less RSS after warm-up than gather_by_route (202 vs 597 MiB) and exportable at the
   spec's max batch, but slower: p50 x7.1 at 64 tokens, x1.5 at 1,024 (W x n padded rows, and
   onnxruntime's 2-bit MatMulNBits costs ~1 ms per tile call). Not chosen by any target profile.
+* ``dispatch_by_route``: group_by_route without the padding. Each tile takes exactly its own tokens
+  (NonZero of ``route == t``, a data-dependent count per tile), runs its two matmuls on them with its
+  weights in place, and one scatter puts every token's row back. FLOPs of one tile per token, no
+  padding rows, activations [N, h] and no weight copies. Each tile's weights are read by a constant
+  index (``up_q[t]``, a Gather of the [n, h, d] tensor that the 2-bit lowering turns into one
+  MatMulNBits per tile), so the graph has 2 x n matmuls per layer. onnxruntime's exact 2-bit kernel
+  dequantizes its tile on every call (~0.2 ms for 256 x 256 on this host); the lookup-table kernel
+  (``mlas.use_lut_gemm``, int8 activations, used by int8 and int4 bundles) does not. Chosen on
+  onnxruntime targets above ``compute_all_max_tiles`` (models/trix/family.py).
 
 Routing in both: flat ``argmax(x . signature)``, or hierarchical as two argmax stages (cluster,
 then the cluster's member slots; the member list has a fixed width, padded slots score -inf).
@@ -63,7 +72,7 @@ from geofractal_edge.errors import GfedgeError
 from geofractal_edge.models.trix.ffn import TrixFFN
 from geofractal_edge.models.trix.lm import TrixLM
 
-LOWERINGS = ("compute_all_select", "gather_by_route", "group_by_route")
+LOWERINGS = ("compute_all_select", "gather_by_route", "group_by_route", "dispatch_by_route")
 
 
 class LoweredTrixFFN(nn.Module):
@@ -147,7 +156,21 @@ class GroupByRouteFFN(LoweredTrixFFN):
         return out.transpose(1, 2).reshape(n * width, d).index_select(0, slot)  # [N, d]: each token's own slot
 
 
-_LOWERED = {"compute_all_select": ComputeAllSelectFFN, "gather_by_route": GatherByRouteFFN, "group_by_route": GroupByRouteFFN}
+class DispatchByRouteFFN(LoweredTrixFFN):
+    """Each tile runs on exactly the tokens routed to it; one scatter returns the rows to token order."""
+
+    def tiles(self, x: Tensor, route: Tensor) -> Tensor:
+        rows, outs = [], []
+        for t in range(self.n_tiles):
+            idx = (route == t).nonzero().squeeze(1)  # [N_t]: this tile's tokens (data-dependent count, may be 0)
+            hidden = F.gelu((self.up_q[t] @ x.index_select(0, idx).T) * self.up_scale[t])  # [h, N_t]
+            outs.append(((self.down_q[t] @ hidden) * self.down_scale[t]).T)  # [N_t, d]
+            rows.append(idx)
+        return x.new_zeros(x.shape).index_copy(0, torch.cat(rows), torch.cat(outs))  # every token is in exactly one tile
+
+
+_LOWERED = {"compute_all_select": ComputeAllSelectFFN, "gather_by_route": GatherByRouteFFN, "group_by_route": GroupByRouteFFN,
+            "dispatch_by_route": DispatchByRouteFFN}
 
 
 def lower_ffn(ffn: TrixFFN, lowering: str) -> LoweredTrixFFN:

@@ -13,6 +13,9 @@ MAX_BATCH = 256
 # batch range stops where one such copy would pass this many bytes. A 64-tile model of 256 x 256 tiles
 # checked at 256 windows (4.3 GB per gather) was OOM-killed at 12.8 GB (benchmarks/RESULTS.md, wide TriX).
 GATHER_BYTES = 1 << 30
+# Precisions whose 2-bit tiles run onnxruntime's lookup-table kernel (int8 activations) on "ort" targets: their
+# activations are int8 anyway. fp32 keeps the exact kernel (ExportSpec.lut_gemm_precisions).
+LUT_PRECISIONS = ("int8", "int4")
 
 
 def max_batch(*, context: int, d_model: int, d_hidden: int, lowering: str) -> int:
@@ -48,4 +51,5 @@ def trix_spec(*, vocab_size: int, context: int, n_layers: int, batch_max: int = 
         int4_accuracy_level=4,
         # Acceptance gates of the TriX issue where routes agree: SQNR >= 40 dB at fp32, >= 20 dB at int8.
         tolerance_overrides={"fp32": {"sqnr_db_min": 40.0}, "int8": {"sqnr_db_min": 20.0}},
+        lut_gemm_precisions=LUT_PRECISIONS,
     )
