@@ -22,11 +22,11 @@ import json
 import os
 from pathlib import Path
 
-from geofractal_edge.backends.bench import Subject, prepare, run
+from geofractal_edge.backends.bench import Subject
 
-from weight_dominated import MODELS, PRECISIONS, ROOT, bundle_dir, uptime
+from _report import MIB, load_span, uptime
+from weight_dominated import MODELS, PRECISIONS, ROOT, batch_plan, bench_at, bundle_dir
 
-MIB = 1 << 20
 SETTINGS = {
     "arena": {"cpu_mem_arena": True, "arena_shrinkage": False, "mmap_threshold_kib": 0},
     "arena, shrink": {"cpu_mem_arena": True, "arena_shrinkage": True, "mmap_threshold_kib": 0},
@@ -35,19 +35,12 @@ SETTINGS = {
 }
 
 
-def measure(work: Path, name: str, precision: str, batch: int, threads: int, runs: int) -> dict:
-    path = bundle_dir(work, name, precision)
-    subjects = [Subject(path, label, settings) for label, settings in SETTINGS.items()]
-    return run(prepare(subjects, batches=[batch], threads=threads), runs=runs, warmup=1 if batch > 1 else 10).to_dict()
-
-
 def print_report(name: str, precision: str, batch: int, threads: int, report: dict) -> None:
-    load = report["machine"]["load_average_start"][0], report["machine"]["load_average_end"][0]
     for s in report["subjects"]:
         t, r = s["batches"][0], s["ratios_to_first"]
         print(f"{name:16s} {precision:5s} {threads:>3d} {batch:>5d} {s['label']:20s} {t['p50_us'] / 1e3:>10.3f} {r[f'p50@{batch}']:>6.3f} "
               f"{s['rss_warm_bytes'] / MIB:>8.1f} {r['rss_warm_bytes']:>6.3f} {s['rss_peak_bytes'] / MIB:>8.1f} {r['rss_peak_bytes']:>6.3f} "
-              f"{s['anon_warm_bytes'] / MIB:>8.1f} {s['weight_bytes'] / MIB:>8.2f}  {load[0]:.2f}-{load[1]:.2f}", flush=True)
+              f"{s['anon_warm_bytes'] / MIB:>8.1f} {s['weight_bytes'] / MIB:>8.2f}  {load_span(report['machine'], '-')}", flush=True)
 
 
 def main() -> None:
@@ -64,11 +57,11 @@ def main() -> None:
           f"{'peak MiB':>8s} {'x':>6s} {'priv MiB':>8s} {'weights':>8s}  load")
     reports = {}
     for name in args.models:
-        typical = MODELS[name][2]
         for precision in args.precisions:
+            subjects = [Subject(bundle_dir(args.work, name, precision), label, settings) for label, settings in SETTINGS.items()]
             for threads in args.threads:
-                for batch, runs in ((1, args.runs), (typical, args.runs_typical)):
-                    report = measure(args.work, name, precision, batch, threads, runs)
+                for batch, runs, warmup in batch_plan(name, args.runs, args.runs_typical):
+                    report = bench_at(subjects, batch=batch, threads=threads, runs=runs, warmup=warmup)
                     reports[f"{name}/{precision}/{threads}/{batch}"] = report
                     print_report(name, precision, batch, threads, report)
     (args.work / "activation_memory.json").write_text(json.dumps(reports, indent=1))

@@ -22,8 +22,10 @@ from pathlib import Path
 from geofractal_edge.artifacts import open_bundle
 from geofractal_edge.backends.bench import Subject, bench
 
+from _bundles import gate_text, has_bundle
+from _report import MIB, load_span
+
 SCHEMES = ("static", "dynamic")
-MIB = 1 << 20
 
 
 def export(family: str, target: str, scheme: str, out: Path) -> Path:
@@ -31,14 +33,14 @@ def export(family: str, target: str, scheme: str, out: Path) -> Path:
     from geofractal_edge.pipeline import export_bundle
 
     path = out / f"{family}-{scheme}"
-    if not (path / "manifest.json").is_file():
+    if not has_bundle(path):
         export_bundle(family=family, target=target, out=path, config=Int8Config(activations=scheme), overwrite=True)
     return path
 
 
 def parity_lines(path: Path) -> list[str]:
     record = open_bundle(path).manifest.parity
-    return [f"{c.name} {c.value:.4f} ({c.kind} {c.limit:g}) {'ok' if c.passed else 'FAILED'}" for c in record.checks]
+    return [gate_text(c, "{name} {value:.4f} ({kind} {limit:g}) {verdict}", ("ok", "FAILED")) for c in record.checks]
 
 
 def main() -> None:
@@ -56,7 +58,7 @@ def main() -> None:
         first = next(iter(reports.values()))
         m = first.machine
         print(f"\n## {family} int8 on {args.target}: {runs} runs per bundle, batch and thread count, round-robin; {m['cpu']}, {m['cores']} cores, "
-              f"onnxruntime {m['onnxruntime']}; load average " + ", ".join(f"t{t}: {r.machine['load_average_start'][0]:.2f} -> {r.machine['load_average_end'][0]:.2f}" for t, r in reports.items()))
+              f"onnxruntime {m['onnxruntime']}; load average " + ", ".join(f"t{t}: {load_span(r.machine)}" for t, r in reports.items()))
         for index, (scheme, path) in enumerate(zip(SCHEMES, paths)):
             cells = []
             for t, report in reports.items():

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _report import MIB
+
 EVAL_SKIP = 200  # sentences past the encoder bundle's golden cases (64) and int8 calibration (64..127)
 
 
@@ -193,7 +195,7 @@ def report(variants: dict[str, Path], results: list[dict], reference: np.ndarray
     first = names[0]
     for n in names:
         cells = [f"{r['p50_us'][str(b)][n] / 1e3:>9.2f} x{r['p50_us'][str(b)][n] / r['p50_us'][str(b)][first]:.2f}" for r in results for b in args.batch]
-        print(f"{n:<22} {variants[n].stat().st_size / (1 << 20):>7.1f} {cos[n].mean():>9.5f} {cos[n].min():>8.5f}" + "".join(f" {c:>15}" for c in cells))
+        print(f"{n:<22} {variants[n].stat().st_size / MIB:>7.1f} {cos[n].mean():>9.5f} {cos[n].min():>8.5f}" + "".join(f" {c:>15}" for c in cells))
     print(f"(x: p50 against {first}; cosine against sentence-transformers in torch on {len(reference)} held-out sentences)")
     pairs = [(a, b) for a in names if a.startswith("ours ") for b in names if b.startswith("optimum ") and a.split()[1][:4] == b.split()[1][:4]]
     for a, b in pairs:

@@ -31,11 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
+from _bundles import has_bundle
+from _report import MIB
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from tests.torch_block import BLOCK_TORCH  # noqa: E402
 
-MIB = 1 << 20
 IMPORT_STEP = BLOCK_TORCH + textwrap.dedent(
     """
     import json, os, time
@@ -75,7 +77,7 @@ def measure_imports(repeats: int) -> dict:
 def build_zoo(work: Path) -> Path:
     """Three tiny Atlas bundles (two fp32 copies and an int8), trained and exported once into work/zoo."""
     zoo = work / "zoo"
-    if all((zoo / n / "manifest.json").is_file() for n in ("a-fp32", "b-fp32", "c-int8")):
+    if all(has_bundle(zoo / n) for n in ("a-fp32", "b-fp32", "c-int8")):
         return zoo
     sys.path.insert(0, str(ROOT))
     from geofractal_edge.models.atlas.checkpoint import save_checkpoint

@@ -21,7 +21,8 @@ from pathlib import Path
 from geofractal_edge.artifacts import open_bundle
 from geofractal_edge.backends.bench import Subject, bench
 
-MIB = 1 << 20
+from _report import MIB, load_span
+
 SWITCHES = {"cpu_mem_arena": "arena", "mem_pattern": "mem pattern", "prepacking": "prepack", "allow_spinning": "spin"}
 
 
@@ -50,7 +51,7 @@ def main() -> None:
         m = report.machine
         print(f"\n{first.family} {first.precision} ({path.name}): weights {first.weight_bytes / MIB:.3f} MiB; {report.runs} runs per setting and batch, "
               f"round-robin; {m['cpu']}, {m['cores']} cores, onnxruntime {m['onnxruntime']}; "
-              f"load average {m['load_average_start'][0]:.2f} -> {m['load_average_end'][0]:.2f}")
+              f"load average {load_span(m)}")
         batches = [t.batch for t in first.batches]
         head = f"{'setting':>20} {'RSS load MiB':>13} {'RSS warm MiB':>13} {'heap warm MiB':>14}" + "".join(f" {'p50 us @' + str(b):>14}" for b in batches)
         print(head + "   ratios to 'profile': RSS load, RSS warm, heap warm" + "".join(f", p50@{b}" for b in batches))

@@ -23,7 +23,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-MIB = 1 << 20
+from _report import MIB
+
 SETTINGS = {"per-session arenas": False, "shared arena": True}
 
 WORKER = """

@@ -19,18 +19,12 @@ from geofractal_edge.models.trix.config import TrixConfig
 from geofractal_edge.models.trix.data import build_vocab, corpus
 from geofractal_edge.models.trix.train import train_lm
 
+from _report import progress
+
 # One thread: on a 2-core machine shared with other work, 2 OpenMP threads stall at every barrier
 # whenever a sibling is descheduled (measured 5-10x slower steps under load), and these matrices are
 # too small for a second thread to win much when the machine is quiet. --threads overrides it.
 THREADS = 1
-
-
-def _progress(label: str):
-    def report(step: int, total: int, loss: float) -> None:
-        if step == total or step % max(total // 5, 1) == 0:
-            print(f"  {label}: step {step}/{total} loss {loss:.3f}", file=sys.stderr, flush=True)
-
-    return report
 
 
 def main(argv: list[str]) -> None:
@@ -51,7 +45,7 @@ def main(argv: list[str]) -> None:
     print(f"TriX: {config.n_tiles} ternary tiles of d_hidden {config.d_hidden}, {config.routing} routing; dense: one float FFN of d_hidden {config.d_hidden}")
     reports = {}
     for ffn in ("dense", "trix"):
-        _, reports[ffn] = train_lm(config, ffn=ffn, steps=steps, seed=args.seed, progress=_progress(ffn))
+        _, reports[ffn] = train_lm(config, ffn=ffn, steps=steps, seed=args.seed, progress=progress(ffn))
     print(f"{'model':>6} {'held-out bpc':>12} {'params':>9} {'active FFN/token':>16} {'train s':>8} {'eval s':>7}")
     for ffn, r in reports.items():
         print(f"{ffn:>6} {r['held_out_bpc']:>12.4f} {r['total']:>9} {r['ffn_active_per_token']:>16} {r['train_seconds']:>8.1f} {r['seconds'] - r['train_seconds']:>7.1f}")

@@ -22,6 +22,8 @@ from geofractal_edge.models.trix.ffn import flat_route
 from geofractal_edge.models.trix.lm import TrixLM
 from geofractal_edge.models.trix.train import evaluate, train_lm
 
+from _report import progress
+
 VARIANTS = {"hier": ("trix", "hierarchical"), "flat": ("trix", "flat"), "dense": ("dense", "flat")}
 
 
@@ -38,14 +40,6 @@ def checkpoint_path(work: Path, name: str) -> Path:
     return work / f"{name}.safetensors"
 
 
-def _progress(label: str):
-    def report(step: int, total: int, loss: float) -> None:
-        if step == total or step % max(total // 5, 1) == 0:
-            print(f"  {label}: step {step}/{total} loss {loss:.3f}", file=sys.stderr, flush=True)
-
-    return report
-
-
 def train_all(work: Path, *, steps: int, batch: int, seed: int) -> dict[str, dict]:
     """Train the three variants (same budget and seed), cache them in `work`, return their reports."""
     text = corpus()
@@ -53,7 +47,7 @@ def train_all(work: Path, *, steps: int, batch: int, seed: int) -> dict[str, dic
     reports = {}
     for name, (ffn, routing) in VARIANTS.items():
         config = wide_config(vocab, routing=routing, steps=steps, batch=batch)
-        model, report = train_lm(config, ffn=ffn, steps=steps, seed=seed, progress=_progress(name), text=text)
+        model, report = train_lm(config, ffn=ffn, steps=steps, seed=seed, progress=progress(name), text=text)
         save_checkpoint(checkpoint_path(work, name), model, report=report, text=text)
         reports[name] = report
         print(f"  {name}: held-out bpc {report['held_out_bpc']:.4f}, {report['train_seconds']:.0f} s", file=sys.stderr, flush=True)

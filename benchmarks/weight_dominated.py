@@ -35,6 +35,9 @@ import sys
 import time
 from pathlib import Path
 
+from _bundles import gate_text, has_bundle
+from _report import MIB, load_span, log, uptime
+
 ROOT = Path(__file__).resolve().parents[1]
 GFEDGE = [sys.executable, "-m", "geofractal_edge.cli.main"]
 PRECISIONS = ("fp32", "int8", "int4")
@@ -52,14 +55,6 @@ DEFAULTS = {"atlas-default": ("atlas", None), "collective-default": ("collective
 MIN_WEIGHT_BYTES = 64_000_000
 ATLAS_CHARS = 240  # per text, two texts: what a wide core memorises in ~2 minutes of one idle core
 GATES = {"p50@1": 1.0, "p50@typical": 1.25, "rss": {"int8": 0.50, "int4": 0.35}, "overhead@1": 0.05}
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def uptime() -> str:
-    return "load average " + " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 # ---------------------------------------------------------------- train
@@ -152,7 +147,7 @@ def stage_export(work: Path, reexport: set[str], int8_static: bool) -> None:
         if checkpoint is not None and not checkpoint.is_file():
             log(f"export {name} {precision}: no checkpoint {checkpoint} yet (stage train), skipped")
             continue
-        if (out / "manifest.json").is_file() and precision not in reexport and f"{name}/{precision}" in results:
+        if has_bundle(out) and precision not in reexport and f"{name}/{precision}" in results:
             log(f"export {name} {precision}: cached {out}")
             continue
         cmd = ["nice", "-n", "10", *GFEDGE, "export", "--family", family, "-t", "host-cpu", "--out", str(out), "--overwrite", "--json"]
@@ -183,7 +178,7 @@ def _commit() -> str:
 
 
 def _gates(checks: list[dict]) -> str:
-    return "; ".join(f"{c['name']} {c['value']:.4g} ({'>=' if c['kind'] == 'min' else '<='} {c['limit']:.4g}) {'ok' if c['passed'] else 'FAIL'}" for c in checks)
+    return "; ".join(map(gate_text, checks))
 
 
 def print_parity(work: Path) -> None:
@@ -202,23 +197,34 @@ def print_parity(work: Path) -> None:
 # ---------------------------------------------------------------- bench
 
 
+def batch_plan(name: str, runs1: int, runs_typical: int) -> tuple[tuple[int, int, int], ...]:
+    """(batch, timed runs, warm-up calls): batch 1, then the model's typical batch, warmed up once
+    (one call of the wide Atlas at 2048 positions takes seconds)."""
+    return (1, runs1, 10), (MODELS[name][2], runs_typical, 1)
+
+
+def bench_at(subjects: list, *, batch: int, threads: int, runs: int, warmup: int) -> dict:
+    """One `backends.bench` run of `subjects` (each in its own worker, timed round-robin) at one batch: its report as a dict."""
+    from geofractal_edge.backends.bench import prepare, run
+
+    return run(prepare(subjects, batches=[batch], threads=threads), runs=runs, warmup=warmup).to_dict()
+
+
 def stage_bench(work: Path, threads: list[int], runs1: int, runs_typical: int, models: list[str], settings: dict | None = None) -> tuple[dict, int]:
     """(reports, acceptance lines failed). `settings`: runtime settings for every bundle (gfedge bench --set); reports then go to bench-set-*.json."""
-    from geofractal_edge.backends.bench import Subject, prepare, run
+    from geofractal_edge.backends.bench import Subject
 
     reports = {}
     for name in models:
-        _, _, typical = MODELS[name]
-        if not (bundle_dir(work, name, "fp32") / "manifest.json").is_file():  # every ratio and gate is to fp32
+        if not has_bundle(bundle_dir(work, name, "fp32")):  # every ratio and gate is to fp32
             raise SystemExit(f"bench {name}: no fp32 bundle at {bundle_dir(work, name, 'fp32')}; run --stage export first")
-        paths = [bundle_dir(work, name, p) for p in (*PRECISIONS, INT8_STATIC) if (bundle_dir(work, name, p) / "manifest.json").is_file()]
+        paths = [bundle_dir(work, name, p) for p in (*PRECISIONS, INT8_STATIC) if has_bundle(bundle_dir(work, name, p))]
         for n in threads:
-            for batch, runs, warmup in ((1, runs1, 10), (typical, runs_typical, 1)):
+            for batch, runs, warmup in batch_plan(name, runs1, runs_typical):
                 sets = "".join(f" --set {k}={str(v).lower()}" for k, v in (settings or {}).items())
                 log(f"bench {name} threads {n} batch {batch}: gfedge bench {' '.join(str(p) for p in paths)} --threads {n} --batch {batch} --runs {runs}{sets} --json "
                     f"(warm-up {warmup}) ({uptime()})")
-                subjects = [Subject(p, settings=settings or {}) for p in paths]
-                report = run(prepare(subjects, batches=[batch], threads=n), runs=runs, warmup=warmup).to_dict()
+                report = bench_at([Subject(p, settings=settings or {}) for p in paths], batch=batch, threads=n, runs=runs, warmup=warmup)
                 (work / f"bench-{'set-' if settings else ''}{name}-{n}t-{batch}.json").write_text(json.dumps(report, indent=1))
                 reports[(name, n, batch)] = report
     failed = print_acceptance(reports)
@@ -227,7 +233,6 @@ def stage_bench(work: Path, threads: list[int], runs1: int, runs_typical: int, m
 
 def print_acceptance(reports: dict) -> int:
     """Print the table and each gate's verdict; the number of gates that failed."""
-    mib = 1 << 20
     print("\nacceptance (ratios to fp32 in the same gfedge bench run; RSS = VmRSS growth after load + warm-up at that batch, held between calls;"
           "\npeak = the warm-up calls' high-water mark; private = RssAnon after warm-up, without onnxruntime's code pages):")
     head = (f"{'model':16s} {'thr':>3s} {'batch':>5s} {'variant':12s} {'p50 ms':>9s} {'p50 x':>6s} {'gate':>5s} {'RSS MiB':>8s} {'RSS x':>6s} {'gate':>5s} "
@@ -236,7 +241,6 @@ def print_acceptance(reports: dict) -> int:
     verdicts = []
     for (name, n, batch), report in reports.items():
         typical = batch != 1
-        load = report["machine"]["load_average_start"][0], report["machine"]["load_average_end"][0]
         for s in report["subjects"]:
             t, r = s["batches"][0], s["ratios_to_first"]
             p50x, rssx, precision = r[f"p50@{batch}"], r["rss_warm_bytes"], s["precision"]
@@ -253,9 +257,9 @@ def print_acceptance(reports: dict) -> int:
                 ok = "PASS" if t["overhead"] <= GATES["overhead@1"] else "FAIL"
                 verdicts.append((f"{name} {variant} runtime over bare InferenceSession.run {t['overhead']:+.1%} <= +5% at batch 1, {n} thread(s)", ok))
             peakx, privx = (r.get(k) if r.get(k) is not None else float("nan") for k in ("rss_peak_bytes", "anon_warm_bytes"))
-            print(f"{name:16s} {n:>3d} {batch:>5d} {variant:12s} {t['p50_us'] / 1e3:>9.3f} {p50x:>6.3f} {p50_gate:>5s} {s['rss_warm_bytes'] / mib:>8.1f} "
-                  f"{rssx if rssx is not None else float('nan'):>6.3f} {rss_gate:>5s} {peakx:>6.3f} {privx:>6.3f} {s['weight_bytes'] / mib:>11.2f} {r['weight_bytes']:>6.3f} {t['overhead']:>+8.1%} "
-                  f"{load[0]:>4.2f}-{load[1]:.2f}")
+            print(f"{name:16s} {n:>3d} {batch:>5d} {variant:12s} {t['p50_us'] / 1e3:>9.3f} {p50x:>6.3f} {p50_gate:>5s} {s['rss_warm_bytes'] / MIB:>8.1f} "
+                  f"{rssx if rssx is not None else float('nan'):>6.3f} {rss_gate:>5s} {peakx:>6.3f} {privx:>6.3f} {s['weight_bytes'] / MIB:>11.2f} {r['weight_bytes']:>6.3f} {t['overhead']:>+8.1%} "
+                  f"{load_span(report['machine'], '-')}")
     print("\nverdicts:")
     for line, ok in verdicts:
         print(f"  {ok}  {line}")
@@ -273,7 +277,7 @@ def stage_profile(work: Path, threads: int, runs: int, models: list[str]) -> Non
         typical = MODELS[name][2]
         for variant in (*PRECISIONS, INT8_STATIC):
             bundle = bundle_dir(work, name, variant)
-            if (bundle / "manifest.json").is_file():
+            if has_bundle(bundle):
                 for batch in (1, typical):
                     total, ops = profile_ops(bundle, batch=batch, threads=threads, runs=runs if batch == 1 else max(2, runs // 10))
                     top = ", ".join(f"{op} {us / 1e3:.2f} ms ({us / total:.0%})" for op, us in ops[:6])

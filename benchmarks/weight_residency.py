@@ -22,6 +22,9 @@ import sys
 import time
 from pathlib import Path
 
+from _bundles import golden_feeds
+from _report import MIB
+
 
 def measure(path: Path, runs: int, threads: int, batch: int) -> dict[str, float]:
     """{load, run, peak: bytes over the RSS before the session; ms: median latency} of one bundle, in this process."""
@@ -31,7 +34,7 @@ def measure(path: Path, runs: int, threads: int, batch: int) -> dict[str, float]
     from geofractal_edge.backends.process import peak_rss_bytes, reset_peak_rss, rss_bytes
 
     bundle = open_bundle(path)
-    feeds = _feeds(bundle, batch)
+    feeds = golden_feeds(bundle, batch or _golden_batch(bundle))
     codes = {name: ort.OrtValue.ortvalue_from_numpy(c) for name, c in bundle.ternary_codes().items()}
     before = rss_bytes()
     reset_peak_rss()  # the peak from here on: session creation and the first run, not the imports before them
@@ -51,16 +54,10 @@ def measure(path: Path, runs: int, threads: int, batch: int) -> dict[str, float]
     return {"load": loaded - before, "run": ran - before, "peak": peak - before, "ms": 1000 * statistics.median(times)}
 
 
-def _feeds(bundle, batch: int) -> dict:
-    """The first golden case's inputs, its key vector included; `batch` > 0: the leading dynamic dimension sliced or tiled to it."""
-    from geofractal_edge.backends.bench_worker import batch_feeds
-
+def _golden_batch(bundle) -> int:
+    """The rows of the first golden case's first data input: `--batch 0` runs the case as it is."""
     first = bundle.manifest.graph.data_inputs[0].name
-    feeds, key = batch_feeds(bundle, batch or len(bundle.golden_cases()[0].inputs[first]))
-    key_input = bundle.manifest.graph.key_input
-    if key_input is not None:
-        feeds[key_input.name] = bundle.key(key).vector
-    return feeds
+    return len(bundle.golden_cases()[0].inputs[first])
 
 
 def main() -> None:
@@ -80,9 +77,8 @@ def main() -> None:
     for bundle in args.bundles:
         child = [sys.executable, __file__, "--child", str(bundle), "--runs", str(args.runs), "--threads", str(args.threads), "--batch", str(args.batch)]
         m = json.loads(subprocess.run(child, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
-        mib = 1 << 20
-        print(f"{str(bundle)[-42:]:42s} {graph_weight_bytes(bundle / 'model.onnx'):>11,d} {m['load'] / mib:>9.2f} {m['run'] / mib:>8.2f} "
-              f"{m['peak'] / mib:>9.2f} {m['ms']:>10.3f}")
+        print(f"{str(bundle)[-42:]:42s} {graph_weight_bytes(bundle / 'model.onnx'):>11,d} {m['load'] / MIB:>9.2f} {m['run'] / MIB:>8.2f} "
+              f"{m['peak'] / MIB:>9.2f} {m['ms']:>10.3f}")
 
 
 if __name__ == "__main__":

@@ -29,9 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
+from _bundles import has_bundle
+from _report import MIB
+
 TEXT_CHARS = 300
 WINDOW = 48
-MIB = 1 << 20
 SPECIALIST = {"hidden": 256, "block_hidden": 2048, "steps": 400}  # ~1M parameters: weights, not runtime overhead, dominate
 LIBRARIES = {  # name -> (text indices, config overrides, precisions)
     "a": ((0, 1), SPECIALIST, ("fp32", "fp16", "int8", "int4")),
@@ -61,12 +63,12 @@ def build_zoo(work: Path, *, libraries: dict = LIBRARIES, train=None) -> Path:
     recipes = {lib: _digest({"chars": TEXT_CHARS, "texts": {names[i]: texts[names[i]] for i in idx}, "config": cfg}) for lib, (idx, cfg, _) in libraries.items()}
     zoo = Path(work) / f"zoo-{_digest({'libraries': libraries, 'recipes': recipes})}"
     for lib, (indices, overrides, precisions) in libraries.items():
-        if all((zoo / f"{lib}-{p}" / "manifest.json").is_file() for p in precisions):
+        if all(has_bundle(zoo / f"{lib}-{p}") for p in precisions):
             continue
         checkpoint = train(Path(work) / "checkpoints" / f"{lib}-{recipes[lib]}.safetensors", {names[i]: texts[names[i]] for i in indices}, overrides)
         for precision in precisions:
             out = zoo / f"{lib}-{precision}"
-            if not (out / "manifest.json").is_file():
+            if not has_bundle(out):
                 _export(checkpoint, precision, out)
     return zoo
 
@@ -158,6 +160,8 @@ def serve_trace(zoo, sampler, trace: list[tuple[str, int]], x: np.ndarray, texts
 
 
 def replay(zoo_path: Path, policy: str, budget: int, trace: list[tuple[str, int]], x: np.ndarray, texts: dict[str, str]) -> dict:
+    """One fresh zoo per policy; per request: quality (char accuracy, fed back) and whether it was a hit; resident
+    memory sampled throughout, at the end and after unloading everything; what the zoo did not account for."""
     from geofractal_edge.runtimes.zoo import Zoo
     from geofractal_edge.runtimes.zoo.memory import Sampler
 
@@ -165,16 +169,17 @@ def replay(zoo_path: Path, policy: str, budget: int, trace: list[tuple[str, int]
     sampler = Sampler(lambda: holder["zoo"].measured_bytes(), interval_s=0.005)  # allocated before the zoo's baseline
     zoo = holder["zoo"] = Zoo(zoo_path, budget_bytes=budget, policy=policy)
     with sampler:
-        quality, _, chosen = serve_trace(zoo, sampler, trace, x, texts)
+        quality, hits, chosen = serve_trace(zoo, sampler, trace, x, texts)
         loaded = zoo.measured_bytes()
         zoo.unload_all()
         sampler.mark()
         after = zoo.measured_bytes()
     times, values = sampler.series()
+    timeline = list(zoo.metrics.timeline)  # (seconds, accounted, measured) after every load and unload
     return {
-        "policy": policy, **zoo.metrics.summary(), "quality": float(quality.mean()), "peak_bytes": int(values.max()),
-        "loaded_bytes": loaded, "after_unload_bytes": after, "times": times, "values": values, "chosen": chosen,
-        "accounted": list(zoo.metrics.timeline),
+        "policy": policy, **zoo.metrics.summary(), "quality": float(quality.mean()), "quality_per_request": quality, "hit_per_request": hits,
+        "peak_bytes": int(values.max()), "loaded_bytes": loaded, "after_unload_bytes": after, "times": times, "values": values, "chosen": chosen,
+        "accounted": timeline, "unaccounted_bytes": max((measured - accounted for _, accounted, measured in timeline), default=0),
     }
 
 

@@ -46,7 +46,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from zoo_trace import MIB, POLICIES, TEXT_CHARS, WINDOW, build_zoo, calibrate, pick_working, plot, serve_trace, texts_used  # noqa: E402
+from _report import MIB  # noqa: E402
+from zoo_trace import POLICIES, TEXT_CHARS, WINDOW, build_zoo, calibrate, pick_working, plot, replay, texts_used  # noqa: E402
 from zoo_wide import WIDE_LIBRARIES, train_wide  # noqa: E402
 
 WIDE_WORK = Path(__file__).resolve().parent.parent / ".bench" / "zoo_wide"
@@ -72,31 +73,11 @@ def make_hard_trace(n: int, seed: int) -> list[tuple[str, int]]:
     return trace[:n]
 
 
-def replay(zoo_path: Path, policy: str, budget: int, trace: list[tuple[str, int]], x: np.ndarray, texts: dict[str, str]) -> dict:
-    """One fresh zoo per policy; per request: quality (char accuracy, fed back) and whether it was a hit."""
-    from geofractal_edge.runtimes.zoo import Zoo
-    from geofractal_edge.runtimes.zoo.memory import Sampler
-
-    holder = {}
-    sampler = Sampler(lambda: holder["zoo"].measured_bytes(), interval_s=0.005)
-    zoo = holder["zoo"] = Zoo(zoo_path, budget_bytes=budget, policy=policy)
-    with sampler:
-        quality, hits, chosen = serve_trace(zoo, sampler, trace, x, texts)
-        zoo.unload_all()
-        sampler.mark()
-    times, values = sampler.series()
-    timeline = list(zoo.metrics.timeline)  # (seconds, accounted, measured) after every load and unload
-    return {"policy": policy, **zoo.metrics.summary(), "quality_per_request": quality, "hit_per_request": hits,
-            "peak_bytes": int(values.max()), "times": times, "values": values, "chosen": chosen, "accounted": timeline,
-            "unaccounted_bytes": max((measured - accounted for _, accounted, measured in timeline), default=0)}
-
-
 def score(rows: list[dict]) -> None:
     """Quality relative to always-best and the quality-weighted hit rate, request by request."""
     best = next(r for r in rows if r["policy"] == "always-best")["quality_per_request"]
     for r in rows:
         q = r["quality_per_request"]
-        r["quality"] = float(q.mean())
         r["quality_vs_best"] = float(q.sum() / best.sum())
         r["q_hit_rate"] = float((q * r["hit_per_request"]).sum() / best.sum())
 

@@ -1,0 +1,38 @@
+"""Bundles as the benchmarks read them: whether one is there, its golden inputs as feeds, its parity gates as text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def has_bundle(path: Path) -> bool:
+    """Whether a complete bundle is at `path`: the export writes a bundle's folder whole, manifest included."""
+    return (Path(path) / "manifest.json").is_file()
+
+
+def keyed(bundle, data: dict[str, np.ndarray], key: str | None) -> dict[str, np.ndarray]:
+    """A copy of `data` with the key's vector under the graph's key input, where it has one:
+    the feeds of a bare InferenceSession.run, which binds no key itself."""
+    full = dict(data)
+    key_input = bundle.manifest.graph.key_input
+    if key_input is not None:
+        full[key_input.name] = bundle.key(key).vector
+    return full
+
+
+def golden_feeds(bundle, batch: int) -> dict[str, np.ndarray]:
+    """An opened bundle's first golden case at `batch` (its leading dynamic dimension sliced or tiled, as
+    `gfedge bench` does), with its key's vector: every input of the graph."""
+    from geofractal_edge.backends.bench_worker import batch_feeds
+
+    return keyed(bundle, *batch_feeds(bundle, batch))
+
+
+def gate_text(check, template: str = "{name} {value:.4g} ({sign} {limit:.4g}) {verdict}", words: tuple[str, str] = ("ok", "FAIL")) -> str:
+    """One parity check as text: a check object (manifest or export result) or its JSON dict (`gfedge export --json`).
+
+    `template` may use name, value, limit, kind ("min"/"max"), sign (">="/"<=") and verdict (`words`: passed, failed)."""
+    fields = {k: check[k] if isinstance(check, dict) else getattr(check, k) for k in ("name", "value", "limit", "kind", "passed")}
+    return template.format(**fields, sign=">=" if fields["kind"] == "min" else "<=", verdict=words[0] if fields["passed"] else words[1])
