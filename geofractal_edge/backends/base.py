@@ -30,14 +30,18 @@ class Runner(abc.ABC):
     cache_key: str | None = None  # the id of the engine / engine cache this runner reuses
     load_seconds: float = 0.0
 
-    def __init__(self, bundle: Bundle, *, key_capacity: int = 64) -> None:
-        """Set up the key cache and bind the bundle's default key, if it names one."""
+    def __init__(self, bundle: Bundle, *, key_capacity: int = 64, checker: InputChecker | None = None) -> None:
+        """Set up the key cache and bind the bundle's default key, if it names one.
+
+        `checker`: the bundle's input checker when the caller has one already (the zoo's, which checks
+        requests before loading); it must hold this graph's declarations. Default: one made here.
+        """
         graph = bundle.manifest.graph
         self.bundle = bundle
         self.manifest = bundle.manifest
         self.keys = KeyCache(bundle, capacity=key_capacity)
         self._key_input = graph.key_input.name if graph.key_input else None
-        self._check_inputs = InputChecker(graph.data_inputs, graph.dim_ranges)  # prepared once: every run not `Checked` already checks
+        self._check_inputs = _checker_of(graph, checker)  # prepared once: every run not `Checked` already checks
         self._active: Key | None = None
         self._closed = False
         default = bundle.manifest.keys.default if bundle.manifest.keys else None
@@ -95,3 +99,13 @@ class Runner(abc.ABC):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _checker_of(graph, checker: InputChecker | None) -> InputChecker:
+    """`checker` if it holds `graph`'s declarations (one checker per bundle, shared), else a new one; refused if it holds others."""
+    if checker is None:
+        return InputChecker(graph.data_inputs, graph.dim_ranges)
+    if checker.specs != tuple(graph.data_inputs) or checker.ranges != dict(graph.dim_ranges):
+        raise GfedgeError("the input checker passed to this runner checks another graph's inputs",
+                          "pass the checker made for this bundle (InputChecker(graph.data_inputs, graph.dim_ranges)), or none")
+    return checker

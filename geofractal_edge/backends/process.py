@@ -1,15 +1,28 @@
 """This process's memory as the OS and the C heap see it: resident set, glibc's heap in use, trimming.
 
 One place for the Linux and glibc specifics the device side measures with (the zoo's meter, `gfedge
-bench`'s workers) and the one it acts with (`trim_heap` after a session is created and after unloads).
-Elsewhere each reading is None and trimming does nothing.
+bench`'s workers) and the ones it acts with (`trim_heap` after a session is created and after unloads;
+glibc's mmap threshold). Elsewhere each reading is None and trimming does nothing.
+
+glibc's mmap threshold is one value for the whole process, though each bundle's runtime settings carry
+one (`RuntimeSettings.mmap_threshold_kib`): the first non-zero value a session applies holds for the
+process; a later session asking for another is warned about once (logger `geofractal_edge.backends.process`)
+and keeps the held one, never changing it. `configure_process(mmap_threshold_kib=N)` before the first
+load sets it once for the process, and sessions' own values are then ignored without a warning.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 import os
+import threading
+
+from geofractal_edge.errors import GfedgeError
+from geofractal_edge.targets.profile import MMAP_THRESHOLD_MAX_KIB
+
+log = logging.getLogger(__name__)
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -113,9 +126,72 @@ def set_mmap_threshold(nbytes: int) -> bool:
     32 MiB, after which buffers that size come from the heap and stay with the process when freed:
     an onnxruntime session without its arena then keeps a call's activations. A fixed threshold
     hands them back at the end of every call (benchmarks/RESULTS.md, "memory between calls").
-    Process-wide; True if it was set.
+    Process-wide and unguarded: sessions go through `session_mmap_threshold`, applications through
+    `configure_process`, which keep one value for the process. True if it was set.
     """
     fn = getattr(_LIBC, "mallopt", None)
     if fn is None or nbytes <= 0:
         return False
     return bool(fn(ctypes.c_int(M_MMAP_THRESHOLD), ctypes.c_int(nbytes)))
+
+
+class _Held:
+    """The mmap threshold this process holds: KiB (None: none set yet, 0: glibc's own kept on purpose), who set it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.kib: int | None = None
+        self.by = ""
+        self.explicit = False  # set by configure_process: sessions' values are ignored without a warning
+        self.warned: set[tuple[str, int]] = set()  # (who asked, KiB): one warning each, not one per reload
+
+
+_mmap = _Held()
+
+
+def configure_process(*, mmap_threshold_kib: int) -> bool:
+    """Set this process's memory settings once, for every session it will create; call it before the first load.
+
+    `mmap_threshold_kib`: glibc's mmap threshold for the whole process (`set_mmap_threshold`); 0 keeps
+    glibc's own rising threshold. From then on each session's own `RuntimeSettings.mmap_threshold_kib` is
+    ignored without a warning. Refused once the process holds another value (a session set it, or an
+    earlier call): glibc's threshold cannot be taken back to its own. True if glibc took a non-zero value.
+    """
+    kib = mmap_threshold_kib
+    if isinstance(kib, bool) or not isinstance(kib, int) or not 0 <= kib <= MMAP_THRESHOLD_MAX_KIB:
+        raise GfedgeError(f"mmap_threshold_kib is {kib!r}", f"use a whole number of KiB from 0 (glibc's own) to {MMAP_THRESHOLD_MAX_KIB}")
+    with _mmap.lock:
+        if _mmap.kib is not None and _mmap.kib != kib:
+            raise GfedgeError(f"this process holds an mmap threshold of {_mmap.kib} KiB already, set by {_mmap.by}",
+                              "call configure_process before the first session is created, or pass the value it holds")
+        applied = kib > 0 and set_mmap_threshold(kib << 10)
+        if applied or kib == 0:
+            _mmap.kib, _mmap.by = kib, "configure_process"
+        _mmap.explicit = True
+    return applied
+
+
+def session_mmap_threshold(kib: int, *, asked_by: str) -> int:
+    """Apply a session's `mmap_threshold_kib` as far as the process allows; the KiB that holds (0: glibc's own).
+
+    0 asks for nothing. The first non-zero value applied holds for the process. A session asking for
+    another keeps the held value and is warned once per (asker, value), naming both and how to set it once;
+    after `configure_process` sessions' values are ignored quietly.
+    """
+    with _mmap.lock:
+        held = _mmap.kib
+        if kib == 0 or held == kib:
+            return held or 0
+        if held is None:
+            if set_mmap_threshold(kib << 10):
+                _mmap.kib, _mmap.by = kib, asked_by
+            return _mmap.kib or 0
+        if _mmap.explicit or (asked_by, kib) in _mmap.warned:
+            return held
+        _mmap.warned.add((asked_by, kib))
+        by = _mmap.by
+    log.warning("mmap_threshold_kib: %s asks for %d KiB, but this process holds %d KiB, set first by %s, and keeps it "
+                "(glibc's threshold is process-wide; set it once for the process with "
+                "geofractal_edge.backends.process.configure_process(mmap_threshold_kib=N) before the first load, "
+                "or load every bundle with the same mmap_threshold_kib)", asked_by, kib, held, by)
+    return held

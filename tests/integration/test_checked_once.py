@@ -19,7 +19,7 @@ import pytest
 from geofractal_edge.backends import inputs
 from geofractal_edge.backends.inputs import InputChecker
 from geofractal_edge.backends.onnxruntime import load
-from geofractal_edge.errors import InputError
+from geofractal_edge.errors import GfedgeError, InputError
 from geofractal_edge.runtimes import io
 from geofractal_edge.runtimes.zoo.serving import inference, tensors
 from geofractal_edge.runtimes.zoo.serving.options import ServeOptions
@@ -130,3 +130,39 @@ def test_a_runner_checks_feeds_another_graph_passed(bundle_factory):
             session.run(feeds)
         same = InputChecker(graph.data_inputs, graph.dim_ranges).checked({"x": X})
         assert np.array_equal(session.run(same)["logits"], session.run({"x": X})["logits"])
+
+
+def test_the_zoo_builds_one_input_checker_per_model(bundle_factory, tmp_path, monkeypatch):
+    """The checker a request is checked with before the load is the loaded session's own, across reloads too."""
+    made = []
+    init = InputChecker.__init__
+
+    def counted(self, *args, **kwargs):
+        made.append(self)
+        init(self, *args, **kwargs)
+
+    shutil.copytree(bundle_factory("fp32"), tmp_path / MODEL)
+    zoo = Zoo(tmp_path, budget_bytes=64 << 20, warm=False)
+    monkeypatch.setattr(InputChecker, "__init__", counted)
+    try:
+        zoo.infer({"x": X}, model=MODEL)
+        zoo.infer({"x": X}, model=MODEL)
+        zoo.unload(MODEL)
+        zoo.infer({"x": X}, model=MODEL)
+        entry = zoo.state.get(MODEL)
+        assert entry.session._check_inputs is entry.checker
+    finally:
+        zoo.close()
+    assert len(made) == 1
+
+
+def test_a_session_refuses_a_checker_of_other_declarations(bundle_factory):
+    path = bundle_factory("fp32")
+    with load(path) as session:
+        graph = session.manifest.graph
+    looser = [dataclasses.replace(d, range=(0.0, 2.0)) if d.name == "x" else d for d in graph.data_inputs]
+    with pytest.raises(GfedgeError, match=r"^the input checker passed to this runner checks another graph's inputs \(pass the checker"):
+        load(path, checker=InputChecker(looser, graph.dim_ranges))
+    shared = InputChecker(graph.data_inputs, graph.dim_ranges)
+    with load(path, checker=shared) as session:
+        assert session._check_inputs is shared and session.run(shared.checked({"x": X}))["logits"].shape[0] == X.size

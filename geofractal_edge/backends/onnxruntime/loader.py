@@ -30,7 +30,7 @@ from geofractal_edge.artifacts import Bundle, atomic
 from geofractal_edge.artifacts.hashing import canonical_sha256
 from geofractal_edge.artifacts.manifest import TensorRTSettings
 from geofractal_edge.backends.lazy import installed_version, require
-from geofractal_edge.backends.process import set_mmap_threshold, trim_heap
+from geofractal_edge.backends.process import session_mmap_threshold, trim_heap
 from geofractal_edge.backends.tensorrt.adapter import Cuda, cuda_runtime
 from geofractal_edge.backends.tensorrt.compat import external_sha256
 from geofractal_edge.errors import BundleError, GfedgeError, MissingDependencyError
@@ -98,7 +98,14 @@ _registered: list[bool] = []
 
 
 def register_shared_arena() -> None:
-    """Register onnxruntime's process-wide CPU arena once; sessions opt in with `session.use_env_allocators`."""
+    """Register onnxruntime's process-wide CPU arena once; sessions opt in with `session.use_env_allocators`.
+
+    The arena itself is the process's: registered by the first session asking for it, with
+    onnxruntime's default arena settings (nothing per bundle configures it), and never unregistered,
+    so what it grew to stays with the process after its sessions close. `shared_arena` is per
+    session only in whether that session draws from it: bundles asking True and False in one
+    process each get what they asked for, with no value for one to override in the other.
+    """
     ort = require("onnxruntime")
     with _shared_arena:
         if not _registered:
@@ -112,13 +119,17 @@ def create_session(bundle: Bundle, providers: list, *, profile_prefix: str | Non
 
     `providers`: names with their options (`provider_options`). `profile_prefix`: record one
     profile per run there (what placement measures). `settings`: threads, spinning, arena, memory
-    patterns, prepacking; default: the bundle's target profile's `runtime`.
+    patterns, prepacking; default: the bundle's target profile's `runtime`. Two of them reach past
+    the session: `mmap_threshold_kib` is glibc's, one value per process, and the first session to
+    set it holds it (a later one asking for another is warned about and keeps it; set it once with
+    `backends.process.configure_process`); `shared_arena` opts this session into the one arena
+    registered for the process (`register_shared_arena`).
     """
     ort = require("onnxruntime")
     settings = settings or bundle.manifest.target.runtime
     options = session_options(settings)
-    if settings.mmap_threshold_kib:  # a process setting, not a session option: made where a session is made
-        set_mmap_threshold(settings.mmap_threshold_kib << 10)
+    # A process setting, not a session option: applied where a session is made, the first value holding for the process.
+    session_mmap_threshold(settings.mmap_threshold_kib, asked_by=f"bundle '{bundle.path.name}'")
     if profile_prefix is not None:
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix

@@ -18,6 +18,7 @@ import numpy as np
 
 from geofractal_edge.artifacts import Bundle, open_bundle
 from geofractal_edge.backends.base import Runner
+from geofractal_edge.backends.inputs import InputChecker
 from geofractal_edge.backends.onnxruntime.loader import (ProviderPlan, create_session, direct_run, engine_cache_id, plan_providers, provider_options,
                                                          run_options)
 from geofractal_edge.backends.onnxruntime.placement import measured_placement
@@ -27,10 +28,11 @@ from geofractal_edge.targets.profile import RuntimeSettings
 
 class Session(Runner):
     def __init__(self, bundle: Bundle, *, providers: tuple[str, ...] | None = None, key_capacity: int = 64,
-                 settings: RuntimeSettings | None = None, **overrides) -> None:
+                 settings: RuntimeSettings | None = None, checker: InputChecker | None = None, **overrides) -> None:
         """`settings`: onnxruntime settings (default: the target profile's `runtime`); `overrides`:
-        any of its fields by name, e.g. `intra_op_threads=1, prepacking=False` (None keeps a value)."""
-        super().__init__(bundle, key_capacity=key_capacity)
+        any of its fields by name, e.g. `intra_op_threads=1, prepacking=False` (None keeps a value).
+        `checker`: the bundle's input checker if the caller holds one (the zoo's), so there is one per bundle."""
+        super().__init__(bundle, key_capacity=key_capacity, checker=checker)
         self.settings: RuntimeSettings = (settings or bundle.manifest.target.runtime).but(**overrides)
         self.plan: ProviderPlan = plan_providers(bundle, override=providers)
         options = provider_options(bundle, self.plan.chosen)

@@ -136,7 +136,7 @@ class Entry:
 
     @property
     def checker(self) -> InputChecker:
-        """The manifest's input checks, prepared once per bundle (the runner's own are the same checks)."""
+        """The manifest's input checks, prepared once per bundle; the model's session is given this one (one checker per model)."""
         if self._checker is None or self._checker[0] is not self.bundle:
             graph = self.manifest.graph
             self._checker = (self.bundle, InputChecker(graph.data_inputs, graph.dim_ranges))

@@ -125,7 +125,9 @@ class Residency:
         # 0.4-1.1 MiB with an arena per session), memory the zoo would charge to no model. The arena is not
         # shrunk after calls either: a model's measured cost includes its activations, which a shrinking
         # arena would give back and take again on every call, uncounted by the budget.
-        session = Session(bundle, providers=self.providers, key_capacity=self.key_capacity, shared_arena=False, arena_shrinkage=False)
+        # The entry's input checker (requests are checked with it before the load) is the session's too: one per model.
+        session = Session(bundle, providers=self.providers, key_capacity=self.key_capacity, checker=entry.checker,
+                          shared_arena=False, arena_shrinkage=False)
         for folder in self.keyring.folders:
             session.keys.add_folder(folder)
         for name in bundle.key_names()[: self.key_capacity]:

@@ -1,0 +1,34 @@
+"""What the zoo forces on every session it loads, whatever the bundle's manifest asks: an arena of the
+session's own (shared_arena False), never shrunk after calls (arena_shrinkage False), so that what a model
+is charged is what its eviction gives back, and its measured cost includes its activations."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from geofractal_edge.artifacts import open_bundle
+from geofractal_edge.runtimes.zoo import Zoo
+from tests.integration.test_zoo_integrity import reseal_edited
+
+X = np.linspace(0.0, 1.0, 12, dtype=np.float32)
+
+
+def _ask_for_a_shared_shrinking_arena(manifest: dict) -> None:
+    manifest["target"]["runtime"].update(shared_arena=True, arena_shrinkage=True, cpu_mem_arena=True)
+
+
+def test_a_zoo_session_keeps_its_own_unshrunk_arena_though_the_manifest_asks_otherwise(bundle_factory, tmp_path):
+    root = tmp_path / "zoo"
+    root.mkdir()
+    reseal_edited(bundle_factory("fp32"), root / "m", _ask_for_a_shared_shrinking_arena)
+    asked = open_bundle(root / "m").manifest.target.runtime
+    assert asked.shared_arena and asked.arena_shrinkage  # the bundle does ask for both
+    zoo = Zoo(root, budget_bytes=64 << 20, warm=False)
+    try:
+        zoo.infer({"x": X}, model="m")
+        session = zoo.state.get("m").session
+        assert session.settings.shared_arena is False and session.settings.arena_shrinkage is False
+        assert session.settings.cpu_mem_arena is True  # the rest as the manifest says
+        assert session.run_options is None  # no per-call shrinkage reaches onnxruntime
+    finally:
+        zoo.close()
