@@ -65,6 +65,7 @@ class Entry:
     failures: int = 0
     last_used: float = 0.0
     measured_bytes: int | None = None  # process delta of the last load, warm-up run included
+    peak_bytes: int | None = None  # the last load's high-water mark above where it started (VmHWM), measured alone
     freed_bytes: int | None = None  # what the last unload gave back, measured
     load_seconds: float | None = None  # last measured load (session + warm-up run)
     run_lock: threading.Lock = field(default_factory=threading.Lock)  # the bound key is session state
@@ -153,6 +154,7 @@ class Entry:
             "target": manifest.target.name if manifest else None,
             "estimate_bytes": self.estimate_bytes,
             "measured_bytes": self.measured_bytes,
+            "peak_bytes": self.peak_bytes,
             "freed_bytes": self.freed_bytes,
             "load_seconds": self.load_seconds,
             "pins": self.pins,

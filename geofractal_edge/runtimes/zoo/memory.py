@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from geofractal_edge.artifacts import atomic
-from geofractal_edge.backends.process import rss_bytes, trim_heap
+from geofractal_edge.backends.process import peak_rss_bytes, reset_peak_rss, rss_bytes, trim_heap
 
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 
@@ -96,6 +96,14 @@ class Meter:
         self.device_counted = True
         if not self.memory_shared:
             self._nvml = _Nvml()
+
+    def reset_peak(self) -> bool:
+        """Start the process's RSS high-water mark again from now (VmHWM); True where it could."""
+        return reset_peak_rss()
+
+    def peak_rss(self) -> int | None:
+        """The RSS high-water mark since `reset_peak`; None where unknown."""
+        return peak_rss_bytes()
 
     def read(self) -> Reading:
         rss = rss_bytes() or 0  # 0 where there is no /proc to read
@@ -174,11 +182,14 @@ class MemoryBook:
     def get(self, manifest_sha: str) -> dict | None:
         return self._data.get(manifest_sha)
 
-    def put(self, manifest_sha: str, *, measured_bytes: int, load_seconds: float | None) -> None:
+    def put(self, manifest_sha: str, *, measured_bytes: int, load_seconds: float | None, peak_bytes: int | None = None) -> None:
         if self.path is None or not manifest_sha:
             return
         with self._lock:
-            self._data[manifest_sha] = {"measured_bytes": int(measured_bytes), "load_seconds": load_seconds}
+            record = {"measured_bytes": int(measured_bytes), "load_seconds": load_seconds}
+            if peak_bytes is not None:
+                record["peak_bytes"] = int(peak_bytes)
+            self._data[manifest_sha] = record
             try:
                 atomic.write_text(self.path, json.dumps(self._data, indent=1, sort_keys=True))
             except OSError:
@@ -189,6 +200,10 @@ def _well_formed(record: object) -> bool:
     """A remembered cost this zoo wrote: anything else in the file is ignored, never trusted."""
     if not isinstance(record, dict):
         return False
-    measured, seconds = record.get("measured_bytes"), record.get("load_seconds")
-    return (isinstance(measured, int) and not isinstance(measured, bool) and measured >= 0
+    measured, seconds, peak = record.get("measured_bytes"), record.get("load_seconds"), record.get("peak_bytes")
+    return (_count(measured) and (peak is None or _count(peak))
             and (seconds is None or (isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and 0 <= seconds < 1e6)))
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

@@ -15,6 +15,11 @@ one model:
   manifest's estimate + `OUTLIER_SLACK`: other work in the process grew or shrank it meanwhile,
   e.g. a request body arriving) counts what was expected instead and is not remembered, so one
   noisy measurement cannot keep a model out of the budget, now or after a restart;
+- a load's peak is measured too (the RSS high-water mark, VmHWM, reset as the load starts): creating
+  a session holds the float initializers until prepacking and malloc_trim, above what the model then
+  costs. Kept (and remembered) only from a load that ran alone with a plausible cost and peak, so a
+  concurrent run's activations are not charged to it; the next load of that model reserves its peak and makes
+  room for it first. Where the mark cannot be reset (not Linux), a load reserves its cost as before;
 - an unload is measured after gc and malloc_trim. Outputs are copied before they are returned: a
   numpy output from onnxruntime is a view that keeps the whole session's memory alive.
 
@@ -97,9 +102,11 @@ class Residency:
             with self._load_lock:
                 ticket = self.state.begin_work()
                 try:
+                    start = self._start_peak()
                     session, cost, seconds = self._open(entry)
+                    peak = self._peak_since(start, cost=cost)
                 finally:
-                    self.state.end_work(ticket)
+                    alone = self.state.end_work(ticket)
         except BaseException as exc:
             reason = exc.one_line() if isinstance(exc, ChangedOnDisk) else f"load failed: {_reason(exc)}"
             self.state.load_failed(entry, need, reason)
@@ -107,9 +114,11 @@ class Residency:
                 raise Failed(reason) from exc
             raise
         plausible = plausible_cost(cost, estimate=entry.estimate_bytes, previous=previous)
-        extra = self.state.loaded(entry, need, session, cost=cost if plausible else need, seconds=seconds, evict_order=self.evict_order)
+        counted = cost if plausible else self.state.expected(entry)  # `need` may be the load's peak, more than it costs
+        peak = peak if plausible and alone and plausible_peak(peak, cost=cost) else None  # beside other work the mark is not this load's
+        extra = self.state.loaded(entry, need, session, cost=counted, seconds=seconds, evict_order=self.evict_order, peak=peak)
         if plausible:
-            self.book.put(entry.manifest_sha, measured_bytes=cost, load_seconds=seconds)
+            self.book.put(entry.manifest_sha, measured_bytes=cost, load_seconds=seconds, peak_bytes=peak)
         self.metrics.count(count)
         self.release(extra)
         self._record_memory()
@@ -145,6 +154,19 @@ class Residency:
         session = self.new_session(entry)
         seconds = time.perf_counter() - started
         return session, self.meter.read().counted() - before, seconds
+
+    def _start_peak(self):
+        """Restart the high-water mark for a load: (whether it could, the reading it starts from)."""
+        return self.meter.reset_peak(), self.meter.read()
+
+    def _peak_since(self, start, *, cost: int) -> int | None:
+        """The load's height above its start (never below its cost); None where the mark could not be restarted."""
+        reset, before = start
+        high = self.meter.peak_rss() if reset else None
+        if high is None:
+            return None
+        device = (self.meter.read().device or 0) - (before.device or 0)  # no device peak is read: its growth stands for it
+        return max(cost, high - before.rss + device)
 
     # ---- run ----
 
@@ -201,6 +223,12 @@ def plausible_cost(cost: int, *, estimate: int, previous: int | None) -> bool:
     if previous is not None:
         return 0 <= cost <= OUTLIER_FACTOR * previous + (1 << 20)
     return 0 <= cost <= ESTIMATE_FACTOR * estimate + OUTLIER_SLACK
+
+
+def plausible_peak(peak: int | None, *, cost: int) -> bool:
+    """Is a measured load peak fit to reserve and remember: known, and not beyond `ESTIMATE_FACTOR` x the load's
+    cost + `OUTLIER_SLACK`? A remembered peak over the budget keeps a model out, so a wild one is not kept."""
+    return peak is not None and cost <= peak <= ESTIMATE_FACTOR * cost + OUTLIER_SLACK
 
 
 def _reason(exc: BaseException) -> str:

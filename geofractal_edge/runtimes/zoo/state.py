@@ -8,7 +8,9 @@ model and pinning it, or choosing victims and detaching them, are one step.
 
 The budget arithmetic lives here too: a resident model counts max(measured, manifest estimate); a
 model never measured is expected to cost its estimate plus the median overhead measured so far;
-a load in flight counts what it reserved. A pinned model is never evicted.
+a load in flight counts what it reserved: what it will cost, or its measured load peak where that is
+higher (session creation holds the float initializers until prepacking and malloc_trim), so room is
+made for the peak before the load starts. A pinned model is never evicted.
 """
 
 from __future__ import annotations
@@ -83,6 +85,10 @@ class ZooState:
             return self.cost(entry)
         overheads = [e.measured_bytes - e.estimate_bytes for e in self.entries() if e.measured_bytes is not None]
         return entry.estimate_bytes + max(0, int(statistics.median(overheads)) if overheads else DEFAULT_OVERHEAD)
+
+    def expected_peak(self, entry: Entry) -> int:
+        """What loading `entry` holds at its height: its last measured load peak, never below what it will cost."""
+        return max(self.expected(entry), entry.peak_bytes or 0)
 
     def load_seconds(self, entry: Entry) -> float:
         if entry.load_seconds is not None:
@@ -174,7 +180,7 @@ class ZooState:
     # ---- loads and unloads ----
 
     def reserve(self, entry: Entry, *, evict_order: EvictOrder, wait_s: float) -> tuple[int, Victims] | None:
-        """Wait for room, then mark `entry` loading with its expected bytes reserved: (bytes, residents to release).
+        """Wait for room for the load's peak, then mark `entry` loading with it reserved: (bytes, residents to release).
 
         None if it is resident already; Failed if it is quarantined; BusyError after `wait_s`.
         """
@@ -187,7 +193,7 @@ class ZooState:
                     raise Failed(entry.reason)
                 victims = None
                 if entry.state == REGISTERED:
-                    need = self.expected(entry)
+                    need = self.expected_peak(entry)
                     victims = self._make_room(need, entry, evict_order)
                 if victims is not None:
                     break
@@ -199,12 +205,16 @@ class ZooState:
             self._reserved += need
             return need, victims
 
-    def loaded(self, entry: Entry, reserved: int, session, *, cost: int, seconds: float, evict_order: EvictOrder) -> Victims:
-        """The load finished: resident with its measured cost; returns residents to evict if it cost more than expected."""
+    def loaded(self, entry: Entry, reserved: int, session, *, cost: int, seconds: float, evict_order: EvictOrder,
+               peak: int | None = None) -> Victims:
+        """The load finished: resident with its measured cost (and load peak, when measured); returns residents
+        to evict if it cost more than expected."""
         with self._cond:
             self._reserved -= reserved
             entry.session, entry.state = session, RESIDENT
             entry.measured_bytes, entry.load_seconds = cost, seconds
+            if peak is not None:
+                entry.peak_bytes = peak
             entry.loads += 1
             victims = self._make_room(0, entry, evict_order) or []
             self._cond.notify_all()

@@ -225,6 +225,7 @@ class Zoo:
             remembered = self.book.get(entry.manifest_sha)
             if remembered:
                 entry.measured_bytes, entry.load_seconds = remembered["measured_bytes"], remembered["load_seconds"]
+                entry.peak_bytes = remembered.get("peak_bytes")
         self.residency.release(self.state.install(entry))
 
     def _warm_up(self) -> None:

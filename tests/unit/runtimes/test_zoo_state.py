@@ -121,3 +121,19 @@ def test_an_unmeasured_model_is_expected_to_cost_its_estimate_plus_the_median_ov
     fresh = state.get("b")
     fresh.measured_bytes = None
     assert state.expected(fresh) == 14 * MIB and state.cost(state.get("a")) == 14 * MIB
+
+
+def test_admission_makes_room_for_a_loads_peak_not_only_its_resident_cost():
+    """A load holds more while its session is created (float initializers before prepacking) than the model then costs."""
+    state = _state(100, ("a", 60), ("b", 30))
+    _load(state, "a")
+    state.get("b").peak_bytes = 50 * MIB  # measured at its last load: 60 + 50 would not fit, 60 + 30 would
+    assert _load(state, "b") == ["a"]
+    assert state.accounted_bytes() == 30 * MIB  # resident, it counts its cost again, not its peak
+
+
+def test_a_model_whose_load_peaks_over_the_budget_is_refused_before_it_loads():
+    state = _state(40, ("b", 30))
+    state.get("b").peak_bytes = 50 * MIB
+    with pytest.raises(ModelTooLargeError, match=r"needs 50.0 MiB, the budget is 40.0 MiB"):
+        state.reserve(state.pin("b"), evict_order=lambda es: [], wait_s=0.1)
