@@ -11,6 +11,7 @@ from pathlib import Path
 
 from geofractal_edge.artifacts import Manifest, atomic, open_bundle, seal
 from geofractal_edge.errors import GfedgeError
+from geofractal_edge.export.passes import check_full
 from geofractal_edge.export.quantize import QuantConfig, QuantContext, default_config, quantize
 from geofractal_edge.export.ternary import lower_ternary
 from geofractal_edge.export.trace import trace
@@ -86,6 +87,7 @@ def _export_locked(*, family, profile, config, out: Path, model, overwrite: bool
     graph = quantize(graph, config, QuantContext(spec=exportable.spec, calibration=exportable.calibration(), dialect=dialect))
     if exportable.spec.ternary:
         graph = lower_ternary(graph, exportable.spec, dialect=dialect, pack_keep_float=not lut)
+    check_full(graph, f"the {config.precision} graph")  # once per export, on the final graph: quantize and lower_ternary leave it out
     check_shapes(graph, exportable)
     step("write", 2, 5)
     with atomic.directory(out, overwrite=overwrite, lock=False) as staging:

@@ -27,7 +27,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from geofractal_edge.errors import Bug
 from geofractal_edge.export import lowbit
-from geofractal_edge.export.passes import attrs, check_full, drop_unused_initializers, per_slice
+from geofractal_edge.export.passes import attrs, drop_unused_initializers, per_slice
 from geofractal_edge.export.ternary_int4 import ternary_to_int4_dq
 from geofractal_edge.models.spec import ExportSpec
 
@@ -37,8 +37,8 @@ def lower_ternary(model: onnx.ModelProto, spec: ExportSpec, *, dialect: str, pac
     pack_keep_float=False leaves the keep-float tensors float: a bundle that runs 2-bit MatMulNBits with
     onnxruntime's lookup-table kernel (int8 activations) must not route through it.
 
-    This is the last rewrite of a spec with ternary tensors, so the full ONNX check runs here (and
-    `quantize` leaves it out for such a spec): once per export, on the graph the bundle holds.
+    Every tensor lowered is checked to hold only -1, 0 and +1 here, for both dialects. The full ONNX check
+    is the caller's (`pipeline` runs `passes.check_full` once, on the graph the bundle holds).
     """
     inits = {i.name: i for i in model.graph.initializer}
     required = [c for c, _ in spec.ternary if c in inits]
@@ -53,10 +53,8 @@ def lower_ternary(model: onnx.ModelProto, spec: ExportSpec, *, dialect: str, pac
     values |= {n: a for n, a in optional.items() if a.ndim >= 2 and np.isin(a, (-1, 0, 1)).all()}
     if dialect == "qdq":
         pairs = tuple((c, s) for c, s in spec.ternary if c in values)
-        lowered = ternary_to_int4_dq(model, {c: values[c] for c, _ in pairs}, pairs)
-    else:
-        lowered = _lower_ort(model, values, required=set(required))
-    return check_full(lowered, "the quantized graph with its ternary weights lowered")
+        return ternary_to_int4_dq(model, {c: values[c] for c, _ in pairs}, pairs)
+    return _lower_ort(model, values, required=set(required))
 
 
 def _lower_ort(model: onnx.ModelProto, values: dict[str, np.ndarray], *, required: set[str]) -> onnx.ModelProto:

@@ -8,7 +8,10 @@ metric parity reports; and tolerance overrides. The exporter reads it and never 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
+
+from geofractal_edge.errors import Bug
 
 Dim = int | str  # a fixed size, or the name of a dynamic dimension
 
@@ -50,7 +53,8 @@ class ExportSpec:
     ternary: tuple[tuple[str, str], ...] = ()
     # initializers whose consumers stay float (e.g. routing signatures: int8 noise would flip routes)
     keep_float: tuple[str, ...] = ()
-    # int8: SmoothQuant migration strength for the weight products' inputs (export/quantize/smooth.py); 0: none
+    # int8: SmoothQuant migration strength for the weight products' inputs (export/quantize/smooth.py), 0 to 1; 0: none.
+    # The family's choice: an Int8Config that names smooth_alpha wins; the manifest records the value used.
     smooth_alpha: float = 0.0
 
     @property
@@ -69,6 +73,10 @@ class ExportSpec:
     # own contract. Export then keeps float any keep_float tensor it would otherwise pack 2-bit (routing scores stay exact).
     lut_gemm_precisions: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        if not is_smooth_alpha(self.smooth_alpha):
+            raise Bug(f"family {self.family}'s ExportSpec has smooth_alpha {self.smooth_alpha!r}, not a number from 0 to 1")
+
     def input(self, name: str) -> TensorSpec:
         return next(t for t in self.inputs if t.name == name)
 
@@ -79,3 +87,8 @@ class ExportSpec:
     def validation_shape(self, tensor: TensorSpec, *, use: str) -> tuple[int, ...]:
         """A concrete shape: `use` is "min", "opt" or "max" of each dynamic dimension."""
         return tuple(d if isinstance(d, int) else getattr(self.dim_ranges[d], use) for d in tensor.shape)
+
+
+def is_smooth_alpha(alpha) -> bool:
+    """A SmoothQuant migration strength: a finite number from 0 (no smoothing) to 1 (all of it moved to the weights)."""
+    return not isinstance(alpha, bool) and isinstance(alpha, (int, float)) and math.isfinite(alpha) and 0 <= alpha <= 1

@@ -26,7 +26,6 @@ import numpy as np
 import onnx
 
 from geofractal_edge.errors import Bug, GfedgeError
-from geofractal_edge.export.passes import check_full
 from geofractal_edge.models.spec import ExportSpec
 from geofractal_edge.targets.precisions import PRECISIONS
 
@@ -139,10 +138,11 @@ def default_config(precision: str) -> QuantConfig:
 
 
 def quantize(model: onnx.ModelProto, config: QuantConfig, context: QuantContext) -> onnx.ModelProto:
-    """The model in `config`'s scheme, checked by onnx's full checker.
+    """The model in `config`'s scheme.
 
-    A spec with ternary tensors is checked once, after `export.ternary.lower_ternary` (which the
-    export runs next on such a spec): that graph, not this one, is what the bundle holds.
+    Not run through onnx's full checker: the export checks once, the graph the bundle holds (after
+    `export.ternary.lower_ternary` on a spec with ternary tensors); a caller that keeps this graph
+    runs `export.passes.check_full` itself.
     """
     _load_schemes()
     from geofractal_edge.export.quiet import quiet
@@ -151,10 +151,7 @@ def quantize(model: onnx.ModelProto, config: QuantConfig, context: QuantContext)
     if transform is None:
         raise Bug(f"{type(config).__name__} is not a registered quantization scheme")
     with quiet():
-        quantized = transform(model, config, context)
-    if context.spec is not None and context.spec.ternary:
-        return quantized
-    return check_full(quantized, f"the {config.precision} graph")
+        return transform(model, config, context)
 
 
 @functools.cache

@@ -10,10 +10,6 @@
   DynamicQuantizeLinear (uint8, the scale measured per call) + MatMulInteger, which onnxruntime's
   CPU provider fuses into one DynamicQuantizeMatMul (or MatMulIntegerToFloat) at load; no
   calibration. Gemm is rewritten as MatMul + Add first (the dynamic quantizer reads MatMul only).
-
-A family whose spec sets `smooth_alpha` (the MiniLM encoder) has its weight products' inputs smoothed
-first (smooth.py), from the calibration feeds: per input channel for dynamic, input and output for
-static.
 * ``target``: whichever the target profile names (`TargetProfile.int8_activations`, chosen per
   target by benchmarks/int8_scheme.py); `for_target` resolves it before export, so a manifest
   always records static or dynamic. A model quantized with no target at hand gets static.
@@ -22,6 +18,10 @@ In both, what the quantizer leaves in float is then made int8 too (see weights.p
 that both dialects read: an embedding table stays int8 in memory and each gathered row is cast and
 scaled by its own scale; any other weight (conv filters, a sliced position table, a collective's
 stacked router weights) gets a per-channel DequantizeLinear.
+
+With `smooth_alpha` > 0 (left None: the family's spec's, which only the MiniLM encoder sets) the weight
+products' inputs are smoothed first (smooth.py), from the calibration feeds: per input channel for
+dynamic, input and output for static. The manifest records the alpha used.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from geofractal_edge.export.quantize import weights
 from geofractal_edge.export.quantize.base import QuantConfig, QuantContext, register
 from geofractal_edge.export.quantize.islands import consumers, feature_stage
 from geofractal_edge.export.quantize.smooth import smooth
+from geofractal_edge.models.spec import is_smooth_alpha
 from geofractal_edge.targets.profile import INT8_ACTIVATIONS
 
 CALIBRATE_METHODS = ("MinMax", "Entropy", "Percentile", "Distribution")  # onnxruntime's CalibrationMethod
@@ -62,8 +63,17 @@ class Int8Config(QuantConfig):
     # (VNNI): 8-bit flipped one near-tie of 152 texts in the test text collective (0.66 points, gate 0.3) at SQNR
     # 44.2 dB; 7-bit: 42.8 dB, no flip; Atlas 37.0 -> 32.6, TriX 39.7 -> 38.4 dB, MiniLM 23.8 -> 22.2 dB, all above static.
     reduce_range: bool = True
+    # SmoothQuant migration strength for the weight products' inputs (smooth.py), 0 <= alpha <= 1; 0: no smoothing.
+    # None: the family's choice (`ExportSpec.smooth_alpha`: MiniLM 0.5, others 0), resolved by `for_spec` so the
+    # manifest records it. A record written before this field existed reads as None: the spec's, as it was then.
+    smooth_alpha: float | None = None
 
     def __post_init__(self) -> None:
+        if self.smooth_alpha is not None:
+            if not is_smooth_alpha(self.smooth_alpha):
+                raise GfedgeError(f"int8 smooth_alpha {self.smooth_alpha!r} is not a number from 0 to 1",
+                                  "use e.g. 0.5 (0: no smoothing), or leave it out for the family's choice")
+            object.__setattr__(self, "smooth_alpha", float(self.smooth_alpha))  # a TOML 0 or 1 arrives as an int
         if self.calibrate_method not in CALIBRATE_METHODS:
             raise GfedgeError(f"int8 calibrate_method {self.calibrate_method!r} is unknown", f"use one of {', '.join(CALIBRATE_METHODS)}")
         if self.activations not in ACTIVATIONS:
@@ -78,16 +88,23 @@ class Int8Config(QuantConfig):
                               'use activations = "static" (or "target") for this target')
         return self
 
+    def for_spec(self, spec) -> Int8Config:
+        """This config with `smooth_alpha = None` replaced by the family's choice (the spec's)."""
+        if self.smooth_alpha is None:
+            return dataclasses.replace(self, smooth_alpha=spec.smooth_alpha)
+        return self
+
 
 @register(Int8Config)
 def to_int8(model: onnx.ModelProto, config: Int8Config, context: QuantContext) -> onnx.ModelProto:
+    config = config.for_spec(context.spec)
     dynamic = config.activations == "dynamic"
     if dynamic and context.dialect != "ort":
         raise GfedgeError(f"int8 activations 'dynamic' cannot be written in the {context.dialect!r} weight dialect", 'use activations = "static" for a TensorRT target')
-    if dynamic or context.spec.smooth_alpha > 0:
+    if dynamic or config.smooth_alpha > 0:
         model = gemm_to_matmul(model, keep=context.spec.unquantized)
-    if context.spec.smooth_alpha > 0:
-        model = smooth(model, context.calibration, alpha=context.spec.smooth_alpha, outputs=not dynamic, skip=set(_excluded(model, config, context)))
+    if config.smooth_alpha > 0:
+        model = smooth(model, context.calibration, alpha=config.smooth_alpha, outputs=not dynamic, skip=set(_excluded(model, config, context)))
     if dynamic:
         quantized = _with_file(model, lambda src, dst: _dynamic(src, dst, model, config, context))
     else:

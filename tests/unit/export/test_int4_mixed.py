@@ -13,6 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from geofractal_edge.errors import GfedgeError
+from geofractal_edge.export.passes import check_full
 from geofractal_edge.export.quantize import QuantConfig, QuantContext, default_config, quantize
 from geofractal_edge.export.quantize import weights
 from geofractal_edge.export.quantize.int4 import Int4Config, int8_weights
@@ -78,7 +79,8 @@ def test_none_takes_the_family_s_choice_and_an_explicit_list_wins():
     assert default_config("int4").for_spec(spec).int8_upstream_of == ("routes",)
     assert Int4Config(int8_upstream_of=()).for_spec(spec).int8_upstream_of == ()
     assert default_config("int4").for_spec(toy_spec()).int8_upstream_of == ()  # families without routes: all 4-bit
-    assert default_config("int8").for_spec(spec) == default_config("int8")  # other schemes: unchanged
+    for precision in ("fp32", "fp16"):  # schemes with no setting left to the family: unchanged
+        assert default_config(precision).for_spec(spec) == default_config(precision)
 
 
 def test_block_size_and_accuracy_level_left_none_take_the_family_s_and_a_config_s_win():
@@ -130,6 +132,7 @@ def test_ort_dialect_keeps_the_router_s_weights_8_bit_and_the_head_4_bit():
 
 def test_qdq_dialect_keeps_the_router_s_weights_int8_per_output_channel():
     model = quantize(toy_model(), default_config("int4"), QuantContext(spec=toy_spec(int8_upstream_of=("routes",)), dialect="qdq"))
+    check_full(model, "the int4 qdq graph")  # not run here: quantize leaves the check to the export
     assert not any(n.domain for n in model.graph.node), "standard ops only"
     inits = {i.name: i for i in model.graph.initializer}
     dq = {n.input[0]: n for n in model.graph.node if n.op_type == "DequantizeLinear"}

@@ -6,6 +6,7 @@ import pytest
 from onnx import numpy_helper
 
 from geofractal_edge.errors import GfedgeError
+from geofractal_edge.export.passes import check_full
 from geofractal_edge.export.quantize import default_config
 
 
@@ -87,6 +88,7 @@ def test_int4_accuracy_level_reaches_every_matmul_nbits_and_scales_can_stay_floa
     key_dim = next(i for i in fp32.graph.input if i.name == "key").type.tensor_type.shape.dim[0].dim_value
     spec = atlas_spec(key_dim=key_dim, vocab_size=fp32.graph.output[0].type.tensor_type.shape.dim[1].dim_value)
     model = quantize(fp32, Int4Config(accuracy_level=4, scale_dtype="float32"), QuantContext(spec=spec, dialect="ort"))
+    check_full(model, "the int4 graph")  # quantize leaves the check to the export
     nodes = _matmul_nbits(model)
     assert nodes and all(onnx.helper.get_attribute_value(a) == 4 for n in nodes for a in n.attribute if a.name == "accuracy_level")
     assert all(len([a for a in n.attribute if a.name == "accuracy_level"]) == 1 for n in nodes)
@@ -106,6 +108,7 @@ def test_int4_leaves_keep_float_weights_in_float(bundle_factory):
     vocab = fp32.graph.output[0].type.tensor_type.shape.dim[1].dim_value
     spec = dataclasses.replace(atlas_spec(key_dim=key_dim, vocab_size=vocab), keep_float=("block.weight",))
     model = quantize(fp32, default_config("int4"), QuantContext(spec=spec, calibration=None))
+    check_full(model, "the int4 graph")  # quantize leaves the check to the export
     # The Gemm -> MatMul rewrite (which transposes weights) must not move the kept weight into int4.
     floats = {i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
     int4 = [i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT4]

@@ -1,5 +1,5 @@
 """The onnxruntime ("ort") form of ternary tiles: each tensor's codes and unit scales made once however many
-nodes read it, the float graph's outputs kept, and one full ONNX check per export (after the lowering)."""
+nodes read it, the float graph's outputs kept, only -1, 0 and +1 lowered, and the full ONNX check left to the export."""
 
 from __future__ import annotations
 
@@ -63,21 +63,32 @@ def test_codes_and_unit_scales_are_made_once_per_tensor_and_the_outputs_kept(mon
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
 
 
-def test_a_ternary_spec_gets_one_full_check_after_the_lowering(monkeypatch):
+def test_quantize_and_the_lowering_leave_the_full_check_to_the_export(monkeypatch):
+    """The export runs onnx's full check once, on the final graph (tests/integration/test_export_checked_once.py):
+    neither step runs it, with ternary tensors or without."""
     checks = []
     real = onnx.checker.check_model
     monkeypatch.setattr(onnx.checker, "check_model", lambda model, **kw: checks.append(kw) or real(model, **kw))
-    spec = _spec((("t_q", "unused"),))
+    spec = _spec((("t_q", "g_q"),))  # the "qdq" form needs the scale to be an initializer; it leaves it as it is
     quantized = quantize(_graph(np.random.default_rng(1)), default_config("fp32"), QuantContext(spec=spec, dialect="ort"))
-    assert checks == []  # not final: lower_ternary checks the graph the bundle holds
-    lower_ternary(quantized, spec, dialect="ort")
-    assert checks == [{"full_check": True}]
+    for dialect in ("ort", "qdq"):
+        lower_ternary(quantized, spec, dialect=dialect)
     quantize(_graph(np.random.default_rng(1)), default_config("fp32"), QuantContext(spec=_spec(()), dialect="ort"))
-    assert checks == [{"full_check": True}] * 2  # no ternary tensors: quantize's graph is final and checked there
+    assert checks == []
 
 
-def test_an_invalid_lowered_graph_is_a_bug():
+@pytest.mark.parametrize("dialect", ["ort", "qdq"])
+def test_a_tensor_that_is_not_ternary_is_a_bug_and_each_is_checked_once(monkeypatch, dialect):
     model = _graph(np.random.default_rng(2))
-    model.graph.node[0].input[1] = "nowhere"  # a tensor no one produces
-    with pytest.raises(Bug, match="ternary weights lowered is not valid ONNX"):
-        lower_ternary(model, _spec((("s_q", "unused"),)), dialect="ort")
+    spec = _spec((("t_q", "g_q"), ("s_q", "g_q")))
+    calls = []
+    real = np.isin
+    monkeypatch.setattr(np, "isin", lambda *a, **kw: calls.append(a[0].shape) or real(*a, **kw))
+    lower_ternary(model, spec, dialect=dialect)
+    assert sorted(calls) == sorted([(N, A, B), (A, B)])  # one check per tensor, in lower_ternary only
+    inits = {i.name: i for i in model.graph.initializer}
+    bad = numpy_helper.to_array(inits["s_q"]).copy()
+    bad[0, 0] = 0.5  # int8 codes would truncate it to 0: refused before any packing
+    inits["s_q"].CopyFrom(numpy_helper.from_array(bad, "s_q"))
+    with pytest.raises(Bug, match="ternary tensor s_q holds values other than -1, 0, \\+1"):
+        lower_ternary(model, spec, dialect=dialect)
