@@ -1,22 +1,24 @@
 """A weight-dominated TriX LM: hierarchical vs flat routing vs dense quality; memory and latency per precision.
 
     python benchmarks/trix_wide.py [--steps 150] [--batch 4] [--skip-train] [--skip-export] [--runs 30]
-        [--lowering gather_by_route|group_by_route] [--max-batch 16] [--compare-gather]
+        [--lowering dispatch_by_route|gather_by_route|group_by_route] [--max-batch 0] [--compare-gather]
 
 The model: d_model 256, 2 layers, 64 ternary tiles of d_hidden 256 per layer (16.8M tile weights,
 67 MB at float32). Part 1 (benchmarks/trix_wide_train.py) trains hierarchical TriX, flat TriX and
 dense on the pydoc corpus with one budget and seed, and reports held-out bits/char and how often
 hierarchical routes agree with the flat argmax over the same weights. Part 2 exports the
-hierarchical model for host-cpu at fp32, int8 and int4 (gather-by-route: 64 tiles > the profile's
-compute_all_max_tiles), plus "float32": the same fp32 export with the tiles left as float32
-initializers (the spec's ternary list emptied; there is no CLI option for it), and prints every
-parity gate. The bundles' batch range is capped at 16 windows by default: export runs the graph at
-the declared max, and gather-by-route at 256 windows needs 4.3 GB per gather. Part 3 runs `backends.bench` (what `gfedge bench` runs: each bundle in a fresh
+hierarchical model for host-cpu at fp32, int8 and int4 (dispatch-by-route, host-cpu's choice for 64
+tiles > the profile's compute_all_max_tiles; int8/int4 run the lookup-table 2-bit kernel), plus
+"float32": the same fp32 export with the tiles left as float32 initializers (the spec's ternary list
+emptied; there is no CLI option for it), and prints every parity gate. --max-batch caps the bundles'
+batch range (export runs the graph at the declared max: gather-by-route at 256 windows needs 4.3 GB
+per gather, so cap it at 16 for that lowering). --compare-gather also exports fp32 with
+gather_by_route (capped at 16 windows) and benches it against this run's fp32. Part 3 runs `backends.bench` (what `gfedge bench` runs: each bundle in a fresh
 process, timed runs round-robin) at 1 and 2 threads, batch 1 and the family's typical batch (the
 spec's opt, 16 windows), and prints the acceptance table, then RSS after a batch-1-only warm-up. Part 4 times torch eager against the
 runtime's Session on the same checkpoint, interleaved in one process, at 64 and 256 tokens.
 Work directory (checkpoints, bundles, JSON): .bench/trix_wide/ (gitignored). --skip-train reuses
-the checkpoints; bundles are re-exported (about 30 s each at gather_by_route) unless --skip-export.
+the checkpoints; bundles are re-exported (30-45 s each) unless --skip-export.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ def export_all(work: Path, *, lowering: str, precisions=PRECISIONS, max_batch: i
 
 def hier_exportable(work: Path, *, lowering: str, float_tiles: bool, max_batch: int | None):
     """The hierarchical checkpoint as the TriX family exports it, under `lowering` (family.choose_lowering picks
-    gather_by_route for 64 tiles on host-cpu); `float_tiles`: the spec's ternary list emptied, so the tiles stay
+    dispatch_by_route for 64 tiles on host-cpu); `float_tiles`: the spec's ternary list emptied, so the tiles stay
     float32 initializers; `max_batch`: the declared batch range capped (export checks the graph at its max)."""
     from geofractal_edge.artifacts.hashing import file_sha256
     from geofractal_edge.models.trix import family
@@ -179,13 +181,14 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--skip-train", action="store_true", help="reuse the cached checkpoints")
     parser.add_argument("--skip-export", action="store_true", help="reuse the cached bundles too")
     parser.add_argument("--work", type=Path, default=WORK)
-    parser.add_argument("--lowering", default="gather_by_route",
-                        help="TriX lowering of the exported bundles (default: %(default)s, host-cpu's choice for 64 tiles; or group_by_route)")
-    parser.add_argument("--max-batch", type=int, default=TYPICAL,
-                        help="cap the bundles' batch range (default: %(default)s; 0: the spec's 256). Export runs the graph at the max: "
-                             "gather_by_route at 256 windows materialises 4.3 GB per gather and was OOM-killed at 12 GB")
+    parser.add_argument("--lowering", default="dispatch_by_route",
+                        help="TriX lowering of the exported bundles (default: %(default)s, host-cpu's choice for 64 tiles; "
+                             "or gather_by_route, group_by_route)")
+    parser.add_argument("--max-batch", type=int, default=0,
+                        help="cap the bundles' batch range (default: %(default)s, the spec's 256). Export runs the graph at the max: "
+                             "gather_by_route at 256 windows materialises 4.3 GB per gather and was OOM-killed at 12 GB (use 16)")
     parser.add_argument("--compare-gather", action="store_true",
-                        help="also export fp32 with gather_by_route (batch range capped at the typical batch) and bench it against --lowering's fp32")
+                        help="also export fp32 with gather_by_route (batch range capped at the typical batch) and bench it against this run's fp32")
     args = parser.parse_args(argv)
     import torch
 
@@ -210,8 +213,8 @@ def main(argv: list[str]) -> None:
     else:
         bundles = export_all(args.work, lowering=args.lowering, max_batch=max_batch, folder=folder)
     results = {"training": reports, "bench": {}, "torch_vs_runtime": []}
-    if args.compare_gather:  # against the group_by_route fp32 bundle of a previous --lowering group_by_route run
-        results["gather"] = compare_gather(args.work, args.work / "bundles-group_by_route" / "fp32", runs=max(5, args.runs // 6))
+    if args.compare_gather:
+        results["gather"] = compare_gather(args.work, bundles["fp32"], args.lowering, runs=max(5, args.runs // 6))
     for threads in args.threads:
         report = bench_all(bundles, threads=threads, runs=args.runs)
         results["bench"][threads] = report
@@ -228,8 +231,8 @@ def main(argv: list[str]) -> None:
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
 
 
-def compare_gather(work: Path, group_fp32: Path, *, runs: int) -> dict:
-    """fp32 under gather_by_route (what family.choose_lowering picks for 64 tiles) against the chosen lowering's fp32.
+def compare_gather(work: Path, fp32: Path, lowering: str, *, runs: int) -> dict:
+    """fp32 under gather_by_route (host-cpu's choice for 64 tiles before dispatch_by_route) against `lowering`'s fp32 bundle.
 
     The gather bundle's batch range is capped at TYPICAL: export runs the graph at the declared max
     (256 windows = 16,384 tokens), where each gather materialises 4.3 GB and the export was OOM-killed at 12 GB.
@@ -237,12 +240,12 @@ def compare_gather(work: Path, group_fp32: Path, *, runs: int) -> dict:
     from geofractal_edge.backends.bench import bench
 
     gather = export_all(work, lowering="gather_by_route", precisions=("fp32",), max_batch=TYPICAL, folder="bundles-gather")["fp32"]
-    report = bench([group_fp32, gather], batches=(1, TYPICAL), threads=1, runs=runs).to_dict()
+    report = bench([fp32, gather], batches=(1, TYPICAL), threads=1, runs=runs).to_dict()
     print(f"\nfp32 bundles, 1 thread, {runs} runs; load average {report['machine']['load_average_start'][0]:.2f} -> {report['machine']['load_average_end'][0]:.2f}")
     for s in report["subjects"]:
-        lowering = "gather_by_route" if "gather" in s["path"] else "group_by_route"
+        name = "gather_by_route" if Path(s["path"]).resolve() == gather.resolve() else lowering
         for t in s["batches"]:
-            print(f"  {lowering:<16} batch {t['batch']:>3}: p50 {t['p50_us']:>11,.0f} us; RSS warm {s['rss_warm_bytes'] / 2**20:8.1f} MiB")
+            print(f"  {name:<17} batch {t['batch']:>3}: p50 {t['p50_us']:>11,.0f} us; RSS warm {s['rss_warm_bytes'] / 2**20:8.1f} MiB")
     return report
 
 

@@ -8,7 +8,7 @@ of a MatMul (compute-every-tile lowering, and routing signatures) or the data of
   default zero point 2 and scale 1, so the dequantized weight is the ternary value itself and the
   graph's own tile-scale multiply is unchanged: MatMul(W, Y) -> MatMulNBits(Y^T, W) (one node for all tiles when Y is shared, one per
   tile when each tile has its own Y), Gather(W, i) -> GatherBlockQuantized, and a constant tile select
-  feeding MatMuls, MatMul(Gather(W, t), Y) -> MatMulNBits(Y^T, W[t]) (dispatch_by_route). The packed bytes on
+  read transposed by MatMuls, MatMul(X, Gather(W, t)^T) -> MatMulNBits(X, W[t]) (dispatch_by_route). The packed bytes on
   disk are the bytes the kernels read: nothing is unpacked at load.
 * ``qdq``: INT4 blocked DequantizeLinear of the codes with unit scales, in TensorRT's documented
   block sizes (ternary_int4.py); the graph's own tile-scale multiply stays, as for ``ort``.
@@ -84,10 +84,11 @@ def _lower_ort(model: onnx.ModelProto, values: dict[str, np.ndarray], *, require
             made, consts = pack(name, values[name], dtype[name])
             nodes += made
             inits += consts
-        if pattern == "select_matmul":
+        if pattern == "select_matmul":  # Gather(W, t) -> Transpose -> MatMul(X, .): each MatMul becomes MatMulNBits(X, W[t])
             t = view.scalars[node.input[1]] % values[name].shape[0]
-            instead |= {mm.output[0]: _tile_matmul(name, t, mm.input[1], mm.output[0], f"{mm.name or mm.output[0]}.q2", values[name].shape)
-                        for mm in view.readers[node.output[0]]}
+            for transpose in view.readers[node.output[0]]:
+                instead[transpose.output[0]] = []
+                instead |= {mm.output[0]: [_rows_matmul(name, t, mm, values[name].shape)] for mm in view.readers[transpose.output[0]]}
             continue
         made, consts = read(node, name, values[name].shape)
         nodes += made
@@ -148,11 +149,18 @@ def _pattern(node: onnx.NodeProto | None, name: str, view: _View) -> str | None:
 
 
 def _selects_a_tile_for_matmuls(node: onnx.NodeProto, view: _View) -> bool:
-    """Gather(W [n, a, b], constant scalar t) read only as the left operand of MatMuls with Y [b, M] (dispatch_by_route)."""
-    readers = view.readers.get(node.output[0], [])
-    return (node.input[1] in view.scalars and bool(readers) and node.output[0] not in view.outputs
-            and all(r.op_type == "MatMul" and r.input[0] == node.output[0] and r.input[1] != node.output[0]
-                    and view.ranks.get(r.input[1]) == 2 for r in readers))
+    """Gather(W [n, a, b], constant scalar t) -> Transpose -> right operand of MatMuls with X [M, b] (dispatch_by_route)."""
+    def only(value: str, test) -> bool:
+        readers = view.readers.get(value, [])
+        return bool(readers) and value not in view.outputs and all(test(r, value) for r in readers)
+
+    def transposed(r: onnx.NodeProto, value: str) -> bool:
+        return r.op_type == "Transpose" and list(attrs(r).get("perm", [1, 0])) == [1, 0] and only(r.output[0], right_operand)
+
+    def right_operand(r: onnx.NodeProto, value: str) -> bool:
+        return r.op_type == "MatMul" and r.input[1] == value and r.input[0] != value and view.ranks.get(r.input[0]) == 2
+
+    return node.input[1] in view.scalars and only(node.output[0], transposed)
 
 
 def _unit_scales(name: str, rows: tuple[int, ...], blocks: int, dtype: int) -> tuple[onnx.NodeProto, onnx.TensorProto]:
@@ -220,6 +228,13 @@ def _matmul_per_tile(node, name: str, shape: tuple[int, ...]):
     return per_slice(node, 1, shape[0], "q2", tile)
 
 
+def _rows_matmul(name: str, t: int, matmul: onnx.NodeProto, shape: tuple[int, ...]) -> onnx.NodeProto:
+    """MatMul(X [M, b], W[t]^T) -> MatMulNBits(X, W[t]) [M, a], W [n, a, b] packed per tile by `_pack_tiles`."""
+    _, a, b = shape
+    return lowbit.matmul_nbits(matmul.input[0], matmul.output[0], name=f"{matmul.name or matmul.output[0]}.q2", packed=f"{name}.q2t.{t}",
+                               scales=f"{name}.q2t_scales", k=b, n=a, bits=2, block_size=lowbit.block_size_for(b))
+
+
 def _tile_matmul(name: str, t: int, y: str, out: str, part: str, shape: tuple[int, ...]) -> list[onnx.NodeProto]:
     """out [a, M] = W[t] @ Y [b, M], W [n, a, b] packed per tile by `_pack_tiles`: MatMulNBits(Y^T, W[t])^T."""
     _, a, b = shape
@@ -255,4 +270,4 @@ def _gather(node, name: str, shape: tuple[int, ...]):
 
 
 _LOWER = {"matmul_shared": (_pack_shared, _matmul_shared), "matmul_per_tile": (_pack_tiles, _matmul_per_tile), "gather": (_pack_gather, _gather),
-          "select_matmul": (_pack_tiles, None)}  # read in _lower_ort: it replaces the Gather's MatMul readers, not the Gather
+          "select_matmul": (_pack_tiles, None)}  # read in _lower_ort: it replaces the Gather's Transpose and MatMul readers

@@ -36,14 +36,17 @@ class RuntimeSettings:
     cpu_mem_arena: bool = True  # onnxruntime's CPU arena keeps freed buffers for reuse (enable_cpu_mem_arena)
     mem_pattern: bool = True  # plan activation buffers from the shapes seen (enable_mem_pattern)
     prepacking: bool = True  # re-lay weights at load for faster kernels, a second copy of them (off: session.disable_prepacking)
-    # Every session of the process draws from one CPU arena (onnxruntime's environment allocator) instead of
-    # keeping an arena of its own: several models loaded in one process (load, load_chain) keep one activation
-    # high-water mark, not one each. The zoo turns it off per session, so that an eviction frees what it charged.
+    # Per session: this session draws from the process's one CPU arena (onnxruntime's environment allocator, registered
+    # once with onnxruntime's defaults by the first session asking, never unregistered) instead of keeping an arena of
+    # its own: several models loaded in one process (load, load_chain) keep one activation high-water mark, not one
+    # each. The zoo turns it off per session, so that an eviction frees what it charged.
     shared_arena: bool = False
     # glibc: C buffers of at least this many KiB are mapped per allocation and unmapped when freed, so with the
-    # arena off a call's activations go back to the OS when it ends (0: leave glibc's threshold as it is, which
-    # by default rises as buffers are freed and then keeps them). Process-wide and never restored: set when a
-    # session is created, it holds for every later session of the process; ignored off glibc.
+    # arena off a call's activations go back to the OS when it ends (0: ask for nothing, leaving glibc's threshold,
+    # which by default rises as buffers are freed and then keeps them). Process-wide: the first session that sets a
+    # non-zero value holds it for the process; a later session asking another keeps it and logs one warning (logger
+    # geofractal_edge.backends.process). Set it once with backends.process.configure_process(mmap_threshold_kib=N)
+    # before the first load. Ignored off glibc.
     mmap_threshold_kib: int = 0
     # At the end of every call the CPU arena hands back the chunks no tensor holds (RunOptions
     # memory.enable_memory_arena_shrinkage): between calls a session holds its weights, not its largest call's activations.

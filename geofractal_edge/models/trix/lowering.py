@@ -27,8 +27,9 @@ each other: the margin output marks those tokens.
   (NonZero of ``route == t``, a data-dependent count per tile), runs its two matmuls on them with its
   weights in place, and one scatter puts every token's row back. FLOPs of one tile per token, no
   padding rows, activations [N, h] and no weight copies. Each tile's weights are read by a constant
-  index (``up_q[t]``, a Gather of the [n, h, d] tensor that the 2-bit lowering turns into one
-  MatMulNBits per tile), so the graph has 2 x n matmuls per layer. onnxruntime's exact 2-bit kernel
+  index, transposed (``x_t @ up_q[t].T``: a Gather of the [n, h, d] tensor and a Transpose, which the
+  2-bit lowering turns into one MatMulNBits per tile with no transposes left), so the graph has 2 x n
+  matmuls per layer. onnxruntime's exact 2-bit kernel
   dequantizes its tile on every call (~0.2 ms for 256 x 256 on this host); the lookup-table kernel
   (``mlas.use_lut_gemm``, int8 activations, used by int8 and int4 bundles) does not. Chosen on
   onnxruntime targets above ``compute_all_max_tiles`` (models/trix/family.py).
@@ -163,8 +164,8 @@ class DispatchByRouteFFN(LoweredTrixFFN):
         rows, outs = [], []
         for t in range(self.n_tiles):
             idx = (route == t).nonzero().squeeze(1)  # [N_t]: this tile's tokens (data-dependent count, may be 0)
-            hidden = F.gelu((self.up_q[t] @ x.index_select(0, idx).T) * self.up_scale[t])  # [h, N_t]
-            outs.append(((self.down_q[t] @ hidden) * self.down_scale[t]).T)  # [N_t, d]
+            hidden = F.gelu((x.index_select(0, idx) @ self.up_q[t].T) * self.up_scale[t])  # [N_t, h]
+            outs.append((hidden @ self.down_q[t].T) * self.down_scale[t])  # [N_t, d]
             rows.append(idx)
         return x.new_zeros(x.shape).index_copy(0, torch.cat(rows), torch.cat(outs))  # every token is in exactly one tile
 
