@@ -14,7 +14,8 @@ of a MatMul (compute-every-tile lowering, and routing signatures) or the data of
   block sizes (ternary_int4.py); the graph's own tile-scale multiply stays, as for ``ort``.
 
 The spec's ternary codes must all be lowered; its keep-float tensors are packed the same way when
-they hold only -1, 0 and +1 (TriX's routing signatures: lossless, scores stay float).
+they hold only -1, 0 and +1 (TriX's routing signatures: lossless, scores stay float), unless the
+bundle runs onnxruntime's lookup-table kernel (pack_keep_float=False: it would quantize the scores).
 """
 
 from __future__ import annotations
@@ -85,7 +86,10 @@ def _lower_ort(model: onnx.ModelProto, values: dict[str, np.ndarray], *, require
             nodes += made
             inits += consts
         if pattern == "select_matmul":  # Gather(W, t) -> Transpose -> MatMul(X, .): each MatMul becomes MatMulNBits(X, W[t])
-            t = view.scalars[node.input[1]] % values[name].shape[0]
+            n, t = values[name].shape[0], view.scalars[node.input[1]]
+            if not -n <= t < n:
+                raise Bug(f"tile select {node.name or node.output[0]} reads tile {t} of {name}, which has {n}")
+            t %= n
             for transpose in view.readers[node.output[0]]:
                 instead[transpose.output[0]] = []
                 instead |= {mm.output[0]: [_rows_matmul(name, t, mm, values[name].shape)] for mm in view.readers[transpose.output[0]]}
@@ -124,6 +128,7 @@ class _View(NamedTuple):
     def of(cls, model: onnx.ModelProto) -> _View:
         graph = model.graph
         ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in (*graph.value_info, *graph.input) if v.type.tensor_type.HasField("shape")}
+        ranks |= {i.name: len(i.dims) for i in graph.initializer}
         readers: dict[str, list[onnx.NodeProto]] = {}
         for node in graph.node:
             for value in node.input:
@@ -160,7 +165,7 @@ def _selects_a_tile_for_matmuls(node: onnx.NodeProto, view: _View) -> bool:
     def right_operand(r: onnx.NodeProto, value: str) -> bool:
         return r.op_type == "MatMul" and r.input[1] == value and r.input[0] != value and view.ranks.get(r.input[0]) == 2
 
-    return node.input[1] in view.scalars and only(node.output[0], transposed)
+    return node.input[1] in view.scalars and view.ranks.get(node.input[0]) == 3 and only(node.output[0], transposed)
 
 
 def _unit_scales(name: str, rows: tuple[int, ...], blocks: int, dtype: int) -> tuple[onnx.NodeProto, onnx.TensorProto]:

@@ -51,9 +51,12 @@ class RuntimeSettings:
     # At the end of every call the CPU arena hands back the chunks no tensor holds (RunOptions
     # memory.enable_memory_arena_shrinkage): between calls a session holds its weights, not its largest call's activations.
     arena_shrinkage: bool = False
-    # onnxruntime's lookup-table kernel for 2-bit MatMulNBits (session config mlas.use_lut_gemm; AVX2): it
-    # quantizes each call's activations to int8, so export turns it on per bundle only where the family asks for it
-    # at that precision (ExportSpec.lut_gemm_precisions: TriX int8/int4) and parity then gates the bundle.
+    # onnxruntime's lookup-table kernel for 2-bit MatMulNBits (session config mlas.use_lut_gemm): it quantizes each
+    # call's activations to int8, so export turns it on per bundle only where the family asks for it at that precision
+    # (ExportSpec.lut_gemm_precisions: TriX int8/int4 under dispatch_by_route) and parity then gates the bundle.
+    # onnxruntime 1.32 uses it only where the CPU has the kernel (AVX2 on x86), prepacking is on and a weight's N is a
+    # multiple of 128 and K and the block of 32; elsewhere it runs the exact kernel. Parity measures the export host's
+    # choice: a device that has the kernel where the export host had none runs arithmetic parity did not see.
     lut_gemm: bool = False
 
     def __post_init__(self) -> None:
@@ -101,7 +104,8 @@ class TargetProfile:
     jetpack: str | None = None
     workspace_mib: int | None = None  # TensorRT builder workspace cap
     builder_optimization_level: int = 3
-    # Routed (TriX) export: compute every tile and select up to this many tiles, gather by route above.
+    # Routed (TriX) export: compute every tile and select up to this many tiles; above: dispatch by route on
+    # onnxruntime ("ort") targets, gather by route on TensorRT ("qdq") ones (models/trix/family.choose_lowering).
     compute_all_max_tiles: int = 8
     # One of WEIGHT_DIALECTS; "qdq" (what every bundle held before dialects existed) when absent.
     weight_dialect: str = "qdq"

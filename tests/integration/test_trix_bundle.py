@@ -141,3 +141,38 @@ def test_int8_dispatch_runs_the_lookup_table_kernel_with_float_routing_and_passe
     report = verify_bundle(bundle)
     assert report.passed, [c.to_dict() for c in report.failed_checks]
     assert min(report.metrics["route_agreement"]["by_output"]["routes"]["per_layer"]) >= 0.99
+
+
+def test_the_runtime_runs_the_lookup_table_kernel_a_dispatch_bundle_records(tmp_path):
+    """A TriX with 128 x 128 tiles (shapes onnxruntime's kernel takes): the int8 dispatch bundle records lut_gemm, its
+    session runs the kernel (logits move against the same bundle with lut_gemm=False, by int8-activation noise only),
+    and the fp32 bundle of the same model keeps the exact kernel."""
+    import dataclasses
+
+    from geofractal_edge.models.trix.config import TrixConfig
+    from geofractal_edge.models.trix.data import build_vocab, corpus
+    from geofractal_edge.models.trix.family import exportable_from_model
+    from geofractal_edge.models.trix.lm import TrixLM
+    from geofractal_edge.pipeline import export_bundle
+    from geofractal_edge.runtimes import load
+
+    if "avx2" not in open("/proc/cpuinfo").read():
+        pytest.skip("onnxruntime's lookup-table 2-bit kernel needs AVX2; this CPU runs the exact kernel")
+    torch.manual_seed(0)
+    config = dataclasses.replace(TrixConfig.tiny(build_vocab(corpus())), d_model=128, d_hidden=128, n_tiles=9)
+    lm = TrixLM(config).eval()
+    bundles = {}
+    for precision in ("fp32", "int8"):
+        exportable = exportable_from_model(lm, name="t", source={}, lowering="dispatch_by_route")
+        bundles[precision] = export_bundle(family="trix", target="host-cpu", precision=precision, out=tmp_path / precision,
+                                           exportable=exportable).path
+    assert open_bundle(bundles["int8"]).manifest.target.runtime.lut_gemm
+    assert not open_bundle(bundles["fp32"]).manifest.target.runtime.lut_gemm
+    tokens = {"tokens": np.random.default_rng(0).integers(0, config.vocab_size, (4, config.context), dtype=np.int64)}
+    with load(bundles["int8"]) as lut, load(bundles["int8"], lut_gemm=False) as exact:
+        assert lut.settings.lut_gemm and not exact.settings.lut_gemm
+        a, b = lut.run(tokens), exact.run(tokens)
+    same = (a["routes"] == b["routes"]).all(axis=0)  # [B, T]: tokens whose every layer picked the same tile in both runs
+    assert same.mean() >= 0.9, same.mean()  # an untrained model has near-ties; int8 noise flips a few of them
+    moved = np.abs(a["logits"] - b["logits"])[same].max()
+    assert 0 < moved < 0.05 * np.abs(b["logits"]).max(), moved  # the kernel ran, and it is int8 noise, not another function

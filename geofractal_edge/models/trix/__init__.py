@@ -10,8 +10,8 @@ Modules (all but `config` import torch):
 * `data`       the pydoc corpus, a positional held-out split, batches
 * `train`      train_lm(config, ffn=..., steps=..., seed=...) -> (model, report with held-out bits/char)
 * `checkpoint` safetensors + JSON metadata, no pickle
-* `lowering`   static-shape hard routing for export (compute_all_select, gather_by_route) and
-  ExportableTrixLM
+* `lowering`   hard routing for export (compute_all_select, gather_by_route, group_by_route,
+  dispatch_by_route) and ExportableTrixLM
 """
 
 from geofractal_edge.models.trix.config import TrixConfig

@@ -104,6 +104,10 @@ def exportable_from_model(lm: TrixLM, *, name: str, source: dict, lowering: str,
              labels={"chars": targets[i : i + WINDOWS_PER_CASE].numpy()})
         for i in range(0, len(inputs), WINDOWS_PER_CASE)
     ]
+    if lowering == "dispatch_by_route" and config.n_tiles * config.d_model * config.d_hidden <= FOLDED_ELEMENTS:
+        raise GfedgeError(f"dispatch_by_route needs tile tensors of more than {FOLDED_ELEMENTS} elements "
+                          f"(this model's: {config.n_tiles * config.d_model * config.d_hidden}): torch's exporter folds smaller ones",
+                          "use gather_by_route or compute_all_select for this model")
     module = ExportableTrixLM(lm, lowering=lowering)
     weights = {k: v.detach().numpy() for k, v in module.state_dict().items()}
     return Exportable(
@@ -111,7 +115,8 @@ def exportable_from_model(lm: TrixLM, *, name: str, source: dict, lowering: str,
         name=name,
         module=module,
         spec=trix_spec(vocab_size=config.vocab_size, context=config.context, n_layers=config.n_layers,
-                       batch_max=max_batch(context=config.context, d_model=config.d_model, d_hidden=config.d_hidden, lowering=lowering)),
+                       batch_max=max_batch(context=config.context, d_model=config.d_model, d_hidden=config.d_hidden, lowering=lowering),
+                       lowering=lowering),
         config=config.to_dict(),
         cases=cases,
         core_sha256=arrays_sha256(weights),

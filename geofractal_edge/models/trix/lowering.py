@@ -1,4 +1,4 @@
-"""Export-friendly, static-shape forms of hard-routed TriX, and the LM wrapper the exporter traces.
+"""Export-friendly forms of hard-routed TriX, and the LM wrapper the exporter traces.
 
 Hard routing picks one tile per token, and "run only that tile" has data-dependent shapes. Four
 lowerings (two with static shapes, two with data-dependent sizes) compute the same function as `TrixFFN`'s hard path
@@ -31,10 +31,11 @@ each other: the margin output marks those tokens.
   2-bit lowering turns into one MatMulNBits per tile with no transposes left), so the graph has 2 x n
   matmuls per layer. onnxruntime's exact 2-bit kernel
   dequantizes its tile on every call (~0.2 ms for 256 x 256 on this host); the lookup-table kernel
-  (``mlas.use_lut_gemm``, int8 activations, used by int8 and int4 bundles) does not. Chosen on
-  onnxruntime targets above ``compute_all_max_tiles`` (models/trix/family.py).
+  (``mlas.use_lut_gemm``, int8 activations; used by int8 and int4 bundles of this lowering, and
+  only for tiles whose N is a multiple of 128 and K of 32) does not. Chosen on onnxruntime targets
+  above ``compute_all_max_tiles`` (models/trix/family.py).
 
-Routing in both: flat ``argmax(x . signature)``, or hierarchical as two argmax stages (cluster,
+Routing in every lowering: flat ``argmax(x . signature)``, or hierarchical as two argmax stages (cluster,
 then the cluster's member slots; the member list has a fixed width, padded slots score -inf).
 Ties go to the lowest index at every stage, like torch.argmax and ONNX ArgMax(select_last_index=0).
 

@@ -13,8 +13,12 @@ MAX_BATCH = 256
 # batch range stops where one such copy would pass this many bytes. A 64-tile model of 256 x 256 tiles
 # checked at 256 windows (4.3 GB per gather) was OOM-killed at 12.8 GB (benchmarks/RESULTS.md, wide TriX).
 GATHER_BYTES = 1 << 30
-# Precisions whose 2-bit tiles run onnxruntime's lookup-table kernel (int8 activations) on "ort" targets: their
-# activations are int8 anyway. fp32 keeps the exact kernel (ExportSpec.lut_gemm_precisions).
+# Precisions whose 2-bit tiles run onnxruntime's lookup-table kernel (int8 activations) on "ort" targets, under
+# dispatch_by_route only: their activations are int8 anyway, and fp32 keeps the exact kernel
+# (ExportSpec.lut_gemm_precisions). Measured on host-cpu, 1 thread (benchmarks/RESULTS.md): on the 64-tile model's
+# dispatch bundles int8 p50 x0.32 of fp32 at batch 1; on the shipped default (compute_all_select, one MatMulNBits
+# over all tiles) the kernel ran int8 x0.76 of fp32 at batch 1 but x1.13 at 16 windows (x0.87 without it), int4
+# x1.28 at 16, so compute-all bundles keep the exact kernel.
 LUT_PRECISIONS = ("int8", "int4")
 
 
@@ -26,7 +30,7 @@ def max_batch(*, context: int, d_model: int, d_hidden: int, lowering: str) -> in
     return max(1, min(MAX_BATCH, GATHER_BYTES // per_window))
 
 
-def trix_spec(*, vocab_size: int, context: int, n_layers: int, batch_max: int = MAX_BATCH) -> ExportSpec:
+def trix_spec(*, vocab_size: int, context: int, n_layers: int, batch_max: int = MAX_BATCH, lowering: str = "gather_by_route") -> ExportSpec:
     ternary = tuple((f"blocks.{i}.ffn.{w}_q", f"blocks.{i}.ffn.{w}_scale") for i in range(n_layers) for w in ("up", "down"))
     return ExportSpec(
         family="trix",
@@ -51,5 +55,5 @@ def trix_spec(*, vocab_size: int, context: int, n_layers: int, batch_max: int = 
         int4_accuracy_level=4,
         # Acceptance gates of the TriX issue where routes agree: SQNR >= 40 dB at fp32, >= 20 dB at int8.
         tolerance_overrides={"fp32": {"sqnr_db_min": 40.0}, "int8": {"sqnr_db_min": 20.0}},
-        lut_gemm_precisions=LUT_PRECISIONS,
+        lut_gemm_precisions=LUT_PRECISIONS if lowering == "dispatch_by_route" else (),
     )

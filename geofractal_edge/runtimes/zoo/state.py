@@ -87,8 +87,9 @@ class ZooState:
         return entry.estimate_bytes + max(0, int(statistics.median(overheads)) if overheads else DEFAULT_OVERHEAD)
 
     def expected_peak(self, entry: Entry) -> int:
-        """What loading `entry` holds at its height: its last measured load peak, never below what it will cost."""
-        return max(self.expected(entry), entry.peak_bytes or 0)
+        """What loading `entry` holds at its height: its last measured load peak, never below what it will cost, and
+        at most the whole budget (a peak over the budget empties the zoo for the load; only a cost over it is refused)."""
+        return max(self.expected(entry), min(entry.peak_bytes or 0, self.budget_bytes))
 
     def load_seconds(self, entry: Entry) -> float:
         if entry.load_seconds is not None:

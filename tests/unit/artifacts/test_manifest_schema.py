@@ -111,11 +111,22 @@ def test_a_format_2_manifest_runs_with_the_runtime_settings_it_had(bundle_copy):
 
     def as_format_2(d):
         d["format_version"] = 2
-        del d["target"]["runtime"]["arena_shrinkage"], d["target"]["runtime"]["mmap_threshold_kib"]
+        del d["target"]["runtime"]["arena_shrinkage"], d["target"]["runtime"]["mmap_threshold_kib"], d["target"]["runtime"]["lut_gemm"]
 
     _rewrite(bundle_copy, as_format_2)
     runtime = open_bundle(bundle_copy).manifest.target.runtime
-    assert runtime.arena_shrinkage is False and runtime.mmap_threshold_kib == 0
+    assert runtime.arena_shrinkage is False and runtime.mmap_threshold_kib == 0 and runtime.lut_gemm is False
+
+
+def test_a_format_3_manifest_runs_without_the_lookup_table_kernel(bundle_copy):
+    """Format 3 had no lut_gemm: it reads as off (the exact 2-bit kernel, as such a bundle ran); format 3 with the field is refused."""
+
+    def as_format_3(d):
+        d["format_version"] = 3
+        del d["target"]["runtime"]["lut_gemm"]
+
+    _rewrite(bundle_copy, as_format_3)
+    assert open_bundle(bundle_copy).manifest.target.runtime.lut_gemm is False
 
 
 @dataclasses.dataclass(frozen=True)

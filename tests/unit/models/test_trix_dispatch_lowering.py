@@ -95,3 +95,20 @@ def test_host_cpu_dispatches_many_tiles_and_tensorrt_gathers_them() -> None:
     assert orin.weight_dialect == "qdq" and choose_lowering(many, orin) == "gather_by_route"
     small = dataclasses.replace(many, d_model=8, d_hidden=8)  # tiles the exporter folds into constants: gather them
     assert small.n_tiles * 64 <= FOLDED_ELEMENTS and choose_lowering(small, cpu) == "gather_by_route"
+
+
+def test_the_folding_limit_is_the_installed_exporters() -> None:
+    """FOLDED_ELEMENTS copies onnxscript's constant-folding input limit: if an upgrade moves it, this fails first."""
+    folding = pytest.importorskip("onnxscript.optimizer._constant_folding")
+    from geofractal_edge.models.trix.family import FOLDED_ELEMENTS
+
+    assert folding.DEFAULT_CONSTANT_FOLD_INPUT_SIZE_LIMIT == FOLDED_ELEMENTS
+
+
+def test_dispatch_on_tiles_the_exporter_would_fold_is_refused_in_one_line() -> None:
+    from geofractal_edge.errors import GfedgeError
+    from geofractal_edge.models.trix.family import exportable_from_model
+
+    small = TrixLM(dataclasses.replace(TrixConfig.tiny(VOCAB), n_tiles=9, d_model=8, d_hidden=8, n_heads=2)).eval()
+    with pytest.raises(GfedgeError, match="dispatch_by_route needs tile tensors"):
+        exportable_from_model(small, name="t", source={}, lowering="dispatch_by_route", text=VOCAB * 200)

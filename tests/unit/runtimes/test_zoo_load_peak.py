@@ -82,8 +82,19 @@ def test_no_peak_is_kept_from_a_load_beside_other_work(tmp_path):
     assert entry.measured_bytes == COST and entry.peak_bytes is None
 
 
+def test_a_load_beside_other_work_keeps_the_peak_an_earlier_load_measured(tmp_path):
+    def a_run_beside(state):
+        state.end_work(state.begin_work())
+
+    residency, entry, book = _residency(tmp_path, FakeMeter(), beside=a_run_beside)
+    entry.measured_bytes, entry.peak_bytes = COST, PEAK  # measured alone before
+    residency.state.pin("m")
+    residency.bring_in(entry, count="swaps")
+    assert entry.peak_bytes == PEAK and book.get("sha")["peak_bytes"] == PEAK  # the book is rewritten, its peak kept
+
+
 def test_a_wild_peak_is_not_kept(tmp_path):
-    """Remembered over the budget it would keep the model out for good: beyond 4 x its cost + 32 MiB it is noise."""
+    """Beyond 4 x its cost + 32 MiB a mark is other work's, not this load's: reserving it would evict for nothing."""
     residency, entry, book = _residency(tmp_path, FakeMeter(peak=1 << 30))
     residency.state.pin("m")
     residency.bring_in(entry, count="swaps")
