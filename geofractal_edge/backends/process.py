@@ -180,13 +180,13 @@ def session_mmap_threshold(kib: int, *, asked_by: str) -> int:
     """
     with _mmap.lock:
         held = _mmap.kib
-        if kib == 0 or held == kib:
+        if kib == 0 or held == kib or _mmap.explicit:  # after configure_process sessions ask for nothing, even where glibc refused
             return held or 0
         if held is None:
             if set_mmap_threshold(kib << 10):
                 _mmap.kib, _mmap.by = kib, asked_by
             return _mmap.kib or 0
-        if _mmap.explicit or (asked_by, kib) in _mmap.warned:
+        if (asked_by, kib) in _mmap.warned:
             return held
         _mmap.warned.add((asked_by, kib))
         by = _mmap.by

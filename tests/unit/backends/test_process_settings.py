@@ -100,3 +100,19 @@ def test_the_shared_arena_is_registered_once_and_each_session_opts_in_or_not(mon
     assert on.get_session_config_entry("session.use_env_allocators") == "1" == again.get_session_config_entry("session.use_env_allocators")
     with pytest.raises(Exception):  # never set on a session that did not ask
         off.get_session_config_entry("session.use_env_allocators")
+
+
+def test_after_configure_process_where_glibc_refused_sessions_still_ask_for_nothing(monkeypatch):
+    """configure_process decides for the process even when mallopt refused its value (no glibc): a later session's
+    own value is not applied behind the caller's back."""
+    applied: list[int] = []
+
+    def refuse(nbytes: int) -> bool:
+        applied.append(nbytes)
+        return False
+
+    monkeypatch.setattr(process, "_mmap", process._Held())
+    monkeypatch.setattr(process, "set_mmap_threshold", refuse)
+    assert process.configure_process(mmap_threshold_kib=256) is False
+    assert process.session_mmap_threshold(512, asked_by="bundle b") == 0
+    assert applied == [256 << 10]  # only configure_process's own attempt
