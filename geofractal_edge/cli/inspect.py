@@ -36,6 +36,9 @@ def inspect(
     console.print(files)
     if data.get("keys"):
         console.print(f"keys ({data['keys']['dim']} floats): {', '.join(data['keys']['names'])}")
+    quant = {k: v for k, v in (data.get("quantization") or {}).items() if k not in ("scheme", "precision", "version")}
+    console.print(f"quantization: {(data.get('quantization') or {}).get('scheme', '-')} {_pairs(quant)} ({data['weight_dialect']} dialect)")
+    console.print(f"runtime settings: {_pairs(data['target']['runtime'])}")
     parity = data.get("parity")
     if parity:
         console.print(f"parity at export: {'PASSED' if parity['passed'] else 'FAILED'} on {', '.join(parity['providers_used'])}")
@@ -50,6 +53,10 @@ def inspect(
     if data.get("tensorrt"):
         trt = data["tensorrt"]
         console.print(f"TensorRT {trt['tensorrt_version']} (SM {trt['sm']}): strongly typed, workspace {trt['workspace_bytes'] >> 20} MiB, opt level {trt['builder_optimization_level']}")
+
+
+def _pairs(settings: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in settings.items())
 
 
 def _render_routing(info: dict) -> None:

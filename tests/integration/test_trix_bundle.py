@@ -168,6 +168,8 @@ def test_the_runtime_runs_the_lookup_table_kernel_a_dispatch_bundle_records(tmp_
                                            exportable=exportable).path
     assert open_bundle(bundles["int8"]).manifest.target.runtime.lut_gemm
     assert not open_bundle(bundles["fp32"]).manifest.target.runtime.lut_gemm
+    shown = gfedge("inspect", bundles["int8"])
+    assert shown.returncode == 0 and "lut_gemm=True" in shown.stdout and "dispatch_by_route" in shown.stdout, shown.stdout
     tokens = {"tokens": np.random.default_rng(0).integers(0, config.vocab_size, (4, config.context), dtype=np.int64)}
     with load(bundles["int8"]) as lut, load(bundles["int8"], lut_gemm=False) as exact:
         assert lut.settings.lut_gemm and not exact.settings.lut_gemm
