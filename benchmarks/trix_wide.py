@@ -33,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _bundles import gate_text  # noqa: E402
 from _timing import interleaved  # noqa: E402
 from trix_wide_train import VARIANTS, checkpoint_path, train_all  # noqa: E402
 from weight_dominated import GATES  # noqa: E402  (the acceptance limits, one copy)
@@ -56,7 +57,7 @@ def export_all(work: Path, *, lowering: str, precisions=PRECISIONS, max_batch: i
         bundles[precision] = out
         print(f"{precision}: exported in {time.perf_counter() - start:.0f} s, {describe(result.manifest)}; parity {'PASSED' if result.parity.passed else 'FAILED'}")
         for check in result.parity.checks:
-            print(f"    {check.name:<40} {check.value:>12.6g} {'>=' if check.kind == 'min' else '<='} {check.limit:<10.6g} {'PASS' if check.passed else 'FAIL'}")
+            print(gate_text(check, "    {name:<40} {value:>12.6g} {sign} {limit:<10.6g} {verdict}", ("PASS", "FAIL")))
     return bundles
 
 

@@ -28,12 +28,9 @@ def op_times(bundle, options, *, batch: int, runs: int, warmup: int) -> tuple[di
     """
     import onnxruntime as ort
 
-    from geofractal_edge.backends.bench_worker import batch_feeds
+    from _bundles import golden_feeds
 
-    feeds, key = batch_feeds(bundle, batch)
-    graph = bundle.manifest.graph
-    if graph.key_input is not None:
-        feeds[graph.key_input.name] = bundle.key(key).vector
+    feeds = golden_feeds(bundle, batch)
     with tempfile.TemporaryDirectory() as tmp:
         options.enable_profiling = True
         options.profile_file_prefix = os.path.join(tmp, "prof")
@@ -77,11 +74,14 @@ def main(argv: list[str]) -> None:
 
     print(f"onnxruntime profiler, batch {args.batch}, {args.threads} thread(s), {args.runs} runs; load average {os.getloadavg()[0]:.2f}")
     for path in args.bundles:
-        config = dict(entry.split("=", 1) for entry in args.config)
-        times, nodes = op_times(open_bundle(path), plain_options(args.threads, config), batch=args.batch, runs=args.runs, warmup=3)
+        bundle = open_bundle(path)
+        # the 2-bit kernel the bundle runs: its runtime settings turn the lookup-table kernel on (dispatch TriX int8/int4)
+        config = {"mlas.use_lut_gemm": "1"} if bundle.manifest.target.runtime.lut_gemm else {}
+        config |= dict(entry.split("=", 1) for entry in args.config)
+        times, nodes = op_times(bundle, plain_options(args.threads, config), batch=args.batch, runs=args.runs, warmup=3)
         total = sum(times.values())
         top = sorted(times.items(), key=lambda kv: -kv[1])[: args.top]
-        print(f"{path}: {nodes} nodes, {total:,.0f} us of node time per run")
+        print(f"{path}: {nodes} nodes, {total:,.0f} us of node time per run{'; ' + str(config) if config else ''}")
         for op, us in top:
             print(f"    {op:<28} {us:>10,.0f} us {us / total:>6.1%}")
 
