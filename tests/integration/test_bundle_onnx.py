@@ -40,6 +40,12 @@ def test_model_onnx_opens_in_plain_onnxruntime_onnx_checker_and_polygraphy(reque
     _opens_with_plain_tools(_bundle(request, family, precision) / "model.onnx")
 
 
+@pytest.mark.parametrize("precision", ["fp32", "int8", "int4"])
+def test_trix_dispatch_model_onnx_opens_in_plain_tools(trix_bundle_factory, precision):
+    """host-cpu's lowering for many tiles: one 2-bit MatMulNBits per tile, data-dependent token counts, still plain ONNX."""
+    _opens_with_plain_tools(trix_bundle_factory(precision, "dispatch_by_route") / "model.onnx")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_encoder_model_onnx_opens_with_plain_tools(request, precision):
