@@ -200,6 +200,19 @@ def nbits_per_tower(rw: Rewriter, name: str, uses: list, *, block_size: int, sym
     _per_tower(rw, uses, towers, f"q{bits}", tower)
 
 
+def float_per_tower(rw: Rewriter, name: str, uses: list) -> None:
+    """MatMul(X [T, .., K], W [T, K, N]) -> Concat over t of MatMul(X[t], W[t]): the same float weights as 2-D
+    initializers, which onnxruntime prepacks once for its GEMM kernel (a 3-D weight it packs on every call)."""
+    w = rw.array(name)
+    for t in range(w.shape[0]):
+        rw.add(numpy_helper.from_array(np.ascontiguousarray(w[t]), f"{name}.{t}"))
+
+    def tower(t: int, x: str, y: str, node_name: str) -> list[onnx.NodeProto]:
+        return [helper.make_node("MatMul", [x, f"{name}.{t}"], [y], name=node_name)]
+
+    _per_tower(rw, uses, w.shape[0], "f", tower)
+
+
 def int8_per_tower(rw: Rewriter, name: str, uses: list, *, reduce_range: bool) -> None:
     """MatMul(X [T, .., K], W [T, K, N]) -> Concat over t of DynamicQuantizeMatMul(X[t], W[t] int8, per-column scales).
 
