@@ -2,9 +2,10 @@
 
 On "ort" targets a stacked [T, K, N] weight read by a batched MatMul (a collective's routers) becomes one
 2-D MatMul per tower (`weights.float_per_tower`): onnxruntime prepacks 2-D constant weights for its GEMM
-kernel and not 3-D ones, which it packs again on every call. Measured on 16 towers of 288 x 1152, 1 thread:
-x0.36-0.40 of the batched MatMul's time at 4 rows per tower, x1.00 at 256 (benchmarks/RESULTS.md). TensorRT
-("qdq") graphs keep the batched form.
+kernel and not 3-D ones, which it packs again on every call. The 73 MB wide collective, 1 thread: p50 x0.52-0.59
+of the batched form's at batch 1, x1.00-1.03 at 64 rows, 1.6-1.8 MiB more after the load and ~24 MiB more after
+warm-up at 64 rows (per-tower slices of the activations; benchmarks/RESULTS.md). TensorRT ("qdq") graphs keep the
+batched form.
 """
 
 from __future__ import annotations

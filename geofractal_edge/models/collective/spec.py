@@ -56,9 +56,9 @@ def collective_spec(*, input_dim: int, input_scale: float, num_classes: int, str
         # blocks of 16 left the 73 MB collective at RSS x0.372 of fp32 after warm-up (batch 1), 32 at x0.346-0.349;
         # shipped default: accuracy delta 0 and routes 1.0 at both; wide: routes 0.989 -> 0.980, delta 0.44 -> 0.22 points.
         int4_block_size=32,
-        # int8 activations in the 4-bit kernel (MatMulNBits accuracy_level 4): on the wide collective, whose fp32
-        # routers run per tower on onnxruntime (quantize/fp32.py), int4 at batch 1 went from x1.04 to x0.49 of fp32
-        # (1 thread; 2 threads x0.93 -> x0.57), at 64 rows x0.97-1.03; accuracy delta 0.22 points and SQNR 32.6 dB
-        # either way, routes 0.980 -> 0.984 (benchmarks/RESULTS.md).
-        int4_accuracy_level=4,
+        # int4 keeps float arithmetic (MatMulNBits accuracy_level 0): int4 is the smallest precision, and int8
+        # activations (accuracy_level 4) cost prepacked data. Measured on the wide collective against its per-tower fp32
+        # (1 thread, batch 1; benchmarks/RESULTS.md): accuracy_level 0 p50 x0.97-1.00 of fp32, RSS after the load
+        # 26.3 MiB; 4: x0.43-0.49, 30.9 MiB (RSS after warm-up x0.388 of fp32 against the 0.35 line); 4 in blocks of
+        # 64: x0.43, 28.5 MiB. int8 (x0.44-0.56, RSS x0.41) is the fast one.
     )
