@@ -17,6 +17,15 @@ def attrs(node: onnx.NodeProto) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
+def readers(model: onnx.ModelProto) -> dict[str, list[tuple[onnx.NodeProto, int]]]:
+    """tensor name -> [(node, input index)] of every node that reads it."""
+    out: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            out.setdefault(name, []).append((node, i))
+    return out
+
+
 def check_full(model: onnx.ModelProto, what: str) -> onnx.ModelProto:
     """`model` once it passes onnx's full check (strict shape inference included): every bundle's model.onnx
     must. A Bug naming `what` (the graph that failed) otherwise."""

@@ -28,7 +28,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from geofractal_edge.errors import Bug
 from geofractal_edge.export import lowbit
-from geofractal_edge.export.passes import attrs, drop_unused_initializers, per_slice
+from geofractal_edge.export.passes import attrs, drop_unused_initializers, per_slice, readers
 from geofractal_edge.export.ternary_int4 import ternary_to_int4_dq
 from geofractal_edge.models.spec import ExportSpec
 
@@ -61,7 +61,7 @@ def lower_ternary(model: onnx.ModelProto, spec: ExportSpec, *, dialect: str, pac
 def _lower_ort(model: onnx.ModelProto, values: dict[str, np.ndarray], *, required: set[str]) -> onnx.ModelProto:
     model = onnx.shape_inference.infer_shapes(model)
     view = _View.of(model)
-    uses = _uses(model, set(values))
+    uses = {n: [node if i == 0 else None for node, i in view.reads[n]] for n in values if n in view.reads}  # None: not the first input
     lowerable = {n for n in values if uses.get(n) and all(_pattern(node, n, view) for node in uses[n])}
     bad = sorted(required - lowerable)
     if bad:
@@ -90,9 +90,9 @@ def _lower_ort(model: onnx.ModelProto, values: dict[str, np.ndarray], *, require
             if not -n <= t < n:
                 raise Bug(f"tile select {node.name or node.output[0]} reads tile {t} of {name}, which has {n}")
             t %= n
-            for transpose in view.readers[node.output[0]]:
+            for transpose in view.readers(node.output[0]):
                 instead[transpose.output[0]] = []
-                instead |= {mm.output[0]: [_rows_matmul(name, t, mm, values[name].shape)] for mm in view.readers[transpose.output[0]]}
+                instead |= {mm.output[0]: [_rows_matmul(name, t, mm, values[name].shape)] for mm in view.readers(transpose.output[0])}
             continue
         made, consts = read(node, name, values[name].shape)
         nodes += made
@@ -106,21 +106,11 @@ def _lower_ort(model: onnx.ModelProto, values: dict[str, np.ndarray], *, require
     return model
 
 
-def _uses(model: onnx.ModelProto, names: set[str]) -> dict[str, list[onnx.NodeProto | None]]:
-    """Each tensor's readers; None for a reader that takes it as a second or later input (not lowerable)."""
-    uses: dict[str, list[onnx.NodeProto | None]] = {}
-    for node in model.graph.node:
-        for i, value in enumerate(node.input):
-            if value in names:
-                uses.setdefault(value, []).append(node if i == 0 else None)
-    return uses
-
-
 class _View(NamedTuple):
     """What `_pattern` reads of the graph: value ranks, each value's readers, integer scalar initializers, graph outputs."""
 
     ranks: dict[str, int]
-    readers: dict[str, list[onnx.NodeProto]]
+    reads: dict[str, list[tuple[onnx.NodeProto, int]]]  # passes.readers
     scalars: dict[str, int]
     outputs: frozenset[str]
 
@@ -129,13 +119,12 @@ class _View(NamedTuple):
         graph = model.graph
         ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in (*graph.value_info, *graph.input) if v.type.tensor_type.HasField("shape")}
         ranks |= {i.name: len(i.dims) for i in graph.initializer}
-        readers: dict[str, list[onnx.NodeProto]] = {}
-        for node in graph.node:
-            for value in node.input:
-                readers.setdefault(value, []).append(node)
         ints = (TensorProto.INT64, TensorProto.INT32)
         scalars = {i.name: int(numpy_helper.to_array(i)) for i in graph.initializer if i.data_type in ints and not i.dims}
-        return cls(ranks, readers, scalars, frozenset(o.name for o in graph.output))
+        return cls(ranks, readers(model), scalars, frozenset(o.name for o in graph.output))
+
+    def readers(self, value: str) -> list[onnx.NodeProto]:
+        return [node for node, _ in self.reads.get(value, [])]
 
 
 def _pattern(node: onnx.NodeProto | None, name: str, view: _View) -> str | None:
@@ -156,7 +145,7 @@ def _pattern(node: onnx.NodeProto | None, name: str, view: _View) -> str | None:
 def _selects_a_tile_for_matmuls(node: onnx.NodeProto, view: _View) -> bool:
     """Gather(W [n, a, b], constant scalar t) -> Transpose -> right operand of MatMuls with X [M, b] (dispatch_by_route)."""
     def only(value: str, test) -> bool:
-        readers = view.readers.get(value, [])
+        readers = view.readers(value)
         return bool(readers) and value not in view.outputs and all(test(r, value) for r in readers)
 
     def transposed(r: onnx.NodeProto, value: str) -> bool:
@@ -227,10 +216,17 @@ def _matmul_per_tile(node, name: str, shape: tuple[int, ...]):
     The per-slice frame is passes.per_slice, as for int4/int8 per-tower weights; here the sliced
     operand is Y (the second input), since the weight is MatMul's left operand.
     """
-    def tile(t: int, y: str, out: str, part: str) -> list[onnx.NodeProto]:
-        return _tile_matmul(name, t, y, out, part, shape)
+    n, a, b = shape
 
-    return per_slice(node, 1, shape[0], "q2", tile)
+    def tile(t: int, y: str, out: str, part: str) -> list[onnx.NodeProto]:  # Y[t] [b, M] -> [a, M]
+        return [
+            helper.make_node("Transpose", [y], [f"{part}.a"], name=f"{part}.a", perm=[1, 0]),  # [M, b]
+            lowbit.matmul_nbits(f"{part}.a", f"{part}.mm", name=part, packed=f"{name}.q2t.{t}", scales=f"{name}.q2t_scales", k=b, n=a,
+                                bits=2, block_size=lowbit.block_size_for(b)),  # [M, a]
+            helper.make_node("Transpose", [f"{part}.mm"], [out], name=f"{part}.t", perm=[1, 0]),  # [a, M]
+        ]
+
+    return per_slice(node, 1, n, "q2", tile)
 
 
 def _rows_matmul(name: str, t: int, matmul: onnx.NodeProto, shape: tuple[int, ...]) -> onnx.NodeProto:
@@ -238,17 +234,6 @@ def _rows_matmul(name: str, t: int, matmul: onnx.NodeProto, shape: tuple[int, ..
     _, a, b = shape
     return lowbit.matmul_nbits(matmul.input[0], matmul.output[0], name=f"{matmul.name or matmul.output[0]}.q2", packed=f"{name}.q2t.{t}",
                                scales=f"{name}.q2t_scales", k=b, n=a, bits=2, block_size=lowbit.block_size_for(b))
-
-
-def _tile_matmul(name: str, t: int, y: str, out: str, part: str, shape: tuple[int, ...]) -> list[onnx.NodeProto]:
-    """out [a, M] = W[t] @ Y [b, M], W [n, a, b] packed per tile by `_pack_tiles`: MatMulNBits(Y^T, W[t])^T."""
-    _, a, b = shape
-    return [
-        helper.make_node("Transpose", [y], [f"{part}.a"], name=f"{part}.a", perm=[1, 0]),  # [M, b]
-        lowbit.matmul_nbits(f"{part}.a", f"{part}.mm", name=part, packed=f"{name}.q2t.{t}", scales=f"{name}.q2t_scales", k=b, n=a,
-                            bits=2, block_size=lowbit.block_size_for(b)),  # [M, a]
-        helper.make_node("Transpose", [f"{part}.mm"], [out], name=f"{part}.t", perm=[1, 0]),  # [a, M]
-    ]
 
 
 def _pack_gather(name: str, w: np.ndarray, dtype: int):

@@ -23,21 +23,12 @@ from onnx import TensorProto, helper, numpy_helper
 
 from geofractal_edge.errors import GfedgeError
 from geofractal_edge.export import lowbit
-from geofractal_edge.export.passes import attrs, drop_unused_initializers, per_slice
+from geofractal_edge.export.passes import attrs, drop_unused_initializers, per_slice, readers
 
 FLOATS = (TensorProto.FLOAT, TensorProto.FLOAT16)
 _QUANTIZED_READERS = {"DequantizeLinear", "QuantizeLinear", "MatMulNBits", "GatherBlockQuantized"}
 MIN_ELEMENTS = 128  # smaller tensors would carry as many scale bytes as they save
 _WEIGHT_READERS = {"Conv", "ConvTranspose", "MatMul", "Gemm", "Einsum", "Gather"}
-
-
-def readers(model: onnx.ModelProto) -> dict[str, list[tuple[onnx.NodeProto, int]]]:
-    """tensor name -> [(node, input index)] of every node that reads it."""
-    out: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
-    for node in model.graph.node:
-        for i, name in enumerate(node.input):
-            out.setdefault(name, []).append((node, i))
-    return out
 
 
 def find(model: onnx.ModelProto, skip: set[str]) -> dict[str, list[str]]:

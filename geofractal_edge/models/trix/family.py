@@ -50,6 +50,11 @@ def default_checkpoint(*, progress: Progress | None = None) -> Path:
 FOLDED_ELEMENTS = 8192
 
 
+def _folded(config: TrixConfig) -> bool:
+    """Would the exporter fold dispatch_by_route's tile selects (tile tensors of at most FOLDED_ELEMENTS)?"""
+    return config.n_tiles * config.d_model * config.d_hidden <= FOLDED_ELEMENTS
+
+
 def choose_lowering(config: TrixConfig, target) -> str:
     """Compute every tile and select for few tiles. Above the target's limit: on onnxruntime ("ort") each tile on
     its own tokens (dispatch_by_route: no float copy of any tile, so memory tracks the 2-bit weights), unless the
@@ -59,7 +64,7 @@ def choose_lowering(config: TrixConfig, target) -> str:
     if config.n_tiles <= limit:
         return "compute_all_select"
     ort = target is not None and target.weight_dialect == "ort"
-    return "dispatch_by_route" if ort and config.n_tiles * config.d_model * config.d_hidden > FOLDED_ELEMENTS else "gather_by_route"
+    return "dispatch_by_route" if ort and not _folded(config) else "gather_by_route"
 
 
 def load_exportable(model: Path | None, *, progress: Progress | None = None, target=None, calibration: Path | None = None) -> Exportable:
@@ -104,7 +109,7 @@ def exportable_from_model(lm: TrixLM, *, name: str, source: dict, lowering: str,
              labels={"chars": targets[i : i + WINDOWS_PER_CASE].numpy()})
         for i in range(0, len(inputs), WINDOWS_PER_CASE)
     ]
-    if lowering == "dispatch_by_route" and config.n_tiles * config.d_model * config.d_hidden <= FOLDED_ELEMENTS:
+    if lowering == "dispatch_by_route" and _folded(config):
         raise GfedgeError(f"dispatch_by_route needs tile tensors of more than {FOLDED_ELEMENTS} elements "
                           f"(this model's: {config.n_tiles * config.d_model * config.d_hidden}): torch's exporter folds smaller ones",
                           "use gather_by_route or compute_all_select for this model")
