@@ -214,7 +214,7 @@ def _result(plan: Plan, info: dict, got: dict) -> BundleBench:
         label=plan.label, path=str(plan.bundle.path), family=manifest.family, precision=manifest.precision, target=manifest.target.name,
         settings=info["settings"], weight_bytes=plan.weight_bytes, open_seconds=info["open_seconds"], load_seconds=info["load_seconds"],
         rss_before_bytes=info["rss"][0], rss_load_bytes=_delta(info["rss"], 1), rss_warm_bytes=_delta(info["rss"], 2),
-        rss_peak_bytes=None if info["rss_peak"] is None or info["rss"][0] is None else info["rss_peak"] - info["rss"][0],
+        rss_peak_bytes=_delta([info["rss"][0], info["rss_peak"]], 1),
         anon_load_bytes=_delta(info["anon"], 1), anon_warm_bytes=_delta(info["anon"], 2),
         heap_load_bytes=_delta(info["heap"], 1), heap_warm_bytes=_delta(info["heap"], 2), batches=tuple(timings),
     )

@@ -20,7 +20,7 @@ import os
 import threading
 
 from geofractal_edge.errors import GfedgeError
-from geofractal_edge.targets.profile import MMAP_THRESHOLD_MAX_KIB
+from geofractal_edge.targets.profile import check_mmap_threshold_kib
 
 log = logging.getLogger(__name__)
 
@@ -94,13 +94,6 @@ def status_bytes(*fields: str) -> dict[str, int | None]:
     return found
 
 
-def anon_bytes() -> int | None:
-    """The private (anonymous) part of the resident set, RssAnon: weights, activations, heap; not the
-    shared libraries' code pages (RssFile), which the first session of a process touches (8.7-9.1 MiB of
-    onnxruntime at any precision) and every later session and process shares. None where unknown."""
-    return status_bytes("RssAnon")["RssAnon"]
-
-
 def peak_rss_bytes() -> int | None:
     """This process's resident high-water mark (VmHWM) since it started or since `reset_peak_rss`; None where unknown."""
     return status_bytes("VmHWM")["VmHWM"]
@@ -157,9 +150,7 @@ def configure_process(*, mmap_threshold_kib: int) -> bool:
     ignored without a warning. Refused once the process holds another value (a session set it, or an
     earlier call): glibc's threshold cannot be taken back to its own. True if glibc took a non-zero value.
     """
-    kib = mmap_threshold_kib
-    if isinstance(kib, bool) or not isinstance(kib, int) or not 0 <= kib <= MMAP_THRESHOLD_MAX_KIB:
-        raise GfedgeError(f"mmap_threshold_kib is {kib!r}", f"use a whole number of KiB from 0 (glibc's own) to {MMAP_THRESHOLD_MAX_KIB}")
+    kib = check_mmap_threshold_kib(mmap_threshold_kib, "mmap_threshold_kib")
     with _mmap.lock:
         if _mmap.kib is not None and _mmap.kib != kib:
             raise GfedgeError(f"this process holds an mmap threshold of {_mmap.kib} KiB already, set by {_mmap.by}",

@@ -36,8 +36,9 @@ def inspect(
     console.print(files)
     if data.get("keys"):
         console.print(f"keys ({data['keys']['dim']} floats): {', '.join(data['keys']['names'])}")
-    quant = {k: v for k, v in (data.get("quantization") or {}).items() if k not in ("scheme", "precision", "version")}
-    console.print(f"quantization: {(data.get('quantization') or {}).get('scheme', '-')} {_pairs(quant)} ({data['weight_dialect']} dialect)")
+    scheme = data.get("quantization") or {}
+    settings = {k: v for k, v in scheme.items() if k not in ("scheme", "precision", "version")}
+    console.print(f"quantization: {scheme.get('scheme', '-')} {_pairs(settings)} ({data['weight_dialect']} dialect)")
     console.print(f"runtime settings: {_pairs(data['target']['runtime'])}")
     parity = data.get("parity")
     if parity:

@@ -22,6 +22,13 @@ INT8_ACTIVATIONS = ("static", "dynamic")
 MMAP_THRESHOLD_MAX_KIB = 32 << 10  # glibc's ceiling for M_MMAP_THRESHOLD on 64-bit
 
 
+def check_mmap_threshold_kib(value, what: str) -> int:
+    """`value` if it is a whole number of KiB from 0 (glibc's own threshold) to MMAP_THRESHOLD_MAX_KIB; else refused in one line."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MMAP_THRESHOLD_MAX_KIB:
+        raise GfedgeError(f"{what} is {value!r}", f"use a whole number of KiB from 0 (glibc's own) to {MMAP_THRESHOLD_MAX_KIB}")
+    return value
+
+
 @dataclass(frozen=True)
 class RuntimeSettings:
     """How onnxruntime runs a bundle on this kind of device: the profile's `[runtime]` table.
@@ -64,9 +71,7 @@ class RuntimeSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise GfedgeError(f"runtime setting {name} is {value!r}", "use a whole number >= 0 (0: onnxruntime's choice)")
-        value = self.mmap_threshold_kib
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MMAP_THRESHOLD_MAX_KIB:
-            raise GfedgeError(f"runtime setting mmap_threshold_kib is {value!r}", f"use a whole number of KiB from 0 (glibc's own) to {MMAP_THRESHOLD_MAX_KIB}")
+        check_mmap_threshold_kib(self.mmap_threshold_kib, "runtime setting mmap_threshold_kib")
         for name in ("allow_spinning", "cpu_mem_arena", "mem_pattern", "prepacking", "shared_arena", "arena_shrinkage", "lut_gemm"):
             if not isinstance(getattr(self, name), bool):
                 raise GfedgeError(f"runtime setting {name} is {getattr(self, name)!r}", "use true or false")

@@ -118,7 +118,7 @@ class Residency:
         peak = peak if plausible and alone and plausible_peak(peak, cost=cost) else None  # beside other work the mark is not this load's
         extra = self.state.loaded(entry, need, session, cost=counted, seconds=seconds, evict_order=self.evict_order, peak=peak)
         if plausible:
-            self.book.put(entry.manifest_sha, measured_bytes=cost, load_seconds=seconds, peak_bytes=peak if peak is not None else entry.peak_bytes)
+            self.book.put(entry.manifest_sha, measured_bytes=cost, load_seconds=seconds, peak_bytes=entry.peak_bytes)  # this load's, else the one kept
         self.metrics.count(count)
         self.release(extra)
         self._record_memory()

@@ -27,11 +27,8 @@ def mallopt(monkeypatch):
         applied.append(nbytes)
         return nbytes > 0
 
-    if hasattr(process, "_Held"):  # (absent before the threshold was held per process: the tests then fail on behaviour)
-        monkeypatch.setattr(process, "_mmap", process._Held())
+    monkeypatch.setattr(process, "_mmap", process._Held())
     monkeypatch.setattr(process, "set_mmap_threshold", record)
-    if hasattr(loader, "set_mmap_threshold"):  # (before: the loader set it itself, each session overriding the last)
-        monkeypatch.setattr(loader, "set_mmap_threshold", record)
     return applied
 
 
