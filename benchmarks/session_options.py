@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 from pathlib import Path
 
 from geofractal_edge.artifacts import open_bundle
 from geofractal_edge.backends.bench import Subject, bench
 
-from _report import MIB, load_span
+from _report import MIB, load_span, uptime
 
 SWITCHES = {"cpu_mem_arena": "arena", "mem_pattern": "mem pattern", "prepacking": "prepack", "allow_spinning": "spin"}
 
@@ -42,7 +41,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads for every setting (default: the target's)")
     args = parser.parse_args()
-    print(f"load average at the start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"at the start: {uptime()}")
     for path in args.bundles:
         profile = dataclasses.asdict(open_bundle(path).manifest.target.runtime)
         subjects = [Subject(path, label, settings) for label, settings in variants(profile).items()]

@@ -1,4 +1,5 @@
-"""What one core's float32 matrix multiply reaches here: onnxruntime's MatMul (MLAS) on 1024 x 1024 x 1024, 1 thread.
+"""What one core's float32 matrix multiply reaches here: onnxruntime's MatMul (MLAS) on 1024 x 1024 x 1024, 1 thread, under the runtime's
+session settings (host-cpu's defaults).
 
     python benchmarks/sgemm_peak.py [--size 1024] [--runs 10]
 
@@ -10,18 +11,21 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _report import uptime  # noqa: E402
+from _timing import interleaved  # noqa: E402
 
 
 def main(argv: list[str]) -> None:
     import numpy as np
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
+
+    from geofractal_edge.backends.onnxruntime.loader import session_options
+    from geofractal_edge.targets.profile import RuntimeSettings
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=1024)
@@ -33,19 +37,11 @@ def main(argv: list[str]) -> None:
                               [helper.make_tensor_value_info("X", TensorProto.FLOAT, [n, n])],
                               [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [n, n])],
                               [numpy_helper.from_array(rng.standard_normal((n, n)).astype(np.float32), "W")])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(),
+                                   session_options(RuntimeSettings(intra_op_threads=1)), providers=["CPUExecutionProvider"])
     x = rng.standard_normal((n, n)).astype(np.float32)
-    for _ in range(3):
-        session.run(None, {"X": x})
-    times = []
-    for _ in range(args.runs):
-        start = time.perf_counter()
-        session.run(None, {"X": x})
-        times.append(time.perf_counter() - start)
-    print(f"{uptime()}; onnxruntime {ort.__version__} MatMul {n}^3 fp32, 1 thread: {2 * n ** 3 / np.median(times) / 1e9:.1f} GFLOP/s (median of {args.runs})")
+    seconds = interleaved({"matmul": lambda: session.run(None, {"X": x})}, rounds=args.runs, reps=1, warmup=3)["matmul"].wall_median
+    print(f"{uptime()}; onnxruntime {ort.__version__} MatMul {n}^3 fp32, 1 thread: {2 * n ** 3 / seconds / 1e9:.1f} GFLOP/s (median of {args.runs})")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ collective defaults, MiniLM, and the weight-dominated Atlas and collective), in 
   (as `gfedge bench`'s "vs bare run"), the key vector already in the feeds.
 
 Inputs are the bundle's first golden case cut to batch 1 (`bench_worker.batch_feeds`), handed to
-all three. Each round times every variant for ~40 ms of calls, in an order that rotates per round;
+every variant. Each round times every variant for ~40 ms of calls, in an order that rotates per round;
 the figure is the median over rounds of the per-call mean. Outputs are compared once (max |diff|).
 """
 

@@ -33,7 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _bundles import gate_text  # noqa: E402
+from _bundles import gate_text, has_bundle  # noqa: E402
+from _report import MIB, load_span, uptime  # noqa: E402
 from _timing import interleaved  # noqa: E402
 from trix_wide_train import VARIANTS, checkpoint_path, train_all  # noqa: E402
 from weight_dominated import GATES  # noqa: E402  (the acceptance limits, one copy)
@@ -102,9 +103,9 @@ def memory_at_batch_one(bundles: dict[str, Path], *, runs: int) -> dict:
     report = bench([bundles[p] for p in PRECISIONS], batches=(1,), threads=1, runs=runs).to_dict()
     warm = {p: s["rss_warm_bytes"] for p, s in zip(PRECISIONS, report["subjects"])}
     m = report["machine"]
-    print(f"\nRSS after warm-up at batch 1 only, 1 thread; load average {m['load_average_start'][0]:.2f} -> {m['load_average_end'][0]:.2f}")
+    print(f"\nRSS after warm-up at batch 1 only, 1 thread; load average {load_span(m)}")
     for p in PRECISIONS:
-        print(f"  {p:>8}: RSS warm {warm[p] / 2**20:7.2f} MiB, x{warm[p] / warm['fp32']:.3f} of fp32, x{warm[p] / warm['float32']:.3f} of float32 tiles")
+        print(f"  {p:>8}: RSS warm {warm[p] / MIB:7.2f} MiB, x{warm[p] / warm['fp32']:.3f} of fp32, x{warm[p] / warm['float32']:.3f} of float32 tiles")
     for q, limit in GATES["rss"].items():
         print(f"  {q} RSS warm / fp32 at batch 1: {warm[q] / warm['fp32']:.3f} (<= {limit:.2f}: {'PASS' if warm[q] / warm['fp32'] <= limit else 'FAIL'})")
     ratio = warm["fp32"] / warm["float32"]
@@ -140,8 +141,8 @@ def print_bench(report: dict, threads: int) -> list:
     print(f"{'bundle':>8} {'batch':>5} {'p50 us':>10} {'p99 us':>10} {'RSS load MiB':>12} {'RSS warm MiB':>12} {'heap warm MiB':>13} {'weights MiB':>11}")
     for s in report["subjects"]:
         for t in s["batches"]:
-            print(f"{Path(s['path']).name:>8} {t['batch']:>5} {t['p50_us']:>10.1f} {t['p99_us']:>10.1f} {s['rss_load_bytes'] / 2**20:>12.2f} "
-                  f"{s['rss_warm_bytes'] / 2**20:>12.2f} {(s['heap_warm_bytes'] or 0) / 2**20:>13.2f} {s['weight_bytes'] / 2**20:>11.3f}")
+            print(f"{Path(s['path']).name:>8} {t['batch']:>5} {t['p50_us']:>10.1f} {t['p99_us']:>10.1f} {s['rss_load_bytes'] / MIB:>12.2f} "
+                  f"{s['rss_warm_bytes'] / MIB:>12.2f} {(s['heap_warm_bytes'] or 0) / MIB:>13.2f} {s['weight_bytes'] / MIB:>11.3f}")
     rows = acceptance(report, threads)
     for line, value, op, limit in rows:
         verdict = "" if op == "info" else ("PASS" if value <= limit else "FAIL")
@@ -195,7 +196,7 @@ def main(argv: list[str]) -> None:
 
     torch.set_num_threads(1)
     args.work.mkdir(parents=True, exist_ok=True)
-    print(f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}; load average {os.getloadavg()[0]:.2f}")
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}; {uptime()}")
     if args.skip_train:
         missing = [n for n in VARIANTS if not checkpoint_path(args.work, n).is_file()]
         if missing:
@@ -208,7 +209,7 @@ def main(argv: list[str]) -> None:
     max_batch = args.max_batch or None
     if args.skip_export:
         bundles = {p: args.work / folder / p for p in PRECISIONS}
-        missing = [p for p, path in bundles.items() if not (path / "manifest.json").is_file()]
+        missing = [p for p, path in bundles.items() if not has_bundle(path)]
         if missing:
             sys.exit(f"--skip-export: no cached {args.lowering} bundle for {', '.join(missing)} in {args.work / folder}; run once without --skip-export")
     else:
@@ -242,11 +243,11 @@ def compare_gather(work: Path, fp32: Path, lowering: str, *, runs: int) -> dict:
 
     gather = export_all(work, lowering="gather_by_route", precisions=("fp32",), max_batch=TYPICAL, folder="bundles-gather")["fp32"]
     report = bench([fp32, gather], batches=(1, TYPICAL), threads=1, runs=runs).to_dict()
-    print(f"\nfp32 bundles, 1 thread, {runs} runs; load average {report['machine']['load_average_start'][0]:.2f} -> {report['machine']['load_average_end'][0]:.2f}")
+    print(f"\nfp32 bundles, 1 thread, {runs} runs; load average {load_span(report['machine'])}")
     for s in report["subjects"]:
         name = "gather_by_route" if Path(s["path"]).resolve() == gather.resolve() else lowering
         for t in s["batches"]:
-            print(f"  {name:<17} batch {t['batch']:>3}: p50 {t['p50_us']:>11,.0f} us; RSS warm {s['rss_warm_bytes'] / 2**20:8.1f} MiB")
+            print(f"  {name:<17} batch {t['batch']:>3}: p50 {t['p50_us']:>11,.0f} us; RSS warm {s['rss_warm_bytes'] / MIB:8.1f} MiB")
     return report
 
 

@@ -2,7 +2,8 @@
 
     python benchmarks/trix_wide_profile.py BUNDLE [BUNDLE ...] [--batch 1] [--threads 1] [--runs 20] [--config KEY=VALUE]
 
-Each bundle's model.onnx runs in this process with onnxruntime's session profiling on (the bundle's
+Each bundle's model.onnx runs in this process, under the session settings the runtime gives it (its target's
+runtime settings: the lookup-table 2-bit kernel where the bundle records it), with onnxruntime's session profiling on (the bundle's
 first golden case, sliced or tiled to --batch); node events are summed per operator type over the
 timed runs (3 warm-up runs left out) and printed as microseconds per run and share of the node total.
 """
@@ -50,12 +51,12 @@ def op_times(bundle, options, *, batch: int, runs: int, warmup: int) -> tuple[di
     return {op: t / runs for op, t in totals.items()}, len(nodes)
 
 
-def plain_options(threads: int, config: dict[str, str]):
-    """onnxruntime's default SessionOptions with `threads` intra-op threads and the session config entries `config`."""
-    import onnxruntime as ort
+def bundle_options(bundle, threads: int, config: dict[str, str]):
+    """The SessionOptions the runtime gives `bundle` (its target's runtime settings, lut_gemm included) at `threads`
+    intra-op threads, plus the session config entries `config`."""
+    from geofractal_edge.backends.onnxruntime.loader import session_options
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
+    options = session_options(bundle.manifest.target.runtime.but(intra_op_threads=threads))
     for key, value in config.items():
         options.add_session_config_entry(key, value)
     return options
@@ -68,17 +69,15 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--top", type=int, default=8)
-    parser.add_argument("--config", action="append", default=[], metavar="KEY=VALUE", help="a session config entry, e.g. mlas.use_lut_gemm=1")
+    parser.add_argument("--config", action="append", default=[], metavar="KEY=VALUE", help="a session config entry on top of the bundle's own, e.g. mlas.use_lut_gemm=0")
     args = parser.parse_args(argv)
     from geofractal_edge.artifacts import open_bundle
 
     print(f"onnxruntime profiler, batch {args.batch}, {args.threads} thread(s), {args.runs} runs; load average {os.getloadavg()[0]:.2f}")
     for path in args.bundles:
         bundle = open_bundle(path)
-        # the 2-bit kernel the bundle runs: its runtime settings turn the lookup-table kernel on (dispatch TriX int8/int4)
-        config = {"mlas.use_lut_gemm": "1"} if bundle.manifest.target.runtime.lut_gemm else {}
-        config |= dict(entry.split("=", 1) for entry in args.config)
-        times, nodes = op_times(bundle, plain_options(args.threads, config), batch=args.batch, runs=args.runs, warmup=3)
+        config = dict(entry.split("=", 1) for entry in args.config)
+        times, nodes = op_times(bundle, bundle_options(bundle, args.threads, config), batch=args.batch, runs=args.runs, warmup=3)
         total = sum(times.values())
         top = sorted(times.items(), key=lambda kv: -kv[1])[: args.top]
         print(f"{path}: {nodes} nodes, {total:,.0f} us of node time per run{'; ' + str(config) if config else ''}")

@@ -1,7 +1,8 @@
 """Weight-dominated Atlas and collective (fp32 weights >= 64 MB) and MiniLM: int8/int4 vs fp32 on host-cpu.
 
-    .venv/bin/python benchmarks/weight_dominated.py [--work .bench/weight_dominated] [--stage all|train|export|bench|torch]
-                                                    [--skip-train] [--reexport PRECISION ...] [--threads 1 2]
+    .venv/bin/python benchmarks/weight_dominated.py [--work .bench/weight_dominated] [--stage all|train|export|bench|torch|profile]
+                                                    [--skip-train] [--reexport PRECISION ...] [--threads 1 2] [--models NAME ...]
+                                                    [--runs N] [--runs-typical N] [--set NAME=VALUE]
 
 Stages (each skips what the work dir already holds, so `--skip-train` or `--stage bench` re-runs the
 measurement alone from the cached bundles):
@@ -21,7 +22,8 @@ measurement alone from the cached bundles):
   bytes, and the runtime's overhead over a bare InferenceSession.run (<= 5 % at batch 1).
 - torch: benchmarks/torch_vs_runtime.py on the same fp32 bundles (torch eager vs the runtime, batch 1).
 
-The raw reports are written to WORK/bench-<threads>t-<batch>.json. Torch runs at 1 thread for
+The raw reports are written to WORK/bench-[set-]<model>-<threads>t-<batch>.json; the script exits 1 when an
+acceptance line fails. Torch runs at 1 thread for
 training and export; the bench stage runs unniced, with `uptime` printed beside every table.
 """
 
