@@ -38,7 +38,7 @@ from weight_dominated import DEFAULTS, GATES, MODELS, ROOT, bundle_dir
 # name -> (family, checkpoint in the work dir or None for the family's shipped default): every model whose fp32 bundle
 # weight_dominated.py exports, the shipped ones first (the Atlas and collective defaults, MiniLM), then the wide ones
 SUBJECTS = {**DEFAULTS, **{name: (family, ckpt) for name, (family, ckpt, _) in sorted(MODELS.items(), key=lambda kv: kv[1][1] is not None)}}
-GATE = 3.0  # runtime p50 at batch 1 >= 3x faster than torch eager
+GATE = GATES["torch@1"]  # runtime p50 at batch 1 >= 3x faster than torch eager
 
 
 def variants(work: Path, name: str, threads: int) -> tuple[dict, dict]:

@@ -109,7 +109,8 @@ def memory_at_batch_one(bundles: dict[str, Path], *, runs: int) -> dict:
     for q, limit in GATES["rss"].items():
         print(f"  {q} RSS warm / fp32 at batch 1: {warm[q] / warm['fp32']:.3f} (<= {limit:.2f}: {'PASS' if warm[q] / warm['fp32'] <= limit else 'FAIL'})")
     ratio = warm["fp32"] / warm["float32"]
-    print(f"  2-bit tiles / float32 tiles at batch 1: {ratio:.3f} (<= 0.25: {'PASS' if ratio <= 0.25 else 'FAIL'})")
+    limit = GATES["tiles_rss"]
+    print(f"  2-bit tiles / float32 tiles at batch 1: {ratio:.3f} (<= {limit:.2f}: {'PASS' if ratio <= limit else 'FAIL'})")
     return report
 
 
@@ -126,7 +127,7 @@ def acceptance(report: dict, threads: int) -> list[tuple[str, float | None, str,
         rows.append((f"{q} p50 / fp32 p50, batch 1, {threads} thr", p50(by[q], 1) / p50(fp32, 1), "<=", GATES["p50@1"]))
         rows.append((f"{q} p50 / fp32 p50, batch {TYPICAL}, {threads} thr", p50(by[q], TYPICAL) / p50(fp32, TYPICAL), "<=", GATES["p50@typical"]))
         rows.append((f"{q} RSS warm / fp32 RSS warm, {threads} thr", by[q]["rss_warm_bytes"] / fp32["rss_warm_bytes"], "<=", rss_limit))
-    rows.append((f"2-bit tiles (fp32 bundle) RSS warm / float32 tiles, {threads} thr", fp32["rss_warm_bytes"] / float32["rss_warm_bytes"], "<=", 0.25))
+    rows.append((f"2-bit tiles (fp32 bundle) RSS warm / float32 tiles, {threads} thr", fp32["rss_warm_bytes"] / float32["rss_warm_bytes"], "<=", GATES["tiles_rss"]))
     for q in ("fp32", "int8", "int4"):
         rows.append((f"{q} weight bytes / float32 graph", by[q]["weight_bytes"] / float32["weight_bytes"], "info", 0.0))
     for q in ("int8", "int4"):
@@ -226,7 +227,8 @@ def main(argv: list[str]) -> None:
     for threads in args.threads:
         for row in torch_vs_runtime(args.work, bundles["fp32"], threads=threads):
             results["torch_vs_runtime"].append(row)
-            verdict = f" (>= 3.0: {'PASS' if row['speedup'] >= 3 else 'FAIL'})" if row["tokens"] == 64 else ""
+            gate = GATES["torch@1"]
+            verdict = f" (>= {gate:.1f}: {'PASS' if row['speedup'] >= gate else 'FAIL'})" if row["tokens"] == 64 else ""
             print(f"  {row['tokens']:>4} tokens, {threads} thr: torch {row['torch_p50_us']:>9.0f} us, runtime {row['runtime_p50_us']:>9.0f} us, "
                   f"torch / runtime {row['speedup']:.2f}x{verdict}")
     (args.work / "results.json").write_text(json.dumps(results, indent=1, default=str))

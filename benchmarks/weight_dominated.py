@@ -56,7 +56,8 @@ MODELS = {
 DEFAULTS = {"atlas-default": ("atlas", None), "collective-default": ("collective", None)}
 MIN_WEIGHT_BYTES = 64_000_000
 ATLAS_CHARS = 240  # per text, two texts: what a wide core memorises in ~2 minutes of one idle core
-GATES = {"p50@1": 1.0, "p50@typical": 1.25, "rss": {"int8": 0.50, "int4": 0.35}, "overhead@1": 0.05}
+GATES = {"p50@1": 1.0, "p50@typical": 1.25, "rss": {"int8": 0.50, "int4": 0.35}, "overhead@1": 0.05,
+         "torch@1": 3.0, "tiles_rss": 0.25}  # the last two: runtime vs torch eager at batch 1; 2-bit vs float32 TriX tiles
 
 
 # ---------------------------------------------------------------- train
@@ -73,7 +74,7 @@ def train_atlas(path: Path) -> None:
     config = AtlasConfig(vocab=build_vocab(texts.values()), hidden=4096, T=4, n_freqs=128, freq_growth=growth_for(ATLAS_CHARS, n_freqs=128),
                          steps=120, batch_size=64, lr=3e-3)
     _check_size("atlas-wide", _params_bytes(AtlasCore(config)))
-    library, report = train_library(texts, config=config, seed=0, progress=_every(config.steps, "atlas-wide step"))
+    library, report = train_library(texts, config=config, seed=0, progress=_every("atlas-wide step"))
     save_checkpoint(path, library, texts)
     log(f"atlas-wide: char accuracy {', '.join(f'{k} {v:.4f}' for k, v in report['accuracy'].items())} after {report['steps']} steps, "
         f"{report['seconds']:.0f} s; {report['core_parameters']:,} core parameters ({report['core_parameters'] * 4 / 1e6:.1f} MB fp32) -> {path}")
@@ -87,8 +88,7 @@ def train_collective(path: Path) -> None:
     streams = tuple(StreamConfig(f"{VIEWS[i % 4]}{i // 4}", view=VIEWS[i % 4]) for i in range(16))
     config = CollectiveConfig(streams=streams, feature_dim=288, slot_grid=(2, 2), num_routes=2, epochs=3)
     _check_size("collective-wide", _params_bytes(RouterCollective(config)))
-    steps = config.epochs * (1437 // config.batch_size)
-    collective, report = fit(config, seed=0, progress=_every(steps, "collective-wide step"))
+    collective, report = fit(config, seed=0, progress=_every("collective-wide step"))
     save_checkpoint(path, collective, report=report)
     log(f"collective-wide: held-out digits accuracy {report['accuracy']:.4f} (per epoch {report['history']}), {report['seconds']:.0f} s; "
         f"{report['trainable_parameters']:,} parameters ({report['trainable_parameters'] * 4 / 1e6:.1f} MB fp32) -> {path}")
@@ -104,7 +104,7 @@ def _check_size(name: str, nbytes: int) -> None:
     log(f"{name}: {nbytes:,} bytes of fp32 parameters (>= {MIN_WEIGHT_BYTES:,})")
 
 
-def _every(total: int, phase: str):
+def _every(phase: str):
     start = time.perf_counter()
 
     def report(step: int, steps: int, loss: float) -> None:

@@ -1,6 +1,6 @@
 """What the zoo forces on every session it loads, whatever the bundle's manifest asks: an arena of the
 session's own (shared_arena False), never shrunk after calls (arena_shrinkage False), so that what a model
-is charged is what its eviction gives back, and its measured cost includes its activations; and what a
+is charged is what its eviction gives back (the tests assert the settings, not the memory); and what a
 real load measures of its own peak."""
 
 from __future__ import annotations
