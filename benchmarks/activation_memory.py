@@ -8,7 +8,7 @@ buffers of that size in the heap; with the threshold fixed (`mmap_threshold_kib`
 buffer is unmapped when the call frees it and the process holds the weights again.
 
 For each weight-dominated bundle of benchmarks/weight_dominated.py (export stage first) and each
-setting below, one `backends.bench` run side by side: p50 at batch 1 and at the family's typical
+setting below (or those named by --settings), one `backends.bench` run side by side: p50 at batch 1 and at the family's typical
 batch, resident memory after warm-up (between calls), the calls' high-water mark (what a call
 needs) and the private part (RssAnon). Ratios are to the arena in the same run.
 
@@ -32,6 +32,9 @@ SETTINGS = {
     "arena, shrink": {"cpu_mem_arena": True, "arena_shrinkage": True, "mmap_threshold_kib": 0},
     "arena, shrink, mmap": {"cpu_mem_arena": True, "arena_shrinkage": True, "mmap_threshold_kib": 256},
     "no arena, mmap": {"cpu_mem_arena": False, "arena_shrinkage": False, "mmap_threshold_kib": 256},
+    # handed back only after calls above batch 1 (shrink_above_batch): batch-1 calls keep theirs in the arena
+    "shrink>1, mmap": {"cpu_mem_arena": True, "arena_shrinkage": False, "shrink_above_batch": 1, "mmap_threshold_kib": 256},
+    "shrink>1, mmap 4M": {"cpu_mem_arena": True, "arena_shrinkage": False, "shrink_above_batch": 1, "mmap_threshold_kib": 4096},
 }
 
 
@@ -51,14 +54,16 @@ def main() -> None:
     parser.add_argument("--runs-typical", type=int, default=3, help="timed runs per setting at the typical batch")
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
+    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS), help="these settings only (ratios to the first)")
     args = parser.parse_args()
-    print(f"start: {uptime()}; settings: {json.dumps(SETTINGS)}")
+    chosen = {label: SETTINGS[label] for label in args.settings}
+    print(f"start: {uptime()}; settings: {json.dumps(chosen)}")
     print(f"{'model':16s} {'prec':5s} {'thr':>3s} {'batch':>5s} {'setting':20s} {'p50 ms':>10s} {'p50 x':>6s} {'warm MiB':>8s} {'x':>6s} "
           f"{'peak MiB':>8s} {'x':>6s} {'priv MiB':>8s} {'weights':>8s}  load")
     reports = {}
     for name in args.models:
         for precision in args.precisions:
-            subjects = [Subject(bundle_dir(args.work, name, precision), label, settings) for label, settings in SETTINGS.items()]
+            subjects = [Subject(bundle_dir(args.work, name, precision), label, settings) for label, settings in chosen.items()]
             for threads in args.threads:
                 for batch, runs, warmup in batch_plan(name, args.runs, args.runs_typical):
                     report = bench_at(subjects, batch=batch, threads=threads, runs=runs, warmup=warmup)

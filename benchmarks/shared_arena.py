@@ -30,7 +30,8 @@ SETTINGS = {"per-session arenas": False, "shared arena": True}
 WORKER = """
 import json, sys, time
 from geofractal_edge.artifacts import open_bundle
-from geofractal_edge.backends.bench_worker import batch_feeds, leading_dim
+from geofractal_edge.backends.bench_worker import batch_feeds
+from geofractal_edge.backends.inputs import leading_dim
 from geofractal_edge.backends.process import heap_bytes, rss_bytes
 from geofractal_edge.backends.lazy import require
 from geofractal_edge.backends.onnxruntime import Session
@@ -39,7 +40,7 @@ args = json.loads(sys.argv[1])
 bundles = [open_bundle(p) for p in args["paths"]]
 feeds = []
 for b in bundles:
-    _, least, opt, _ = leading_dim(b)
+    _, least, opt, _ = leading_dim(b.manifest.graph)
     feeds.append({n: batch_feeds(b, n) for n in sorted({least, opt, 1})})
 rss0, heap0 = rss_bytes(), heap_bytes()
 sessions = [Session(b, shared_arena=args["shared"], intra_op_threads=args["threads"]) for b in bundles]

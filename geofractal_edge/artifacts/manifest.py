@@ -25,9 +25,10 @@ from geofractal_edge.errors import BundleError
 from geofractal_edge.targets import TargetProfile
 
 FORMAT = "gfedge-bundle"
-FORMAT_VERSION = 4  # 2: `weight_dialect`; model.onnx self-contained (TriX tiles packed inside it). 3: target.runtime
+FORMAT_VERSION = 5  # 2: `weight_dialect`; model.onnx self-contained (TriX tiles packed inside it). 3: target.runtime
 # writes `arena_shrinkage` and `mmap_threshold_kib` (always: the whole RuntimeSettings), which a version-2 reader refuses as unknown fields.
 # 4: target.runtime writes `lut_gemm` (a version-3 reader would refuse it, and would run a LUT-parity bundle without the kernel)
+# 5: target.runtime writes `shrink_above_batch` (a version-4 reader would refuse it as an unknown field)
 OLDEST_READABLE = 1
 MANIFEST = "manifest.json"
 MANIFEST_HASH = "manifest.json.sha256"
@@ -435,8 +436,13 @@ def _v3_to_v4(data: dict) -> dict:
     return data
 
 
+def _v4_to_v5(data: dict) -> dict:
+    """Format 4's runtime settings lack `shrink_above_batch`: it takes its default (off), how a format-4 bundle ran."""
+    return data
+
+
 # version -> function turning a manifest of that version into the next one.
-_UPGRADES: dict[int, Any] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+_UPGRADES: dict[int, Any] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}
 
 
 def _upgrade(data: dict, version: int) -> dict:

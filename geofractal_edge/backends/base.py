@@ -105,7 +105,7 @@ def _checker_of(graph, checker: InputChecker | None) -> InputChecker:
     """`checker` if it holds `graph`'s declarations (one checker per bundle, shared), else a new one; refused if it holds others."""
     if checker is None:
         return InputChecker(graph.data_inputs, graph.dim_ranges)
-    if checker.specs != tuple(graph.data_inputs) or checker.ranges != dict(graph.dim_ranges):
+    if not checker.holds(graph.data_inputs, graph.dim_ranges):
         raise GfedgeError("the input checker passed to this runner checks another graph's inputs",
                           "pass the checker made for this bundle (InputChecker(graph.data_inputs, graph.dim_ranges)), or none")
     return checker

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from geofractal_edge.artifacts import Bundle, open_bundle
-from geofractal_edge.backends.bench_worker import TAG, leading_dim
+from geofractal_edge.backends.bench_worker import TAG
+from geofractal_edge.backends.inputs import leading_dim
 from geofractal_edge.backends.lazy import installed_version
 from geofractal_edge.backends.initializers import graph_weight_bytes
 from geofractal_edge.errors import Bug, GfedgeError
@@ -188,7 +189,7 @@ def run(plans: Sequence[Plan], *, runs: int = 200, warmup: int = 10, progress=No
 
 def _plan(subject: Subject, batches: Sequence[int] | None, threads: int | None) -> Plan:
     bundle = open_bundle(Path(subject.path))  # a bad path or bundle is one line, before any worker
-    dim, low, opt, high = leading_dim(bundle)
+    dim, low, opt, high = leading_dim(bundle.manifest.graph)
     wanted = tuple(sorted(set(batches))) if batches else tuple(sorted({low, opt}))
     for b in wanted:
         if not low <= b <= high:

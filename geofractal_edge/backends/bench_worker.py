@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from geofractal_edge.artifacts import Bundle, open_bundle
+from geofractal_edge.backends.inputs import leading_dim
 from geofractal_edge.backends.lazy import require
 from geofractal_edge.backends.onnxruntime import Session
 from geofractal_edge.backends.process import heap_bytes, peak_rss_bytes, reset_peak_rss, status_bytes
@@ -26,24 +27,13 @@ from geofractal_edge.errors import GfedgeError
 TAG = "GFEDGE-BENCH "  # protocol lines start with this; anything else the worker prints is ignored
 
 
-def leading_dim(bundle: Bundle) -> tuple[str | None, int, int, int]:
-    """(name, min, opt, max) of the first data input's leading dynamic dimension; a fixed one is (None, n, n, n)."""
-    graph = bundle.manifest.graph
-    first = graph.data_inputs[0]
-    dim = first.shape[0] if first.shape else 1
-    if isinstance(dim, int):
-        return None, dim, dim, dim
-    bound = graph.dim_ranges[dim]
-    return dim, bound.min, bound.opt, bound.max
-
-
 def batch_feeds(bundle: Bundle, batch: int) -> tuple[dict[str, np.ndarray], str | None]:
     """(the first golden case's inputs with the leading dynamic dimension sliced or tiled to `batch`, its key)."""
     cases = bundle.golden_cases()
     if not cases:
         raise GfedgeError(f"bundle {bundle.path} has no golden cases to make inputs from", "re-export it with `gfedge export`")
     case = cases[0]
-    dim = leading_dim(bundle)[0]
+    dim = leading_dim(bundle.manifest.graph)[0]
     feeds = {}
     for spec in bundle.manifest.graph.data_inputs:
         array = case.inputs[spec.name]

@@ -27,6 +27,17 @@ from geofractal_edge.artifacts.manifest import DimRange, TensorDecl
 from geofractal_edge.errors import InputError
 
 
+def leading_dim(graph) -> tuple[str | None, int, int, int]:
+    """(name, min, opt, max) of the first data input's leading dynamic dimension, the batch `gfedge bench` counts;
+    a fixed one is (None, n, n, n)."""
+    first = graph.data_inputs[0]
+    dim = first.shape[0] if first.shape else 1
+    if isinstance(dim, int):
+        return None, dim, dim, dim
+    bound = graph.dim_ranges[dim]
+    return dim, bound.min, bound.opt, bound.max
+
+
 def check_inputs(feeds: Mapping[str, np.ndarray], specs: Sequence[TensorDecl], ranges: Mapping[str, DimRange]) -> None:
     """Raise InputError naming the first problem and how to fix it."""
     check_names(feeds, specs)
@@ -131,7 +142,11 @@ class InputChecker:
         if not isinstance(feeds, Checked) or feeds._issued is not _ISSUED:
             return False
         other = feeds.checker
-        return other is self or (other.specs == self.specs and other.ranges == self.ranges)
+        return other is self or other.holds(self.specs, self.ranges)
+
+    def holds(self, specs: Sequence[TensorDecl], ranges: Mapping[str, DimRange]) -> bool:
+        """True when this checker checks exactly these declarations (inputs and dimension ranges)."""
+        return self.specs == tuple(specs) and self.ranges == dict(ranges)
 
 
 _ISSUED = object()  # what only InputChecker.checked passes: a Checked built by hand proves nothing

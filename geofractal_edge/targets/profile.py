@@ -58,6 +58,11 @@ class RuntimeSettings:
     # At the end of every call the CPU arena hands back the chunks no tensor holds (RunOptions
     # memory.enable_memory_arena_shrinkage): between calls a session holds its weights, not its largest call's activations.
     arena_shrinkage: bool = False
+    # The same hand-back, only after calls whose batch (the first data input's leading dynamic dimension, what
+    # `gfedge bench --batch` counts) is above this; smaller calls keep theirs in the arena for the next one (0: off).
+    # A session then holds its weights plus a small call's activations between calls, and only the large calls, whose
+    # compute dwarfs faulting their buffers in again, pay for it. `arena_shrinkage` true hands back after every call.
+    shrink_above_batch: int = 0
     # onnxruntime's lookup-table kernel for 2-bit MatMulNBits (session config mlas.use_lut_gemm): it quantizes each
     # call's activations to int8, so export turns it on per bundle only where the family asks for it at that precision
     # (ExportSpec.lut_gemm_precisions: TriX int8/int4 under dispatch_by_route) and parity then gates the bundle.
@@ -67,10 +72,10 @@ class RuntimeSettings:
     lut_gemm: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("intra_op_threads", "inter_op_threads"):
+        for name in ("intra_op_threads", "inter_op_threads", "shrink_above_batch"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise GfedgeError(f"runtime setting {name} is {value!r}", "use a whole number >= 0 (0: onnxruntime's choice)")
+                raise GfedgeError(f"runtime setting {name} is {value!r}", "use a whole number >= 0 (0: " + ("off" if name == "shrink_above_batch" else "onnxruntime's choice") + ")")
         check_mmap_threshold_kib(self.mmap_threshold_kib, "runtime setting mmap_threshold_kib")
         for name in ("allow_spinning", "cpu_mem_arena", "mem_pattern", "prepacking", "shared_arena", "arena_shrinkage", "lut_gemm"):
             if not isinstance(getattr(self, name), bool):

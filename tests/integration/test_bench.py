@@ -11,7 +11,8 @@ import pytest
 
 from geofractal_edge.artifacts import open_bundle
 from geofractal_edge.backends.bench import Subject, bench, measure
-from geofractal_edge.backends.bench_worker import batch_feeds, leading_dim
+from geofractal_edge.backends.bench_worker import batch_feeds
+from geofractal_edge.backends.inputs import leading_dim
 from geofractal_edge.backends.initializers import graph_weight_bytes
 from geofractal_edge.errors import GfedgeError
 from geofractal_edge.runtimes import load
@@ -66,7 +67,7 @@ def test_settings_per_subject_reach_the_worker(bundle_factory):
 
 def test_golden_inputs_are_sliced_or_tiled_to_the_batch(bundle_factory):
     bundle = open_bundle(bundle_factory("fp32"))
-    dim, low, _, _ = leading_dim(bundle)
+    dim, low, _, _ = leading_dim(bundle.manifest.graph)
     golden = bundle.golden_cases()[0].inputs["x"]
     for batch in (1, golden.shape[0] + 3):
         feeds, _ = batch_feeds(bundle, batch)
@@ -113,6 +114,23 @@ def test_arena_shrinkage_is_a_run_option_of_every_call_and_changes_no_output(bun
     for bad in (-1, (32 << 10) + 1, True):
         with pytest.raises(GfedgeError, match="mmap_threshold_kib"):
             RuntimeSettings(mmap_threshold_kib=bad)
+
+
+def test_shrink_above_batch_hands_back_only_after_the_larger_calls(bundle_factory):
+    small, large = {"x": np.linspace(0, 1, 2, dtype=np.float32)}, {"x": np.linspace(0, 1, 64, dtype=np.float32)}
+    with load(bundle_factory("fp32"), shared_arena=False) as plain, load(bundle_factory("fp32"), shared_arena=False, shrink_above_batch=2) as some:
+        assert some.run_options is None and some.options_for(small) is None  # batch 2: kept in the arena
+        assert some.options_for(large).get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0"
+        for feeds in (small, large, small):
+            np.testing.assert_array_equal(some.run(feeds)["logits"], plain.run(feeds)["logits"])
+            keyed = {**feeds, some.manifest.graph.key_input.name: some.bound_key.vector}  # what the runner binds
+            np.testing.assert_array_equal(some.bare_runner()(keyed)[0], plain.run(feeds)["logits"])
+    for overrides in ({"arena_shrinkage": True}, {"cpu_mem_arena": False}):  # every call shrinks already / nothing to shrink
+        with load(bundle_factory("fp32"), shrink_above_batch=2, **overrides) as session:
+            assert session.options_for(large) is session.run_options
+    for bad in (-1, True, 1.5):
+        with pytest.raises(GfedgeError, match="shrink_above_batch"):
+            RuntimeSettings(shrink_above_batch=bad)
 
 
 def test_gfedge_bench_set_passes_runtime_settings_to_every_bundle(bundle_factory):

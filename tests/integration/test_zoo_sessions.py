@@ -18,7 +18,7 @@ X = np.linspace(0.0, 1.0, 12, dtype=np.float32)
 
 
 def _ask_for_a_shared_shrinking_arena(manifest: dict) -> None:
-    manifest["target"]["runtime"].update(shared_arena=True, arena_shrinkage=True, cpu_mem_arena=True)
+    manifest["target"]["runtime"].update(shared_arena=True, arena_shrinkage=True, shrink_above_batch=1, cpu_mem_arena=True)
 
 
 def test_a_zoo_session_keeps_its_own_unshrunk_arena_though_the_manifest_asks_otherwise(bundle_factory, tmp_path):
@@ -26,12 +26,12 @@ def test_a_zoo_session_keeps_its_own_unshrunk_arena_though_the_manifest_asks_oth
     root.mkdir()
     reseal_edited(bundle_factory("fp32"), root / "m", _ask_for_a_shared_shrinking_arena)
     asked = open_bundle(root / "m").manifest.target.runtime
-    assert asked.shared_arena and asked.arena_shrinkage  # the bundle does ask for both
+    assert asked.shared_arena and asked.arena_shrinkage and asked.shrink_above_batch == 1  # the bundle does ask for them
     zoo = Zoo(root, budget_bytes=64 << 20, warm=False)
     try:
         zoo.infer({"x": X}, model="m")
         session = zoo.state.get("m").session
-        assert session.settings.shared_arena is False and session.settings.arena_shrinkage is False
+        assert session.settings.shared_arena is False and session.settings.arena_shrinkage is False and session.settings.shrink_above_batch == 0
         assert session.settings.cpu_mem_arena is True  # the rest as the manifest says
         assert session.run_options is None  # no per-call shrinkage reaches onnxruntime
     finally:

@@ -29,6 +29,7 @@ from pathlib import Path
 from geofractal_edge.artifacts import Bundle, atomic
 from geofractal_edge.artifacts.hashing import canonical_sha256
 from geofractal_edge.artifacts.manifest import TensorRTSettings
+from geofractal_edge.backends.inputs import leading_dim
 from geofractal_edge.backends.lazy import installed_version, require
 from geofractal_edge.backends.process import session_mmap_threshold, trim_heap
 from geofractal_edge.backends.tensorrt.adapter import Cuda, cuda_runtime
@@ -156,10 +157,26 @@ def run_options(settings: RuntimeSettings):
     """
     if not (settings.arena_shrinkage and settings.cpu_mem_arena):
         return None
+    return shrinking_run_options()
+
+
+def shrinking_run_options():
+    """RunOptions whose call ends with the CPU arena handing back the chunks no tensor holds."""
     ort = require("onnxruntime")
     options = ort.RunOptions()
     options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
     return options
+
+
+def shrinks_above(graph, settings: RuntimeSettings) -> tuple[str, int] | None:
+    """(input name, batch): calls whose input of that name is longer than `batch` on its first axis end by
+    handing the arena's free chunks back (`shrink_above_batch`); None where no call is treated apart
+    (the setting off, every call shrinking already, no arena, or no dynamic leading dimension)."""
+    if not settings.shrink_above_batch or settings.arena_shrinkage or not settings.cpu_mem_arena:
+        return None
+    if leading_dim(graph)[0] is None:
+        return None
+    return graph.data_inputs[0].name, settings.shrink_above_batch
 
 
 def direct_run(session, options=None):

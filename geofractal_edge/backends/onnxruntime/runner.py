@@ -20,7 +20,7 @@ from geofractal_edge.artifacts import Bundle, open_bundle
 from geofractal_edge.backends.base import Runner
 from geofractal_edge.backends.inputs import InputChecker
 from geofractal_edge.backends.onnxruntime.loader import (ProviderPlan, create_session, direct_run, engine_cache_id, plan_providers, provider_options,
-                                                         run_options)
+                                                         run_options, shrinking_run_options, shrinks_above)
 from geofractal_edge.backends.onnxruntime.placement import measured_placement
 from geofractal_edge.backends.placement import PlacementReport
 from geofractal_edge.targets.profile import RuntimeSettings
@@ -41,6 +41,10 @@ class Session(Runner):
         self._session, self._codes = create_session(bundle, options, settings=self.settings)
         self.run_options = run_options(self.settings)  # None unless the settings ask for per-call options
         self._run = direct_run(self._session, self.run_options)
+        # shrink_above_batch: (input, batch) past which a call hands its activations back, with that call's options and run
+        self._large = shrinks_above(bundle.manifest.graph, self.settings)
+        self._large_options = shrinking_run_options() if self._large else None
+        self._run_large = direct_run(self._session, self._large_options) if self._large else None
         self.load_seconds = time.perf_counter() - started
         self.providers_used = tuple(self._session.get_providers())
         self.cache_key = engine_cache_id(options)
@@ -48,7 +52,17 @@ class Session(Runner):
     def bare_runner(self):
         """`run(feeds)`: onnxruntime's public InferenceSession.run of this session with its RunOptions and
         nothing of the runner (no checks, no key binding): the baseline `gfedge bench` measures the runner against."""
-        return functools.partial(self._session.run, self._outputs, run_options=self.run_options)
+        if self._large is None:
+            return functools.partial(self._session.run, self._outputs, run_options=self.run_options)
+        return lambda feeds: self._session.run(self._outputs, feeds, run_options=self.options_for(feeds))
+
+    def options_for(self, feeds: dict[str, np.ndarray]):
+        """The RunOptions a call with these feeds runs under: the shrinking ones for a call above `shrink_above_batch`."""
+        return self._large_options if self._is_large(feeds) else self.run_options
+
+    def _is_large(self, feeds) -> bool:
+        large = self._large
+        return large is not None and feeds[large[0]].shape[0] > large[1]
 
     @property
     def fallbacks(self) -> tuple[str, ...]:
@@ -61,13 +75,14 @@ class Session(Runner):
         return measured_placement(self.bundle, self.plan)
 
     def close(self) -> None:
-        self._session, self._codes, self._run = None, {}, None
+        self._session, self._codes, self._run, self._run_large = None, {}, None, None
         super().close()
 
     def _execute(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        run = self._run_large if self._is_large(feeds) else self._run
         if len(self._outputs) == 1:  # most graphs: a dict without zip's machinery
-            return {self._outputs[0]: self._run(self._outputs, feeds)[0]}
-        return dict(zip(self._outputs, self._run(self._outputs, feeds)))
+            return {self._outputs[0]: run(self._outputs, feeds)[0]}
+        return dict(zip(self._outputs, run(self._outputs, feeds)))
 
 
 def load(path: Path | str, **options) -> Session:

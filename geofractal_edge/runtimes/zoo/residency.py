@@ -132,11 +132,11 @@ class Residency:
         # Each session keeps an arena of its own: what a model holds must go when it is evicted. A shared
         # arena keeps its high-water mark with nothing loaded (112 MiB on the wide hard trace, against
         # 0.4-1.1 MiB with an arena per session), memory the zoo would charge to no model. The arena is not
-        # shrunk after calls either: a model's measured cost includes its activations, which a shrinking
-        # arena would give back and take again on every call, uncounted by the budget.
+        # shrunk after calls either (after none: arena_shrinkage, nor after large ones: shrink_above_batch): a model's
+        # measured cost includes its activations, which a shrinking arena would give back and take again, uncounted by the budget.
         # The entry's input checker (requests are checked with it before the load) is the session's too: one per model.
         session = Session(bundle, providers=self.providers, key_capacity=self.key_capacity, checker=entry.checker,
-                          shared_arena=False, arena_shrinkage=False)
+                          shared_arena=False, arena_shrinkage=False, shrink_above_batch=0)
         for folder in self.keyring.folders:
             session.keys.add_folder(folder)
         for name in bundle.key_names()[: self.key_capacity]:

@@ -111,7 +111,8 @@ def test_a_format_2_manifest_runs_with_the_runtime_settings_it_had(bundle_copy):
 
     def as_format_2(d):
         d["format_version"] = 2
-        del d["target"]["runtime"]["arena_shrinkage"], d["target"]["runtime"]["mmap_threshold_kib"], d["target"]["runtime"]["lut_gemm"]
+        runtime = d["target"]["runtime"]
+        del runtime["arena_shrinkage"], runtime["mmap_threshold_kib"], runtime["lut_gemm"], runtime["shrink_above_batch"]
 
     _rewrite(bundle_copy, as_format_2)
     runtime = open_bundle(bundle_copy).manifest.target.runtime
@@ -119,14 +120,27 @@ def test_a_format_2_manifest_runs_with_the_runtime_settings_it_had(bundle_copy):
 
 
 def test_a_format_3_manifest_runs_without_the_lookup_table_kernel(bundle_copy):
-    """Format 3 had no lut_gemm: it reads as off (the exact 2-bit kernel, as such a bundle ran); format 3 with the field is refused."""
+    """Format 3 had no lut_gemm: it reads as off (the exact 2-bit kernel, as such a bundle ran)."""
 
     def as_format_3(d):
         d["format_version"] = 3
-        del d["target"]["runtime"]["lut_gemm"]
+        del d["target"]["runtime"]["lut_gemm"], d["target"]["runtime"]["shrink_above_batch"]
 
     _rewrite(bundle_copy, as_format_3)
     assert open_bundle(bundle_copy).manifest.target.runtime.lut_gemm is False
+
+
+def test_a_format_4_manifest_hands_activations_back_as_it_did(bundle_copy):
+    """Format 4 had no shrink_above_batch: it reads as off, so its calls keep their activations in the arena as they did."""
+
+    def as_format_4(d):
+        d["format_version"] = 4
+        d["target"]["runtime"]["arena_shrinkage"] = True
+        del d["target"]["runtime"]["shrink_above_batch"]
+
+    _rewrite(bundle_copy, as_format_4)
+    runtime = open_bundle(bundle_copy).manifest.target.runtime
+    assert runtime.shrink_above_batch == 0 and runtime.arena_shrinkage is True
 
 
 @dataclasses.dataclass(frozen=True)
