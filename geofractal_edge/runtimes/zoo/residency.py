@@ -102,9 +102,7 @@ class Residency:
             with self._load_lock:
                 ticket = self.state.begin_work()
                 try:
-                    start = self._start_peak()
-                    session, cost, seconds = self._open(entry)
-                    peak = self._peak_since(start, cost=cost)
+                    session, cost, peak, seconds = self._open(entry)
                 finally:
                     alone = self.state.end_work(ticket)
         except BaseException as exc:
@@ -149,24 +147,20 @@ class Residency:
         return session
 
     def _open(self, entry: Entry):
-        before = self.meter.read().counted()
+        """A new session with what its load cost, its peak and its seconds, from two meter readings. The peak is
+        the load's height above its start (never below its cost), None where the mark could not be restarted."""
+        reset = self.meter.reset_peak()
+        before = self.meter.read()
         started = time.perf_counter()
         session = self.new_session(entry)
         seconds = time.perf_counter() - started
-        return session, self.meter.read().counted() - before, seconds
-
-    def _start_peak(self):
-        """Restart the high-water mark for a load: (whether it could, the reading it starts from)."""
-        return self.meter.reset_peak(), self.meter.read()
-
-    def _peak_since(self, start, *, cost: int) -> int | None:
-        """The load's height above its start (never below its cost); None where the mark could not be restarted."""
-        reset, before = start
+        after = self.meter.read()
+        cost = after.counted() - before.counted()
         high = self.meter.peak_rss() if reset else None
         if high is None:
-            return None
-        device = (self.meter.read().device or 0) - (before.device or 0)  # no device peak is read: its growth stands for it
-        return max(cost, high - before.rss + device)
+            return session, cost, None, seconds
+        device = (after.device or 0) - (before.device or 0)  # no device peak is read: its growth stands for it
+        return session, cost, max(cost, high - before.rss + device), seconds
 
     # ---- run ----
 
@@ -227,8 +221,9 @@ def plausible_cost(cost: int, *, estimate: int, previous: int | None) -> bool:
 
 def plausible_peak(peak: int | None, *, cost: int) -> bool:
     """Is a measured load peak fit to reserve and remember: known, and not beyond `ESTIMATE_FACTOR` x the load's
-    cost + `OUTLIER_SLACK`? A remembered peak over the budget keeps a model out, so a wild one is not kept."""
-    return peak is not None and cost <= peak <= ESTIMATE_FACTOR * cost + OUTLIER_SLACK
+    cost + `OUTLIER_SLACK`? A remembered peak over the budget keeps a model out, so a wild one is not kept.
+    (A measured peak is never below its cost: `Residency._open` raises it to the cost.)"""
+    return peak is not None and peak <= ESTIMATE_FACTOR * cost + OUTLIER_SLACK
 
 
 def _reason(exc: BaseException) -> str:

@@ -20,8 +20,10 @@ class FakeMeter:
     def __init__(self, *, resettable: bool = True, peak: int = PEAK, cost: int = COST) -> None:
         self.rss = self.high = 100 * MIB
         self.resettable, self.peak, self.cost = resettable, peak, cost
+        self.reads = 0
 
     def read(self) -> Reading:
+        self.reads += 1
         return Reading(rss=self.rss, device=None)
 
     def reset_peak(self) -> bool:
@@ -108,6 +110,23 @@ def test_a_noisy_load_counts_its_expected_cost_not_the_peak_it_reserved(tmp_path
     residency.bring_in(entry, count="swaps")
     assert entry.measured_bytes == COST and entry.peak_bytes == PEAK and residency.state.accounted_bytes() == COST
     assert book.get("sha") is None  # nothing of a noisy load is remembered
+
+
+def test_a_load_reads_the_meter_twice(tmp_path):
+    meter = FakeMeter()
+    residency, entry, _ = _residency(tmp_path, meter)
+    residency.state.pin("m")
+    meter.reads = 0  # the residency's baseline was read when it was made
+    residency.bring_in(entry, count="swaps")
+    assert meter.reads == 2 + 1  # the load's before and after, then the metrics' measured_bytes
+
+
+def test_a_peak_below_the_loads_cost_counts_as_its_cost(tmp_path):
+    """The mark rose 10 MiB while the load keeps 30 (a mark read coarser than the RSS): the peak is at least the cost."""
+    residency, entry, book = _residency(tmp_path, FakeMeter(peak=10 * MIB))
+    residency.state.pin("m")
+    residency.bring_in(entry, count="swaps")
+    assert entry.peak_bytes == COST and book.get("sha")["peak_bytes"] == COST
 
 
 def test_a_book_record_with_a_malformed_peak_is_ignored(tmp_path):
