@@ -1,4 +1,4 @@
-"""Bundles as the benchmarks read them: whether one is there, its golden inputs as feeds, its parity gates as text."""
+"""Bundles as the benchmarks read them: whether one is there, feeds with its key bound, its parity gates as text."""
 
 from __future__ import annotations
 
@@ -20,14 +20,6 @@ def keyed(bundle, data: dict[str, np.ndarray], key: str | None) -> dict[str, np.
     if key_input is not None:
         full[key_input.name] = bundle.key(key).vector
     return full
-
-
-def golden_feeds(bundle, batch: int) -> dict[str, np.ndarray]:
-    """An opened bundle's first golden case at `batch` (its leading dynamic dimension sliced or tiled, as
-    `gfedge bench` does), with its key's vector: every input of the graph."""
-    from geofractal_edge.backends.bench_worker import batch_feeds
-
-    return keyed(bundle, *batch_feeds(bundle, batch))
 
 
 def gate_text(check, template: str = "{name} {value:.4g} ({sign} {limit:.4g}) {verdict}", words: tuple[str, str] = ("ok", "FAIL")) -> str:

@@ -29,9 +29,9 @@ def op_times(bundle, options, *, batch: int, runs: int, warmup: int) -> tuple[di
     """
     import onnxruntime as ort
 
-    from _bundles import golden_feeds
+    from geofractal_edge.backends.onnxruntime.placement import golden_feeds
 
-    feeds = golden_feeds(bundle, batch)
+    feeds = golden_feeds(bundle, batch=batch)
     with tempfile.TemporaryDirectory() as tmp:
         options.enable_profiling = True
         options.profile_file_prefix = os.path.join(tmp, "prof")

@@ -22,7 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-from _bundles import golden_feeds
 from _report import MIB
 
 
@@ -31,10 +30,11 @@ def measure(path: Path, runs: int, threads: int, batch: int) -> dict[str, float]
     import onnxruntime as ort
 
     from geofractal_edge.artifacts import open_bundle
+    from geofractal_edge.backends.onnxruntime.placement import golden_feeds
     from geofractal_edge.backends.process import peak_rss_bytes, reset_peak_rss, rss_bytes
 
     bundle = open_bundle(path)
-    feeds = golden_feeds(bundle, batch or _golden_batch(bundle))
+    feeds = golden_feeds(bundle, batch=batch or None)  # 0: the case as recorded
     codes = {name: ort.OrtValue.ortvalue_from_numpy(c) for name, c in bundle.ternary_codes().items()}
     before = rss_bytes()
     reset_peak_rss()  # the peak from here on: session creation and the first run, not the imports before them
@@ -52,12 +52,6 @@ def measure(path: Path, runs: int, threads: int, batch: int) -> dict[str, float]
         session.run(None, feeds)
         times.append(time.perf_counter() - start)
     return {"load": loaded - before, "run": ran - before, "peak": peak - before, "ms": 1000 * statistics.median(times)}
-
-
-def _golden_batch(bundle) -> int:
-    """The rows of the first golden case's first data input: `--batch 0` runs the case as it is."""
-    first = bundle.manifest.graph.data_inputs[0].name
-    return len(bundle.golden_cases()[0].inputs[first])
 
 
 def main() -> None:

@@ -49,14 +49,22 @@ def kernels_by_provider(profile: Path) -> dict[str, int]:
     return dict(Counter(nodes.values()))
 
 
-def golden_feeds(bundle: Bundle) -> dict[str, np.ndarray]:
-    """The first golden case's inputs with its key vector bound: a real input the graph accepts."""
-    cases = bundle.golden_cases()
-    if not cases:
-        raise BundleError(f"bundle {bundle.path} has no golden cases to measure placement with", "re-export it with `gfedge export`")
-    case = cases[0]
-    feeds = dict(case.inputs)
+def golden_feeds(bundle: Bundle, *, batch: int | None = None) -> dict[str, np.ndarray]:
+    """The first golden case's inputs with its key vector bound: a real input the graph accepts.
+
+    `batch`: the leading dynamic dimension sliced or tiled to it, as `gfedge bench` does (its worker's
+    `batch_feeds`); None: the case as recorded.
+    """
+    if batch is None:
+        cases = bundle.golden_cases()
+        if not cases:
+            raise BundleError(f"bundle {bundle.path} has no golden cases to measure placement with", "re-export it with `gfedge export`")
+        feeds, key = dict(cases[0].inputs), cases[0].key
+    else:
+        from geofractal_edge.backends.bench_worker import batch_feeds  # here: the worker imports the runner, which imports this module
+
+        feeds, key = batch_feeds(bundle, batch)
     key_input = bundle.manifest.graph.key_input
-    if key_input is not None and case.key is not None:
-        feeds[key_input.name] = bundle.key(case.key).vector
+    if key_input is not None and key is not None:
+        feeds[key_input.name] = bundle.key(key).vector
     return feeds

@@ -30,6 +30,24 @@ def test_measured_kernels_come_from_a_real_profiled_run(bundle_factory):
     assert set(kernels) == {CPU_EP} and kernels[CPU_EP] > 5
 
 
+def test_golden_feeds_at_a_batch_slice_or_tile_the_case_and_bind_its_key(bundle_factory):
+    """One function makes a bundle's feeds for placement and for the benchmarks: as recorded, or at a batch."""
+    import numpy as np
+
+    bundle = load(bundle_factory("fp32")).bundle
+    case = bundle.golden_cases()[0]
+    x, rows = case.inputs["x"], len(case.inputs["x"])
+    key = bundle.key(case.key).vector
+    recorded, small, large = golden_feeds(bundle), golden_feeds(bundle, batch=3), golden_feeds(bundle, batch=rows + 2)
+    for feeds in (recorded, small, large):
+        np.testing.assert_array_equal(feeds["key"], key)
+    np.testing.assert_array_equal(recorded["x"], x)
+    np.testing.assert_array_equal(small["x"], x[:3])
+    np.testing.assert_array_equal(large["x"], np.concatenate([x, x[:2]]))  # tiled past the case's rows
+    names = [i.name for i in ort.InferenceSession(str(bundle.model_path), providers=[CPU_EP]).get_inputs()]
+    assert sorted(names) == sorted(small)  # every input the graph takes
+
+
 def test_kernels_by_provider_counts_each_node_once(tmp_path):
     events = [
         {"cat": "Session", "name": "model_run", "args": {}},
