@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 from _bundles import gate_text, has_bundle
-from _report import MIB, load_span, log, uptime
+from _report import MIB, load_span, log, progress, uptime
 
 ROOT = Path(__file__).resolve().parents[1]
 GFEDGE = [sys.executable, "-m", "geofractal_edge.cli.main"]
@@ -74,7 +74,7 @@ def train_atlas(path: Path) -> None:
     config = AtlasConfig(vocab=build_vocab(texts.values()), hidden=4096, T=4, n_freqs=128, freq_growth=growth_for(ATLAS_CHARS, n_freqs=128),
                          steps=120, batch_size=64, lr=3e-3)
     _check_size("atlas-wide", _params_bytes(AtlasCore(config)))
-    library, report = train_library(texts, config=config, seed=0, progress=_every("atlas-wide step"))
+    library, report = train_library(texts, config=config, seed=0, progress=progress("atlas-wide"))
     save_checkpoint(path, library, texts)
     log(f"atlas-wide: char accuracy {', '.join(f'{k} {v:.4f}' for k, v in report['accuracy'].items())} after {report['steps']} steps, "
         f"{report['seconds']:.0f} s; {report['core_parameters']:,} core parameters ({report['core_parameters'] * 4 / 1e6:.1f} MB fp32) -> {path}")
@@ -88,7 +88,7 @@ def train_collective(path: Path) -> None:
     streams = tuple(StreamConfig(f"{VIEWS[i % 4]}{i // 4}", view=VIEWS[i % 4]) for i in range(16))
     config = CollectiveConfig(streams=streams, feature_dim=288, slot_grid=(2, 2), num_routes=2, epochs=3)
     _check_size("collective-wide", _params_bytes(RouterCollective(config)))
-    collective, report = fit(config, seed=0, progress=_every("collective-wide step"))
+    collective, report = fit(config, seed=0, progress=progress("collective-wide"))
     save_checkpoint(path, collective, report=report)
     log(f"collective-wide: held-out digits accuracy {report['accuracy']:.4f} (per epoch {report['history']}), {report['seconds']:.0f} s; "
         f"{report['trainable_parameters']:,} parameters ({report['trainable_parameters'] * 4 / 1e6:.1f} MB fp32) -> {path}")
@@ -102,16 +102,6 @@ def _check_size(name: str, nbytes: int) -> None:
     if nbytes < MIN_WEIGHT_BYTES:
         raise SystemExit(f"{name}: {nbytes:,} bytes of fp32 weights, below {MIN_WEIGHT_BYTES:,}: widen the config")
     log(f"{name}: {nbytes:,} bytes of fp32 parameters (>= {MIN_WEIGHT_BYTES:,})")
-
-
-def _every(phase: str):
-    start = time.perf_counter()
-
-    def report(step: int, steps: int, loss: float) -> None:
-        if step == steps or step % max(1, steps // 10) == 0:
-            log(f"  {phase} {step}/{steps} loss {loss:.4f} ({time.perf_counter() - start:.0f} s, {uptime()})")
-
-    return report
 
 
 def stage_train(work: Path) -> None:
