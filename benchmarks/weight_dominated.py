@@ -279,14 +279,12 @@ def stage_profile(work: Path, threads: int, runs: int, models: list[str]) -> Non
 def profile_ops(bundle: Path, *, batch: int, threads: int, runs: int) -> tuple[float, list[tuple[str, float]]]:
     """(kernel microseconds per run, [(op type, microseconds per run)] largest first) under the target's runtime
     settings; averaged over `runs` + 1 runs: the first, cold one is counted (no warm-up left out)."""
-    from trix_wide_profile import op_times
+    from trix_wide_profile import bundle_options, op_times
 
     from geofractal_edge.artifacts import open_bundle
-    from geofractal_edge.backends.onnxruntime.loader import session_options
 
     opened = open_bundle(bundle)
-    options = session_options(opened.manifest.target.runtime.but(intra_op_threads=threads))
-    per_op, _ = op_times(opened, options, batch=batch, runs=runs + 1, warmup=0)
+    per_op, _ = op_times(opened, bundle_options(opened, threads, {}), batch=batch, runs=runs + 1, warmup=0)
     return sum(per_op.values()), sorted(per_op.items(), key=lambda kv: -kv[1])
 
 
