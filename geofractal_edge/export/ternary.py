@@ -9,7 +9,9 @@ of a MatMul (compute-every-tile lowering, and routing signatures) or the data of
   graph's own tile-scale multiply is unchanged: MatMul(W, Y) -> MatMulNBits(Y^T, W) (one node for all tiles when Y is shared, one per
   tile when each tile has its own Y), Gather(W, i) -> GatherBlockQuantized, and a constant tile select
   read transposed by MatMuls, MatMul(X, Gather(W, t)^T) -> MatMulNBits(X, W[t]) (dispatch_by_route). The packed bytes on
-  disk are the bytes the kernels read: nothing is unpacked at load.
+  disk are the bytes the kernels read: nothing is unpacked at load. A dispatch_by_route graph then gets one sort
+  and one Split per layer instead of six index nodes per tile, its tile scales and activation hoisted out of the
+  tiles (`dispatch.split_dispatch`: 6 MiB less per session at 64 tiles x 2 layers, outputs bitwise the same).
 * ``qdq``: INT4 blocked DequantizeLinear of the codes with unit scales, in TensorRT's documented
   block sizes (ternary_int4.py); the graph's own tile-scale multiply stays, as for ``ort``.
 
@@ -28,6 +30,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from geofractal_edge.errors import Bug
 from geofractal_edge.export import lowbit
+from geofractal_edge.export.dispatch import split_dispatch
 from geofractal_edge.export.passes import attrs, drop_unused_initializers, per_slice, readers
 from geofractal_edge.export.ternary_int4 import ternary_to_int4_dq
 from geofractal_edge.models.spec import ExportSpec
@@ -55,7 +58,7 @@ def lower_ternary(model: onnx.ModelProto, spec: ExportSpec, *, dialect: str, pac
     if dialect == "qdq":
         pairs = tuple((c, s) for c, s in spec.ternary if c in values)
         return ternary_to_int4_dq(model, {c: values[c] for c, _ in pairs}, pairs)
-    return _lower_ort(model, values, required=set(required))
+    return split_dispatch(_lower_ort(model, values, required=set(required)))
 
 
 def _lower_ort(model: onnx.ModelProto, values: dict[str, np.ndarray], *, required: set[str]) -> onnx.ModelProto:

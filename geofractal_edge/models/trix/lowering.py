@@ -33,7 +33,10 @@ each other: the margin output marks those tokens.
   dequantizes its tile on every call (~0.2 ms for 256 x 256 on this host); the lookup-table kernel
   (``mlas.use_lut_gemm``, int8 activations; used by int8 and int4 bundles of this lowering, and
   only for tiles whose N is a multiple of 128 and K of 32) does not. Chosen on onnxruntime targets
-  above ``compute_all_max_tiles`` (models/trix/family.py).
+  above ``compute_all_max_tiles`` (models/trix/family.py). torch's exporter writes six index nodes per tile
+  (Equal, NonZero, Transpose, Squeeze, Reshape, Gather); the 2-bit lowering replaces them with one sort and one
+  Split per layer and hoists the tile scales and GELU out of the tiles (export/dispatch.py), leaving two
+  MatMulNBits per tile: each onnxruntime node costs the session memory of its own.
 
 Routing in every lowering: flat ``argmax(x . signature)``, or hierarchical as two argmax stages (cluster,
 then the cluster's member slots; the member list has a fixed width, padded slots score -inf).

@@ -1,0 +1,99 @@
+"""split_dispatch: a dispatch_by_route graph's per-tile NonZero chains become one sort and one Split per layer, its tile
+scales and activation run once per layer, and every output (logits, routes, margins) stays bitwise the same."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import io
+from collections import Counter
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from geofractal_edge.export import ternary
+from geofractal_edge.export.dispatch import split_dispatch
+from geofractal_edge.export.quiet import quiet
+from geofractal_edge.models.trix.config import TrixConfig
+from geofractal_edge.models.trix.lm import TrixLM
+from geofractal_edge.models.trix.lowering import ExportableTrixLM
+from geofractal_edge.models.trix.spec import trix_spec
+
+VOCAB = "abcdefghijklmnopqrstuvwxyz .,\n"
+TILES, LAYERS = 9, 2
+# Nodes fewer per layer: per tile 6 index nodes and 3 elementwise ones (2 scales, Gelu) go, and the two Concats;
+# 21 come: the sort and split (10), the routes in tile order (1), each scale's gather, unsqueeze and Mul (2 x 3),
+# the Gelu, two Concats and the Split back to the tiles.
+PER_LAYER = 9 * TILES + 2 - 21
+
+
+@pytest.fixture(scope="module", params=["flat", "hierarchical"])
+def exported(request, tmp_path_factory) -> tuple[TrixLM, onnx.ModelProto]:
+    torch.manual_seed(1)
+    config = dataclasses.replace(TrixConfig.tiny(VOCAB), routing=request.param, n_tiles=TILES)
+    model = TrixLM(config).eval()
+    path = tmp_path_factory.mktemp("dispatch") / "trix.onnx"
+    dims = {"tokens": {0: torch.export.Dim("batch", min=1, max=64), 1: torch.export.Dim("ctx", min=1, max=16)}}
+    with contextlib.redirect_stdout(io.StringIO()), quiet(), torch.no_grad():
+        torch.onnx.export(ExportableTrixLM(model, lowering="dispatch_by_route"), (torch.randint(0, len(VOCAB), (2, 16)),), str(path),
+                          input_names=["tokens"], output_names=["logits", "routes", "margins"], dynamic_shapes=dims, dynamo=True,
+                          external_data=False)
+    return model, onnx.load(str(path))
+
+
+def _batches() -> list[np.ndarray]:
+    """Another batch and context than traced, one token (most tiles idle: zero-row splits), a full batch, one symbol repeated."""
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, len(VOCAB), (5, 11)), rng.integers(0, len(VOCAB), (1, 1)), rng.integers(0, len(VOCAB), (64, 16)),
+            np.full((3, 16), 4)]
+
+
+def _outputs(model: onnx.ModelProto, tokens: np.ndarray) -> list[np.ndarray]:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"tokens": tokens.astype(np.int64)})
+
+
+def _assert_same(a: onnx.ModelProto, b: onnx.ModelProto) -> None:
+    for tokens in _batches():
+        for x, y in zip(_outputs(a, tokens), _outputs(b, tokens), strict=True):
+            assert x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y)
+
+
+def test_the_float_graph_keeps_only_its_matmuls_per_tile_and_every_output_bit(exported) -> None:
+    model, graph = exported
+    split = split_dispatch(copy.deepcopy(graph))
+    ops, before = Counter(n.op_type for n in split.graph.node), Counter(n.op_type for n in graph.graph.node)
+    assert before["NonZero"] == TILES * LAYERS and ops["NonZero"] == 0
+    assert ops["TopK"] - before["TopK"] == LAYERS and ops["Gelu"] == LAYERS  # one sort and one activation per layer
+    assert ops["MatMul"] == before["MatMul"]  # the tiles' matmuls stay, one per tile and projection
+    assert len(graph.graph.node) - len(split.graph.node) == LAYERS * PER_LAYER
+    onnx.checker.check_model(split, full_check=True)
+    _assert_same(graph, split)
+    tokens = torch.from_numpy(_batches()[0])
+    _, routes, _ = model.forward_with_routes(tokens)
+    assert np.array_equal(_outputs(split, tokens.numpy())[1], routes.numpy())
+
+
+def test_the_2bit_lowering_applies_it_and_keeps_one_matmulnbits_per_tile_and_every_output_bit(exported, monkeypatch) -> None:
+    _, graph = exported
+    spec = trix_spec(vocab_size=len(VOCAB), context=16, n_layers=LAYERS)
+    lowered = ternary.lower_ternary(graph, spec, dialect="ort")
+    monkeypatch.setattr(ternary, "split_dispatch", lambda model: model)
+    unsplit = ternary.lower_ternary(graph, spec, dialect="ort")
+    tiles = [n for n in lowered.graph.node if n.op_type == "MatMulNBits" and "_q.q2t." in n.input[1]]
+    assert len(tiles) == 2 * LAYERS * TILES
+    assert not any(n.op_type == "NonZero" for n in lowered.graph.node) and any(n.op_type == "NonZero" for n in unsplit.graph.node)
+    assert len(unsplit.graph.node) - len(lowered.graph.node) == LAYERS * PER_LAYER
+    onnx.checker.check_model(lowered, full_check=True)
+    _assert_same(unsplit, lowered)
+
+
+def test_a_graph_without_a_dispatch_or_already_split_is_left_as_it_is(exported) -> None:
+    _, graph = exported
+    once = split_dispatch(copy.deepcopy(graph))
+    twice = split_dispatch(copy.deepcopy(once))
+    assert [n.SerializeToString() for n in twice.graph.node] == [n.SerializeToString() for n in once.graph.node]
