@@ -55,7 +55,7 @@ def _feeds(session, batch: int) -> dict[str, np.ndarray]:
     names = {i.name: i for i in session.get_inputs()}
     if "tokens" in names:
         return {"tokens": rng.integers(0, 103, (batch, names["tokens"].shape[1])).astype(np.int64)}
-    return {"x": rng.standard_normal((batch, D)).astype(np.float32)}
+    return {"x": rng.standard_normal((batch, names["x"].shape[1])).astype(np.float32)}
 
 
 def measure(path: str, primer: str, bundle: str, calls: int) -> dict:
