@@ -32,6 +32,7 @@ import numpy as np
 from geofractal_edge.artifacts import Bundle, open_bundle
 from geofractal_edge.backends.bench_worker import TAG
 from geofractal_edge.backends.inputs import leading_dim
+from geofractal_edge.targets.hugepages import hugepages_asked
 from geofractal_edge.backends.lazy import installed_version
 from geofractal_edge.backends.initializers import graph_weight_bytes
 from geofractal_edge.errors import Bug, GfedgeError
@@ -265,7 +266,8 @@ def _machine() -> dict:
     except OSError:
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-            "onnxruntime": installed_version("onnxruntime"), "load_average_start": list(os.getloadavg())}
+            "onnxruntime": installed_version("onnxruntime"), "load_average_start": list(os.getloadavg()),
+            "malloc_hugepages": hugepages_asked()}  # the workers inherit this process's environment
 
 
 def _delta(values: list, i: int) -> int | None:

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from geofractal_edge.cli.render import console, print_json
+from geofractal_edge.targets.hugepages import hugepages_asked
 
 PACKAGES = ("geofractal-edge", "numpy", "onnxruntime", "onnxruntime-gpu", "safetensors", "onnx", "onnxscript", "torch", "tensorrt")
 
@@ -24,6 +25,7 @@ def env(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> No
         "onnxruntime_providers": _providers(),
         "tensorrt_importable": importlib.util.find_spec("tensorrt") is not None,
         "memory_bytes": _memory_bytes(),
+        "malloc_hugepages": hugepages_asked(),  # glibc.malloc.hugetlb in this process's GLIBC_TUNABLES (the gfedge command asks for it)
     }
     if as_json:
         print_json(info)
@@ -36,6 +38,7 @@ def env(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> No
     table.add_row("onnxruntime providers", ", ".join(info["onnxruntime_providers"]) or "onnxruntime not installed")
     table.add_row("TensorRT", "importable" if info["tensorrt_importable"] else "not installed (on Jetson it comes with JetPack)")
     table.add_row("memory", f"{info['memory_bytes'] / 2**30:.1f} GiB" if info["memory_bytes"] else "unknown")
+    table.add_row("glibc huge-page malloc", "on" if info["malloc_hugepages"] else "off (GFEDGE_HUGEPAGES=0, set elsewhere, or this host has none)")
     console.print(table)
 
 

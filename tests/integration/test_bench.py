@@ -89,7 +89,8 @@ def test_weight_bytes_match_onnx_s_own_count(bundle_factory, trix_bundle_factory
 def test_runtime_settings_per_call_and_per_target(bundle_factory):
     with load(bundle_factory("fp32"), intra_op_threads=1, allow_spinning=False, prepacking=False, cpu_mem_arena=False, mem_pattern=False,
               shared_arena=False) as session:
-        assert session.settings == RuntimeSettings(intra_op_threads=1, allow_spinning=False, prepacking=False, cpu_mem_arena=False, mem_pattern=False)
+        assert session.settings == RuntimeSettings(intra_op_threads=1, allow_spinning=False, prepacking=False, cpu_mem_arena=False, mem_pattern=False,
+                                                   shrink_above_batch=1, mmap_threshold_kib=256)  # the last two: host-cpu's own
         options = session._session.get_session_options()
         assert options.intra_op_num_threads == 1 and not options.enable_cpu_mem_arena and not options.enable_mem_pattern
         assert options.get_session_config_entry("session.disable_prepacking") == "1"
