@@ -32,7 +32,9 @@ SETTINGS = {
     "arena, shrink": {"cpu_mem_arena": True, "arena_shrinkage": True, "mmap_threshold_kib": 0},
     "arena, shrink, mmap": {"cpu_mem_arena": True, "arena_shrinkage": True, "mmap_threshold_kib": 256},
     "no arena, mmap": {"cpu_mem_arena": False, "arena_shrinkage": False, "mmap_threshold_kib": 256},
-    # handed back only after calls above batch 1 (shrink_above_batch): batch-1 calls keep theirs in the arena
+    # handed back only after calls above batch 1 (shrink_above_batch, with malloc_trim after them since 5062ddb's
+    # successor): batch-1 calls keep theirs in the arena
+    "shrink>1": {"cpu_mem_arena": True, "arena_shrinkage": False, "shrink_above_batch": 1, "mmap_threshold_kib": 0},
     "shrink>1, mmap": {"cpu_mem_arena": True, "arena_shrinkage": False, "shrink_above_batch": 1, "mmap_threshold_kib": 256},
     "shrink>1, mmap 4M": {"cpu_mem_arena": True, "arena_shrinkage": False, "shrink_above_batch": 1, "mmap_threshold_kib": 4096},
 }

@@ -59,9 +59,10 @@ class RuntimeSettings:
     # memory.enable_memory_arena_shrinkage): between calls a session holds its weights, not its largest call's activations.
     arena_shrinkage: bool = False
     # The same hand-back, only after calls whose batch (the first data input's leading dynamic dimension, what
-    # `gfedge bench --batch` counts) is above this; smaller calls keep theirs in the arena for the next one (0: off).
-    # A session then holds its weights plus a small call's activations between calls, and only the large calls, whose
-    # compute dwarfs faulting their buffers in again, pay for it. `arena_shrinkage` true hands back after every call.
+    # `gfedge bench --batch` counts) is above this, and then glibc's free pages too (malloc_trim, ~0.1 ms): smaller calls
+    # keep theirs in the arena for the next one (0: off). A session then holds its weights plus a small call's
+    # activations between calls, and only the large calls, whose compute dwarfs faulting their buffers in again, pay
+    # for it, without mmap_threshold_kib's process-wide change. `arena_shrinkage` true hands back after every call.
     shrink_above_batch: int = 0
     # onnxruntime's lookup-table kernel for 2-bit MatMulNBits (session config mlas.use_lut_gemm): it quantizes each
     # call's activations to int8, so export turns it on per bundle only where the family asks for it at that precision

@@ -90,7 +90,7 @@ def test_runtime_settings_per_call_and_per_target(bundle_factory):
     with load(bundle_factory("fp32"), intra_op_threads=1, allow_spinning=False, prepacking=False, cpu_mem_arena=False, mem_pattern=False,
               shared_arena=False) as session:
         assert session.settings == RuntimeSettings(intra_op_threads=1, allow_spinning=False, prepacking=False, cpu_mem_arena=False, mem_pattern=False,
-                                                   shrink_above_batch=1, mmap_threshold_kib=256)  # the last two: host-cpu's own
+                                                   shrink_above_batch=1)  # host-cpu's own
         options = session._session.get_session_options()
         assert options.intra_op_num_threads == 1 and not options.enable_cpu_mem_arena and not options.enable_mem_pattern
         assert options.get_session_config_entry("session.disable_prepacking") == "1"
@@ -117,13 +117,19 @@ def test_arena_shrinkage_is_a_run_option_of_every_call_and_changes_no_output(bun
             RuntimeSettings(mmap_threshold_kib=bad)
 
 
-def test_shrink_above_batch_hands_back_only_after_the_larger_calls(bundle_factory):
+def test_shrink_above_batch_hands_back_only_after_the_larger_calls(bundle_factory, monkeypatch):
+    from geofractal_edge.backends.onnxruntime import runner
+
+    trims = []
+    monkeypatch.setattr(runner, "trim_heap", lambda: trims.append(True))
     small, large = {"x": np.linspace(0, 1, 2, dtype=np.float32)}, {"x": np.linspace(0, 1, 64, dtype=np.float32)}
-    with load(bundle_factory("fp32"), shared_arena=False) as plain, load(bundle_factory("fp32"), shared_arena=False, shrink_above_batch=2) as some:
+    with load(bundle_factory("fp32"), shared_arena=False, shrink_above_batch=0) as plain, \
+            load(bundle_factory("fp32"), shared_arena=False, shrink_above_batch=2) as some:
         assert some.run_options is None and some.options_for(small) is None  # batch 2: kept in the arena
         assert some.options_for(large).get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0"
-        for feeds in (small, large, small):
+        for feeds, trimmed in ((small, 0), (large, 1), (small, 1)):
             np.testing.assert_array_equal(some.run(feeds)["logits"], plain.run(feeds)["logits"])
+            assert len(trims) == trimmed  # glibc's free pages handed back after the large call only
             keyed = {**feeds, some.manifest.graph.key_input.name: some.bound_key.vector}  # what the runner binds
             np.testing.assert_array_equal(some.bare_runner()(keyed)[0], plain.run(feeds)["logits"])
     for overrides in ({"arena_shrinkage": True}, {"cpu_mem_arena": False}):  # every call shrinks already / nothing to shrink
