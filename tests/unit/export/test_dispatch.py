@@ -3,10 +3,7 @@ scales and activation run once per layer, and every output (logits, routes, marg
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import dataclasses
-import io
 from collections import Counter
 
 import numpy as np
@@ -17,13 +14,10 @@ import torch
 
 from geofractal_edge.export import ternary
 from geofractal_edge.export.dispatch import split_dispatch
-from geofractal_edge.export.quiet import quiet
-from geofractal_edge.models.trix.config import TrixConfig
 from geofractal_edge.models.trix.lm import TrixLM
-from geofractal_edge.models.trix.lowering import ExportableTrixLM
 from geofractal_edge.models.trix.spec import trix_spec
+from tests.unit.models.test_trix_dispatch_lowering import VOCAB, _export
 
-VOCAB = "abcdefghijklmnopqrstuvwxyz .,\n"
 TILES, LAYERS = 9, 2
 # Nodes fewer per layer: per tile 6 index nodes and 3 elementwise ones (2 scales, Gelu) go, and the two Concats;
 # 21 come: the sort and split (10), the routes in tile order (1), each scale's gather, unsqueeze and Mul (2 x 3),
@@ -33,16 +27,7 @@ PER_LAYER = 9 * TILES + 2 - 21
 
 @pytest.fixture(scope="module", params=["flat", "hierarchical"])
 def exported(request, tmp_path_factory) -> tuple[TrixLM, onnx.ModelProto]:
-    torch.manual_seed(1)
-    config = dataclasses.replace(TrixConfig.tiny(VOCAB), routing=request.param, n_tiles=TILES)
-    model = TrixLM(config).eval()
-    path = tmp_path_factory.mktemp("dispatch") / "trix.onnx"
-    dims = {"tokens": {0: torch.export.Dim("batch", min=1, max=64), 1: torch.export.Dim("ctx", min=1, max=16)}}
-    with contextlib.redirect_stdout(io.StringIO()), quiet(), torch.no_grad():
-        torch.onnx.export(ExportableTrixLM(model, lowering="dispatch_by_route"), (torch.randint(0, len(VOCAB), (2, 16)),), str(path),
-                          input_names=["tokens"], output_names=["logits", "routes", "margins"], dynamic_shapes=dims, dynamo=True,
-                          external_data=False)
-    return model, onnx.load(str(path))
+    return _export(tmp_path_factory.mktemp("dispatch"), request.param, TILES)
 
 
 def _batches() -> list[np.ndarray]:
