@@ -22,7 +22,7 @@ from tests.conftest import ROOT, gfedge
 
 def test_gfedge_bench_json_has_both_bundles_with_ratios_to_the_first(bundle_factory):
     first, second = bundle_factory("fp32"), bundle_factory("int8")
-    result = gfedge("bench", first, second, "--json", "--runs", "5")
+    result = gfedge("bench", first, second, "--json", "--runs", "5", env={"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"})
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     subjects = report["subjects"]
@@ -39,6 +39,7 @@ def test_gfedge_bench_json_has_both_bundles_with_ratios_to_the_first(bundle_fact
     assert subjects[1]["ratios_to_first"]["weight_bytes"] == pytest.approx(subjects[1]["weight_bytes"] / subjects[0]["weight_bytes"])
     assert subjects[1]["ratios_to_first"][f"p50@{dim_range.min}"] > 0
     assert len(report["machine"]["load_average_start"]) == 3 and report["machine"]["cores"] >= 1
+    assert report["machine"]["malloc_hugepages"] is True  # recorded: the workers inherit the command's GLIBC_TUNABLES
 
 
 def test_gfedge_bench_refuses_a_bad_bundle_path_in_one_line(tmp_path):
