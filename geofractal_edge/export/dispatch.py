@@ -20,8 +20,10 @@ the constants gathered per row ([N, 1], by route in tile order), one Split back 
 Every tile's node reads the same rows in the same order as before and every elementwise op makes the same
 float operation per element, so the outputs are bitwise the same (tests/unit/export/test_dispatch.py).
 
-A route outside [0, T) is dropped by the old graph and fails the Split here; the lowerings only make routes
-in range (argmax over T tiles, or a cluster's member ids).
+A route outside [0, T) is dropped by the old graph; here one >= T fails the count (ScatterElements) and a negative
+one wraps to a tile counted from the end. The lowerings only make routes in range (argmax over T tiles, or a cluster's
+member ids), and export parity compares routes. "Bitwise the same" was measured with onnxruntime 1.32's CPU kernels on
+this project's hosts (AVX2); export parity checks every bundle on the export host.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from onnx import TensorProto, helper, numpy_helper
 from geofractal_edge.export import lowbit
 from geofractal_edge.export.passes import attrs, drop_unused_initializers, readers, toposort
 
-MIN_OPSET = 18  # ScatterElements' reduction="add" (16); Split's `split` input (13)
+MIN_OPSET = 18  # ScatterElements' reduction="add" (16), Split's `split` input (13); 18: the lowest the exporter writes, the only one tested
 UNARY = frozenset({"Gelu", "Relu", "Tanh", "Sigmoid", "Erf", "Neg", "Abs", "Exp", "LeakyRelu", "Elu", "Softplus", "HardSigmoid",
                    "HardSwish", "Identity", "Cast"})
 BINARY = frozenset({"Mul", "Add", "Sub", "Div"})  # hoisted where the other operand is a scalar initializer
@@ -72,7 +74,7 @@ def split_dispatch(model: onnx.ModelProto) -> onnx.ModelProto:
     for i, layer in enumerate(layers):
         base = f"dispatch_split.{i}"
         nodes, consts = _sort_and_split(layer, base)
-        hoisted, more, gone = _hoist(layer, base, readers(model), inits, ranks)
+        hoisted, more, gone = _hoist(layer, base, readers(model), inits, ranks, {o.name for o in graph.output})
         new += nodes + hoisted
         graph.initializer.extend(consts + more)
         dead |= gone
@@ -107,9 +109,10 @@ def _sort_and_split(layer: _Layer, base: str) -> tuple[list[onnx.NodeProto], lis
     return nodes, consts
 
 
-def _hoist(layer: _Layer, base: str, reads, inits: dict, ranks: dict) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], set[str]]:
+def _hoist(layer: _Layer, base: str, reads, inits: dict, ranks: dict,
+           outputs: set[str]) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], set[str]]:
     """(nodes, initializers, outputs of the nodes removed): the tiles' elementwise runs done once per layer; nothing where the bodies differ."""
-    chains = _chains(layer, reads)
+    chains = _chains(layer, reads, outputs)
     if chains is None or ranks.get(layer.x) != 2:
         return [], [], set()
     kinds = [_kind([chain[k] for chain in chains], inits) for k in range(len(chains[0]))]
@@ -143,7 +146,7 @@ def _hoist(layer: _Layer, base: str, reads, inits: dict, ranks: dict) -> tuple[l
     return nodes, consts, gone
 
 
-def _chains(layer: _Layer, reads) -> list[list[onnx.NodeProto]] | None:
+def _chains(layer: _Layer, reads, outputs: set[str]) -> list[list[onnx.NodeProto]] | None:
     """Per tile, its body as a chain of single-reader nodes from its rows to the outputs' Concat; None if not all alike."""
     if layer.outs is None:
         return None
@@ -152,7 +155,7 @@ def _chains(layer: _Layer, reads) -> list[list[onnx.NodeProto]] | None:
         chain, value = [], rows
         while True:
             r = reads.get(value, [])
-            if len(r) != 1:
+            if len(r) != 1 or value in outputs:  # a value the graph also returns must keep its node
                 return None
             node, slot = r[0]
             if node is layer.outs:
@@ -253,8 +256,8 @@ def _find(model: onnx.ModelProto) -> list[_Layer]:
     layers = []
     for scatter in (node for node in graph.node if node.op_type == "ScatterND"):
         unsqueeze = made_by(scatter.input[1], "Unsqueeze")
-        concat = unsqueeze and made_by(unsqueeze.input[0], "Concat")
-        if not concat or attrs(concat).get("axis") != 0 or sole_reader(concat.output[0]) is None:
+        concat = unsqueeze and sole_reader(unsqueeze.output[0]) is not None and made_by(unsqueeze.input[0], "Concat")
+        if not concat or attrs(concat).get("axis") != 0 or sole_reader(concat.output[0]) is None:  # one layer per index Concat
             continue
         found = [tile(index) for index in concat.input]
         if not found or any(f is None for f in found):

@@ -8,6 +8,7 @@ from collections import Counter
 
 import numpy as np
 import onnx
+from onnx import helper
 import onnxruntime as ort
 import pytest
 import torch
@@ -82,3 +83,32 @@ def test_a_graph_without_a_dispatch_or_already_split_is_left_as_it_is(exported) 
     once = split_dispatch(copy.deepcopy(graph))
     twice = split_dispatch(copy.deepcopy(once))
     assert [n.SerializeToString() for n in twice.graph.node] == [n.SerializeToString() for n in once.graph.node]
+
+
+def test_a_tile_value_the_graph_returns_keeps_its_node(exported) -> None:
+    """A tile's scale before its activation made a graph output: that layer's tiles keep their bodies, every output still computed."""
+    _, graph = exported
+    exposed = copy.deepcopy(graph)
+    gelu = next(n for n in exposed.graph.node if n.op_type == "Gelu")
+    exposed.graph.output.append(helper.make_tensor_value_info(gelu.input[0], onnx.TensorProto.FLOAT, ["rows", "hidden"]))
+    split = split_dispatch(copy.deepcopy(exposed))
+    onnx.checker.check_model(split, full_check=True)
+    made = {out for node in split.graph.node for out in node.output}
+    assert all(o.name in made for o in split.graph.output)
+    assert sum(n.op_type == "Gelu" for n in split.graph.node) == TILES + LAYERS - 1  # that layer's per tile, the other's once
+    _assert_same(exposed, split)
+
+
+def test_indices_read_by_two_scatters_are_left_alone(exported) -> None:
+    """Two ScatterNDs reading one Unsqueeze(Concat(idx)): no layer is rewritten twice (the checker passes, the outputs are the same)."""
+    _, graph = exported
+    doubled = copy.deepcopy(graph)
+    scatter = next(n for n in doubled.graph.node if n.op_type == "ScatterND")
+    twin = copy.deepcopy(scatter)
+    twin.output[0], twin.name = "twin_out", "twin"
+    doubled.graph.node.append(twin)
+    doubled.graph.output.append(helper.make_tensor_value_info("twin_out", onnx.TensorProto.FLOAT, ["rows", "width"]))
+    split = split_dispatch(copy.deepcopy(doubled))
+    onnx.checker.check_model(split, full_check=True)
+    assert sum(n.op_type == "NonZero" for n in split.graph.node) == TILES  # that layer keeps its dispatch, the other is split
+    _assert_same(doubled, split)
