@@ -15,14 +15,22 @@ def main() -> None:
     from geofractal_edge.targets.hugepages import hugepage_environ
 
     environ = hugepage_environ(dict(os.environ))
-    if environ is not None and getattr(sys, "orig_argv", None):
+    if environ is not None and _started_as_the_command():
         try:
             os.execve(sys.executable, sys.orig_argv, environ)  # the same command line, once more, with the tunable
-        except OSError:
-            pass  # could not re-execute: run as started
+        except (OSError, TypeError):
+            pass  # could not re-execute (no interpreter path, no permission): run as started
     from geofractal_edge.cli.main import main as cli_main
 
     cli_main()
+
+
+def _started_as_the_command() -> bool:
+    """True where this process is the `gfedge` script or `python -m geofractal_edge.cli.launch`: never a REPL, a notebook
+    kernel, `python -c` or a program that called main(), which re-executing would run again."""
+    if not getattr(sys, "orig_argv", None) or not sys.executable or not sys.argv:
+        return False
+    return os.path.basename(sys.argv[0]) in ("gfedge", "launch.py")  # the console script (".exe" removed), or -m of this module
 
 
 if __name__ == "__main__":

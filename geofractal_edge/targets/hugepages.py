@@ -6,7 +6,7 @@ against x1.06-1.18 where glibc asks the kernel for transparent huge pages on wha
 glibc >= 2.35; benchmarks/RESULTS.md, "shrink_above_batch"). glibc reads the tunable only when a process starts:
 the `gfedge` command re-executes itself once with it (cli/launch.py), and the processes it starts inherit it. A
 program that imports geofractal_edge sets it itself: `GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python app.py`.
-Only os is imported here.
+This module imports only os (importing it runs targets/__init__ too, ~27 ms).
 """
 
 from __future__ import annotations
@@ -15,18 +15,22 @@ import os
 
 TUNABLE = "glibc.malloc.hugetlb"
 THP = "/sys/kernel/mm/transparent_hugepage/enabled"
+# Set in the re-executed process: it never re-executes again, even where glibc dropped the tunable (a setuid or
+# file-capability python runs with AT_SECURE, and glibc then removes GLIBC_TUNABLES entries).
+REEXECUTED = "GFEDGE_HUGEPAGES_REEXEC"
 
 
 def hugepage_environ(environ: dict[str, str]) -> dict[str, str] | None:
     """`environ` with glibc's huge-page malloc asked for, or None where nothing should change (see the module's doc)."""
     tunables = environ.get("GLIBC_TUNABLES", "")
-    if environ.get("GFEDGE_HUGEPAGES") == "0" or TUNABLE in tunables or not _glibc_has_it() or not _kernel_gives_them():
+    if environ.get("GFEDGE_HUGEPAGES") == "0" or REEXECUTED in environ or TUNABLE in tunables or not _glibc_has_it() or not _kernel_gives_them():
         return None
-    return {**environ, "GLIBC_TUNABLES": ":".join(filter(None, (tunables, f"{TUNABLE}=1")))}
+    return {**environ, "GLIBC_TUNABLES": ":".join(filter(None, (tunables, f"{TUNABLE}=1"))), REEXECUTED: "1"}
 
 
 def hugepages_asked(environ: dict[str, str] | None = None) -> bool:
-    """Whether this process started with glibc's huge-page malloc asked for (`glibc.malloc.hugetlb` 1 or 2)."""
+    """Whether this process started with glibc's huge-page malloc asked for (`glibc.malloc.hugetlb` 1 or 2); a glibc
+    older than 2.35 ignores the tunable, so there it says what was asked, not what glibc does."""
     tunables = (os.environ if environ is None else environ).get("GLIBC_TUNABLES", "")
     return any(t.strip() in (f"{TUNABLE}=1", f"{TUNABLE}=2") for t in tunables.split(":"))
 
