@@ -1,9 +1,10 @@
 """glibc's huge-page malloc for the processes gfedge starts: asked for through the environment, read at process start.
 
 A session that hands its activations back after large calls (host-cpu's `shrink_above_batch`) maps them again on
-the next one, and every 4 KiB page of them is a fault: x1.37-1.91 on the weight-dominated collective at 64 rows,
-against x1.06-1.18 where glibc asks the kernel for transparent huge pages on what it maps (`glibc.malloc.hugetlb=1`,
-glibc >= 2.35; benchmarks/RESULTS.md, "shrink_above_batch"). glibc reads the tunable only when a process starts:
+the next one, and every 4 KiB page of them is a fault: x1.32-1.73 on the weight-dominated collective at 64 rows,
+against x1.05-1.12 where glibc asks the kernel for transparent huge pages on what it maps (`glibc.malloc.hugetlb=1`,
+glibc >= 2.35; benchmarks/RESULTS.md, "Issue 11, fifth session"). torch eager ran the same under it (1.10 / 1.06 ms
+for the shipped collective, 19.6 / 18.5 ms for MiniLM). glibc reads the tunable only when a process starts:
 the `gfedge` command re-executes itself once with it (cli/launch.py), and the processes it starts inherit it. A
 program that imports geofractal_edge sets it itself: `GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python app.py`.
 This module imports only os (importing it runs targets/__init__ too, ~27 ms).
