@@ -32,10 +32,10 @@ import numpy as np
 from geofractal_edge.artifacts import Bundle, open_bundle
 from geofractal_edge.backends.bench_worker import TAG
 from geofractal_edge.backends.inputs import leading_dim
-from geofractal_edge.targets.hugepages import hugepages_asked
 from geofractal_edge.backends.lazy import installed_version
 from geofractal_edge.backends.initializers import graph_weight_bytes
 from geofractal_edge.errors import Bug, GfedgeError
+from geofractal_edge.targets.hugepages import hugepages_asked
 
 @dataclass(frozen=True)
 class Subject:

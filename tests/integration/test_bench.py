@@ -133,6 +133,11 @@ def test_shrink_above_batch_hands_back_only_after_the_larger_calls(bundle_factor
             assert len(trims) == trimmed  # glibc's free pages handed back after the large call only
             keyed = {**feeds, some.manifest.graph.key_input.name: some.bound_key.vector}  # what the runner binds
             np.testing.assert_array_equal(some.bare_runner()(keyed)[0], plain.run(feeds)["logits"])
+    with load(bundle_factory("fp32"), shared_arena=False, shrink_above_batch=0) as plain, \
+            load(bundle_factory("fp32"), shared_arena=True, shrink_above_batch=2) as shared:  # host-cpu's pairing: the process arena
+        assert shared.options_for(large).get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0"
+        for feeds in (large, small, large):
+            np.testing.assert_array_equal(shared.run(feeds)["logits"], plain.run(feeds)["logits"])
     for overrides in ({"arena_shrinkage": True}, {"cpu_mem_arena": False}):  # every call shrinks already / nothing to shrink
         with load(bundle_factory("fp32"), shrink_above_batch=2, **overrides) as session:
             assert session.options_for(large) is session.run_options
