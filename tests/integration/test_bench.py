@@ -138,9 +138,18 @@ def test_shrink_above_batch_hands_back_only_after_the_larger_calls(bundle_factor
         assert shared.options_for(large).get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0"
         for feeds in (large, small, large):
             np.testing.assert_array_equal(shared.run(feeds)["logits"], plain.run(feeds)["logits"])
-    for overrides in ({"arena_shrinkage": True}, {"cpu_mem_arena": False}):  # every call shrinks already / nothing to shrink
-        with load(bundle_factory("fp32"), shrink_above_batch=2, **overrides) as session:
-            assert session.options_for(large) is session.run_options
+    with load(bundle_factory("fp32"), shrink_above_batch=2, arena_shrinkage=True) as session:  # every call shrinks already
+        assert session.options_for(large) is session.run_options
+        before = len(trims)
+        session.run(large)
+        assert len(trims) == before
+    with load(bundle_factory("fp32"), shrink_above_batch=2, cpu_mem_arena=False) as session:  # no arena to shrink: glibc's pages only
+        assert session.options_for(large) is None
+        before = len(trims)
+        session.run(small)
+        assert len(trims) == before
+        session.run(large)
+        assert len(trims) == before + 1
     for bad in (-1, True, 1.5):
         with pytest.raises(GfedgeError, match="shrink_above_batch"):
             RuntimeSettings(shrink_above_batch=bad)

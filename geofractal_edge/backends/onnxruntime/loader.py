@@ -170,9 +170,10 @@ def shrinking_run_options():
 
 def shrinks_above(graph, settings: RuntimeSettings) -> tuple[str, int] | None:
     """(input name, batch): calls whose input of that name is longer than `batch` on its first axis end by
-    handing the arena's free chunks back (`shrink_above_batch`); None where no call is treated apart
-    (the setting off, every call shrinking already, no arena, or no dynamic leading dimension)."""
-    if not settings.shrink_above_batch or settings.arena_shrinkage or not settings.cpu_mem_arena:
+    handing their activations back (`shrink_above_batch`: the arena's free chunks, where there is an arena, then
+    glibc's free pages); None where no call is treated apart (the setting off, every call shrinking already, or no
+    dynamic leading dimension: a graph whose first input has a fixed leading size has no large calls to tell apart)."""
+    if not settings.shrink_above_batch or settings.arena_shrinkage:
         return None
     if leading_dim(graph)[0] is None:
         return None

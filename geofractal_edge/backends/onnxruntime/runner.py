@@ -44,7 +44,7 @@ class Session(Runner):
         self._run = direct_run(self._session, self.run_options)
         # shrink_above_batch: (input, batch) past which a call hands its activations back, with that call's options and run
         self._large = shrinks_above(bundle.manifest.graph, self.settings)
-        self._large_options = shrinking_run_options() if self._large else None
+        self._large_options = shrinking_run_options() if self._large and self.settings.cpu_mem_arena else None  # no arena: the trim alone
         self._run_large = direct_run(self._session, self._large_options) if self._large else None
         self.load_seconds = time.perf_counter() - started
         self.providers_used = tuple(self._session.get_providers())
