@@ -28,7 +28,7 @@ FORMAT = "gfedge-bundle"
 FORMAT_VERSION = 5  # 2: `weight_dialect`; model.onnx self-contained (TriX tiles packed inside it). 3: target.runtime
 # writes `arena_shrinkage` and `mmap_threshold_kib` (always: the whole RuntimeSettings), which a version-2 reader refuses as unknown fields.
 # 4: target.runtime writes `lut_gemm` (a version-3 reader would refuse it, and would run a LUT-parity bundle without the kernel)
-# 5: target.runtime writes `shrink_above_batch` (a version-4 reader would refuse it as an unknown field)
+# 5: target.runtime writes `shrink_above_batch` and `stop_spinning_after_call` (a version-4 reader would refuse them as unknown fields)
 OLDEST_READABLE = 1
 MANIFEST = "manifest.json"
 MANIFEST_HASH = "manifest.json.sha256"
@@ -437,7 +437,8 @@ def _v3_to_v4(data: dict) -> dict:
 
 
 def _v4_to_v5(data: dict) -> dict:
-    """Format 4's runtime settings lack `shrink_above_batch`: it takes its default (off), how a format-4 bundle ran."""
+    """Format 4's runtime settings lack `shrink_above_batch` and `stop_spinning_after_call`: they take their defaults (off),
+    how a format-4 bundle ran."""
     return data
 
 

@@ -40,6 +40,9 @@ class RuntimeSettings:
     intra_op_threads: int = 0  # threads inside one operator; 0: onnxruntime's choice (one per physical core)
     inter_op_threads: int = 0  # threads across operators (parallel execution mode only); 0: onnxruntime's choice
     allow_spinning: bool = True  # idle intra-op threads spin: lower latency, a busier core (session.intra_op.allow_spinning)
+    # With allow_spinning: the threads stop spinning when a call returns (session.force_spinning_stop), so they spin
+    # between one call's parallel sections, where a wake-up costs more than a small operator, not between calls.
+    stop_spinning_after_call: bool = False
     cpu_mem_arena: bool = True  # onnxruntime's CPU arena keeps freed buffers for reuse (enable_cpu_mem_arena)
     mem_pattern: bool = True  # plan activation buffers from the shapes seen (enable_mem_pattern)
     prepacking: bool = True  # re-lay weights at load for faster kernels, a second copy of them (off: session.disable_prepacking)
@@ -78,7 +81,8 @@ class RuntimeSettings:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise GfedgeError(f"runtime setting {name} is {value!r}", "use a whole number >= 0 (0: " + ("off" if name == "shrink_above_batch" else "onnxruntime's choice") + ")")
         check_mmap_threshold_kib(self.mmap_threshold_kib, "runtime setting mmap_threshold_kib")
-        for name in ("allow_spinning", "cpu_mem_arena", "mem_pattern", "prepacking", "shared_arena", "arena_shrinkage", "lut_gemm"):
+        for name in ("allow_spinning", "stop_spinning_after_call", "cpu_mem_arena", "mem_pattern", "prepacking", "shared_arena", "arena_shrinkage",
+                     "lut_gemm"):
             if not isinstance(getattr(self, name), bool):
                 raise GfedgeError(f"runtime setting {name} is {getattr(self, name)!r}", "use true or false")
 

@@ -97,6 +97,13 @@ def test_runtime_settings_per_call_and_per_target(bundle_factory):
         assert options.get_session_config_entry("session.disable_prepacking") == "1"
         assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
         assert session.run({"x": np.linspace(0, 1, 5, dtype=np.float32)})["logits"].shape[0] == 5
+    with load(bundle_factory("fp32"), intra_op_threads=2, allow_spinning=True, stop_spinning_after_call=True, shared_arena=False) as spinning:
+        options = spinning._session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+        assert options.get_session_config_entry("session.force_spinning_stop") == "1"  # spin inside a call, not between calls
+        assert spinning.run({"x": np.linspace(0, 1, 5, dtype=np.float32)})["logits"].shape[0] == 5
+    with pytest.raises(GfedgeError, match="stop_spinning_after_call is 1"):
+        RuntimeSettings(stop_spinning_after_call=1)
     with pytest.raises(GfedgeError, match=r"unknown fields \['spin'\]"):
         load(bundle_factory("fp32"), spin=True)
     base = TargetProfile.from_dict({**open_bundle(bundle_factory("fp32")).manifest.target.to_dict(), "runtime": {"intra_op_threads": 2}})

@@ -83,6 +83,8 @@ def session_options(settings: RuntimeSettings):
     spin = "1" if settings.allow_spinning else "0"
     options.add_session_config_entry("session.intra_op.allow_spinning", spin)
     options.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    if settings.allow_spinning and settings.stop_spinning_after_call:
+        options.add_session_config_entry("session.force_spinning_stop", "1")
     # onnxruntime's Python API has no PrepackedWeightsContainer (C, C++ and C# only), so
     # prepacked weights cannot be shared across sessions from here: each session packs its own.
     options.add_session_config_entry("session.disable_prepacking", "0" if settings.prepacking else "1")

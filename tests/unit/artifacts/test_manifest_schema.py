@@ -113,6 +113,7 @@ def test_a_format_2_manifest_runs_with_the_runtime_settings_it_had(bundle_copy):
         d["format_version"] = 2
         runtime = d["target"]["runtime"]
         del runtime["arena_shrinkage"], runtime["mmap_threshold_kib"], runtime["lut_gemm"], runtime["shrink_above_batch"]
+        del runtime["stop_spinning_after_call"]
 
     _rewrite(bundle_copy, as_format_2)
     runtime = open_bundle(bundle_copy).manifest.target.runtime
@@ -124,7 +125,7 @@ def test_a_format_3_manifest_runs_without_the_lookup_table_kernel(bundle_copy):
 
     def as_format_3(d):
         d["format_version"] = 3
-        del d["target"]["runtime"]["lut_gemm"], d["target"]["runtime"]["shrink_above_batch"]
+        del d["target"]["runtime"]["lut_gemm"], d["target"]["runtime"]["shrink_above_batch"], d["target"]["runtime"]["stop_spinning_after_call"]
 
     _rewrite(bundle_copy, as_format_3)
     assert open_bundle(bundle_copy).manifest.target.runtime.lut_gemm is False
@@ -136,11 +137,11 @@ def test_a_format_4_manifest_hands_activations_back_as_it_did(bundle_copy):
     def as_format_4(d):
         d["format_version"] = 4
         d["target"]["runtime"]["arena_shrinkage"] = True
-        del d["target"]["runtime"]["shrink_above_batch"]
+        del d["target"]["runtime"]["shrink_above_batch"], d["target"]["runtime"]["stop_spinning_after_call"]
 
     _rewrite(bundle_copy, as_format_4)
     runtime = open_bundle(bundle_copy).manifest.target.runtime
-    assert runtime.shrink_above_batch == 0 and runtime.arena_shrinkage is True
+    assert runtime.shrink_above_batch == 0 and runtime.arena_shrinkage is True and runtime.stop_spinning_after_call is False
 
 
 @dataclasses.dataclass(frozen=True)
