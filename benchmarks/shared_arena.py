@@ -30,7 +30,7 @@ SETTINGS = {"per-session arenas": False, "shared arena": True}
 WORKER = """
 import json, sys, time
 from geofractal_edge.artifacts import open_bundle
-from geofractal_edge.backends.bench_worker import batch_feeds
+from geofractal_edge.backends.onnxruntime.placement import batch_feeds
 from geofractal_edge.backends.inputs import leading_dim
 from geofractal_edge.backends.process import heap_bytes, rss_bytes
 from geofractal_edge.backends.lazy import require

@@ -15,7 +15,7 @@ collective defaults, MiniLM, and the weight-dominated Atlas and collective), in 
 - bare: `onnxruntime.InferenceSession.run` of the same model.onnx, through the runtime's own session
   (as `gfedge bench`'s "vs bare run"), the key vector already in the feeds.
 
-Inputs are the bundle's first golden case cut to batch 1 (`bench_worker.batch_feeds`), handed to
+Inputs are the bundle's first golden case cut to batch 1 (`placement.batch_feeds`), handed to
 every variant. Each round times every variant for ~40 ms of calls, in an order that rotates per round;
 the figure is the median over rounds of the per-call mean. Outputs are compared once (max |diff|).
 """
@@ -44,7 +44,7 @@ GATE = GATES["torch@1"]  # runtime p50 at batch 1 >= 3x faster than torch eager
 def variants(work: Path, name: str, threads: int) -> tuple[dict, dict]:
     """{label: no-argument callable} and their first outputs, for one subject at `threads` threads."""
     from geofractal_edge.artifacts import open_bundle
-    from geofractal_edge.backends.bench_worker import batch_feeds
+    from geofractal_edge.backends.onnxruntime.placement import batch_feeds
     from geofractal_edge.models.family import family_module
     from geofractal_edge.runtimes import load
 

@@ -65,7 +65,7 @@ def measure(path: Path, runs: int, threads: int, batch: int) -> dict[str, float]
 
 def measure_primed(path: Path, primer: Path, calls: int, batch: int) -> dict[str, dict[str, int]]:
     """{load, calls: {field: growth in bytes}} of one bundle loaded after `primer` was loaded and run once, in this process."""
-    from geofractal_edge.backends.bench_worker import batch_feeds
+    from geofractal_edge.backends.onnxruntime.placement import batch_feeds
     from geofractal_edge.backends.process import status_bytes
     from geofractal_edge.runtimes import load
 

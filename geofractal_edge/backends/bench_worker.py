@@ -15,32 +15,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
-from geofractal_edge.artifacts import Bundle, open_bundle
-from geofractal_edge.backends.inputs import leading_dim
+from geofractal_edge.artifacts import open_bundle
 from geofractal_edge.backends.lazy import require
 from geofractal_edge.backends.onnxruntime import Session
+from geofractal_edge.backends.onnxruntime.placement import batch_feeds
 from geofractal_edge.backends.process import heap_bytes, peak_rss_bytes, reset_peak_rss, status_bytes
 from geofractal_edge.errors import GfedgeError
 
 TAG = "GFEDGE-BENCH "  # protocol lines start with this; anything else the worker prints is ignored
-
-
-def batch_feeds(bundle: Bundle, batch: int) -> tuple[dict[str, np.ndarray], str | None]:
-    """(the first golden case's inputs with the leading dynamic dimension sliced or tiled to `batch`, its key)."""
-    cases = bundle.golden_cases()
-    if not cases:
-        raise GfedgeError(f"bundle {bundle.path} has no golden cases to make inputs from", "re-export it with `gfedge export`")
-    case = cases[0]
-    dim = leading_dim(bundle.manifest.graph)[0]
-    feeds = {}
-    for spec in bundle.manifest.graph.data_inputs:
-        array = case.inputs[spec.name]
-        if dim is not None and spec.shape and spec.shape[0] == dim:
-            array = np.ascontiguousarray(np.take(array, np.arange(batch) % array.shape[0], axis=0))  # slice or tile on axis 0
-        feeds[spec.name] = array
-    return feeds, case.key
 
 
 def serve() -> None:

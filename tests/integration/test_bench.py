@@ -11,7 +11,7 @@ import pytest
 
 from geofractal_edge.artifacts import open_bundle
 from geofractal_edge.backends.bench import Subject, bench, measure
-from geofractal_edge.backends.bench_worker import batch_feeds
+from geofractal_edge.backends.onnxruntime.placement import batch_feeds
 from geofractal_edge.backends.inputs import leading_dim
 from geofractal_edge.backends.initializers import graph_weight_bytes
 from geofractal_edge.errors import GfedgeError

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from geofractal_edge.artifacts import Bundle
+from geofractal_edge.backends.inputs import leading_dim
 from geofractal_edge.backends.onnxruntime.loader import ProviderPlan, create_session, provider_options
 from geofractal_edge.backends.placement import PlacementReport
 from geofractal_edge.errors import BundleError
@@ -49,21 +50,28 @@ def kernels_by_provider(profile: Path) -> dict[str, int]:
     return dict(Counter(nodes.values()))
 
 
-def golden_feeds(bundle: Bundle, *, batch: int | None = None) -> dict[str, np.ndarray]:
-    """The first golden case's inputs with its key vector bound: a real input the graph accepts.
-
-    `batch`: the leading dynamic dimension sliced or tiled to it, as `gfedge bench` does (its worker's
-    `batch_feeds`); None: the case as recorded.
-    """
+def batch_feeds(bundle: Bundle, batch: int | None = None) -> tuple[dict[str, np.ndarray], str | None]:
+    """(the first golden case's inputs, its key name): a real input the graph accepts. `batch`: the leading dynamic
+    dimension sliced or tiled to it, as `gfedge bench` times it; None: the case as recorded."""
+    cases = bundle.golden_cases()
+    if not cases:
+        raise BundleError(f"bundle {bundle.path} has no golden cases to make inputs from", "re-export it with `gfedge export`")
+    case = cases[0]
     if batch is None:
-        cases = bundle.golden_cases()
-        if not cases:
-            raise BundleError(f"bundle {bundle.path} has no golden cases to measure placement with", "re-export it with `gfedge export`")
-        feeds, key = dict(cases[0].inputs), cases[0].key
-    else:
-        from geofractal_edge.backends.bench_worker import batch_feeds  # here: the worker imports the runner, which imports this module
+        return dict(case.inputs), case.key
+    dim = leading_dim(bundle.manifest.graph)[0]
+    feeds = {}
+    for spec in bundle.manifest.graph.data_inputs:
+        array = case.inputs[spec.name]
+        if dim is not None and spec.shape and spec.shape[0] == dim:
+            array = np.ascontiguousarray(np.take(array, np.arange(batch) % array.shape[0], axis=0))  # slice or tile on axis 0
+        feeds[spec.name] = array
+    return feeds, case.key
 
-        feeds, key = batch_feeds(bundle, batch)
+
+def golden_feeds(bundle: Bundle, *, batch: int | None = None) -> dict[str, np.ndarray]:
+    """`batch_feeds` with the case's key vector bound."""
+    feeds, key = batch_feeds(bundle, batch)
     key_input = bundle.manifest.graph.key_input
     if key_input is not None and key is not None:
         feeds[key_input.name] = bundle.key(key).vector
