@@ -4,8 +4,8 @@ torch's exporter writes `DispatchByRouteFFN` (models/trix/lowering.py) as, per t
 ``idx_t = Squeeze(Transpose(NonZero(Equal(route, t))))``, ``x_t = Gather(x, Reshape(idx_t, [-1]))``, the tile's
 body (matmul, scale, activation, matmul, scale), then ``ScatterND(zeros, Unsqueeze(Concat(idx_t)), Concat(y_t))``.
 Every onnxruntime node costs a session memory whatever its tensors' size (~3 KiB an Add, ~7.5 KiB a MatMulNBits;
-benchmarks/dispatch_nodes.py --micro), so at 64 tiles x 2 layers (1,581 nodes) the session held 7-8 MiB beyond its 6.3 MiB
-of 2-bit weights; rewritten (467 nodes) it holds 6 MiB less, and batch-1 calls take x0.73-0.91 the time.
+benchmarks/dispatch_nodes.py --micro BUNDLE), so at 64 tiles x 2 layers (1,581 nodes) the session held 7-8 MiB beyond its 6.3 MiB
+of 2-bit weights; rewritten (467 nodes) it held 6 MiB less, and batch-1 calls took x0.73-0.91 the time (benchmarks/RESULTS.md).
 `split_dispatch` rewrites each layer so that only the tiles' matmuls stay per tile:
 
     key    = route * N + arange(N)                         # distinct, so any sort of it is stable
@@ -58,12 +58,13 @@ class _Layer:
 def split_dispatch(model: onnx.ModelProto) -> onnx.ModelProto:
     """The graph with each per-tile NonZero dispatch replaced by one sort and one Split, and the tiles' elementwise
     nodes hoisted where they can be; `model` itself where it has no dispatch."""
-    layers = _find(model)
-    if not layers:
-        return model
     version = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if version < MIN_OPSET:
         return model  # the exporter writes opset >= 18; an older graph keeps its dispatch
+    reads, outputs = readers(model), {o.name for o in model.graph.output}  # the nodes change only after every layer is planned
+    layers = _find(model, reads, outputs)
+    if not layers:
+        return model
     ranks, types = _shapes(model)
     layers = [layer for layer in layers if types.get(layer.route) == TensorProto.INT64]  # the key and counts are int64
     if not layers:
@@ -74,7 +75,7 @@ def split_dispatch(model: onnx.ModelProto) -> onnx.ModelProto:
     for i, layer in enumerate(layers):
         base = f"dispatch_split.{i}"
         nodes, consts = _sort_and_split(layer, base)
-        hoisted, more, gone = _hoist(layer, base, readers(model), inits, ranks, {o.name for o in graph.output})
+        hoisted, more, gone = _hoist(layer, base, reads, inits, ranks, outputs)
         new += nodes + hoisted
         graph.initializer.extend(consts + more)
         dead |= gone
@@ -118,7 +119,7 @@ def _hoist(layer: _Layer, base: str, reads, inits: dict, ranks: dict,
     kinds = [_kind([chain[k] for chain in chains], inits) for k in range(len(chains[0]))]
     if not any(kinds) or not all(kinds[k] or all(_rank(c[k], ranks) == 2 for c in chains) for k in range(len(kinds))):
         return [], [], set()  # nothing to hoist, or a tile node whose output is not [rows, features]: [N, 1] constants would not broadcast
-    counts, nodes, consts, gone = f"{base}.counts", [], [], {layer.outs.output[0]}
+    counts, nodes, consts, gone = f"{base}.counts", [], [], set()
     nodes.append(_node("Gather", [layer.route, layer.order], f"{base}.routes", axis=0))  # [N]: each sorted row's tile
     consts.append(lowbit.constant(f"{base}.axis1", np.array([1], np.int64)))
     k, current = 0, list(layer.rows)
@@ -133,7 +134,7 @@ def _hoist(layer: _Layer, base: str, reads, inits: dict, ranks: dict,
         for j in range(k, end):
             last = j == end - 1 and end == len(kinds)
             out = layer.outs.output[0] if last else f"{base}.{j}.all"
-            made, const = _once([chain[j] for chain in chains], value, out, f"{base}.{j}", kinds[j], inits)
+            made, const = _once([chain[j] for chain in chains], value, out, f"{base}.{j}", kinds[j], inits, f"{base}.routes", f"{base}.axis1")
             nodes += made
             consts += const
             value = out
@@ -141,8 +142,8 @@ def _hoist(layer: _Layer, base: str, reads, inits: dict, ranks: dict,
         if end < len(kinds):  # back to the tiles, under the names their next nodes read
             nodes.append(_node("Split", [value, counts], [chain[end - 1].output[0] for chain in chains], name=f"{base}.{end}.split", axis=0))
         k = end
-    if kinds[-1] is None:  # the bodies end in a tile node: the outputs' Concat stays
-        gone.discard(layer.outs.output[0])
+    if kinds[-1] is not None:  # the bodies end in a hoisted node, which writes the outputs' Concat's value: the Concat goes
+        gone.add(layer.outs.output[0])
     return nodes, consts, gone
 
 
@@ -193,7 +194,7 @@ def _kind(nodes: list[onnx.NodeProto], inits: dict) -> tuple | None:
 
 
 def _once(nodes: list[onnx.NodeProto], value: str, out: str, name: str, kind: tuple,
-          inits: dict) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+          inits: dict, routes: str, axis1: str) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
     """The tiles' nodes at one chain position as one node on all sorted rows (`value`, [N, f]) -> `out`."""
     first = nodes[0]
     if kind[0] == "unary":
@@ -205,22 +206,19 @@ def _once(nodes: list[onnx.NodeProto], value: str, out: str, name: str, kind: tu
     if len(set(constants)) == 1:  # one constant for every tile
         operand, made, consts = constants[0], [], []
     else:
-        base = name.rsplit(".", 1)[0]
         table = f"{name}.per_tile"
-        consts = [numpy_helper.from_array(np.stack([numpy_helper.to_array(inits[c]) for c in constants]), table)]  # [T]
-        made = [_node("Gather", [table, f"{base}.routes"], f"{name}.per_row", axis=0),  # [N]
-                _node("Unsqueeze", [f"{name}.per_row", f"{base}.axis1"], f"{name}.column")]  # [N, 1]
+        consts = [lowbit.constant(table, np.stack([numpy_helper.to_array(inits[c]) for c in constants]))]  # [T]
+        made = [_node("Gather", [table, routes], f"{name}.per_row", axis=0),  # [N]: each sorted row's tile's constant
+                _node("Unsqueeze", [f"{name}.per_row", axis1], f"{name}.column")]  # [N, 1]
         operand = f"{name}.column"
     inputs = [value, operand] if side == 0 else [operand, value]
     return [*made, _node(first.op_type, inputs, out)], consts
 
 
-def _find(model: onnx.ModelProto) -> list[_Layer]:
+def _find(model: onnx.ModelProto, reads: dict, outputs: set[str]) -> list[_Layer]:
     """Every ScatterND whose indices are Unsqueeze(Concat(idx_t)) of complete per-tile NonZero chains over t = 0..T-1."""
     graph = model.graph
     producer = {out: node for node in graph.node for out in node.output}
-    reads = readers(model)
-    outputs = {o.name for o in graph.output}
     scalars = {i.name: int(numpy_helper.to_array(i)) for i in graph.initializer
                if i.data_type in (TensorProto.INT64, TensorProto.INT32) and not i.dims}
     vectors = {i.name: numpy_helper.to_array(i).tolist() for i in graph.initializer if i.data_type == TensorProto.INT64 and len(i.dims) == 1}

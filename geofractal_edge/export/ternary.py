@@ -224,8 +224,7 @@ def _matmul_per_tile(node, name: str, shape: tuple[int, ...]):
     def tile(t: int, y: str, out: str, part: str) -> list[onnx.NodeProto]:  # Y[t] [b, M] -> [a, M]
         return [
             helper.make_node("Transpose", [y], [f"{part}.a"], name=f"{part}.a", perm=[1, 0]),  # [M, b]
-            lowbit.matmul_nbits(f"{part}.a", f"{part}.mm", name=part, packed=f"{name}.q2t.{t}", scales=f"{name}.q2t_scales", k=b, n=a,
-                                bits=2, block_size=lowbit.block_size_for(b)),  # [M, a]
+            _tile_nbits(name, t, f"{part}.a", f"{part}.mm", part, a, b),  # [M, a]
             helper.make_node("Transpose", [f"{part}.mm"], [out], name=f"{part}.t", perm=[1, 0]),  # [a, M]
         ]
 
@@ -235,8 +234,13 @@ def _matmul_per_tile(node, name: str, shape: tuple[int, ...]):
 def _rows_matmul(name: str, t: int, matmul: onnx.NodeProto, shape: tuple[int, ...]) -> onnx.NodeProto:
     """MatMul(X [M, b], W[t]^T) -> MatMulNBits(X, W[t]) [M, a], W [n, a, b] packed per tile by `_pack_tiles`."""
     _, a, b = shape
-    return lowbit.matmul_nbits(matmul.input[0], matmul.output[0], name=f"{matmul.name or matmul.output[0]}.q2", packed=f"{name}.q2t.{t}",
-                               scales=f"{name}.q2t_scales", k=b, n=a, bits=2, block_size=lowbit.block_size_for(b))
+    return _tile_nbits(name, t, matmul.input[0], matmul.output[0], f"{matmul.name or matmul.output[0]}.q2", a, b)
+
+
+def _tile_nbits(name: str, t: int, x: str, out: str, node_name: str, a: int, b: int) -> onnx.NodeProto:
+    """MatMulNBits(X [M, b], tile t of `name`) -> [M, a]: the 2-bit codes and scales `_pack_tiles` wrote."""
+    return lowbit.matmul_nbits(x, out, name=node_name, packed=f"{name}.q2t.{t}", scales=f"{name}.q2t_scales", k=b, n=a, bits=2,
+                               block_size=lowbit.block_size_for(b))
 
 
 def _pack_gather(name: str, w: np.ndarray, dtype: int):

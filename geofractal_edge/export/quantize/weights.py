@@ -196,7 +196,7 @@ def float_per_tower(rw: Rewriter, name: str, uses: list) -> None:
     initializers, which onnxruntime prepacks once for its GEMM kernel (a 3-D weight it packs on every call)."""
     w = rw.array(name)
     for t in range(w.shape[0]):
-        rw.add(numpy_helper.from_array(np.ascontiguousarray(w[t]), f"{name}.{t}"))
+        rw.add(lowbit.constant(f"{name}.{t}", w[t]))
 
     def tower(t: int, x: str, y: str, node_name: str) -> list[onnx.NodeProto]:
         return [helper.make_node("MatMul", [x, f"{name}.{t}"], [y], name=node_name)]

@@ -99,6 +99,10 @@ def exportable_from_model(lm: TrixLM, *, name: str, source: dict, lowering: str,
     """Golden cases are windows of `held`, else of the held-out split of `text` (default: the pydoc corpus),
     labelled with the next characters; int8 calibration runs the same windows."""
     config = lm.config
+    if lowering == "dispatch_by_route" and _folded(config):
+        raise GfedgeError(f"dispatch_by_route needs tile tensors of more than {FOLDED_ELEMENTS} elements "
+                          f"(this model's: {config.n_tiles * config.d_model * config.d_hidden}): torch's exporter folds smaller ones",
+                          "use gather_by_route or compute_all_select for this model")
     lm.eval()
     if held is None:
         _, held = split(corpus() if text is None else text, config.held_out_fraction)
@@ -109,10 +113,6 @@ def exportable_from_model(lm: TrixLM, *, name: str, source: dict, lowering: str,
              labels={"chars": targets[i : i + WINDOWS_PER_CASE].numpy()})
         for i in range(0, len(inputs), WINDOWS_PER_CASE)
     ]
-    if lowering == "dispatch_by_route" and _folded(config):
-        raise GfedgeError(f"dispatch_by_route needs tile tensors of more than {FOLDED_ELEMENTS} elements "
-                          f"(this model's: {config.n_tiles * config.d_model * config.d_hidden}): torch's exporter folds smaller ones",
-                          "use gather_by_route or compute_all_select for this model")
     module = ExportableTrixLM(lm, lowering=lowering)
     weights = {k: v.detach().numpy() for k, v in module.state_dict().items()}
     return Exportable(
