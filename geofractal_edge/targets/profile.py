@@ -76,10 +76,10 @@ class RuntimeSettings:
     lut_gemm: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("intra_op_threads", "inter_op_threads", "shrink_above_batch"):
+        for name, zero in (("intra_op_threads", "onnxruntime's choice"), ("inter_op_threads", "onnxruntime's choice"), ("shrink_above_batch", "off")):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise GfedgeError(f"runtime setting {name} is {value!r}", "use a whole number >= 0 (0: " + ("off" if name == "shrink_above_batch" else "onnxruntime's choice") + ")")
+                raise GfedgeError(f"runtime setting {name} is {value!r}", f"use a whole number >= 0 (0: {zero})")
         check_mmap_threshold_kib(self.mmap_threshold_kib, "runtime setting mmap_threshold_kib")
         for name in ("allow_spinning", "stop_spinning_after_call", "cpu_mem_arena", "mem_pattern", "prepacking", "shared_arena", "arena_shrinkage",
                      "lut_gemm"):
