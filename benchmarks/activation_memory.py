@@ -10,9 +10,11 @@ buffer is unmapped when the call frees it and the process holds the weights agai
 For each weight-dominated bundle of benchmarks/weight_dominated.py (export stage first) and each
 setting below (or those named by --settings), one `backends.bench` run side by side: p50 at batch 1 and at the family's typical
 batch, resident memory after warm-up (between calls), the calls' high-water mark (what a call
-needs) and the private part (RssAnon). Ratios are to the arena in the same run.
+needs) and the private part (RssAnon). Ratios are to the first setting in the same run (the arena, unless
+--settings names another first).
 
 Usage: python benchmarks/activation_memory.py [--threads 1 2] [--runs 60] [--runs-typical 3] [--models ...]
+       [--precisions ...] [--settings LABEL ...]
 """
 
 from __future__ import annotations

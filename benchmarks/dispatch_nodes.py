@@ -1,19 +1,21 @@
 """What a dispatch_by_route session's nodes cost, and what `export.dispatch.split_dispatch` saves: RSS, latency, outputs.
 
-    python benchmarks/dispatch_nodes.py [BUNDLE ...] [--micro] [--rounds 200]
+    python benchmarks/dispatch_nodes.py BUNDLE [BUNDLE ...] [--micro] [--rounds 200]
 
---micro: hand-built graphs (onnx.helper) of n Add nodes, n MatMulNBits sharing one 2-bit weight and n with their
-own, each loaded in a fresh process primed by another session: the session's RSS growth per node.
+--micro: hand-built graphs (onnx.helper) of n Add nodes, n MatMulNBits (2-bit, 256 x 256) sharing one weight and n
+with their own, each loaded in a fresh process primed by another session, with the first BUNDLE's runtime settings:
+the session's RSS growth per node. (Other sizes and 4 bits were measured with a one-off variant of these graphs.)
 Per BUNDLE (a dispatch_by_route bundle written before the pass): its model.onnx and the same graph after
-split_dispatch, each loaded in a fresh process (primed by the original) with the bundle's runtime settings at
-1 thread: RSS growth at load and over 5 batch-1 calls; then both in one process, interleaved: p50 per call at
-batch 1 and at 16 windows, and whether every output is bitwise equal on the bundle's golden cases.
+split_dispatch, each loaded in a fresh process (primed by the original) with the bundle's session settings at
+1 thread (not its mmap threshold or per-call run options), twice: RSS growth at load and over 5 batch-1 calls;
+then both in one process, interleaved: p50 per call at batch 1 and at 16 windows, and whether every output is
+bitwise equal on the bundle's golden cases.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import functools
 import json
 import subprocess
 import sys
@@ -31,12 +33,17 @@ FIELDS = ("VmRSS", "RssAnon")
 D = 256
 
 
-def _options(bundle: str):
+@functools.cache
+def _settings(bundle: str):
     from geofractal_edge.artifacts import open_bundle
+
+    return open_bundle(bundle).manifest.target.runtime.but(intra_op_threads=1, inter_op_threads=1)
+
+
+def _options(bundle: str):
     from geofractal_edge.backends.onnxruntime.loader import session_options
 
-    settings = open_bundle(bundle).manifest.target.runtime
-    return session_options(dataclasses.replace(settings, intra_op_threads=1, inter_op_threads=1))
+    return session_options(_settings(bundle))
 
 
 def _session(path: str, bundle: str):
@@ -79,9 +86,9 @@ def _fresh(path: str, primer: str, bundle: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _row(label: str, r: dict, extra: str = "") -> str:
+def _row(label: str, r: dict) -> str:
     cols = [" / ".join(f"{r[k][f] / MIB:.2f}" for f in FIELDS) for k in ("load", "calls")]
-    return f"{label:<44} {cols[0]:>15} {cols[1]:>15} {extra}"
+    return f"{label:<44} {cols[0]:>15} {cols[1]:>15}"
 
 
 def micro_graphs(folder: Path) -> dict[str, str]:

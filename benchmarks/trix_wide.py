@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -224,15 +223,15 @@ def main(argv: list[str]) -> None:
         print_bench(report, threads)
     results["memory_batch1"] = memory_at_batch_one(bundles, runs=10)
     print("\ntorch eager (checkpoint, hard routing) vs runtime Session (fp32 bundle: 2-bit tiles), interleaved, same threads")
+    gate = GATES["torch@1"]
     for threads in args.threads:
         for row in torch_vs_runtime(args.work, bundles["fp32"], threads=threads):
             results["torch_vs_runtime"].append(row)
-            gate = GATES["torch@1"]
             verdict = f" (>= {gate:.1f}: {'PASS' if row['speedup'] >= gate else 'FAIL'})" if row["tokens"] == 64 else ""
             print(f"  {row['tokens']:>4} tokens, {threads} thr: torch {row['torch_p50_us']:>9.0f} us, runtime {row['runtime_p50_us']:>9.0f} us, "
                   f"torch / runtime {row['speedup']:.2f}x{verdict}")
     (args.work / "results.json").write_text(json.dumps(results, indent=1, default=str))
-    print(f"load average at the end {os.getloadavg()[0]:.2f}")
+    print(f"at the end: {uptime()}")
 
 
 def compare_gather(work: Path, fp32: Path, lowering: str, *, runs: int) -> dict:

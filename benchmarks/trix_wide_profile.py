@@ -78,9 +78,9 @@ def main(argv: list[str]) -> None:
     from geofractal_edge.artifacts import open_bundle
 
     print(f"onnxruntime profiler, batch {args.batch}, {args.threads} thread(s), {args.runs} runs; load average {os.getloadavg()[0]:.2f}")
+    config = dict(entry.split("=", 1) for entry in args.config)
     for path in args.bundles:
         bundle = open_bundle(path)
-        config = dict(entry.split("=", 1) for entry in args.config)
         times, nodes = op_times(bundle, bundle_options(bundle, args.threads, config), batch=args.batch, runs=args.runs, warmup=3)
         total = sum(times.values())
         top = sorted(times.items(), key=lambda kv: -kv[1])[: args.top]
