@@ -53,14 +53,12 @@ def onnx_file(folder: Path) -> Path:
 def session(path: Path, threads: int):
     import onnxruntime as ort
 
-    from geofractal_edge.backends.onnxruntime.loader import session_options
-    from geofractal_edge.backends.process import session_mmap_threshold
+    from geofractal_edge.backends.onnxruntime.loader import prepared_options
     from geofractal_edge.targets import get_target
 
     # host-cpu's settings for every variant alike; an arena each, as when these figures were recorded
     settings = get_target("host-cpu").runtime.but(intra_op_threads=threads, inter_op_threads=1, shared_arena=False)
-    session_mmap_threshold(settings.mmap_threshold_kib, asked_by="target host-cpu")  # glibc's, as loader.create_session applies it
-    return ort.InferenceSession(str(path), session_options(settings), providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), prepared_options(settings, asked_by="target host-cpu"), providers=["CPUExecutionProvider"])
 
 
 def embed(sess, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:

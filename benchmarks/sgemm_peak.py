@@ -24,7 +24,7 @@ def main(argv: list[str]) -> None:
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from geofractal_edge.backends.onnxruntime.loader import session_options
+    from geofractal_edge.backends.onnxruntime.loader import prepared_options
     from geofractal_edge.targets import get_target
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -38,7 +38,8 @@ def main(argv: list[str]) -> None:
                               [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [n, n])],
                               [numpy_helper.from_array(rng.standard_normal((n, n)).astype(np.float32), "W")])
     session = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(),
-                                   session_options(get_target("host-cpu").runtime.but(intra_op_threads=1, inter_op_threads=1)), providers=["CPUExecutionProvider"])
+                                   prepared_options(get_target("host-cpu").runtime.but(intra_op_threads=1, inter_op_threads=1), asked_by="target host-cpu"),
+                                   providers=["CPUExecutionProvider"])
     x = rng.standard_normal((n, n)).astype(np.float32)
     seconds = interleaved({"matmul": lambda: session.run(None, {"X": x})}, rounds=args.runs, reps=1, warmup=3)["matmul"].wall_median
     print(f"{uptime()}; onnxruntime {ort.__version__} MatMul {n}^3 fp32, 1 thread: {2 * n ** 3 / seconds / 1e9:.1f} GFLOP/s (median of {args.runs})")

@@ -54,13 +54,11 @@ def op_times(bundle, options, *, batch: int, runs: int, warmup: int) -> tuple[di
 def bundle_options(bundle, threads: int, config: dict[str, str]):
     """The SessionOptions the runtime gives `bundle` (its target's runtime settings, lut_gemm included) at `threads`
     intra-op threads, plus the session config entries `config`. Its `mmap_threshold_kib`, glibc's and not the session's,
-    is applied to the process as `loader.create_session` applies it (the first value holding)."""
-    from geofractal_edge.backends.onnxruntime.loader import session_options
-    from geofractal_edge.backends.process import session_mmap_threshold
+    is applied to the process as for every session the runtime makes (`loader.prepared_options`: the first value holding)."""
+    from geofractal_edge.backends.onnxruntime.loader import prepared_options
 
     settings = bundle.manifest.target.runtime.but(intra_op_threads=threads)
-    options = session_options(settings)
-    session_mmap_threshold(settings.mmap_threshold_kib, asked_by=f"bundle '{bundle.path.name}'")
+    options = prepared_options(settings, asked_by=f"bundle '{bundle.path.name}'")
     for key, value in config.items():
         options.add_session_config_entry(key, value)
     return options

@@ -6,7 +6,8 @@ executes (format 2: int4 and 2-bit TriX tiles as onnxruntime's packed operators 
 so the session is created from the file alone; only a format-1 TriX bundle still has codes in a
 2-bit file of their own, unpacked here and handed over as the external initializers it names.
 Session settings (threads, spinning, CPU arena, memory patterns, prepacking) are the target
-profile's `runtime` table unless the caller passes others (`session_options`).
+profile's `runtime` table unless the caller passes others (`session_options`; `prepared_options` also applies
+the process-wide mmap threshold they carry, as every session made here does).
 
 onnxruntime's TensorRT provider caches engines in a folder and names them after the graph; its
 docs tell users to delete the folder by hand when the model, onnxruntime, TensorRT or the GPU
@@ -96,6 +97,15 @@ def session_options(settings: RuntimeSettings):
     return options
 
 
+def prepared_options(settings: RuntimeSettings, *, asked_by: str):
+    """`session_options(settings)`, made where a session is about to be made: the settings' `mmap_threshold_kib`,
+    a process setting and not a session option, is applied too (glibc's, the first value holding for the process;
+    `asked_by` names who asked in the warning a later, different value gets: `session_mmap_threshold`)."""
+    options = session_options(settings)
+    session_mmap_threshold(settings.mmap_threshold_kib, asked_by=asked_by)
+    return options
+
+
 _shared_arena = threading.Lock()
 _registered: list[bool] = []
 
@@ -130,9 +140,7 @@ def create_session(bundle: Bundle, providers: list, *, profile_prefix: str | Non
     """
     ort = require("onnxruntime")
     settings = settings or bundle.manifest.target.runtime
-    options = session_options(settings)
-    # A process setting, not a session option: applied where a session is made, the first value holding for the process.
-    session_mmap_threshold(settings.mmap_threshold_kib, asked_by=f"bundle '{bundle.path.name}'")
+    options = prepared_options(settings, asked_by=f"bundle '{bundle.path.name}'")
     if profile_prefix is not None:
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix

@@ -113,3 +113,18 @@ def test_after_configure_process_where_glibc_refused_sessions_still_ask_for_noth
     assert process.configure_process(mmap_threshold_kib=256) is False
     assert process.session_mmap_threshold(512, asked_by="bundle b") == 0
     assert applied == [256 << 10]  # only configure_process's own attempt
+
+
+def test_prepared_options_are_the_settings_session_options_with_their_threshold_applied_to_the_process(mallopt, caplog):
+    """What a benchmark opening a plain graph gets is what the runtime's sessions get: options and threshold alike."""
+    caplog.set_level(logging.WARNING, logger="geofractal_edge.backends.process")
+    settings = RuntimeSettings(intra_op_threads=3, allow_spinning=False, mmap_threshold_kib=512)
+    options = loader.prepared_options(settings, asked_by="target t")
+    made = loader.session_options(settings)
+    assert options.intra_op_num_threads == 3 == made.intra_op_num_threads
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0" == made.get_session_config_entry("session.intra_op.allow_spinning")
+    assert mallopt == [512 << 10]
+    loader.prepared_options(settings.but(mmap_threshold_kib=1024), asked_by="bundle 'later'")
+    assert mallopt == [512 << 10]  # the first value holds for the process
+    (line,) = _warnings(caplog)
+    assert "bundle 'later'" in line and "set first by target t" in line
