@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -26,7 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import MIB, uptime  # noqa: E402
+from _report import uptime  # noqa: E402
+from _residency import growth_cells, in_fresh_process, primed_growth  # noqa: E402
 from _timing import interleaved  # noqa: E402
 
 FIELDS = ("VmRSS", "RssAnon")
@@ -65,29 +65,22 @@ def _feeds(session, batch: int) -> dict[str, np.ndarray]:
     return {"x": rng.standard_normal((batch, names["x"].shape[1])).astype(np.float32)}
 
 
+def _caller(session, batch: int):
+    feeds = _feeds(session, batch)
+    return lambda: session.run(None, feeds)
+
+
 def measure(path: str, primer: str, bundle: str, calls: int) -> dict:
     """In this process: load `primer` and run it once, then load `path` and run it `calls` times at batch 1."""
-    from geofractal_edge.backends.process import status_bytes
-
-    primed = _session(primer, bundle)
-    primed.run(None, _feeds(primed, 1))
-    before = status_bytes(*FIELDS)
-    session = _session(path, bundle)
-    loaded = status_bytes(*FIELDS)
-    feeds = _feeds(session, 1)
-    for _ in range(calls):
-        session.run(None, feeds)
-    warm = status_bytes(*FIELDS)
-    return {"load": {f: loaded[f] - before[f] for f in FIELDS}, "calls": {f: warm[f] - loaded[f] for f in FIELDS}}
+    return primed_growth(path, primer, open_session=lambda p: _session(p, bundle), caller=_caller, calls=calls, batch=1, fields=FIELDS)
 
 
 def _fresh(path: str, primer: str, bundle: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--one", path, "--primer", primer, "--bundle", bundle], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return in_fresh_process(__file__, "--one", path, "--primer", primer, "--bundle", bundle)
 
 
 def _row(label: str, r: dict) -> str:
-    cols = [" / ".join(f"{r[k][f] / MIB:.2f}" for f in FIELDS) for k in ("load", "calls")]
+    cols = growth_cells(r, FIELDS)
     return f"{label:<44} {cols[0]:>15} {cols[1]:>15}"
 
 

@@ -24,12 +24,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from _report import MIB, uptime
+from _residency import growth_cells, in_fresh_process, primed_growth
 
 FIELDS = ("VmRSS", "RssAnon", "RssFile")  # the columns of --primer: RSS / private / file-backed
 
@@ -63,23 +62,18 @@ def measure(path: Path, runs: int, threads: int, batch: int) -> dict[str, float]
     return {"load": loaded - before, "run": ran - before, "peak": peak - before, "ms": 1000 * statistics.median(times)}
 
 
+def _caller(session, batch: int):
+    from geofractal_edge.backends.onnxruntime.placement import batch_feeds
+
+    feeds, key = batch_feeds(session.bundle, batch)
+    return lambda: session.run(feeds, key=key)
+
+
 def measure_primed(path: Path, primer: Path, calls: int, batch: int) -> dict[str, dict[str, int]]:
     """{load, calls: {field: growth in bytes}} of one bundle loaded after `primer` was loaded and run once, in this process."""
-    from geofractal_edge.backends.onnxruntime.placement import batch_feeds
-    from geofractal_edge.backends.process import status_bytes
     from geofractal_edge.runtimes import load
 
-    primed = load(primer)
-    feeds, key = batch_feeds(primed.bundle, 1)
-    primed.run(feeds, key=key)
-    before = status_bytes(*FIELDS)
-    session = load(path)
-    loaded = status_bytes(*FIELDS)
-    feeds, key = batch_feeds(session.bundle, batch or 1)
-    for _ in range(calls):
-        session.run(feeds, key=key)
-    warm = status_bytes(*FIELDS)
-    return {"load": {f: loaded[f] - before[f] for f in FIELDS}, "calls": {f: warm[f] - loaded[f] for f in FIELDS}}
+    return primed_growth(path, primer, open_session=load, caller=_caller, calls=calls, batch=batch or 1, fields=FIELDS)
 
 
 def in_child(bundle: Path, args) -> dict:
@@ -87,8 +81,7 @@ def in_child(bundle: Path, args) -> dict:
     options = ["--runs", str(args.runs), "--threads", str(args.threads), "--batch", str(args.batch), "--calls", str(args.calls)]
     if args.primer is not None:
         options += ["--primer", str(args.primer)]
-    done = subprocess.run([sys.executable, __file__, "--child", str(bundle), *options], capture_output=True, text=True, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return in_fresh_process(__file__, "--child", str(bundle), *options)
 
 
 def main() -> None:
@@ -116,7 +109,7 @@ def main() -> None:
     for bundle in args.bundles:
         m, weights = in_child(bundle, args), graph_weight_bytes(bundle / "model.onnx")
         if args.primer is not None:
-            cols = [" / ".join(f"{m[k][f] / MIB:.2f}" for f in FIELDS) for k in ("load", "calls")]
+            cols = growth_cells(m, FIELDS)
             print(f"{str(bundle)[-60:]:<60} {weights / MIB:>8.2f} {cols[0]:>22} {cols[1]:>22}")
         else:
             print(f"{str(bundle)[-42:]:42s} {weights:>11,d} {m['load'] / MIB:>9.2f} {m['run'] / MIB:>8.2f} {m['peak'] / MIB:>9.2f} {m['ms']:>10.3f}")
