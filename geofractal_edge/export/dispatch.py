@@ -29,6 +29,7 @@ this project's hosts (AVX2); export parity checks every bundle on the export hos
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import onnx
@@ -55,9 +56,28 @@ class _Layer:
     outs: onnx.NodeProto | None  # Concat(y_t) the ScatterND reads, where its inputs are in tile order
 
 
-def split_dispatch(model: onnx.ModelProto) -> onnx.ModelProto:
+class Shapes(NamedTuple):
+    """(rank, element type) by value name, as onnx's shape inference knows them."""
+
+    ranks: dict[str, int]
+    types: dict[str, int]
+
+    @classmethod
+    def of(cls, inferred: onnx.ModelProto) -> Shapes:
+        """Read from a graph shape inference has run on: its value_info, inputs and outputs."""
+        graph = inferred.graph
+        values = (*graph.value_info, *graph.input, *graph.output)
+        ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in values if v.type.tensor_type.HasField("shape")}
+        return cls(ranks, {v.name: v.type.tensor_type.elem_type for v in values})
+
+
+def split_dispatch(model: onnx.ModelProto, *, shapes: Shapes | None = None) -> onnx.ModelProto:
     """The graph with each per-tile NonZero dispatch replaced by one sort and one Split, and the tiles' elementwise
-    nodes hoisted where they can be; `model` itself where it has no dispatch."""
+    nodes hoisted where they can be; `model` itself where it has no dispatch.
+
+    shapes: the values' ranks and types, for a graph onnx cannot infer through (the 2-bit lowering's MatMulNBits:
+    `ternary.lower_ternary` passes those of the float graph, whose value names the lowering keeps); inferred here if None.
+    """
     version = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if version < MIN_OPSET:
         return model  # the exporter writes opset >= 18; an older graph keeps its dispatch
@@ -65,7 +85,7 @@ def split_dispatch(model: onnx.ModelProto) -> onnx.ModelProto:
     layers = _find(model, reads, outputs)
     if not layers:
         return model
-    ranks, types = _shapes(model)
+    ranks, types = shapes or Shapes.of(onnx.shape_inference.infer_shapes(model))
     layers = [layer for layer in layers if types.get(layer.route) == TensorProto.INT64]  # the key and counts are int64
     if not layers:
         return model
@@ -117,7 +137,7 @@ def _hoist(layer: _Layer, base: str, reads, inits: dict, ranks: dict,
     if chains is None or ranks.get(layer.x) != 2:
         return [], [], set()
     kinds = [_kind([chain[k] for chain in chains], inits) for k in range(len(chains[0]))]
-    if not any(kinds) or not all(kinds[k] or all(_rank(c[k], ranks) == 2 for c in chains) for k in range(len(kinds))):
+    if not any(kinds) or not all(kinds[k] or all(ranks.get(c[k].output[0]) == 2 for c in chains) for k in range(len(kinds))):
         return [], [], set()  # nothing to hoist, or a tile node whose output is not [rows, features]: [N, 1] constants would not broadcast
     counts, nodes, consts, gone = f"{base}.counts", [], [], set()
     nodes.append(_node("Gather", [layer.route, layer.order], f"{base}.routes", axis=0))  # [N]: each sorted row's tile
@@ -269,21 +289,6 @@ def _find(model: onnx.ModelProto, reads: dict, outputs: set[str]) -> list[_Layer
         layers.append(_Layer(routes.pop(), xs.pop(), [f[3] for f in found], concat.output[0],
                              [node for f in found for node in f[4]] + [concat], outs))
     return layers
-
-
-def _shapes(model: onnx.ModelProto) -> tuple[dict[str, int], dict[str, int]]:
-    """(rank, element type) of the values onnx's shape inference knows."""
-    graph = onnx.shape_inference.infer_shapes(model).graph
-    values = (*graph.value_info, *graph.input, *graph.output)
-    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in values if v.type.tensor_type.HasField("shape")}
-    return ranks, {v.name: v.type.tensor_type.elem_type for v in values}
-
-
-def _rank(node: onnx.NodeProto, ranks: dict[str, int]) -> int | None:
-    """A tile node's output rank, its input being [rows, features]: inferred, or MatMulNBits' (which onnx does not infer)."""
-    if node.output[0] in ranks:
-        return ranks[node.output[0]]
-    return 2 if node.op_type == "MatMulNBits" and node.domain == lowbit.MS_DOMAIN else None
 
 
 def _node(op: str, inputs: list[str], outputs: str | list[str], *, name: str | None = None, **kw) -> onnx.NodeProto:

@@ -30,7 +30,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from geofractal_edge.errors import Bug
 from geofractal_edge.export import lowbit
-from geofractal_edge.export.dispatch import split_dispatch
+from geofractal_edge.export.dispatch import Shapes, split_dispatch
 from geofractal_edge.export.passes import attrs, drop_unused_initializers, per_slice, readers
 from geofractal_edge.export.ternary_int4 import ternary_to_int4_dq
 from geofractal_edge.models.spec import ExportSpec
@@ -58,12 +58,14 @@ def lower_ternary(model: onnx.ModelProto, spec: ExportSpec, *, dialect: str, pac
     if dialect == "qdq":
         pairs = tuple((c, s) for c, s in spec.ternary if c in values)
         return ternary_to_int4_dq(model, {c: values[c] for c, _ in pairs}, pairs)
-    return split_dispatch(_lower_ort(model, values, required=set(required)))
+    model = onnx.shape_inference.infer_shapes(model)  # a copy, so the caller's graph is left as it is; the only inference:
+    shapes = Shapes.of(model)  # onnx cannot infer through MatMulNBits, and the lowering keeps the names of the values it replaces
+    return split_dispatch(_lower_ort(model, values, required=set(required), ranks=shapes.ranks), shapes=shapes)
 
 
-def _lower_ort(model: onnx.ModelProto, values: dict[str, np.ndarray], *, required: set[str]) -> onnx.ModelProto:
-    model = onnx.shape_inference.infer_shapes(model)
-    view = _View.of(model)
+def _lower_ort(model: onnx.ModelProto, values: dict[str, np.ndarray], *, required: set[str], ranks: dict[str, int]) -> onnx.ModelProto:
+    """`model` (shape-inferred, changed in place) with each use of `values` in 2-bit form; `ranks` are its values' ranks."""
+    view = _View.of(model, ranks)
     uses = {n: [node if i == 0 else None for node, i in view.reads[n]] for n in values if n in view.reads}  # None: not the first input
     lowerable = {n for n in values if uses.get(n) and all(_pattern(node, n, view) for node in uses[n])}
     bad = sorted(required - lowerable)
@@ -103,7 +105,7 @@ def _lower_ort(model: onnx.ModelProto, values: dict[str, np.ndarray], *, require
     del graph.node[:]
     graph.node.extend(nodes)
     graph.initializer.extend(inits)
-    del graph.value_info[:]  # stale: the float weights are gone; shape inference redoes what it needs
+    del graph.value_info[:]  # stale: the float weights are gone, and onnx would not infer past MatMulNBits
     drop_unused_initializers(model)
     lowbit.use_ms_domain(model)
     return model
@@ -118,10 +120,9 @@ class _View(NamedTuple):
     outputs: frozenset[str]
 
     @classmethod
-    def of(cls, model: onnx.ModelProto) -> _View:
+    def of(cls, model: onnx.ModelProto, ranks: dict[str, int]) -> _View:
         graph = model.graph
-        ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in (*graph.value_info, *graph.input) if v.type.tensor_type.HasField("shape")}
-        ranks |= {i.name: len(i.dims) for i in graph.initializer}
+        ranks = ranks | {i.name: len(i.dims) for i in graph.initializer}
         ints = (TensorProto.INT64, TensorProto.INT32)
         scalars = {i.name: int(numpy_helper.to_array(i)) for i in graph.initializer if i.data_type in ints and not i.dims}
         return cls(ranks, readers(model), scalars, frozenset(o.name for o in graph.output))

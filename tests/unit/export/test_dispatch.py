@@ -68,7 +68,7 @@ def test_the_2bit_lowering_applies_it_and_keeps_one_matmulnbits_per_tile_and_eve
     _, graph = exported
     spec = trix_spec(vocab_size=len(VOCAB), context=16, n_layers=LAYERS)
     lowered = ternary.lower_ternary(graph, spec, dialect="ort")
-    monkeypatch.setattr(ternary, "split_dispatch", lambda model: model)
+    monkeypatch.setattr(ternary, "split_dispatch", lambda model, **_: model)
     unsplit = ternary.lower_ternary(graph, spec, dialect="ort")
     tiles = [n for n in lowered.graph.node if n.op_type == "MatMulNBits" and "_q.q2t." in n.input[1]]
     assert len(tiles) == 2 * LAYERS * TILES
@@ -112,3 +112,14 @@ def test_indices_read_by_two_scatters_are_left_alone(exported) -> None:
     onnx.checker.check_model(split, full_check=True)
     assert sum(n.op_type == "NonZero" for n in split.graph.node) == TILES  # that layer keeps its dispatch, the other is split
     _assert_same(doubled, split)
+
+
+def test_the_2bit_lowering_infers_shapes_once_and_split_dispatch_reads_the_float_graphs(exported, monkeypatch) -> None:
+    """onnx cannot infer through MatMulNBits: split_dispatch reads the ranks of the float graph's inference, the only one."""
+    _, graph = exported
+    spec = trix_spec(vocab_size=len(VOCAB), context=16, n_layers=LAYERS)
+    calls, real = [], onnx.shape_inference.infer_shapes
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes", lambda model, *a, **kw: calls.append(len(model.graph.node)) or real(model, *a, **kw))
+    lowered = ternary.lower_ternary(graph, spec, dialect="ort")
+    assert calls == [len(graph.graph.node)]  # once, on the float graph
+    assert sum(n.op_type == "Gelu" for n in lowered.graph.node) == LAYERS  # the tiles' bodies hoisted behind their MatMulNBits
