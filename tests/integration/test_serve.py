@@ -122,18 +122,19 @@ def test_unload_is_measured_and_feedback_moves_trust(zoo_dir, tmp_path):
 def test_a_load_cost_that_is_an_outlier_against_the_estimate_counts_as_expected_and_is_not_remembered(zoo_dir, tmp_path):
     root = _private_zoo(zoo_dir, tmp_path, "a-fp32", "c-int8")
     zoo = Zoo(root, budget_bytes=256 << 20)
-    real_open = zoo.residency._open
+    real_new_session = zoo.residency.new_session
+    body: list[np.ndarray] = []
 
-    def noisy_open(entry):  # as if a large request body were parsed while this model loaded
-        session, cost, peak, seconds = real_open(entry)
-        noisy = cost + (100 << 20)
-        return session, noisy, None if peak is None else max(peak, noisy), seconds  # _open never returns a peak below the cost
+    def beside_a_large_body(entry):  # 100 MiB of the process's own, written, while this model loads: a request body parsed
+        body.append(np.ones(100 << 20, np.uint8))
+        return real_new_session(entry)
 
-    zoo.residency._open = noisy_open
+    zoo.residency.new_session = beside_a_large_body
     expected = zoo.describe("a-fp32")["expected_bytes"]
     zoo.load("a-fp32")
     assert zoo.describe("a-fp32")["measured_bytes"] == expected  # what was reserved for it, not the noise
-    zoo.residency._open = real_open
+    zoo.residency.new_session = real_new_session
+    body.clear()
     zoo.load("c-int8")
     book = json.loads((root / ".gfedge-measured.json").read_text())
     assert set(book) == {zoo.state.get("c-int8").manifest_sha}, book  # only the plausible one is remembered

@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
 from geofractal_edge.runtimes.zoo.catalog import Entry
 from geofractal_edge.runtimes.zoo.memory import MemoryBook, Reading
 from geofractal_edge.runtimes.zoo.metrics import Metrics
@@ -20,10 +22,8 @@ class FakeMeter:
     def __init__(self, *, resettable: bool = True, peak: int = PEAK, cost: int = COST) -> None:
         self.rss = self.high = 100 * MIB
         self.resettable, self.peak, self.cost = resettable, peak, cost
-        self.reads = 0
 
     def read(self) -> Reading:
-        self.reads += 1
         return Reading(rss=self.rss, device=None)
 
     def reset_peak(self) -> bool:
@@ -112,13 +112,19 @@ def test_a_noisy_load_counts_its_expected_cost_not_the_peak_it_reserved(tmp_path
     assert book.get("sha") is None  # nothing of a noisy load is remembered
 
 
-def test_a_load_reads_the_meter_twice(tmp_path):
-    meter = FakeMeter()
-    residency, entry, _ = _residency(tmp_path, meter)
+@pytest.mark.parametrize("rise", [10 * MIB, COST, PEAK, 3 * COST])
+def test_a_loads_cost_and_peak_are_its_own_rise_above_where_it_started(tmp_path, rise):
+    """The process moved after the zoo read its baseline (a request body parsed, a model evicted) and its mark stands
+    higher from before: the load is charged what it grew the process by, and its peak is its own rise above where it
+    started, never below that cost, never the earlier mark."""
+    meter = FakeMeter(peak=rise)
+    residency, entry, book = _residency(tmp_path, meter)
+    meter.rss += 40 * MIB  # since the baseline, before the load
+    meter.high = meter.rss + 70 * MIB  # an earlier high-water mark, not this load's
     residency.state.pin("m")
-    meter.reads = 0  # the residency's baseline was read when it was made
     residency.bring_in(entry, count="swaps")
-    assert meter.reads == 2 + 1  # the load's before and after, then the metrics' measured_bytes
+    assert entry.measured_bytes == COST and book.get("sha")["measured_bytes"] == COST
+    assert entry.peak_bytes == max(rise, COST) == book.get("sha")["peak_bytes"]
 
 
 def test_a_peak_below_the_loads_cost_counts_as_its_cost(tmp_path):
