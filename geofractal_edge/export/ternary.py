@@ -67,39 +67,28 @@ def _lower_ort(model: onnx.ModelProto, values: dict[str, np.ndarray], *, require
     """`model` (shape-inferred, changed in place) with each use of `values` in 2-bit form; `ranks` are its values' ranks."""
     view = _View.of(model, ranks)
     uses = {n: [node if i == 0 else None for node, i in view.reads[n]] for n in values if n in view.reads}  # None: not the first input
-    lowerable = {n for n in values if uses.get(n) and all(_pattern(node, n, view) for node in uses[n])}
+    patterns = {n: [_pattern(node, n, view) for node in nodes] for n, nodes in uses.items()}
+    lowerable = {n for n, found in patterns.items() if found and all(found)}
     bad = sorted(required - lowerable)
     if bad:
         raise Bug(f"ternary tensor {bad[0]} is read in a way the 2-bit lowering does not know: {[n.op_type for n in uses.get(bad[0], [])]}")
+    lowered = {node.output[0]: (n, p) for n in lowerable for node, p in zip(uses[n], patterns[n])}  # each reader: (tensor, pattern)
     graph = model.graph
     dtype = {i.name: i.data_type for i in graph.initializer}
     nodes, inits, packed = [], [], set()
-    instead: dict[str, list[onnx.NodeProto]] = {}  # a tile select's MatMuls, by output: what replaces them where they stand
+    instead: dict[str, tuple[list, list]] = {}  # by a node's output: the (nodes, initializers) that replace it where it stands
     for node in graph.node:
-        if node.output[0] in instead:
-            nodes += instead.pop(node.output[0])
-            continue
-        name = next((i for i in node.input[:1] if i in lowerable), None)
-        if name is None:
-            nodes.append(node)
-            continue
-        pattern = _pattern(node, name, view)
-        pack, read = _LOWER[pattern]
-        if (pack, name) not in packed:  # codes and unit scales once per tensor, however many nodes read it
-            packed.add((pack, name))
-            made, consts = pack(name, values[name], dtype[name])
-            nodes += made
-            inits += consts
-        if pattern == "select_matmul":  # Gather(W, t) -> Transpose -> MatMul(X, .): each MatMul becomes MatMulNBits(X, W[t])
-            n, t = values[name].shape[0], view.scalars[node.input[1]]
-            if not -n <= t < n:
-                raise Bug(f"tile select {node.name or node.output[0]} reads tile {t} of {name}, which has {n}")
-            t %= n
-            for transpose in view.readers(node.output[0]):
-                instead[transpose.output[0]] = []
-                instead |= {mm.output[0]: [_rows_matmul(name, t, mm, values[name].shape)] for mm in view.readers(transpose.output[0])}
-            continue
-        made, consts = read(node, name, values[name].shape)
+        out = node.output[0]
+        if out not in instead and out in lowered:
+            name, pattern = lowered[out]
+            pack, read = _LOWER[pattern]
+            if (pack, name) not in packed:  # codes and unit scales once per tensor, however many nodes read it
+                packed.add((pack, name))
+                made, consts = pack(name, values[name], dtype[name])
+                nodes += made
+                inits += consts
+            instead |= read(node, name, values[name].shape, view)
+        made, consts = instead.pop(out, ([node], []))
         nodes += made
         inits += consts
     del graph.node[:]
@@ -172,7 +161,8 @@ def _unit_scales(name: str, rows: tuple[int, ...], blocks: int, dtype: int) -> t
 
 
 # Each lowering is a pair: `pack(name, w, dtype)` makes the tensor's codes and unit scales (once per
-# tensor), `read(node, name, shape)` the nodes that replace one reader. Both return (nodes, initializers).
+# tensor), `read(node, name, shape)` the nodes that replace one reader. Both return (nodes, initializers);
+# `_LOWER` reads by (node, name, shape, view) -> {output of each node replaced: (nodes, initializers)}.
 
 
 def _pack_shared(name: str, w: np.ndarray, dtype: int):
@@ -232,6 +222,18 @@ def _matmul_per_tile(node, name: str, shape: tuple[int, ...]):
     return per_slice(node, 1, n, "q2", tile)
 
 
+def _select_matmul(node, name: str, shape: tuple[int, ...], view: _View) -> dict[str, tuple[list, list]]:
+    """Gather(W [n, a, b], t) -> Transpose -> MatMul(X, .): the Gather and Transposes go, each MatMul becomes MatMulNBits(X, W[t])."""
+    n, t = shape[0], view.scalars[node.input[1]]
+    if not -n <= t < n:
+        raise Bug(f"tile select {node.name or node.output[0]} reads tile {t} of {name}, which has {n}")
+    instead = {node.output[0]: ([], [])}
+    for transpose in view.readers(node.output[0]):
+        instead[transpose.output[0]] = ([], [])
+        instead |= {mm.output[0]: ([_rows_matmul(name, t % n, mm, shape)], []) for mm in view.readers(transpose.output[0])}
+    return instead
+
+
 def _rows_matmul(name: str, t: int, matmul: onnx.NodeProto, shape: tuple[int, ...]) -> onnx.NodeProto:
     """MatMul(X [M, b], W[t]^T) -> MatMulNBits(X, W[t]) [M, a], W [n, a, b] packed per tile by `_pack_tiles`."""
     _, a, b = shape
@@ -267,5 +269,10 @@ def _gather(node, name: str, shape: tuple[int, ...]):
     return nodes, inits
 
 
-_LOWER = {"matmul_shared": (_pack_shared, _matmul_shared), "matmul_per_tile": (_pack_tiles, _matmul_per_tile), "gather": (_pack_gather, _gather),
-          "select_matmul": (_pack_tiles, None)}  # read in _lower_ort: it replaces the Gather's Transpose and MatMul readers
+def _in_place(read):
+    """A `read` that replaces only the reader itself, as a `_LOWER` read: {reader's output: (nodes, initializers)}."""
+    return lambda node, name, shape, view: {node.output[0]: read(node, name, shape)}
+
+
+_LOWER = {"matmul_shared": (_pack_shared, _in_place(_matmul_shared)), "matmul_per_tile": (_pack_tiles, _in_place(_matmul_per_tile)),
+          "gather": (_pack_gather, _in_place(_gather)), "select_matmul": (_pack_tiles, _select_matmul)}
