@@ -20,9 +20,11 @@ the constants gathered per row ([N, 1], by route in tile order), one Split back 
 Every tile's node reads the same rows in the same order as before and every elementwise op makes the same
 float operation per element, so the outputs are bitwise the same (tests/unit/export/test_dispatch.py).
 
-A route outside [0, T) is dropped by the old graph; here one >= T fails the count (ScatterElements) and a negative
-one wraps to a tile counted from the end. The lowerings only make routes in range (argmax over T tiles, or a cluster's
-member ids), and export parity compares routes. "Bitwise the same" was measured with onnxruntime 1.32's CPU kernels on
+A route outside [0, T) is dropped by the old graph (its row stays zero). Here one >= T fails the run at the counts
+(ScatterElements), and a negative one is not refused: the sort puts its row before tile 0's while the counts charge it
+to tile T + route, so the Split hands every tile shifted rows and other tokens' outputs change too (tests/unit/export/
+test_dispatch_fallbacks.py). The lowerings only make routes in range (argmax over T tiles, or a cluster's member ids),
+and export parity compares routes. "Bitwise the same" was measured with onnxruntime 1.32's CPU kernels on
 this project's hosts (AVX2); export parity checks every bundle on the export host.
 """
 

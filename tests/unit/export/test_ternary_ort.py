@@ -92,3 +92,34 @@ def test_a_tensor_that_is_not_ternary_is_a_bug_and_each_is_checked_once(monkeypa
     inits["s_q"].CopyFrom(numpy_helper.from_array(bad, "s_q"))
     with pytest.raises(Bug, match="ternary tensor s_q holds values other than -1, 0, \\+1"):
         lower_ternary(model, spec, dialect=dialect)
+
+
+def _select(t: int) -> onnx.ModelProto:
+    """dispatch_by_route's tile select: Gather(w_q [N, A, B], constant t) -> Transpose -> right operand of two MatMuls."""
+    w = np.random.default_rng(3).integers(-1, 2, size=(N, A, B)).astype(np.float32)
+    inits = [numpy_helper.from_array(w, "w_q"), numpy_helper.from_array(np.array(t, np.int64), "t")]
+    nodes = [helper.make_node("Gather", ["w_q", "t"], ["sel"], name="sel", axis=0), helper.make_node("Transpose", ["sel"], ["sel_t"], perm=[1, 0]),
+             helper.make_node("MatMul", ["x", "sel_t"], ["y"], name="y"), helper.make_node("MatMul", ["x2", "sel_t"], ["y2"], name="y2")]
+    f = TensorProto.FLOAT
+    inputs = [helper.make_tensor_value_info(n, f, [M, B]) for n in ("x", "x2")]
+    outputs = [helper.make_tensor_value_info(n, f, [M, A]) for n in ("y", "y2")]
+    graph = helper.make_graph(nodes, "select", inputs, outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10)
+
+
+@pytest.mark.parametrize("t", [1, -1])
+def test_a_tile_select_becomes_one_matmulnbits_per_matmul_on_that_tile(t):
+    model = _select(t)
+    rng = np.random.default_rng(4)
+    feeds = {n: rng.standard_normal((M, B)).astype(np.float32) for n in ("x", "x2")}
+    lowered = lower_ternary(model, _spec((("w_q", "unused"),)), dialect="ort")
+    kept = [(n.op_type, n.input[1] if n.op_type == "MatMulNBits" else None) for n in lowered.graph.node if n.op_type != "ConstantOfShape"]
+    assert kept == [("MatMulNBits", f"w_q.q2t.{t % N}")] * 2  # the Gather and Transpose gone, each MatMul on tile t counted from the end if negative
+    for got, expected in zip(_run(lowered, feeds), _run(model, feeds), strict=True):
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("t", [N, -N - 1])
+def test_a_tile_select_past_the_tiles_is_a_bug_not_a_wrapped_tile(t):
+    with pytest.raises(Bug, match=f"tile select sel reads tile {t} of w_q, which has {N}"):
+        lower_ternary(_select(t), _spec((("w_q", "unused"),)), dialect="ort")
