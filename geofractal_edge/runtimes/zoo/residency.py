@@ -20,7 +20,7 @@ one model:
   costs. Kept (and remembered) only from a load that ran alone with a plausible cost and peak, so a
   concurrent run's activations are not charged to it; the next load of that model reserves its peak and makes
   room for it first. Where the mark cannot be reset (not Linux), a load reserves its cost as before;
-- an unload is measured after gc and malloc_trim. Outputs are copied before they are returned: a
+- an unload is measured between two rounds of gc and malloc_trim, as a load is read after one (what was freed before it is handed back first, not counted as its). Outputs are copied before they are returned: a
   numpy output from onnxruntime is a view that keeps the whole session's memory alive.
 
 The bookkeeping (states, pins, reservations, the budget arithmetic) belongs to `ZooState`, which
@@ -148,7 +148,12 @@ class Residency:
 
     def _open(self, entry: Entry):
         """A new session with what its load cost, its peak and its seconds, from two meter readings. The peak is
-        the load's height above its start (never below its cost), None where the mark could not be restarted."""
+        the load's height above its start (never below its cost), None where the mark could not be restarted.
+
+        Garbage is collected and the heap's free pages go back to the OS before the first reading: the loader trims the
+        heap after it makes the session, and pages freed before the load (a request's body, other work) would otherwise
+        leave inside the measured window and make the load's cost too small, even negative, so not remembered."""
+        trim()
         reset = self.meter.reset_peak()
         before = self.meter.read()
         started = time.perf_counter()
@@ -201,6 +206,7 @@ class Residency:
         with self._load_lock:
             while victims:
                 entry, session = victims.pop()
+                trim()  # what was freed before, handed back before the reading: the trim after it is this session's alone
                 before = self.meter.read().counted()
                 del session
                 trim()
