@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
+from geofractal_edge.artifacts.manifest import FORMAT_VERSION
+
 
 def has_bundle(path: Path) -> bool:
-    """Whether a complete bundle is at `path`: the export writes a bundle's folder whole, manifest included."""
-    return (Path(path) / "manifest.json").is_file()
+    """Whether a complete bundle of the current format is at `path` (the export writes a bundle's folder whole, manifest
+    included). One an older exporter wrote counts as missing, so the benchmarks export it again instead of measuring
+    what the code no longer makes: the hard zoo trace ran on format-2 bundles (static Q/DQ int8, dequantized on
+    every call) three sessions after host-cpu had moved to dynamic int8."""
+    manifest = Path(path) / "manifest.json"
+    if not manifest.is_file():
+        return False
+    try:
+        return json.loads(manifest.read_text(encoding="utf-8")).get("format_version") == FORMAT_VERSION
+    except (OSError, ValueError):
+        return False
 
 
 def keyed(bundle, data: dict[str, np.ndarray], key: str | None) -> dict[str, np.ndarray]:
