@@ -20,8 +20,10 @@ one model:
   costs. Kept (and remembered) only from a load that ran alone with a plausible cost and peak, so a
   concurrent run's activations are not charged to it; the next load of that model reserves its peak and makes
   room for it first. Where the mark cannot be reset (not Linux), a load reserves its cost as before;
-- an unload is measured between two rounds of gc and malloc_trim, as a load is read after one (what was freed before it is handed back first, not counted as its). Outputs are copied before they are returned: a
-  numpy output from onnxruntime is a view that keeps the whole session's memory alive.
+- an unload is measured between two rounds of gc and malloc_trim, and a load is read after one: what
+  was freed before either is handed back first, not counted as the model's. Outputs are copied
+  before they are returned: a numpy output from onnxruntime is a view that keeps the whole
+  session's memory alive.
 
 The bookkeeping (states, pins, reservations, the budget arithmetic) belongs to `ZooState`, which
 this class is given; it does the I/O around it and never holds the state's lock while loading,
