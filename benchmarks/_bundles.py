@@ -10,18 +10,31 @@ import numpy as np
 from geofractal_edge.artifacts.manifest import FORMAT_VERSION
 
 
-def has_bundle(path: Path) -> bool:
-    """Whether a complete bundle of the current format is at `path` (the export writes a bundle's folder whole, manifest
-    included). One an older exporter wrote counts as missing, so the benchmarks export it again instead of measuring
-    what the code no longer makes: the hard zoo trace ran on format-2 bundles (static Q/DQ int8, dequantized on
-    every call) three sessions after host-cpu had moved to dynamic int8."""
+def bundle_state(path: Path) -> str:
+    """"current", "missing" or "stale (format N, current M)": whether a complete bundle of the current format is at
+    `path` (the export writes a bundle's folder whole, manifest included). A bundle an older exporter wrote is stale:
+    the benchmarks export it again instead of measuring what the code no longer makes (the hard zoo trace once ran on
+    format-2 bundles, static Q/DQ int8 dequantized on every call, three sessions after host-cpu moved to dynamic int8)."""
     manifest = Path(path) / "manifest.json"
     if not manifest.is_file():
-        return False
+        return "missing"
     try:
-        return json.loads(manifest.read_text(encoding="utf-8")).get("format_version") == FORMAT_VERSION
+        found = json.loads(manifest.read_text(encoding="utf-8")).get("format_version")
     except (OSError, ValueError):
-        return False
+        return "missing"
+    return "current" if found == FORMAT_VERSION else f"stale (format {found}, current {FORMAT_VERSION})"
+
+
+def has_bundle(path: Path) -> bool:
+    """Whether a complete bundle of the current format is at `path` (`bundle_state`)."""
+    return bundle_state(path) == "current"
+
+
+def require_bundle(path: Path, hint: str) -> None:
+    """Stop with one line naming the bundle, why it cannot be read (missing, or stale and its format) and `hint`."""
+    state = bundle_state(path)
+    if state != "current":
+        raise SystemExit(f"bundle {path} is {state}: {hint}")
 
 
 def keyed(bundle, data: dict[str, np.ndarray], key: str | None) -> dict[str, np.ndarray]:

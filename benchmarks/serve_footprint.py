@@ -91,10 +91,12 @@ def build_zoo(work: Path) -> Path:
     work.mkdir(parents=True, exist_ok=True)
     save_checkpoint(work / "tiny.safetensors", library, texts)
     for precision in ("fp32", "int8"):
-        export_bundle(family="atlas", target="host-cpu", precision=precision, model=work / "tiny.safetensors", out=work / "bundles" / precision)
+        export_bundle(family="atlas", target="host-cpu", precision=precision, model=work / "tiny.safetensors", out=work / "bundles" / precision,
+                      overwrite=True)  # a stale bundle of an older format is replaced
     zoo.mkdir(exist_ok=True)
     for name, precision in (("a-fp32", "fp32"), ("b-fp32", "fp32"), ("c-int8", "int8")):
-        shutil.copytree(work / "bundles" / precision, zoo / name, dirs_exist_ok=True)
+        shutil.rmtree(zoo / name, ignore_errors=True)  # no file of a stale bundle stays beside the new one
+        shutil.copytree(work / "bundles" / precision, zoo / name)
     return zoo
 
 

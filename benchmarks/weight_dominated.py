@@ -37,7 +37,7 @@ import sys
 import time
 from pathlib import Path
 
-from _bundles import gate_text, has_bundle
+from _bundles import bundle_state, gate_text, has_bundle, require_bundle
 from _report import MIB, load_span, log, progress, uptime
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -208,8 +208,8 @@ def stage_bench(work: Path, threads: list[int], runs1: int, runs_typical: int, m
 
     reports = {}
     for name in models:
-        if not has_bundle(bundle_dir(work, name, "fp32")):  # every ratio and gate is to fp32
-            raise SystemExit(f"bench {name}: no fp32 bundle at {bundle_dir(work, name, 'fp32')}; run --stage export first")
+        for precision in PRECISIONS:  # every ratio and gate is to fp32, and every precision has its gates: none is left out
+            require_bundle(bundle_dir(work, name, precision), f"run --stage export (--reexport {precision} for a stale one)")
         paths = [bundle_dir(work, name, p) for p in (*PRECISIONS, INT8_STATIC) if has_bundle(bundle_dir(work, name, p))]
         for n in threads:
             for batch, runs, warmup in batch_plan(name, runs1, runs_typical):
@@ -269,7 +269,9 @@ def stage_profile(work: Path, threads: int, runs: int, models: list[str]) -> Non
         typical = MODELS[name][2]
         for variant in (*PRECISIONS, INT8_STATIC):
             bundle = bundle_dir(work, name, variant)
-            if has_bundle(bundle):
+            if bundle_state(bundle) not in ("current", "missing"):
+                print(f"{name} {variant}: {bundle} is {bundle_state(bundle)}; not profiled (run --stage export --reexport {variant})", flush=True)
+            elif has_bundle(bundle):
                 for batch in (1, typical):
                     total, ops = profile_ops(bundle, batch=batch, threads=threads, runs=runs if batch == 1 else max(2, runs // 10))
                     top = ", ".join(f"{op} {us / 1e3:.2f} ms ({us / total:.0%})" for op, us in ops[:6])

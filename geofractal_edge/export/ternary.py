@@ -160,9 +160,10 @@ def _unit_scales(name: str, rows: tuple[int, ...], blocks: int, dtype: int) -> t
     return helper.make_node("ConstantOfShape", [shape.name], [name], name=name, value=one), shape
 
 
-# Each lowering is a pair: `pack(name, w, dtype)` makes the tensor's codes and unit scales (once per
-# tensor), `read(node, name, shape)` the nodes that replace one reader. Both return (nodes, initializers);
-# `_LOWER` reads by (node, name, shape, view) -> {output of each node replaced: (nodes, initializers)}.
+# `_LOWER` maps each pattern to a pair: `pack(name, w, dtype) -> (nodes, initializers)` makes the tensor's codes
+# and unit scales (once per tensor); `read(node, name, shape, view) -> {output of each node replaced: (nodes,
+# initializers)}` what replaces the reader (and, for a tile select, the nodes after it). `_in_place` turns a
+# one-reader function `f(node, name, shape) -> (nodes, initializers)` into such a read.
 
 
 def _pack_shared(name: str, w: np.ndarray, dtype: int):

@@ -42,7 +42,9 @@ def meminfo_bytes(field: str) -> int | None:
 
 
 def trim() -> bool:
-    """Collect garbage and hand free heap pages back to the OS; True if glibc's malloc_trim ran."""
+    """Collect garbage and hand free heap pages back to the OS; True if glibc's malloc_trim ran.
+
+    The zoo calls it holding its (not re-entrant) load lock, so finalizers that gc runs must never call into the zoo."""
     gc.collect()
     return trim_heap()
 

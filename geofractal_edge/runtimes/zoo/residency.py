@@ -206,9 +206,9 @@ class Residency:
         if not victims:
             return
         with self._load_lock:
+            trim()  # what was freed before, handed back before the first reading; each trim after a drop is that session's
             while victims:
                 entry, session = victims.pop()
-                trim()  # what was freed before, handed back before the reading: the trim after it is this session's alone
                 before = self.meter.read().counted()
                 del session
                 trim()

@@ -82,16 +82,18 @@ def test_a_route_past_the_tiles_fails_the_run_where_the_original_drops_the_row()
     split = split_dispatch(copy.deepcopy(model))
     route = [0, T, 1]
     assert not _run(model, route)[1].any()  # the original: no tile takes the row, it stays zero
-    with pytest.raises(InvalidArgument, match="ScatterElements"):  # the counts refuse it: a loud failure, not a silently wrong row
+    with pytest.raises(InvalidArgument):  # the counts refuse it: a loud failure, not a silently wrong row
         _run(split, route)
 
 
-def test_a_negative_route_is_not_refused_and_shifts_other_tokens_rows() -> None:
-    """The hazard dispatch.py's docstring names (routes from the lowerings are never negative): not a wrapped tile, and
-    not only that token's row: token 0 (route 0) is computed on another tile's weights. A fix that refuses it fails here."""
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="a negative route shifts every tile's rows in the rewritten graph (dispatch.py's docstring); "
+                   "the lowerings' routes come from ArgMax and are never negative")
+def test_a_negative_route_drops_its_row_as_the_original_does() -> None:
+    """What the rewrite should do with a negative route: what the original graph does (no tile takes the row, every other
+    row intact). Today token 0 (route 0) is computed on another tile's weights, so this fails; a fix shows as XPASS."""
     model = _dispatch()
     split = split_dispatch(copy.deepcopy(model))
     route = [0, -1, 1, 2]
     original, rewritten = _run(model, route), _run(split, route)
-    assert not original[1].any() and np.array_equal(original[3], rewritten[3])  # dropped in the original; the last tile's row intact
-    assert not np.array_equal(original[0], rewritten[0])
+    assert not original[1].any()  # the original drops the row
+    assert np.array_equal(original, rewritten)
