@@ -147,3 +147,16 @@ def test_export_without_out_writes_family_target_precision_here(tiny_checkpoint,
     assert result.returncode == 0, result.stderr
     assert "no --out given: writing atlas-host-cpu-int8" in result.stderr
     assert json.loads(result.stdout)["bundle"] == "atlas-host-cpu-int8" and (tmp_path / "atlas-host-cpu-int8" / "manifest.json").is_file()
+
+
+def test_export_says_what_fp16_does_on_a_cpu_only_target_and_not_elsewhere(tiny_checkpoint, tmp_path):
+    cpu = gfedge("export", "--target", "cpu", "--model", tiny_checkpoint, "--precision", "fp16", "--out", tmp_path / "cpu", "--json")
+    assert cpu.returncode == 0, cpu.stderr
+    assert "halves the file only" in json.loads(cpu.stdout)["note"]
+    shown = gfedge("export", "--target", "cpu", "--model", tiny_checkpoint, "--precision", "fp16", "--out", tmp_path / "cpu2")
+    assert shown.returncode == 0 and "note: fp16 on onnxruntime's CPU provider halves the file only" in shown.stderr
+    orin = gfedge("export", "--target", "jetson-orin", "--model", tiny_checkpoint, "--precision", "fp16", "--out", tmp_path / "orin", "--json")
+    assert orin.returncode == 0, orin.stderr
+    assert "note" not in json.loads(orin.stdout)  # TensorRT runs fp16 as fp16 there
+    assert "note" not in json.loads(gfedge("export", "--target", "cpu", "--model", tiny_checkpoint, "--precision", "int8", "--out", tmp_path / "i8",
+                                           "--json").stdout)
