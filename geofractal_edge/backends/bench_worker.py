@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-
 from geofractal_edge.artifacts import open_bundle
 from geofractal_edge.backends.lazy import require
 from geofractal_edge.backends.onnxruntime import Session

@@ -28,6 +28,7 @@ def export(
     """Trace, quantize and write a bundle; parity against torch is measured and recorded in it."""
     from geofractal_edge.pipeline import export_bundle
     from geofractal_edge.targets import get_target
+    from geofractal_edge.targets.precisions import precision_note
 
     profile = get_target(target)  # an unknown name fails before any work
     config = None
@@ -54,7 +55,7 @@ def export(
         "bytes": sum(f.bytes for f in result.manifest.files.values()),
         "parity": report.to_dict(),
     }
-    note = precision_note(result.manifest)
+    note = precision_note(result.manifest.precision, result.manifest.target.ort_providers)
     if note:
         summary["note"] = note
         if not as_json:
@@ -76,15 +77,6 @@ def export(
         verdict(report.passed, f"export parity: {report.task_metric} torch {task['torch']:.2f}% vs runtime {task['runtime']:.2f}%, SQNR {report.metrics['sqnr_db']:.1f} dB")
     if not report.passed:
         raise typer.Exit(1)
-
-
-def precision_note(manifest) -> str | None:
-    """What a user should know about this bundle's precision on its target, or None: fp16 where onnxruntime's CPU
-    provider alone runs it halves the file but neither memory nor time (benchmarks/RESULTS.md, sixth session)."""
-    if manifest.precision == "fp16" and set(manifest.target.ort_providers) == {"CPUExecutionProvider"}:
-        return ("fp16 on onnxruntime's CPU provider halves the file only: it computes in float32 and holds float32 copies "
-                "of the weights, so memory and speed are fp32's; int8 or int4 shrink both")
-    return None
 
 
 def default_out(family: str, profile, precision: str | None) -> Path:
