@@ -22,18 +22,29 @@ def bench(
                                       help="A runtime setting for every bundle (repeat), e.g. --set arena_shrinkage=true --set mmap_threshold_kib=256; "
                                            "names: the target profile's [runtime] table."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    plot: Path | None = typer.Option(None, "--plot", help="Also draw the comparison (latency per batch, memory; ratios to the first) to a .png or .svg."),
 ) -> None:
     """Measure bundles side by side, each loaded in a fresh process of its own."""
     from geofractal_edge.backends.bench import Subject, prepare, run
 
     overrides = parse_settings(setting or [])
+    if plot is not None:
+        from geofractal_edge.cli.plots import check_picture_path
+
+        check_picture_path(plot)  # before any worker starts: a bad name costs nothing
     plans = prepare([Subject(path, settings=overrides) for path in bundles], batches=batch or None, threads=threads)  # a bad bundle or batch is one line, before any drawing
     with progress_bar(enabled=not as_json) as progress:
         report = run(plans, runs=runs, progress=progress)
+    if plot is not None:
+        from geofractal_edge.cli.plots import bench_picture
+
+        bench_picture(report, plot)
     if as_json:
         print_json(report.to_dict())
         return
     _render(report)
+    if plot is not None:
+        console.print(f"wrote {plot}")
 
 
 def parse_settings(pairs: list[str]) -> dict:

@@ -37,3 +37,80 @@ def tile_usage_png(info: dict, path: Path, *, title: str) -> None:
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
     atomic.write_bytes(Path(path), buffer.getvalue())
+
+
+PICTURE_SUFFIXES = (".png", ".svg")
+
+
+def check_picture_path(path: Path) -> Path:
+    """`path` if a picture can be written there (a .png or .svg name in a folder that exists); else one line naming the fix.
+    Checked before long work starts, so a typo costs nothing."""
+    path = Path(path)
+    if path.suffix.lower() not in PICTURE_SUFFIXES:
+        raise GfedgeError(f"--plot {path}: the name ends in neither .png nor .svg", "name the picture e.g. bench.png")
+    if not path.parent.is_dir():
+        raise GfedgeError(f"--plot {path}: the folder {path.parent} does not exist", "create it first, or write the picture elsewhere")
+    if path.is_dir():
+        raise GfedgeError(f"--plot {path} is a folder", "give a file name, e.g. bench.png")
+    require("matplotlib")  # missing: one line with the install hint, before the bench runs
+    return path
+
+
+def bench_picture(report, path: Path) -> None:
+    """`gfedge bench --plot`: p50 latency per batch (log scale) and resident memory, one bar per bundle, each labelled with its
+    ratio to the first bundle; the machine, runs and load average in the title. Written atomically (.png or .svg by the name)."""
+    matplotlib = require("matplotlib")
+    matplotlib.use("Agg")
+    import io
+
+    import matplotlib.pyplot as plt
+
+    subjects, ratios = report.subjects, report.ratios()
+    colors = [plt.get_cmap("tab10")(i % 10) for i in range(len(subjects))]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(7.0, 1.6 + 1.1 * len(subjects) * 2), 7.5))
+    batches = sorted({t.batch for s in subjects for t in s.batches})
+    width = 0.8 / len(subjects)
+    for i, (s, ratio, color) in enumerate(zip(subjects, ratios, colors)):
+        xs = [batches.index(t.batch) + (i - (len(subjects) - 1) / 2) * width for t in s.batches]
+        top.bar(xs, [t.p50_us for t in s.batches], width, color=color, label=s.label)
+        top.errorbar(xs, [t.p50_us for t in s.batches], yerr=[[0] * len(s.batches), [t.p99_us - t.p50_us for t in s.batches]],
+                     fmt="none", ecolor="#444", capsize=2, lw=0.8)
+        for x, t in zip(xs, s.batches):  # above the whisker, where the log scale leaves room
+            if i:
+                top.text(x, t.p99_us * 1.08, _times(ratio.get(f"p50@{t.batch}")), ha="center", va="bottom", fontsize=7)
+    top.set_yscale("log")
+    top.margins(y=0.15)
+    top.set_xticks(range(len(batches)), [f"batch {b}" for b in batches])
+    top.set_ylabel("p50 latency, us (whisker: p99)")
+    top.legend(fontsize=8, loc="upper left")
+    _memory_panel(bottom, subjects, ratios, colors)
+    m = report.machine
+    start, end = m["load_average_start"][0], m["load_average_end"][0]
+    fig.suptitle(f"gfedge bench: ratios (x) to {subjects[0].label}\n{report.runs} runs per bundle and batch, round-robin; {m['cpu']}, {m['cores']} cores, "
+                 f"onnxruntime {m['onnxruntime']}; load {start:.2f} -> {end:.2f}", fontsize=9)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=Path(path).suffix.lower().lstrip("."), dpi=110)
+    plt.close(fig)
+    atomic.write_bytes(Path(path), buffer.getvalue())
+
+
+# (field, what it shows): the memory a bundle holds, from what the graph declares to what its calls touched at most
+_MEMORY = (("weight_bytes", "weights in the graph"), ("rss_load_bytes", "RSS after load"), ("rss_warm_bytes", "RSS after warm-up"),
+           ("anon_warm_bytes", "private after warm-up"), ("rss_peak_bytes", "RSS peak in calls"))
+
+
+def _memory_panel(ax, subjects, ratios, colors) -> None:
+    width = 0.8 / len(subjects)
+    for i, (s, ratio, color) in enumerate(zip(subjects, ratios, colors)):
+        shown = [(j, getattr(s, field)) for j, (field, _) in enumerate(_MEMORY) if getattr(s, field) is not None]
+        xs = [j + (i - (len(subjects) - 1) / 2) * width for j, _ in shown]
+        bars = ax.bar(xs, [value / (1 << 20) for _, value in shown], width, color=color, label=s.label)
+        if i:
+            ax.bar_label(bars, [_times(ratio.get(_MEMORY[j][0])) for j, _ in shown], fontsize=7, padding=1)
+    ax.set_xticks(range(len(_MEMORY)), [label for _, label in _MEMORY], fontsize=8)
+    ax.set_ylabel("MiB (RSS: growth over the worker before loading)")
+
+
+def _times(value: float | None) -> str:
+    return "" if value is None else f"x{value:.2f}"
