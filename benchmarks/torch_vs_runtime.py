@@ -1,6 +1,10 @@
 """Torch eager vs the runtime at batch 1, same checkpoint, same inputs, same thread count, interleaved.
 
     .venv/bin/python benchmarks/torch_vs_runtime.py [--work .bench/weight_dominated] [--threads 1 2] [--rounds 15]
+        [--set NAME=VALUE ...]
+
+--set: a runtime setting for every runtime session, as `gfedge bench --set` (names: the target profile's
+[runtime] table), e.g. --set allow_spinning=true --set stop_spinning_after_call=true.
 
 For each fp32 host-cpu bundle that benchmarks/weight_dominated.py exported (the shipped Atlas and
 collective defaults, MiniLM, and the weight-dominated Atlas and collective), in one process:
@@ -41,7 +45,7 @@ SUBJECTS = {**DEFAULTS, **{name: (family, ckpt) for name, (family, ckpt, _) in s
 GATE = GATES["torch@1"]  # runtime p50 at batch 1 >= 3x faster than torch eager
 
 
-def variants(work: Path, name: str, threads: int) -> tuple[dict, dict]:
+def variants(work: Path, name: str, threads: int, settings: dict | None = None) -> tuple[dict, dict]:
     """{label: no-argument callable} and their first outputs, for one subject at `threads` threads."""
     from geofractal_edge.artifacts import open_bundle
     from geofractal_edge.backends.onnxruntime.placement import batch_feeds
@@ -55,7 +59,7 @@ def variants(work: Path, name: str, threads: int) -> tuple[dict, dict]:
     bundle = bundle_dir(work, name, "fp32")
     opened = open_bundle(bundle)
     data, key = batch_feeds(opened, 1)
-    session = load(bundle, intra_op_threads=threads)
+    session = load(bundle, intra_op_threads=threads, **(settings or {}))
     full = keyed(opened, data, key)
     args = tuple(torch.from_numpy(np.ascontiguousarray(full[t.name])) for t in exportable.spec.inputs)
     # the bare run goes through the same onnxruntime session, as gfedge bench's does: a second session
@@ -71,7 +75,7 @@ def variants(work: Path, name: str, threads: int) -> tuple[dict, dict]:
     if bundle_state(int8).startswith("stale"):
         print(f"{name}: {int8} is {bundle_state(int8)}; its int8 column stays empty (re-export it)", flush=True)
     if has_bundle(int8):  # the same inputs through the int8 bundle of the same checkpoint
-        quantized = load(int8, intra_op_threads=threads)
+        quantized = load(int8, intra_op_threads=threads, **(settings or {}))
         fns["runtime int8"] = lambda: quantized.run(data, key=key)
     if family == "collective":
         from geofractal_edge.models.collective.checkpoint import load_checkpoint
@@ -113,9 +117,14 @@ def main() -> int:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--only", nargs="+", choices=list(SUBJECTS), default=list(SUBJECTS))
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="NAME=VALUE")
     args = parser.parse_args()
+    from geofractal_edge.cli.bench import parse_settings
+
+    settings = parse_settings(args.settings)
     rows = []
-    print(f"torch {torch.__version__}; batch 1; median of {args.rounds} interleaved rounds; load average at start {os.getloadavg()[0]:.2f}", flush=True)
+    print(f"torch {torch.__version__}; batch 1; median of {args.rounds} interleaved rounds; load average at start {os.getloadavg()[0]:.2f}"
+          f"{'; settings ' + str(settings) if settings else ''}", flush=True)
     header = (f"{'model':20s} {'thr':>3s} {'torch ms':>9s} {'trained ms':>10s} {'runtime ms':>10s} {'bare ms':>8s} {'torch/rt':>8s} {'trained/rt':>10s} {'rt/bare':>8s} "
               f"{'max|diff|':>9s} {'rt int8 ms':>10s} {'torch/int8':>10s} {'load':>5s}")
     print(header, flush=True)
@@ -126,7 +135,7 @@ def main() -> int:
             continue
         for n in args.threads:
             torch.set_num_threads(n)
-            fns, first = variants(args.work, name, n)
+            fns, first = variants(args.work, name, n, settings)
             diff = float(np.max(np.abs(first["torch"].astype(np.float64) - first["runtime"])))
             ms = {k: v * 1e3 for k, v in time_interleaved(fns, args.rounds).items()}
             trained = ms.get("torch (trained form)")
