@@ -18,7 +18,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from geofractal_edge.artifacts import Bundle, Key
-from geofractal_edge.backends.inputs import InputChecker
+from geofractal_edge.backends.inputs import Checked, InputChecker
 from geofractal_edge.backends.keys import KeyCache
 from geofractal_edge.backends.placement import PlacementReport
 from geofractal_edge.errors import GfedgeError, InputError
@@ -82,8 +82,9 @@ class Runner(abc.ABC):
         key_input = self._key_input
         if key_input is not None and key_input in feeds:
             raise InputError(f"'{key_input}' is bound from the key cache", "pass --key NAME instead of the raw vector")
-        if not self._check_inputs.proved(inputs):
-            self._check_inputs(feeds)
+        checker = self._check_inputs
+        if type(inputs) is not Checked or not checker.proved(inputs):  # the type test inline: most calls bring a plain dict
+            checker(feeds)
         if key_input is not None:
             if self._active is None:
                 raise InputError("no key is bound", f"pass a key: {', '.join(self.keys.names())}")
