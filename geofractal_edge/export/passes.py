@@ -37,15 +37,19 @@ def check_full(model: onnx.ModelProto, what: str) -> onnx.ModelProto:
 
 
 def per_slice(node: onnx.NodeProto, operand: int, count: int, tag: str,
-              body: Callable[[int, str, str, str], list[onnx.NodeProto]]) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+              body: Callable[[int, str, str, str], list[onnx.NodeProto]], *, keep_rank: bool = False) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
     """A batched MatMul `node` as Concat over t < count of Unsqueeze(body(t, X[t])), X = node.input[operand]:
     one product per slice of the leading axis, for operators that take one 2-D weight (MatMulNBits,
     DynamicQuantizeMatMul). Returns the nodes that replace `node` and the index constants they read.
 
     `body(t, x, y, name)`: the nodes computing slice t's product `y` from the slice `x`; `name` (node name,
-    tag, t) prefixes what they name.
+    tag, t) prefixes what they name. `keep_rank`: for a body that takes X[t] with its leading axis of 1 kept
+    (a MatMul-like operator broadcasts over it): one Split of X and the Concat, no Gather and Unsqueeze per slice,
+    so 2 x count - 1 nodes fewer (onnxruntime holds a few KiB per node and launches each on every call).
     """
     base = f"{node.name or node.output[0]}.{tag}"
+    if keep_rank:
+        return _split_slices(node, operand, count, base, body)
     nodes, inits, parts = [], [], []
     for t in range(count):
         part = f"{base}.{t}"
@@ -59,6 +63,17 @@ def per_slice(node: onnx.NodeProto, operand: int, count: int, tag: str,
     inits.append(lowbit.constant(f"{base}.axis0", np.array([0], np.int64)))
     nodes.append(helper.make_node("Concat", parts, [node.output[0]], name=f"{base}.concat", axis=0))
     return nodes, inits
+
+
+def _split_slices(node: onnx.NodeProto, operand: int, count: int, base: str,
+                  body: Callable[[int, str, str, str], list[onnx.NodeProto]]) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """per_slice with each slice [1, ...]: Split (sizes as an input, opset 13 on) -> body per slice -> Concat."""
+    xs = [f"{base}.{t}.x" for t in range(count)]
+    nodes = [helper.make_node("Split", [node.input[operand], f"{base}.sizes"], xs, name=f"{base}.split", axis=0)]
+    for t in range(count):
+        nodes += body(t, xs[t], f"{base}.{t}.y", f"{base}.{t}")
+    nodes.append(helper.make_node("Concat", [f"{base}.{t}.y" for t in range(count)], [node.output[0]], name=f"{base}.concat", axis=0))
+    return nodes, [lowbit.constant(f"{base}.sizes", np.ones(count, np.int64))]
 
 
 def gemm_to_matmul(model: onnx.ModelProto, *, keep: tuple[str, ...] = ()) -> onnx.ModelProto:

@@ -56,6 +56,9 @@ def test_int4_keeps_the_stacked_router_weights_4_bit_per_tower(collective_bundle
     assert not [n for n in stacked if n.startswith("router_w")], stacked
     per_tower = [n for n in graph.node if n.op_type == "MatMulNBits" and n.input[1].startswith("router_w")]
     assert len(per_tower) == towers * 7  # q, k, v, o, s, w1, w2
+    # one Split of each stacked input feeds the towers (no Gather and Unsqueeze per tower: 2 x towers - 1 nodes fewer each)
+    assert sum(n.op_type == "Split" and n.name.endswith(".q4.split") for n in graph.node) == 7
+    assert not [n.name for n in graph.node if n.op_type in ("Gather", "Unsqueeze") and ".q4." in n.name]
     assert int4.manifest.files["model.onnx"].bytes < int8.manifest.files["model.onnx"].bytes
     assert int4.manifest.parity.passed, [c for c in int4.manifest.parity.checks if not c.passed]
 

@@ -20,3 +20,35 @@ def test_dedupe_initializers_keeps_one_copy_and_refuses_different_contents():
         graph = helper.make_graph([], "g", [], [], [raw, numpy_helper.from_array(other, "w")])
         with pytest.raises(ValueError, match="two different initializers are named w"):
             dedupe_initializers(helper.make_model(graph))
+
+
+@pytest.mark.parametrize("keep_rank", [False, True])
+def test_per_slice_computes_the_batched_product_with_or_without_the_leading_axis_kept(keep_rank):
+    """MatMul(X [T, B, K], W [T, K, N]) as one product per slice: the same numbers either way; keeping the leading 1
+    (a MatMul broadcasts over it) takes a Split and the Concat instead of a Gather and an Unsqueeze per slice."""
+    import onnx
+    import onnxruntime as ort
+
+    from geofractal_edge.export.passes import per_slice
+
+    rng = np.random.default_rng(0)
+    towers, batch, k, n = 5, 3, 8, 4
+    x, w = rng.standard_normal((towers, batch, k)).astype(np.float32), rng.standard_normal((towers, k, n)).astype(np.float32)
+    node = helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")
+
+    def body(t, xt, yt, name):
+        return [helper.make_node("MatMul", [xt, f"w.{t}"], [yt], name=f"{name}.mm")]
+
+    nodes, inits = per_slice(node, 0, towers, "f", body, keep_rank=keep_rank)
+    inits += [numpy_helper.from_array(w[t], f"w.{t}") for t in range(towers)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["t", "b", k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["t", "b", n])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model, full_check=True)
+    (y,) = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    np.testing.assert_allclose(y, np.matmul(x, w), rtol=1e-5, atol=1e-5)
+    ops = [nd.op_type for nd in nodes]
+    if keep_rank:
+        assert ops == ["Split", *["MatMul"] * towers, "Concat"]
+    else:
+        assert ops.count("Gather") == towers and ops.count("Unsqueeze") == towers
