@@ -59,7 +59,7 @@ def variants(work: Path, name: str, threads: int, settings: dict | None = None) 
     bundle = bundle_dir(work, name, "fp32")
     opened = open_bundle(bundle)
     data, key = batch_feeds(opened, 1)
-    session = load(bundle, intra_op_threads=threads, **(settings or {}))
+    session = load(bundle, **{**(settings or {}), "intra_op_threads": threads})  # --threads wins over --set
     full = keyed(opened, data, key)
     args = tuple(torch.from_numpy(np.ascontiguousarray(full[t.name])) for t in exportable.spec.inputs)
     # the bare run goes through the same onnxruntime session, as gfedge bench's does: a second session
@@ -75,7 +75,7 @@ def variants(work: Path, name: str, threads: int, settings: dict | None = None) 
     if bundle_state(int8).startswith("stale"):
         print(f"{name}: {int8} is {bundle_state(int8)}; its int8 column stays empty (re-export it)", flush=True)
     if has_bundle(int8):  # the same inputs through the int8 bundle of the same checkpoint
-        quantized = load(int8, intra_op_threads=threads, **(settings or {}))
+        quantized = load(int8, **{**(settings or {}), "intra_op_threads": threads})
         fns["runtime int8"] = lambda: quantized.run(data, key=key)
     if family == "collective":
         from geofractal_edge.models.collective.checkpoint import load_checkpoint

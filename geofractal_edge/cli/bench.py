@@ -35,16 +35,16 @@ def bench(
     plans = prepare([Subject(path, settings=overrides) for path in bundles], batches=batch or None, threads=threads)  # a bad bundle or batch is one line, before any drawing
     with progress_bar(enabled=not as_json) as progress:
         report = run(plans, runs=runs, progress=progress)
-    if plot is not None:
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        _render(report)
+    if plot is not None:  # after the numbers are out: a picture that cannot be drawn loses nothing measured
         from geofractal_edge.cli.plots import bench_picture
 
         bench_picture(report, plot)
-    if as_json:
-        print_json(report.to_dict())
-        return
-    _render(report)
-    if plot is not None:
-        console.print(f"wrote {plot}")
+        if not as_json:
+            console.print(f"wrote {plot}")
 
 
 def parse_settings(pairs: list[str]) -> dict:

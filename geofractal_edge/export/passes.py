@@ -38,9 +38,10 @@ def check_full(model: onnx.ModelProto, what: str) -> onnx.ModelProto:
 
 def per_slice(node: onnx.NodeProto, operand: int, count: int, tag: str,
               body: Callable[[int, str, str, str], list[onnx.NodeProto]], *, keep_rank: bool = False) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
-    """A batched MatMul `node` as Concat over t < count of Unsqueeze(body(t, X[t])), X = node.input[operand]:
-    one product per slice of the leading axis, for operators that take one 2-D weight (MatMulNBits,
-    DynamicQuantizeMatMul). Returns the nodes that replace `node` and the index constants they read.
+    """A batched MatMul `node` as one product per slice of the leading axis of X = node.input[operand], joined by a
+    Concat, for operators that take one 2-D weight (MatMulNBits, DynamicQuantizeMatMul). X's leading axis must be
+    `count` long (a collective's stacked streams, a TriX layer's tiles), not a [1, ...] that broadcasts. Returns the
+    nodes that replace `node` and the constants they read.
 
     `body(t, x, y, name)`: the nodes computing slice t's product `y` from the slice `x`; `name` (node name,
     tag, t) prefixes what they name. `keep_rank`: for a body that takes X[t] with its leading axis of 1 kept
@@ -67,7 +68,8 @@ def per_slice(node: onnx.NodeProto, operand: int, count: int, tag: str,
 
 def _split_slices(node: onnx.NodeProto, operand: int, count: int, base: str,
                   body: Callable[[int, str, str, str], list[onnx.NodeProto]]) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
-    """per_slice with each slice [1, ...]: Split (sizes as an input, opset 13 on) -> body per slice -> Concat."""
+    """per_slice with each slice [1, ...]: Split -> body per slice -> Concat. The sizes are Split's input, which needs
+    opset 13 or later; graphs traced by torch's exporter are opset 18 or later."""
     xs = [f"{base}.{t}.x" for t in range(count)]
     nodes = [helper.make_node("Split", [node.input[operand], f"{base}.sizes"], xs, name=f"{base}.split", axis=0)]
     for t in range(count):

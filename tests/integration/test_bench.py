@@ -20,11 +20,10 @@ from geofractal_edge.targets.profile import RuntimeSettings, TargetProfile
 from tests.conftest import ROOT, gfedge
 
 
-def test_gfedge_bench_json_has_both_bundles_with_ratios_to_the_first(bundle_factory, tmp_path):
+def test_gfedge_bench_json_has_both_bundles_with_ratios_to_the_first(bundle_factory):
     first, second = bundle_factory("fp32"), bundle_factory("int8")
-    result = gfedge("bench", first, second, "--json", "--runs", "5", "--plot", tmp_path / "bench.png", env={"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"})
+    result = gfedge("bench", first, second, "--json", "--runs", "5", env={"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"})
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the picture beside the JSON
     report = json.loads(result.stdout)
     subjects = report["subjects"]
     assert [s["precision"] for s in subjects] == ["fp32", "int8"]
@@ -47,6 +46,13 @@ def test_gfedge_bench_refuses_a_bad_bundle_path_in_one_line(tmp_path):
     result = gfedge("bench", tmp_path / "missing")
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "missing" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_gfedge_bench_plot_draws_the_comparison_beside_the_table(bundle_factory, tmp_path):
+    result = gfedge("bench", bundle_factory("fp32"), bundle_factory("int8"), "--runs", "2", "--batch", "1", "--plot", tmp_path / "bench.png")
+    assert result.returncode == 0, result.stderr
+    assert "p50 us" in result.stdout and f"wrote {tmp_path / 'bench.png'}" in result.stdout.replace("\n", "")
+    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_bad_picture_name_is_refused_before_any_worker_starts(bundle_factory, tmp_path):

@@ -62,7 +62,7 @@ class Session(Runner):
         return self._large_options if self._is_large(feeds) else self.run_options
 
     def _is_large(self, feeds) -> bool:
-        large = self._large
+        large = self._large  # _execute tests the same inline
         return large is not None and feeds[large[0]].shape[0] > large[1]
 
     @property
@@ -80,7 +80,7 @@ class Session(Runner):
         super().close()
 
     def _execute(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        large = self._large  # _is_large inline: this is every call's path
+        large = self._large  # _is_large inline (keep the two in step): this is every call's path
         if large is not None and feeds[large[0]].shape[0] > large[1]:
             outputs = self._run_large(self._outputs, feeds)
             # The arena handed its chunks to glibc; glibc hands its free pages to the OS (~0.1 ms, against a large call's

@@ -23,7 +23,8 @@ def test_dedupe_initializers_keeps_one_copy_and_refuses_different_contents():
 
 
 @pytest.mark.parametrize("keep_rank", [False, True])
-def test_per_slice_computes_the_batched_product_with_or_without_the_leading_axis_kept(keep_rank):
+@pytest.mark.parametrize("towers", [1, 5])
+def test_per_slice_computes_the_batched_product_with_or_without_the_leading_axis_kept(keep_rank, towers):
     """MatMul(X [T, B, K], W [T, K, N]) as one product per slice: the same numbers either way; keeping the leading 1
     (a MatMul broadcasts over it) takes a Split and the Concat instead of a Gather and an Unsqueeze per slice."""
     import onnx
@@ -32,7 +33,7 @@ def test_per_slice_computes_the_batched_product_with_or_without_the_leading_axis
     from geofractal_edge.export.passes import per_slice
 
     rng = np.random.default_rng(0)
-    towers, batch, k, n = 5, 3, 8, 4
+    batch, k, n = 3, 8, 4
     x, w = rng.standard_normal((towers, batch, k)).astype(np.float32), rng.standard_normal((towers, k, n)).astype(np.float32)
     node = helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")
 
