@@ -213,14 +213,14 @@ def _matmul_per_tile(node, name: str, shape: tuple[int, ...]):
     """
     n, a, b = shape
 
-    def tile(t: int, y: str, out: str, part: str) -> list[onnx.NodeProto]:  # Y[t] [b, M] -> [a, M]
+    def tile(t: int, y: str, out: str, part: str) -> list[onnx.NodeProto]:  # Y[t] [1, b, M] -> [1, a, M]
         return [
-            helper.make_node("Transpose", [y], [f"{part}.a"], name=f"{part}.a", perm=[1, 0]),  # [M, b]
-            _tile_nbits(name, t, f"{part}.a", f"{part}.mm", part, a, b),  # [M, a]
-            helper.make_node("Transpose", [f"{part}.mm"], [out], name=f"{part}.t", perm=[1, 0]),  # [a, M]
+            helper.make_node("Transpose", [y], [f"{part}.a"], name=f"{part}.a", perm=[0, 2, 1]),  # [1, M, b]
+            _tile_nbits(name, t, f"{part}.a", f"{part}.mm", part, a, b),  # [1, M, a]
+            helper.make_node("Transpose", [f"{part}.mm"], [out], name=f"{part}.t", perm=[0, 2, 1]),  # [1, a, M]
         ]
 
-    return per_slice(node, 1, n, "q2", tile)
+    return per_slice(node, 1, n, "q2", tile, keep_rank=True)  # one Split of Y, its leading 1 kept through the tile
 
 
 def _select_matmul(node, name: str, shape: tuple[int, ...], view: _View) -> dict[str, tuple[list, list]]:
