@@ -69,6 +69,29 @@ def bundle_copy(bundle_factory, tmp_path):
     return dst
 
 
+def heap_garbage() -> list[bytearray]:
+    """~57 MiB freed into the middle of glibc's heap: chunks under its mmap threshold, each between two live ones, so
+    free() cannot give the pages back by itself (what earlier requests' buffers, or opening a bundle, leave behind).
+    Keep the result alive."""
+    chunks = [bytearray(100_000) for _ in range(1200)]
+    kept = chunks[1::2]
+    del chunks
+    return kept
+
+
+def check_heap_garbage_lands_mid_heap() -> None:
+    """Skip off Linux/glibc; fail if `heap_garbage()` is handed back without a trim (a test built on it would test nothing)."""
+    from geofractal_edge.backends.process import rss_bytes, trim
+
+    if rss_bytes() is None or not trim():
+        pytest.skip("needs /proc/self/status and glibc's malloc_trim (Linux with glibc)")
+    probe = heap_garbage()
+    before = rss_bytes()
+    trim()
+    assert before - rss_bytes() > 40 << 20, "the garbage did not land mid-heap: this test would test nothing"
+    del probe
+
+
 def gfedge(*args: str, env: dict | None = None, timeout: int = 300, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     """Run the real CLI in a subprocess, as a user would (its output piped, not a terminal)."""
     full_env = {**os.environ, **(env or {})}

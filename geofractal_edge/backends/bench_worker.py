@@ -10,7 +10,6 @@ InferenceSession.run of the same session; `quit` ends it. No torch.
 from __future__ import annotations
 
 import dataclasses
-import gc
 import json
 import sys
 import time
@@ -20,7 +19,7 @@ from geofractal_edge.artifacts import open_bundle
 from geofractal_edge.backends.lazy import require
 from geofractal_edge.backends.onnxruntime import Session
 from geofractal_edge.backends.onnxruntime.placement import batch_feeds
-from geofractal_edge.backends.process import heap_bytes, peak_rss_bytes, reset_peak_rss, status_bytes, trim_heap
+from geofractal_edge.backends.process import heap_bytes, peak_rss_bytes, reset_peak_rss, status_bytes, trim
 from geofractal_edge.errors import GfedgeError
 
 TAG = "GFEDGE-BENCH "  # protocol lines start with this; anything else the worker prints is ignored
@@ -55,11 +54,7 @@ def _load(request: dict, state: dict) -> dict:
         anon.append(status["RssAnon"])
         heap.append(heap_bytes())
 
-    # What opening, hashing and feed-making freed goes back to the OS before the first reading: the loader trims the heap
-    # after making its session (loader.create_session), and pages freed before the load handed back inside it read as the
-    # load costing less (atlas-default's private memory after warm-up read -1.9 MiB), as the zoo's readings once did.
-    gc.collect()
-    trim_heap()
+    trim()  # what opening and feed-making freed, back before the first reading (atlas-default's private memory read -1.9 MiB)
     read()
     session = Session(bundle, **request["settings"])
     loaded = time.perf_counter()

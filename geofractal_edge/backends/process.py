@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
 import os
 import threading
@@ -77,6 +78,16 @@ def trim_heap() -> bool:
         return False
     fn(ctypes.c_size_t(0))
     return True
+
+
+def trim() -> bool:
+    """Collect garbage, then hand the heap's free pages back to the OS (`trim_heap`); True if malloc_trim ran.
+
+    Run it before a memory reading that a load or unload is measured from: the loader trims after it makes a session,
+    so pages freed earlier would otherwise leave inside the measured window (the zoo and the bench worker both read
+    so). gc runs finalizers: a caller holding a lock must not be re-entered by them."""
+    gc.collect()
+    return trim_heap()
 
 
 def status_bytes(*fields: str) -> dict[str, int | None]:

@@ -21,10 +21,8 @@ import numpy as np
 import pytest
 
 from geofractal_edge.artifacts import Key, open_bundle, seal, write_key
-from geofractal_edge.backends.process import rss_bytes
 from geofractal_edge.runtimes.zoo import NoCandidateError, Zoo
-from geofractal_edge.runtimes.zoo.memory import trim
-from tests.conftest import ROOT, gfedge
+from tests.conftest import ROOT, check_heap_garbage_lands_mid_heap, gfedge, heap_garbage
 from tests.integration.test_device_side_without_torch import BLOCK_TORCH
 from tests.integration.test_zoo_integrity import MALFORMED, reseal_edited, write_bad_keys
 from tests.integration.zoo_server import Client, oip, params, start
@@ -148,34 +146,21 @@ def test_a_load_cost_that_is_an_outlier_against_the_estimate_counts_as_expected_
     restarted.close()
 
 
-def _heap_garbage() -> list[bytearray]:
-    """~57 MiB freed into the middle of glibc's heap: chunks under its mmap threshold, each between two live ones, so
-    free() cannot give the pages back by itself (what earlier requests' buffers leave behind). Keep the result alive."""
-    chunks = [bytearray(100_000) for _ in range(1200)]
-    kept = chunks[1::2]
-    del chunks
-    return kept
-
-
 def test_memory_freed_before_a_load_or_an_unload_is_not_counted_as_that_models(zoo_dir, tmp_path):
     # The loader trims the heap after it makes the session; without a trim before the first reading, pages freed
     # earlier left inside a load's measured window (-57 MiB for a 1 MiB model: not remembered), and an unload
     # counted them as what the model freed (55.6 MiB).
-    probe = _heap_garbage()
-    before = rss_bytes()
-    trim()
-    assert before - rss_bytes() > 40 << 20, "the garbage did not land mid-heap: this test would test nothing"
-    del probe
+    check_heap_garbage_lands_mid_heap()
     root = _private_zoo(zoo_dir, tmp_path, "a-fp32", "c-int8")
     zoo = Zoo(root, budget_bytes=256 << 20)
     zoo.load("a-fp32")  # the first load faults onnxruntime's code in; the next one is measured on its own
-    kept = _heap_garbage()
+    kept = heap_garbage()
     zoo.load("c-int8")
     cost = zoo.describe("c-int8")["measured_bytes"]
     assert 0 < cost < 32 << 20, cost
     book = json.loads((root / ".gfedge-measured.json").read_text())
     assert book[zoo.state.get("c-int8").manifest_sha]["measured_bytes"] == cost  # plausible, so remembered
-    kept += _heap_garbage()
+    kept += heap_garbage()
     freed = zoo.unload("c-int8")["freed_bytes"]
     assert freed < 32 << 20, freed  # not the ~57 MiB freed before it
     del kept

@@ -7,14 +7,13 @@ on a discrete GPU through NVML (device-wide used bytes), on a shared-memory targ
 drop in the system's available memory, because there CPU and GPU draw on one pool.
 
 Returning memory is measured the same way. CPython and onnxruntime free into glibc's heap, which
-keeps freed pages unless asked; `trim()` runs the garbage collector and `malloc_trim(0)`.
+keeps freed pages unless asked; `backends.process.trim()` runs the garbage collector and `malloc_trim(0)`.
 No torch, no CUDA import: NVML is opened through ctypes, and only when asked.
 """
 
 from __future__ import annotations
 
 import ctypes
-import gc
 import json
 import threading
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from geofractal_edge.artifacts import atomic
-from geofractal_edge.backends.process import peak_rss_bytes, reset_peak_rss, rss_bytes, trim_heap
+from geofractal_edge.backends.process import peak_rss_bytes, reset_peak_rss, rss_bytes
 
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 
@@ -39,14 +38,6 @@ def meminfo_bytes(field: str) -> int | None:
     except OSError:
         return None
     return None
-
-
-def trim() -> bool:
-    """Collect garbage and hand free heap pages back to the OS; True if glibc's malloc_trim ran.
-
-    The zoo calls it holding its (not re-entrant) load lock, so finalizers that gc runs must never call into the zoo."""
-    gc.collect()
-    return trim_heap()
 
 
 class _Nvml:

@@ -39,9 +39,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from geofractal_edge.backends.process import trim  # under the (not re-entrant) load lock: gc's finalizers must never call into the zoo
 from geofractal_edge.errors import GfedgeError
 from geofractal_edge.runtimes.zoo.catalog import ChangedOnDisk, Entry, reopen
-from geofractal_edge.runtimes.zoo.memory import trim
 from geofractal_edge.runtimes.zoo.state import EvictOrder, Failed, Victims, ZooState
 
 GROWTH_BYTES = 64 << 10  # run-time growth below this is allocator noise, not the model

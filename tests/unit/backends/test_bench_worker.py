@@ -3,9 +3,8 @@ because VmHWM read without a reset is the load's peak, not the calls'."""
 
 from __future__ import annotations
 
-import pytest
-
 from geofractal_edge.backends import bench_worker
+from tests.conftest import check_heap_garbage_lands_mid_heap, heap_garbage
 
 REQUEST = {"op": "load", "batches": [1], "warmup": 1, "settings": {"intra_op_threads": 1}}
 
@@ -25,30 +24,13 @@ def test_the_calls_peak_is_reported_after_a_reset(bundle_factory, monkeypatch):
     assert answer["rss_peak"] == 123 << 20
 
 
-def _heap_garbage() -> list[bytearray]:
-    """~57 MiB freed into the middle of glibc's heap (chunks under its mmap threshold, each between two live ones), so free()
-    cannot give the pages back by itself: what opening a bundle and making its feeds leave behind. Keep the result alive."""
-    chunks = [bytearray(100_000) for _ in range(1200)]
-    kept = chunks[1::2]
-    del chunks
-    return kept
-
-
 def test_memory_freed_before_the_load_is_not_read_as_the_load_costing_less(bundle_factory):
     # The loader trims the heap after it makes its session; without a trim before the first reading, pages freed earlier
     # were handed back inside the load's window (atlas-default's private memory after warm-up read -1.9 MiB).
-    from geofractal_edge.backends.process import rss_bytes, trim_heap
-
-    if rss_bytes() is None or not trim_heap():
-        pytest.skip("needs /proc/self/status and glibc's malloc_trim (Linux with glibc)")
-    probe = _heap_garbage()
-    before = rss_bytes()
-    trim_heap()
-    assert before - rss_bytes() > 40 << 20, "the garbage did not land mid-heap: this test would test nothing"
-    del probe
+    check_heap_garbage_lands_mid_heap()
     path = str(bundle_factory("fp32"))
     bench_worker._load({**REQUEST, "path": path}, {})  # onnxruntime's code faulted in: the next load is the bundle's own
-    kept = _heap_garbage()
+    kept = heap_garbage()
     answer = bench_worker._load({**REQUEST, "path": path}, {})
     del kept
     load_rss, load_anon = answer["rss"][1] - answer["rss"][0], answer["anon"][1] - answer["anon"][0]
