@@ -18,11 +18,7 @@ def tile_usage_png(info: dict, path: Path, *, title: str) -> None:
     layers = info.get("layers") or []
     if not layers:
         raise GfedgeError("this bundle has no routed layers to plot", "--plot applies to TriX bundles")
-    matplotlib = require("matplotlib")
-    matplotlib.use("Agg")
-    import io
-
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(len(layers), 1, figsize=(8, 2.2 * len(layers)), squeeze=False)
@@ -37,11 +33,31 @@ def tile_usage_png(info: dict, path: Path, *, title: str) -> None:
     axes[-1, 0].set_xlabel("tile (red: never chosen)")
     axes[0, 0].legend(loc="upper right")
     fig.suptitle(title)
+    _save(fig, path, "png")
+
+
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend (no display); one line naming the extra where matplotlib is missing."""
+    require("matplotlib").use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path, fmt: str) -> None:
+    """Lay `fig` out, render it as `fmt` and write it atomically (never a half-written picture); a failed write is one line."""
+    import io
+
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
+    fig.savefig(buffer, format=fmt, dpi=110)
     plt.close(fig)
-    atomic.write_bytes(Path(path), buffer.getvalue())
+    try:
+        atomic.write_bytes(Path(path), buffer.getvalue())
+    except OSError as exc:
+        raise GfedgeError(f"--plot {path}: the picture could not be written ({exc.strerror or exc})", "write it elsewhere") from exc
 
 
 PICTURE_SUFFIXES = (".png", ".svg")
@@ -66,12 +82,7 @@ def check_picture_path(path: Path) -> Path:
 def bench_picture(report: BenchReport, path: Path) -> None:
     """`gfedge bench --plot`: p50 latency per batch (log scale) and resident memory, one bar per bundle, each labelled with its
     ratio to the first bundle; the machine, runs and load average in the title. Written atomically (.png or .svg by the name)."""
-    matplotlib = require("matplotlib")
-    matplotlib.use("Agg")
-    import io
-
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     subjects, ratios = report.subjects, report.ratios()
     colors = [plt.get_cmap("tab10")(i % 10) for i in range(len(subjects))]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(7.0, 1.6 + 1.1 * len(subjects) * 2), 7.5))
@@ -81,14 +92,7 @@ def bench_picture(report: BenchReport, path: Path) -> None:
     start, end = m["load_average_start"][0], m["load_average_end"][0]
     fig.suptitle(f"gfedge bench: ratios (x) to {subjects[0].label}\n{report.runs} runs per bundle and batch, round-robin; {m['cpu']}, {m['cores']} cores, "
                  f"onnxruntime {m['onnxruntime']}; load {start:.2f} -> {end:.2f}", fontsize=9)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format=Path(path).suffix.lower().lstrip("."), dpi=110)
-    plt.close(fig)
-    try:
-        atomic.write_bytes(Path(path), buffer.getvalue())
-    except OSError as exc:
-        raise GfedgeError(f"--plot {path}: the picture could not be written ({exc.strerror or exc})", "write it elsewhere") from exc
+    _save(fig, path, Path(path).suffix.lower().lstrip("."))
 
 
 def _latency_panel(ax, subjects, ratios, colors) -> None:
