@@ -37,39 +37,19 @@ def check_full(model: onnx.ModelProto, what: str) -> onnx.ModelProto:
 
 
 def per_slice(node: onnx.NodeProto, operand: int, count: int, tag: str,
-              body: Callable[[int, str, str, str], list[onnx.NodeProto]], *, keep_rank: bool = False) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
-    """A batched MatMul `node` as one product per slice of the leading axis of X = node.input[operand], joined by a
-    Concat, for operators that take one 2-D weight (MatMulNBits, DynamicQuantizeMatMul). X's leading axis must be
-    `count` long (a collective's stacked streams, a TriX layer's tiles), not a [1, ...] that broadcasts. Returns the
-    nodes that replace `node` and the constants they read.
+              body: Callable[[int, str, str, str], list[onnx.NodeProto]]) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """A batched MatMul `node` as one product per slice of the leading axis of X = node.input[operand], for operators
+    that take one 2-D weight (MatMulNBits, DynamicQuantizeMatMul): Split X, `body` per slice, Concat. X's leading axis
+    must be `count` long (a collective's stacked streams, a TriX layer's tiles), not a [1, ...] that broadcasts.
+    Returns the nodes that replace `node` and the constant they read.
 
-    `body(t, x, y, name)`: the nodes computing slice t's product `y` from the slice `x`; `name` (node name,
-    tag, t) prefixes what they name. `keep_rank`: for a body that takes X[t] with its leading axis of 1 kept
-    (a MatMul-like operator broadcasts over it): one Split of X and the Concat, no Gather and Unsqueeze per slice,
-    so 2 x count - 1 nodes fewer (onnxruntime holds a few KiB per node and launches each on every call).
+    `body(t, x, y, name)`: the nodes computing slice t's product `y` from the slice `x`, which keeps its leading axis
+    of 1 (a MatMul-like operator broadcasts over it; a Gather and an Unsqueeze per slice would add 2 x count - 1
+    nodes, and onnxruntime holds a few KiB per node and launches each on every call); `name` (node name, tag, t)
+    prefixes what they name. Split's sizes are its input, which needs opset 13 or later; graphs traced by torch's
+    exporter are opset 18 or later.
     """
     base = f"{node.name or node.output[0]}.{tag}"
-    if keep_rank:
-        return _split_slices(node, operand, count, base, body)
-    nodes, inits, parts = [], [], []
-    for t in range(count):
-        part = f"{base}.{t}"
-        inits.append(lowbit.constant(f"{part}.index", np.array(t, np.int64)))
-        nodes += [
-            helper.make_node("Gather", [node.input[operand], f"{part}.index"], [f"{part}.x"], name=f"{part}.x", axis=0),
-            *body(t, f"{part}.x", f"{part}.y", part),
-            helper.make_node("Unsqueeze", [f"{part}.y", f"{base}.axis0"], [f"{part}.u"], name=f"{part}.u"),
-        ]
-        parts.append(f"{part}.u")
-    inits.append(lowbit.constant(f"{base}.axis0", np.array([0], np.int64)))
-    nodes.append(helper.make_node("Concat", parts, [node.output[0]], name=f"{base}.concat", axis=0))
-    return nodes, inits
-
-
-def _split_slices(node: onnx.NodeProto, operand: int, count: int, base: str,
-                  body: Callable[[int, str, str, str], list[onnx.NodeProto]]) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
-    """per_slice with each slice [1, ...]: Split -> body per slice -> Concat. The sizes are Split's input, which needs
-    opset 13 or later; graphs traced by torch's exporter are opset 18 or later."""
     xs = [f"{base}.{t}.x" for t in range(count)]
     nodes = [helper.make_node("Split", [node.input[operand], f"{base}.sizes"], xs, name=f"{base}.split", axis=0)]
     for t in range(count):

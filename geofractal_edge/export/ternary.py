@@ -220,7 +220,7 @@ def _matmul_per_tile(node, name: str, shape: tuple[int, ...]):
             helper.make_node("Transpose", [f"{part}.mm"], [out], name=f"{part}.t", perm=[0, 2, 1]),  # [1, a, M]
         ]
 
-    return per_slice(node, 1, n, "q2", tile, keep_rank=True)  # one Split of Y, its leading 1 kept through the tile
+    return per_slice(node, 1, n, "q2", tile)  # Y[t] keeps its leading 1 through the tile
 
 
 def _select_matmul(node, name: str, shape: tuple[int, ...], view: _View) -> dict[str, tuple[list, list]]:

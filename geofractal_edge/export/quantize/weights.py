@@ -227,10 +227,10 @@ def int8_per_tower(rw: Rewriter, name: str, uses: list, *, reduce_range: bool) -
 
 
 def _per_tower(rw: Rewriter, uses: list, towers: int, tag: str, tower: Callable[[int, str, str, str], list[onnx.NodeProto]]) -> None:
-    """Each reader MatMul(X [T, .., K], W) becomes Concat over t of tower(t, X[t] [1, .., K]) (passes.per_slice, the
-    leading 1 kept: MatMul, MatMulNBits and DynamicQuantizeMatMul broadcast over it)."""
+    """Each reader MatMul(X [T, .., K], W) becomes Concat over t of tower(t, X[t] [1, .., K]) (passes.per_slice:
+    MatMul, MatMulNBits and DynamicQuantizeMatMul broadcast over the leading 1)."""
     for node, _ in uses:
-        made, inits = per_slice(node, 0, towers, tag, tower, keep_rank=True)
+        made, inits = per_slice(node, 0, towers, tag, tower)
         rw.replace[id(node)] = made
         rw.add(*inits)
 
