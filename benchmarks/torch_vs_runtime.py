@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _bundles import bundle_state, has_bundle, keyed
+from _bundles import bundle_state, keyed
 from _timing import interleaved
 from weight_dominated import DEFAULTS, GATES, MODELS, ROOT, bundle_dir
 
@@ -72,9 +72,10 @@ def variants(work: Path, name: str, threads: int, settings: dict | None = None) 
         "bare ort": lambda: bare.run(outputs, full),
     }
     int8 = bundle_dir(work, name, "int8")
-    if bundle_state(int8).startswith("stale"):
-        print(f"{name}: {int8} is {bundle_state(int8)}; its int8 column stays empty (re-export it)", flush=True)
-    if has_bundle(int8):  # the same inputs through the int8 bundle of the same checkpoint
+    state = bundle_state(int8)
+    if state.startswith("stale"):
+        print(f"{name}: {int8} is {state}; its int8 column stays empty (re-export it)", flush=True)
+    if state == "current":  # the same inputs through the int8 bundle of the same checkpoint
         quantized = load(int8, **{**(settings or {}), "intra_op_threads": threads})
         fns["runtime int8"] = lambda: quantized.run(data, key=key)
     if family == "collective":
@@ -130,8 +131,9 @@ def main() -> int:
     print(header, flush=True)
     for name in args.only:
         bundle = bundle_dir(args.work, name, "fp32")
-        if not has_bundle(bundle):
-            print(f"{name}: bundle {bundle} is {bundle_state(bundle)}; run benchmarks/weight_dominated.py --stage export first", flush=True)
+        state = bundle_state(bundle)
+        if state != "current":
+            print(f"{name}: bundle {bundle} is {state}; run benchmarks/weight_dominated.py --stage export first", flush=True)
             continue
         for n in args.threads:
             torch.set_num_threads(n)

@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _bundles import bundle_state, gate_text, has_bundle  # noqa: E402
+from _bundles import bundle_state, gate_text  # noqa: E402
 from _report import MIB, load_span, uptime  # noqa: E402
 from _timing import interleaved  # noqa: E402
 from trix_wide_train import VARIANTS, checkpoint_path, train_all  # noqa: E402
@@ -209,7 +209,8 @@ def main(argv: list[str]) -> None:
     max_batch = args.max_batch or None
     if args.skip_export:
         bundles = {p: args.work / folder / p for p in PRECISIONS}
-        missing = [f"{p} ({bundle_state(path)})" for p, path in bundles.items() if not has_bundle(path)]
+        states = {p: bundle_state(path) for p, path in bundles.items()}
+        missing = [f"{p} ({state})" for p, state in states.items() if state != "current"]
         if missing:
             sys.exit(f"--skip-export: no current {args.lowering} bundle for {', '.join(missing)} in {args.work / folder}; run once without --skip-export")
     else:

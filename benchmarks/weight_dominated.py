@@ -269,9 +269,10 @@ def stage_profile(work: Path, threads: int, runs: int, models: list[str]) -> Non
         typical = MODELS[name][2]
         for variant in (*PRECISIONS, INT8_STATIC):
             bundle = bundle_dir(work, name, variant)
-            if bundle_state(bundle) not in ("current", "missing"):
-                print(f"{name} {variant}: {bundle} is {bundle_state(bundle)}; not profiled (run --stage export --reexport {variant})", flush=True)
-            elif has_bundle(bundle):
+            state = bundle_state(bundle)
+            if state.startswith("stale"):
+                print(f"{name} {variant}: {bundle} is {state}; not profiled (run --stage export --reexport {variant})", flush=True)
+            elif state == "current":
                 for batch in (1, typical):
                     total, ops = profile_ops(bundle, batch=batch, threads=threads, runs=runs if batch == 1 else max(2, runs // 10))
                     top = ", ".join(f"{op} {us / 1e3:.2f} ms ({us / total:.0%})" for op, us in ops[:6])
