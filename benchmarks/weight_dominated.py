@@ -18,8 +18,11 @@ measurement alone from the cached bundles):
   a 2048-position wide Atlas can be cut from 10 runs to 1) at 1 and 2 intra-op threads, at batch 1
   and at the family's typical batch (the spec's opt), timed runs round-robin over the three bundles;
   then the acceptance table: p50 int8/fp32 and int4/fp32 (<= 1.0 at batch 1, <= 1.25 at the
-  typical batch), resident memory after warm-up int8 <= 0.50 and int4 <= 0.35 of fp32's, weight
-  bytes, and the runtime's overhead over a bare InferenceSession.run (<= 5 % at batch 1).
+  typical batch), the model's own resident memory after warm-up (a second load in the bench worker,
+  the first released: what one more resident model costs, as the zoo counts it) int8 <= 0.50 and
+  int4 <= 0.35 of fp32's, printed beside the process's first session's (which also pays onnxruntime's
+  code pages once), weight bytes, and the runtime's overhead over a bare InferenceSession.run (<= 5 %
+  at batch 1).
 - torch: benchmarks/torch_vs_runtime.py on the same fp32 bundles (torch eager vs the runtime, batch 1).
 
 The raw reports are written to WORK/bench-[set-]<model>-<threads>t-<batch>.json; the script exits 1 when an
@@ -225,33 +228,37 @@ def stage_bench(work: Path, threads: list[int], runs1: int, runs_typical: int, m
 
 def print_acceptance(reports: dict) -> int:
     """Print the table and each gate's verdict; the number of gates that failed."""
-    print("\nacceptance (ratios to fp32 in the same gfedge bench run; RSS = VmRSS growth after load + warm-up at that batch, held between calls;"
-          "\npeak = the warm-up calls' high-water mark; private = RssAnon after warm-up, without onnxruntime's code pages):")
-    head = (f"{'model':16s} {'thr':>3s} {'batch':>5s} {'variant':12s} {'p50 ms':>9s} {'p50 x':>6s} {'gate':>5s} {'RSS MiB':>8s} {'RSS x':>6s} {'gate':>5s} "
-            f"{'peak x':>6s} {'priv x':>6s} {'weights MiB':>11s} {'w x':>6s} {'vs bare':>8s} {'load avg':>9s}")
+    print("\nacceptance (ratios to fp32 in the same gfedge bench run; model = the model's own resident memory: VmRSS growth after load +"
+          "\nwarm-up at that batch of a second load in the worker, the first released (gfedge bench's model_warm_bytes, what the zoo charges),"
+          "\ngated; first = the same for the process's first session, which also pays onnxruntime's code pages and process-wide state once;"
+          "\npeak = the first session's warm-up calls' high-water mark; private = its RssAnon after warm-up):")
+    head = (f"{'model':16s} {'thr':>3s} {'batch':>5s} {'variant':12s} {'p50 ms':>9s} {'p50 x':>6s} {'gate':>5s} {'model MiB':>9s} {'model x':>7s} {'gate':>5s} "
+            f"{'first x':>7s} {'peak x':>6s} {'priv x':>6s} {'weights MiB':>11s} {'w x':>6s} {'vs bare':>8s} {'load avg':>9s}")
     print(head)
     verdicts = []
     for (name, n, batch), report in reports.items():
         typical = batch != 1
         for s in report["subjects"]:
             t, r = s["batches"][0], s["ratios_to_first"]
-            p50x, rssx, precision = r[f"p50@{batch}"], r["rss_warm_bytes"], s["precision"]
+            p50x, modelx, precision = r[f"p50@{batch}"], r.get("model_warm_bytes"), s["precision"]
             variant = s["label"][len(name) + 1:]  # the bundle folder's suffix: fp32, int8, int4, int8-static
             p50_gate = rss_gate = ""
             if precision != "fp32":
                 limit = GATES["p50@typical" if typical else "p50@1"]
                 p50_gate = "PASS" if p50x <= limit else "FAIL"
                 verdicts.append((f"{name} {variant} p50 x{p50x:.3f} <= {limit} at batch {batch}, {n} thread(s)", p50_gate))
-                if rssx is not None:
-                    rss_gate = "PASS" if rssx <= GATES["rss"][precision] else "FAIL"
-                    verdicts.append((f"{name} {variant} RSS after warm-up x{rssx:.3f} <= {GATES['rss'][precision]} (batch {batch}, {n} thread(s))", rss_gate))
+                if modelx is not None:
+                    rss_gate = "PASS" if modelx <= GATES["rss"][precision] else "FAIL"
+                    verdicts.append((f"{name} {variant} resident memory after warm-up x{modelx:.3f} <= {GATES['rss'][precision]} (the model's own; "
+                                     f"the process's first session x{r['rss_warm_bytes']:.3f}) (batch {batch}, {n} thread(s))", rss_gate))
             if batch == 1:
                 ok = "PASS" if t["overhead"] <= GATES["overhead@1"] else "FAIL"
                 verdicts.append((f"{name} {variant} runtime over bare InferenceSession.run {t['overhead']:+.1%} <= {GATES['overhead@1']:+.0%} at batch 1, {n} thread(s)", ok))
-            peakx, privx = (r.get(k) if r.get(k) is not None else float("nan") for k in ("rss_peak_bytes", "anon_warm_bytes"))
-            print(f"{name:16s} {n:>3d} {batch:>5d} {variant:12s} {t['p50_us'] / 1e3:>9.3f} {p50x:>6.3f} {p50_gate:>5s} {s['rss_warm_bytes'] / MIB:>8.1f} "
-                  f"{rssx if rssx is not None else float('nan'):>6.3f} {rss_gate:>5s} {peakx:>6.3f} {privx:>6.3f} {s['weight_bytes'] / MIB:>11.2f} {r['weight_bytes']:>6.3f} {t['overhead']:>+8.1%} "
-                  f"{load_span(report['machine'], '-')}")
+            firstx, peakx, privx = (r.get(k) if r.get(k) is not None else float("nan") for k in ("rss_warm_bytes", "rss_peak_bytes", "anon_warm_bytes"))
+            model_mib = s["model_warm_bytes"] / MIB if s.get("model_warm_bytes") is not None else float("nan")
+            print(f"{name:16s} {n:>3d} {batch:>5d} {variant:12s} {t['p50_us'] / 1e3:>9.3f} {p50x:>6.3f} {p50_gate:>5s} {model_mib:>9.1f} "
+                  f"{modelx if modelx is not None else float('nan'):>7.3f} {rss_gate:>5s} {firstx:>7.3f} {peakx:>6.3f} {privx:>6.3f} {s['weight_bytes'] / MIB:>11.2f} "
+                  f"{r['weight_bytes']:>6.3f} {t['overhead']:>+8.1%} {load_span(report['machine'], '-')}")
     print("\nverdicts:")
     for line, ok in verdicts:
         print(f"  {ok}  {line}")

@@ -7,7 +7,10 @@ bundle checked before anything runs. Each subject loads in a fresh worker proces
 (`bench_worker.py`), so one bundle's memory never shows in another's numbers: resident memory
 (VmRSS) is read before the load, after it and after warm-up (what stays between calls), with the
 warm-up calls' high-water mark (what a call needs), the private part of each (RssAnon: without the
-shared library code pages a first session touches) and glibc's heap in use beside them. The timed runs go round-robin over the workers, a chunk at a time, so
+shared library code pages a first session touches) and glibc's heap in use beside them. Then the
+worker releases that session and loads the bundle again: the second load's growth is the model's
+own cost (`model_*`), without what a process's first session pays once (`runtime_once_bytes`).
+The timed runs go round-robin over the workers, a chunk at a time, so
 machine noise hits every subject alike; inside a chunk each `Runner.run` alternates with a bare
 `InferenceSession.run` of the same session, whose p50 is the runtime's own overhead baseline.
 Inputs are the bundle's first golden case, its leading dynamic dimension sliced or tiled to each
@@ -83,6 +86,17 @@ class BundleBench:
     heap_load_bytes: int | None  # glibc malloc in use, growth after the load (None off glibc)
     heap_warm_bytes: int | None
     batches: tuple[BatchTiming, ...]
+    # The same bundle loaded again in the same worker, the first session released and the heap trimmed: the model's own
+    # cost, without what only a process's first session pays (onnxruntime's code pages, environment, kernel registry).
+    # What one more resident model adds, as the zoo measures it; the timed runs use this session. None: not measured.
+    reload_seconds: float | None = None
+    model_load_bytes: int | None = None
+    model_warm_bytes: int | None = None
+
+    @property
+    def runtime_once_bytes(self) -> int | None:
+        """What the first session cost beyond the model's own (rss_warm - model_warm): paid once per process."""
+        return None if self.rss_warm_bytes is None or self.model_warm_bytes is None else self.rss_warm_bytes - self.model_warm_bytes
 
     def timing(self, batch: int) -> BatchTiming | None:
         return next((t for t in self.batches if t.batch == batch), None)
@@ -100,7 +114,7 @@ class BenchReport:
         out = []
         for s in self.subjects:
             row = {k: _ratio(getattr(s, k), getattr(first, k)) for k in ("weight_bytes", "load_seconds", "rss_load_bytes", "rss_warm_bytes", "rss_peak_bytes",
-                                                             "anon_load_bytes", "anon_warm_bytes")}
+                                                             "anon_load_bytes", "anon_warm_bytes", "model_load_bytes", "model_warm_bytes")}
             for t in s.batches:
                 base = first.timing(t.batch)
                 row[f"p50@{t.batch}"] = _ratio(t.p50_us, base.p50_us if base else None)
@@ -112,6 +126,7 @@ class BenchReport:
         subjects = []
         for s, ratio in zip(self.subjects, self.ratios()):
             data = dataclasses.asdict(s)
+            data["runtime_once_bytes"] = s.runtime_once_bytes
             for t, d in zip(s.batches, data["batches"]):
                 d["overhead"] = t.overhead
             subjects.append({**data, "ratios_to_first": ratio})
@@ -219,7 +234,15 @@ def _result(plan: Plan, info: dict, got: dict) -> BundleBench:
         rss_peak_bytes=_delta([info["rss"][0], info["rss_peak"]], 1),
         anon_load_bytes=_delta(info["anon"], 1), anon_warm_bytes=_delta(info["anon"], 2),
         heap_load_bytes=_delta(info["heap"], 1), heap_warm_bytes=_delta(info["heap"], 2), batches=tuple(timings),
+        **_again(info.get("again")),
     )
+
+
+def _again(again: dict | None) -> dict:
+    """The second load's fields (none where the worker did not load again)."""
+    if again is None:
+        return {}
+    return {"reload_seconds": again["load_seconds"], "model_load_bytes": _delta(again["rss"], 1), "model_warm_bytes": _delta(again["rss"], 2)}
 
 
 class _Worker:

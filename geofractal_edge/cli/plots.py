@@ -116,7 +116,7 @@ def _latency_panel(ax, subjects, ratios, colors) -> None:
 
 # (field, what it shows): the memory a bundle holds, from what the graph declares to what its calls touched at most
 _MEMORY = (("weight_bytes", "weights\nin the graph"), ("rss_load_bytes", "RSS\nafter load"), ("rss_warm_bytes", "RSS\nafter warm-up"),
-           ("anon_warm_bytes", "private\nafter warm-up"), ("rss_peak_bytes", "RSS peak\nin calls"))
+           ("anon_warm_bytes", "private\nafter warm-up"), ("model_warm_bytes", "model's own\n(loaded again)"), ("rss_peak_bytes", "RSS peak\nin calls"))
 
 
 def _memory_panel(ax, subjects, ratios, colors) -> None:

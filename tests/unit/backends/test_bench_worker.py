@@ -3,6 +3,8 @@ because VmHWM read without a reset is the load's peak, not the calls'."""
 
 from __future__ import annotations
 
+import weakref
+
 from geofractal_edge.backends import bench_worker
 from tests.conftest import check_heap_garbage_lands_mid_heap, heap_garbage
 
@@ -35,3 +37,23 @@ def test_memory_freed_before_the_load_is_not_read_as_the_load_costing_less(bundl
     del kept
     load_rss, load_anon = answer["rss"][1] - answer["rss"][0], answer["anon"][1] - answer["anon"][0]
     assert 0 < load_anon <= load_rss < 32 << 20, (load_anon, load_rss)
+
+
+def test_the_first_session_is_released_before_the_bundle_loads_again(bundle_factory, monkeypatch):
+    # The second load is read as the model's own cost: were the first session still alive, its memory could not be
+    # handed back before the reading, and nothing would show that it was not.
+    made, alive_at_second = [], []
+
+    class Recorded(bench_worker.Session):
+        def __init__(self, *args, **kwargs):
+            if made:
+                alive_at_second.append(made[0]() is not None)
+            super().__init__(*args, **kwargs)
+            made.append(weakref.ref(self))
+
+    monkeypatch.setattr(bench_worker, "Session", Recorded)
+    state = {}
+    answer = bench_worker._load({**REQUEST, "path": str(bundle_factory("fp32"))}, state)
+    assert len(made) == 2 and alive_at_second == [False]
+    assert state["session"] is made[1]()  # the timed runs use the second session
+    assert len(answer["again"]["rss"]) == 3 and answer["again"]["load_seconds"] > 0
