@@ -52,13 +52,15 @@ def collective_spec(*, input_dim: int, input_scale: float, num_classes: int, str
         dim_ranges={"batch": DimRange(min=1, opt=64, max=MAX_BATCH)},
         task_metric="accuracy",
         tolerance_overrides=TOLERANCES,
-        # int4 in blocks of 32: onnxruntime holds the block scales as float32 whatever the file stores, and
-        # blocks of 16 left the 73 MB collective at RSS x0.372 of fp32 after warm-up (batch 1), 32 at x0.346-0.349;
-        # shipped default: accuracy delta 0 and routes 1.0 at both; wide: routes 0.989 -> 0.980, delta 0.44 -> 0.22 points.
+        # int4 runs int8 activations (MatMulNBits accuracy_level 4) in blocks of 32. Measured on the 73 MB wide
+        # collective against its fp32 (benchmarks/RESULTS.md, eighth session; `gfedge bench`, 1 / 2 threads, 60 runs):
+        #   accuracy 0 (float arithmetic), blocks of 32: p50 x1.12 / x0.91 at batch 1, model memory x0.18 / x0.20;
+        #   accuracy 4, blocks of 32: p50 x0.52 / x0.56 (batch 64: x0.99 / x1.05), model memory x0.25 / x0.26;
+        #   accuracy 4, blocks of 64 / 128: p50 x0.51 / x0.47 (1 thread), model memory x0.21 / x0.22, but the
+        #   towers' 288 inputs pad to 320 / 384: weight bytes x0.151 / x0.169 against x0.147, and the test
+        #   fixture's small collective at blocks of 64 reads x0.203, over the 0.20 line.
+        # Float arithmetic at one row costs what fp32 costs; int8 activations halve it for a few MiB of prepacked
+        # data. Parity at blocks of 32: wide routes 0.984 (gate 0.97, 0.980 at accuracy 0), accuracy +0.22 points.
         int4_block_size=32,
-        # int4 keeps float arithmetic (MatMulNBits accuracy_level 0): int4 is the smallest precision, and int8
-        # activations (accuracy_level 4) cost prepacked data. Measured on the wide collective against its per-tower fp32
-        # (1 thread, batch 1; benchmarks/RESULTS.md): accuracy_level 0 p50 x0.97-1.00 of fp32, RSS after the load
-        # 26.3 MiB; 4: x0.43-0.49, 30.9 MiB (RSS after warm-up x0.388 of fp32 against the 0.35 line); 4 in blocks of
-        # 64: x0.43, 28.5 MiB. int8 (x0.44-0.56, RSS x0.41) is the fast one.
+        int4_accuracy_level=4,
     )
