@@ -57,3 +57,26 @@ def test_the_first_session_is_released_before_the_bundle_loads_again(bundle_fact
     assert len(made) == 2 and alive_at_second == [False]
     assert state["session"] is made[1]()  # the timed runs use the second session
     assert len(answer["again"]["rss"]) == 3 and answer["again"]["load_seconds"] > 0
+
+
+def test_which_run_goes_first_alternates_across_chunks_not_from_each_chunk_s_start():
+    # Chunks are 2-3 runs (60 runs over 25 rounds); restarting the alternation in each chunk made the runner every chunk's
+    # first timed call, right after the worker had been idle, and the first of more pairs than the bare run.
+    order = []
+
+    class Fake:
+        active_key = None
+
+        def run(self, data):
+            order.append("runner")
+
+    state = {"session": Fake(), "bare_run": lambda full: order.append("bare"), "feeds": {1: ({}, None)}, "bare": {1: {}}}
+    firsts = []
+    for runs in (3, 3, 2, 2):
+        order.clear()
+        answer = bench_worker._time({"batch": 1, "runs": runs}, state)
+        assert len(answer["runner_ns"]) == len(answer["bare_ns"]) == runs
+        timed = order[2:]  # after the untimed pair
+        firsts += [timed[2 * i] for i in range(runs)]
+    assert firsts.count("runner") == firsts.count("bare") == 5
+    assert [firsts[0], firsts[3], firsts[6], firsts[8]] == ["runner", "bare", "runner", "runner"]  # chunk starts: runs 0, 3, 6, 8
