@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from geofractal_edge.artifacts import open_bundle
-from geofractal_edge.backends.bench import Subject, bench, measure
+from geofractal_edge.backends.bench import Subject, _result, bench, measure, prepare
 from geofractal_edge.backends.onnxruntime.placement import batch_feeds
 from geofractal_edge.backends.inputs import leading_dim
 from geofractal_edge.backends.initializers import graph_weight_bytes
@@ -228,3 +228,13 @@ def test_the_bench_worker_runs_without_torch(bundle_factory):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {"ok": 2, "torch": False}
+
+
+def test_the_overhead_is_the_median_ratio_of_call_pairs_not_the_ratio_of_two_p50s(bundle_factory):
+    # Each runner call ran back to back with a bare one; a pair shares the machine's state, two p50s do not.
+    plan = prepare([bundle_factory("fp32")], batches=[1])[0]
+    info = {"open_seconds": 0.0, "load_seconds": 0.0, "rss": [1, 2, 3], "anon": [1, 2, 3], "heap": [1, 2, 3], "rss_peak": 4, "settings": {}}
+    runner_ns, bare_ns = [110_000, 190_000, 400_000], [100_000, 200_000, 300_000]  # pairs x1.10, x0.95, x1.33; p50s x0.95
+    timing = _result(plan, info, {1: (runner_ns, bare_ns)}).timing(1)
+    assert timing.p50_us / timing.bare_p50_us == pytest.approx(0.95)
+    assert timing.overhead == pytest.approx(0.10)
