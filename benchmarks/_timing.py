@@ -31,17 +31,20 @@ class Samples:
 def interleaved(fns: dict[str, Callable[[], object]], *, rounds: int, reps: int | dict[str, int], warmup: int,
                 rotate: bool = False) -> dict[str, Samples]:
     """Each fn called `warmup` times, then `rounds` rounds in which every fn makes `reps` back-to-back calls
-    (an int, or one count per name); a sample is the mean of one round's calls. `rotate`: the order of the
-    fns shifts by one every round, so that none always runs first or after the same neighbour."""
+    (an int, or one count per name); a sample is the mean of one round's calls. `rotate`: the rounds' orders
+    follow a Williams design (`balanced_orders`), so that every fn runs first equally often and after every
+    other fn equally often. (Shifting the order by one each round kept its cyclic order: in [torch, runtime,
+    bare] the runtime ran right after torch's cache-clearing calls, and the bare run after the runtime's, in
+    every round but one in three, which charged the cold start to the runtime's overhead.)"""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     counts = reps if isinstance(reps, dict) else dict.fromkeys(fns, reps)
     samples = {name: Samples() for name in fns}
     names = list(fns)
+    orders = balanced_orders(len(names)) if rotate else [list(range(len(names)))]
     for r in range(rounds):
-        shift = r % len(names) if rotate else 0
-        for name in names[shift:] + names[:shift]:
+        for name in (names[i] for i in orders[r % len(orders)]):
             fn, n = fns[name], counts[name]
             w0, c0 = time.perf_counter(), time.process_time()
             for _ in range(n):
@@ -49,3 +52,14 @@ def interleaved(fns: dict[str, Callable[[], object]], *, rounds: int, reps: int 
             samples[name].wall.append((time.perf_counter() - w0) / n)
             samples[name].cpu.append((time.process_time() - c0) / n)
     return samples
+
+
+def balanced_orders(n: int) -> list[list[int]]:
+    """A Williams design: n orders of range(n) (2n when n is odd) in which each index comes first equally often and
+    right after each other index equally often. First order 0, 1, n-1, 2, n-2, ...; the others add 1, 2, ... mod n."""
+    first, low, high = [0], 1, n - 1
+    while len(first) < n:
+        first.append(low if len(first) % 2 else high)
+        low, high = (low + 1, high) if len(first) % 2 == 0 else (low, high - 1)
+    orders = [[(i + r) % n for i in first] for r in range(n)]
+    return orders + [order[::-1] for order in orders] if n % 2 else orders
