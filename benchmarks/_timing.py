@@ -33,7 +33,7 @@ def interleaved(fns: dict[str, Callable[[], object]], *, rounds: int, reps: int 
     """Each fn called `warmup` times, then `rounds` rounds in which every fn makes `reps` back-to-back calls
     (an int, or one count per name); a sample is the mean of one round's calls. `rotate`: the rounds' orders
     follow a Williams design (`balanced_orders`), so that every fn runs first equally often and after every
-    other fn equally often. (Shifting the order by one each round kept its cyclic order: in [torch, runtime,
+    other fn equally often; `rounds` is then rounded up to whole cycles of the design (n or 2n orders). (Shifting the order by one each round kept its cyclic order: in [torch, runtime,
     bare] the runtime ran right after torch's cache-clearing calls, and the bare run after the runtime's, in
     every round but one in three, which charged the cold start to the runtime's overhead.)"""
     for fn in fns.values():
@@ -43,6 +43,8 @@ def interleaved(fns: dict[str, Callable[[], object]], *, rounds: int, reps: int 
     samples = {name: Samples() for name in fns}
     names = list(fns)
     orders = balanced_orders(len(names)) if rotate else [list(range(len(names)))]
+    if rotate:
+        rounds = -(-rounds // len(orders)) * len(orders)  # whole cycles: a part-cycle puts some fns first more often
     for r in range(rounds):
         for name in (names[i] for i in orders[r % len(orders)]):
             fn, n = fns[name], counts[name]

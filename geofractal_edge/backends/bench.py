@@ -58,8 +58,8 @@ class BatchTiming:
     items_per_s: float  # batch x runs / their total time
     bare_p50_us: float  # the same session through onnxruntime.InferenceSession.run, interleaved
     # The median over call pairs of Runner.run's time over the bare run's beside it. Each pair ran back to back, so the
-    # machine's drift between chunks cancels in it; the two p50s come from separate distributions and at 60 calls moved by
-    # +-4% between runs where this moved by +-1% (atlas-wide int8, benchmarks/RESULTS.md). None: the two p50s' ratio.
+    # machine's drift between chunks cancels in it; the two p50s come from separate distributions. atlas-wide int8 at 60
+    # calls, four runs: +0.1% to +3.0% this way, -0.5% to +8.7% as the p50s' ratio (benchmarks/RESULTS.md). None: the p50s' ratio.
     pair_ratio_p50: float | None = None
 
     @property
@@ -239,14 +239,12 @@ def _result(plan: Plan, info: dict, got: dict) -> BundleBench:
         rss_peak_bytes=_delta([info["rss"][0], info["rss_peak"]], 1),
         anon_load_bytes=_delta(info["anon"], 1), anon_warm_bytes=_delta(info["anon"], 2),
         heap_load_bytes=_delta(info["heap"], 1), heap_warm_bytes=_delta(info["heap"], 2), batches=tuple(timings),
-        **_again(info.get("again")),
+        **_again(info["again"]),
     )
 
 
-def _again(again: dict | None) -> dict:
-    """The second load's fields (none where the worker did not load again)."""
-    if again is None:
-        return {}
+def _again(again: dict) -> dict:
+    """The second load's fields."""
     return {"reload_seconds": again["load_seconds"], "model_load_bytes": _delta(again["rss"], 1), "model_warm_bytes": _delta(again["rss"], 2)}
 
 

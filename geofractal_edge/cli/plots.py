@@ -129,7 +129,7 @@ def _memory_panel(ax, subjects, ratios, colors) -> None:
         if i:
             ax.bar_label(bars, [_times(ratio.get(_MEMORY[j][0])) for j, _ in shown], fontsize=7, padding=1)
     ax.set_xticks(range(len(_MEMORY)), [label for _, label in _MEMORY], fontsize=8)
-    ax.set_ylabel("MiB (RSS: growth over the worker before loading)")
+    ax.set_ylabel("MiB (growth over the worker before the load;\nmodel's own: before the second load)")
 
 
 def _times(value: float | None) -> str:

@@ -36,6 +36,7 @@ def test_gfedge_bench_json_has_both_bundles_with_ratios_to_the_first(bundle_fact
         # Loaded again in the same worker: the model's own cost, without onnxruntime's code pages and process-wide state that
         # the first session faulted in (~10 MiB file-backed and ~4 MiB private here; these bundles hold a few KiB of weights).
         assert 0 < s["model_warm_bytes"] < s["model_load_bytes"] + (1 << 20) and s["reload_seconds"] > 0
+        # > 4 MiB: a floor well under what onnxruntime 1.32 on x86-64 Linux reads (~14 MiB); another build may differ.
         assert s["runtime_once_bytes"] == s["rss_warm_bytes"] - s["model_warm_bytes"] > 4 << 20
         for b in s["batches"]:
             assert b["runs"] == 5 and b["p99_us"] >= b["p50_us"] > 0 and b["items_per_s"] > 0 and b["bare_p50_us"] > 0
@@ -233,7 +234,8 @@ def test_the_bench_worker_runs_without_torch(bundle_factory):
 def test_the_overhead_is_the_median_ratio_of_call_pairs_not_the_ratio_of_two_p50s(bundle_factory):
     # Each runner call ran back to back with a bare one; a pair shares the machine's state, two p50s do not.
     plan = prepare([bundle_factory("fp32")], batches=[1])[0]
-    info = {"open_seconds": 0.0, "load_seconds": 0.0, "rss": [1, 2, 3], "anon": [1, 2, 3], "heap": [1, 2, 3], "rss_peak": 4, "settings": {}}
+    info = {"open_seconds": 0.0, "load_seconds": 0.0, "rss": [1, 2, 3], "anon": [1, 2, 3], "heap": [1, 2, 3], "rss_peak": 4, "settings": {},
+            "again": {"load_seconds": 0.0, "rss": [1, 2, 3]}}
     runner_ns, bare_ns = [110_000, 190_000, 400_000], [100_000, 200_000, 300_000]  # pairs x1.10, x0.95, x1.33; p50s x0.95
     timing = _result(plan, info, {1: (runner_ns, bare_ns)}).timing(1)
     assert timing.p50_us / timing.bare_p50_us == pytest.approx(0.95)
