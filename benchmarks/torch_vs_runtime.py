@@ -59,7 +59,8 @@ def variants(work: Path, name: str, threads: int, settings: dict | None = None) 
     bundle = bundle_dir(work, name, "fp32")
     opened = open_bundle(bundle)
     data, key = batch_feeds(opened, 1)
-    session = load(bundle, **{**(settings or {}), "intra_op_threads": threads})  # --threads wins over --set
+    options = {**(settings or {}), "intra_op_threads": threads}  # --threads wins over --set
+    session = load(bundle, **options)
     full = keyed(opened, data, key)
     args = tuple(torch.from_numpy(np.ascontiguousarray(full[t.name])) for t in exportable.spec.inputs)
     # the bare run goes through the same onnxruntime session, as gfedge bench's does: a second session
@@ -76,7 +77,7 @@ def variants(work: Path, name: str, threads: int, settings: dict | None = None) 
     if state.startswith("stale"):
         print(f"{name}: {int8} is {state}; its int8 column stays empty (re-export it)", flush=True)
     if state == "current":  # the same inputs through the int8 bundle of the same checkpoint
-        quantized = load(int8, **{**(settings or {}), "intra_op_threads": threads})
+        quantized = load(int8, **options)
         fns["runtime int8"] = lambda: quantized.run(data, key=key)
     if family == "collective":
         from geofractal_edge.models.collective.checkpoint import load_checkpoint

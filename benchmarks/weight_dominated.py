@@ -242,6 +242,7 @@ def print_acceptance(reports: dict) -> int:
             t, r = s["batches"][0], s["ratios_to_first"]
             p50x, modelx, precision = r[f"p50@{batch}"], r.get("model_warm_bytes"), s["precision"]
             variant = s["label"][len(name) + 1:]  # the bundle folder's suffix: fp32, int8, int4, int8-static
+            firstx, peakx, privx = (r.get(k) if r.get(k) is not None else float("nan") for k in ("rss_warm_bytes", "rss_peak_bytes", "anon_warm_bytes"))
             p50_gate = rss_gate = ""
             if precision != "fp32":
                 limit = GATES["p50@typical" if typical else "p50@1"]
@@ -249,12 +250,11 @@ def print_acceptance(reports: dict) -> int:
                 verdicts.append((f"{name} {variant} p50 x{p50x:.3f} <= {limit} at batch {batch}, {n} thread(s)", p50_gate))
                 rss_gate = "PASS" if modelx is not None and modelx <= GATES["rss"][precision] else "FAIL"  # unmeasured (no /proc) fails, never drops out
                 verdicts.append((f"{name} {variant} resident memory after warm-up x{modelx if modelx is not None else float('nan'):.3f} <= "
-                                 f"{GATES['rss'][precision]} (the model's own; the process's first session x{r['rss_warm_bytes'] or float('nan'):.3f}) "
+                                 f"{GATES['rss'][precision]} (the model's own; the process's first session x{firstx:.3f}) "
                                  f"(batch {batch}, {n} thread(s))", rss_gate))
             if batch == 1:
                 ok = "PASS" if t["overhead"] <= GATES["overhead@1"] else "FAIL"
                 verdicts.append((f"{name} {variant} runtime over bare InferenceSession.run {t['overhead']:+.1%} <= {GATES['overhead@1']:+.0%} at batch 1, {n} thread(s)", ok))
-            firstx, peakx, privx = (r.get(k) if r.get(k) is not None else float("nan") for k in ("rss_warm_bytes", "rss_peak_bytes", "anon_warm_bytes"))
             model_mib = s["model_warm_bytes"] / MIB if s.get("model_warm_bytes") is not None else float("nan")
             print(f"{name:16s} {n:>3d} {batch:>5d} {variant:12s} {t['p50_us'] / 1e3:>9.3f} {p50x:>6.3f} {p50_gate:>5s} {model_mib:>9.1f} "
                   f"{modelx if modelx is not None else float('nan'):>7.3f} {rss_gate:>5s} {firstx:>7.3f} {peakx:>6.3f} {privx:>6.3f} {s['weight_bytes'] / MIB:>11.2f} "

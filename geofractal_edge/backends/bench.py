@@ -57,15 +57,11 @@ class BatchTiming:
     p99_us: float
     items_per_s: float  # batch x runs / their total time
     bare_p50_us: float  # the same session through onnxruntime.InferenceSession.run, interleaved
-    # The median over call pairs of Runner.run's time over the bare run's beside it. Each pair ran back to back, so the
-    # machine's drift between chunks cancels in it; the two p50s come from separate distributions. atlas-wide int8 at 60
-    # calls, four runs: +0.1% to +3.0% this way, -0.5% to +8.7% as the p50s' ratio (benchmarks/RESULTS.md). None: the p50s' ratio.
-    pair_ratio_p50: float | None = None
-
-    @property
-    def overhead(self) -> float:
-        """Runner.run's cost over a bare run of the same session, minus 1: the median ratio of the call pairs."""
-        return (self.pair_ratio_p50 if self.pair_ratio_p50 is not None else self.p50_us / self.bare_p50_us) - 1
+    # Runner.run's cost over a bare run of the same session, minus 1: the median over call pairs of the runner's time over
+    # the bare run's beside it. Each pair ran back to back, so the machine's drift between chunks cancels in it; the two
+    # p50s come from separate distributions (atlas-wide int8 at 60 calls, four runs: +0.1% to +3.0% this way, -0.5% to
+    # +8.7% as the p50s' ratio; benchmarks/RESULTS.md).
+    overhead: float
 
 
 @dataclass(frozen=True)
@@ -92,10 +88,10 @@ class BundleBench:
     batches: tuple[BatchTiming, ...]
     # The same bundle loaded again in the same worker, the first session released and the heap trimmed: the model's own
     # cost, without what only a process's first session pays (onnxruntime's code pages, environment, kernel registry).
-    # What one more resident model adds, as the zoo measures it; the timed runs use this session. None: not measured.
-    reload_seconds: float | None = None
-    model_load_bytes: int | None = None
-    model_warm_bytes: int | None = None
+    # What one more resident model adds, as the zoo measures it; the timed runs use this session. None: no /proc to read.
+    reload_seconds: float
+    model_load_bytes: int | None
+    model_warm_bytes: int | None
 
     @property
     def runtime_once_bytes(self) -> int | None:
@@ -131,8 +127,6 @@ class BenchReport:
         for s, ratio in zip(self.subjects, self.ratios()):
             data = dataclasses.asdict(s)
             data["runtime_once_bytes"] = s.runtime_once_bytes
-            for t, d in zip(s.batches, data["batches"]):
-                d["overhead"] = t.overhead
             subjects.append({**data, "ratios_to_first": ratio})
         return {"runs": self.runs, "machine": self.machine, "subjects": subjects}
 
@@ -230,7 +224,7 @@ def _result(plan: Plan, info: dict, got: dict) -> BundleBench:
         runner, bare = (np.asarray(v, dtype=np.float64) / 1e3 for v in got[b])
         timings.append(BatchTiming(batch=b, runs=len(runner), p50_us=float(np.percentile(runner, 50)), p99_us=float(np.percentile(runner, 99)),
                                    items_per_s=b * len(runner) / (runner.sum() / 1e6), bare_p50_us=float(np.percentile(bare, 50)),
-                                   pair_ratio_p50=float(np.median(runner / bare))))
+                                   overhead=float(np.median(runner / bare)) - 1))
     manifest = plan.bundle.manifest
     return BundleBench(
         label=plan.label, path=str(plan.bundle.path), family=manifest.family, precision=manifest.precision, target=manifest.target.name,

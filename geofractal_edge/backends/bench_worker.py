@@ -67,9 +67,7 @@ def _load(request: dict, state: dict) -> dict:
 
 def _load_once(bundle, feeds: dict, request: dict) -> dict:
     """Trim, read; load the Session, read; warm up every batch, read; with the warm-up calls' high-water mark.
-
-    `load_seconds` times the Session alone (providers, keys, the onnxruntime session); before 7a6277c it also
-    counted making the feeds, the trim and the first reading."""
+    `load_seconds` times the Session alone (providers, keys, the onnxruntime session)."""
     rss, anon, heap = [], [], []
 
     def read() -> None:  # VmRSS and RssAnon from one read of /proc/self/status, glibc's heap beside them

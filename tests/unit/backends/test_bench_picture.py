@@ -18,8 +18,9 @@ def _subject(label: str, scale: float, *, batches=(1, 16), anon=True) -> BundleB
         open_seconds=0.01, load_seconds=0.1, rss_before_bytes=100 * MIB, rss_load_bytes=int(70 * MIB * scale), rss_warm_bytes=int(72 * MIB * scale),
         rss_peak_bytes=int(90 * MIB * scale), anon_load_bytes=int(66 * MIB * scale) if anon else None, anon_warm_bytes=int(67 * MIB * scale) if anon else None,
         heap_load_bytes=None, heap_warm_bytes=None,
-        batches=tuple(BatchTiming(batch=b, runs=5, p50_us=100.0 * b * scale, p99_us=130.0 * b * scale, items_per_s=1e4 / scale, bare_p50_us=99.0 * b * scale)
-                      for b in batches),
+        batches=tuple(BatchTiming(batch=b, runs=5, p50_us=100.0 * b * scale, p99_us=130.0 * b * scale, items_per_s=1e4 / scale, bare_p50_us=99.0 * b * scale,
+                                  overhead=0.01) for b in batches),
+        reload_seconds=0.05, model_load_bytes=int(58 * MIB * scale), model_warm_bytes=int(60 * MIB * scale),
     )
 
 
