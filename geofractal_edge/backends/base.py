@@ -3,7 +3,8 @@
 A runner is one bundle loaded and ready to run (Polygraphy's BaseRunner, with loading done at
 construction). `run(inputs, *, key=None)` checks the inputs against the manifest, binds the active
 key and calls the backend's `_execute(feeds) -> outputs`; switching keys only changes which vector
-is bound, nothing is rebuilt or reloaded. Inputs already `Checked` by a checker of the same
+is bound, nothing is rebuilt or reloaded, and naming the key bound already (a server passes one with
+every request) looks nothing up: the bound vector stays, whatever the cache has done since. Inputs already `Checked` by a checker of the same
 declarations (`InputChecker.checked`: the zoo checks a request before it loads the model) are not
 checked again, so every call is checked exactly once, by whoever checks first. `placement` says
 where the graph runs, `cache_key` names the compiled artifact the backend reuses (None where there
@@ -77,7 +78,9 @@ class Runner(abc.ABC):
         if self._closed:
             raise GfedgeError(f"this runner of {self.bundle.path.name} is closed", "load the bundle again")
         if key is not None:
-            self.use_key(key)
+            active = self._active
+            if active is None or (key is not active and key != active.name):  # the bound key again (a server's every request): no lookup
+                self.use_key(key)
         feeds = dict(inputs)  # ours: the key is added to it, the caller's mapping is left alone
         key_input = self._key_input
         if key_input is not None and key_input in feeds:

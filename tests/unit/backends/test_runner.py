@@ -29,3 +29,17 @@ def test_a_backend_must_say_where_it_runs():
 
     with pytest.raises(TypeError, match="placement"):
         NoPlacement(None)
+
+
+def test_naming_the_bound_key_again_looks_nothing_up_and_another_key_still_switches(bundle_factory):
+    x = {"x": np.linspace(0, 1, 5, dtype=np.float32)}
+    with load(bundle_factory("fp32")) as runner:
+        first, second = runner.keys.names()[:2]
+        a = runner.run(x, key=first)["logits"]
+        lookups = runner.keys.hits + runner.keys.misses
+        assert np.array_equal(runner.run(x, key=first)["logits"], a)  # a server's every request names its key
+        assert runner.keys.hits + runner.keys.misses == lookups
+        b = runner.run(x, key=second)["logits"]
+        assert runner.active_key == second and not np.array_equal(a, b)
+        assert np.array_equal(runner.run(x, key=runner.keys.get(first))["logits"], a)  # a Key object binds itself
+        assert runner.active_key == first
