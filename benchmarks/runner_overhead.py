@@ -9,10 +9,11 @@ runner's own microseconds show most. For each bundle, one session (the bundle's 
 
 - keyed:    `session.run(data, key=NAME)`, naming the key every call (what a server does per request);
 - bound:    `session.run(data)`, the key bound once before;
-- C run:    onnxruntime's C session (`InferenceSession._sess.run`), what the runner calls after its checks;
-- bare:     onnxruntime's public `InferenceSession.run` with the key vector in the feeds (gfedge bench's baseline);
-- check:    the input check alone, right after a bare run (how a runner meets it: caches cold from the run),
-            minus a bare run: its cost between runs.
+- C run:    what the runner calls after its checks (`Session._run`: onnxruntime's C session, `loader.direct_run`);
+- bare:     `Session.bare_runner()`, onnxruntime's public `InferenceSession.run` with the key vector in the feeds
+            (gfedge bench's baseline);
+- run+check: a bare run, then the input check (how a runner meets it: caches cold from the run); printed
+            minus a bare run, as "check us": the check's cost between runs.
 
 Each round times every way for `--calls` calls in a Williams-design order (`_timing.interleaved`);
 figures are medians over rounds of the per-call mean, in microseconds, with each way's ratio to bare.
@@ -43,18 +44,15 @@ def ways(bundle: Path, threads: int) -> dict:
     if key is not None:
         session.use_key(key)
     full = keyed(opened, data, key)
-    public, outputs, check = session._session, opened.manifest.graph.output_names, session._check_inputs
-    c_run = public._sess.run
-
-    def bare():
-        return public.run(outputs, full)
+    bare, direct, check = session.bare_runner(), session._run, session._check_inputs
+    outputs = opened.manifest.graph.output_names
 
     def check_after_run():
-        public.run(outputs, full)
+        bare(full)
         check(data)
 
     return {"keyed": lambda: session.run(data, key=key), "bound": lambda: session.run(data),
-            "C run": lambda: c_run(outputs, full, None), "bare": bare, "run+check": check_after_run}
+            "C run": lambda: direct(outputs, full), "bare": lambda: bare(full), "run+check": check_after_run}
 
 
 def main() -> int:

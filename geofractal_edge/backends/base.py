@@ -3,10 +3,11 @@
 A runner is one bundle loaded and ready to run (Polygraphy's BaseRunner, with loading done at
 construction). `run(inputs, *, key=None)` checks the inputs against the manifest, binds the active
 key and calls the backend's `_execute(feeds) -> outputs`; switching keys only changes which vector
-is bound, nothing is rebuilt or reloaded, and naming the key bound already (a server passes one with
-every request) looks nothing up: the bound vector stays, whatever the cache has done since. Inputs already `Checked` by a checker of the same
-declarations (`InputChecker.checked`: the zoo checks a request before it loads the model) are not
-checked again, so every call is checked exactly once, by whoever checks first. `placement` says
+is bound, nothing is rebuilt or reloaded, and binding the key bound already (a server names one with
+every request) looks nothing up: the bound vector stays, whatever the cache has done since. Inputs
+already `Checked` by a checker of the same declarations (`InputChecker.checked`: the zoo checks a
+request before it loads the model) are not checked again, so every call is checked exactly once, by
+whoever checks first. `placement` says
 where the graph runs, `cache_key` names the compiled artifact the backend reuses (None where there
 is none), and `close()` frees what the backend holds, also on leaving a `with` block.
 """
@@ -71,6 +72,9 @@ class Runner(abc.ABC):
         """Bind a key by name (bundle or key folders) or a Key already read and checked."""
         if self._key_input is None:
             raise InputError("this model takes no key", "drop --key")
+        active = self._active
+        if active is not None and (key is active or key == active.name):  # bound already (a server's every request): no lookup
+            return
         self._active = key if isinstance(key, Key) else self.keys.get(key)
 
     def run(self, inputs: Mapping[str, np.ndarray], *, key: str | Key | None = None) -> dict[str, np.ndarray]:
@@ -78,9 +82,7 @@ class Runner(abc.ABC):
         if self._closed:
             raise GfedgeError(f"this runner of {self.bundle.path.name} is closed", "load the bundle again")
         if key is not None:
-            active = self._active
-            if active is None or (key is not active and key != active.name):  # the bound key again (a server's every request): no lookup
-                self.use_key(key)
+            self.use_key(key)
         feeds = dict(inputs)  # ours: the key is added to it, the caller's mapping is left alone
         key_input = self._key_input
         if key_input is not None and key_input in feeds:
