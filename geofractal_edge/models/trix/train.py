@@ -96,6 +96,15 @@ def temperature_at(config: TrixConfig, step: int, steps: int) -> float:
     return config.temperature_start * (config.temperature_end / config.temperature_start) ** frac
 
 
+WARM_UP = 0.1  # the share of the steps over which the learning rate rises to config.lr
+
+
+def warm_up_share(steps: int) -> float:
+    """WARM_UP, or 0 where the warm-up would span exactly one step: torch's OneCycleLR then divides by zero (a phase
+    from step 0 to step 0), which `gfedge train trix --steps 10` hit. Other step counts keep their schedule."""
+    return 0.0 if float(WARM_UP * max(steps, 1)) - 1 == 0 else WARM_UP
+
+
 def _fit(model: TrixLM, ids: torch.Tensor, *, steps: int, generator: torch.Generator, progress: Progress | None) -> float:
     """The training loop; returns the last batch's cross-entropy (nats)."""
     config = model.config
@@ -103,7 +112,8 @@ def _fit(model: TrixLM, ids: torch.Tensor, *, steps: int, generator: torch.Gener
     model.set_route_margin(config.route_margin if config.route_margin_weight > 0 else 0.0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.98))
     schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, total_steps=max(steps, 1), pct_start=0.1, anneal_strategy="cos", div_factor=10.0, final_div_factor=20.0
+        optimizer, max_lr=config.lr, total_steps=max(steps, 1), pct_start=warm_up_share(steps), anneal_strategy="cos", div_factor=10.0,
+        final_div_factor=20.0
     )
     loss_value = math.nan
     for step in range(steps):

@@ -299,3 +299,14 @@ def test_route_margin_hinge_pushes_token_representations_away_from_ties() -> Non
     ffn.margin_loss.backward()
     assert x.grad is not None and x.grad.abs().sum() > 0  # the hinge moves the inputs (upstream layers)
     assert up_before is None and ffn.up.grad is None  # signatures are read from the weights: no gradient through them
+
+
+def test_ten_training_steps_train_instead_of_dividing_by_zero() -> None:
+    """10 steps made OneCycleLR's warm-up exactly one step long, a 0/0 in torch (`gfedge train trix --steps 10`)."""
+    from geofractal_edge.models.trix.data import corpus
+    from geofractal_edge.models.trix.train import WARM_UP, train_lm, warm_up_share
+
+    assert warm_up_share(10) == 0.0 and warm_up_share(11) == WARM_UP == warm_up_share(1500)
+    text = corpus()[:6000]
+    _, report = train_lm(TrixConfig.tiny("".join(sorted(set(text)))), steps=10, seed=0, text=text)
+    assert np.isfinite(report["final_loss"])
