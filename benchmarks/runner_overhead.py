@@ -9,7 +9,7 @@ runner's own microseconds show most. For each bundle, one session (the bundle's 
 
 - keyed:    `session.run(data, key=NAME)`, naming the key every call (what a server does per request);
 - bound:    `session.run(data)`, the key bound once before;
-- C run:    what the runner calls after its checks (`Session._run`: onnxruntime's C session, `loader.direct_run`);
+- C run:    what the runner calls after its checks (`Session.direct_runner`: onnxruntime's C session, `loader.direct_run`);
 - bare:     `Session.bare_runner()`, onnxruntime's public `InferenceSession.run` with the key vector in the feeds
             (gfedge bench's baseline);
 - run+check: a bare run, then the input check (how a runner meets it: caches cold from the run); printed
@@ -44,7 +44,7 @@ def ways(bundle: Path, threads: int) -> dict:
     if key is not None:
         session.use_key(key)
     full = keyed(opened, data, key)
-    bare, direct, check = session.bare_runner(), session._run, session._check_inputs
+    bare, direct, check = session.bare_runner(), session.direct_runner(full), session._check_inputs
     outputs = opened.manifest.graph.output_names
 
     def check_after_run():

@@ -13,6 +13,7 @@ from geofractal_edge.artifacts import Manifest, atomic, open_bundle, seal
 from geofractal_edge.errors import GfedgeError
 from geofractal_edge.export.passes import check_full
 from geofractal_edge.export.quantize import QuantConfig, QuantContext, default_config, quantize
+from geofractal_edge.export import small_calls as small_call_choice
 from geofractal_edge.export.ternary import lower_ternary
 from geofractal_edge.export.trace import trace
 from geofractal_edge.export.validate import check_shapes
@@ -32,14 +33,18 @@ class ExportResult:
 def export_bundle(
     *, family: str, target: str, out: Path, precision: str | None = None, model: Path | None = None,
     overwrite: bool = False, progress: Progress | None = None, exportable=None, config: QuantConfig | None = None,
-    golden: int | None = None, calibration: Path | None = None,
+    golden: int | None = None, calibration: Path | None = None, small_calls: str = "measure",
 ) -> ExportResult:
     """Export one bundle for one target and precision; parity is measured and recorded in it.
 
     `config`: a quantization scheme with its settings; default: the precision's default scheme.
     `golden`: keep only the first N golden cases in the bundle (parity is measured on those).
     `calibration`: a file the family reads for its golden cases and calibration instead of its own (TriX: a text).
+    `small_calls`: where the target asks for a small-call session (`small_call_threads`): `measure` keeps it only where
+    this host runs small calls faster on it, `on` / `off` decide without measuring (export/small_calls.py).
     """
+    if small_calls not in small_call_choice.MODES:
+        raise GfedgeError(f"--small-calls {small_calls!r} is not a mode", f"use one of {', '.join(small_call_choice.MODES)}")
     if golden is not None and golden < 1:
         raise GfedgeError(f"--golden {golden} would leave no case to verify", "keep at least 1 golden case")
     def step(phase: str, done: int, total: int) -> None:
@@ -59,7 +64,7 @@ def export_bundle(
     with atomic.locked(Path(out)):  # a second export to the same --out is refused before any work
         atomic.check_free(Path(out), overwrite=overwrite)
         return _export_locked(family=family, profile=profile, config=config, out=Path(out), model=model, overwrite=overwrite,
-                              progress=progress, exportable=exportable, step=step, golden=golden, loader=loader)
+                              progress=progress, exportable=exportable, step=step, golden=golden, loader=loader, small_calls=small_calls)
 
 
 def _check_calibration(family: str, path: Path, exportable) -> Path:
@@ -74,7 +79,8 @@ def _check_calibration(family: str, path: Path, exportable) -> Path:
     return path
 
 
-def _export_locked(*, family, profile, config, out: Path, model, overwrite: bool, progress, exportable, step, golden, loader) -> ExportResult:
+def _export_locked(*, family, profile, config, out: Path, model, overwrite: bool, progress, exportable, step, golden, loader,
+                   small_calls: str) -> ExportResult:
     exportable = exportable or family_module(family).load_exportable(model, progress=progress, target=profile, **loader)
     config = config.for_spec(exportable.spec)  # settings left to the family, recorded as resolved
     dialect = profile.weight_dialect
@@ -92,10 +98,33 @@ def _export_locked(*, family, profile, config, out: Path, model, overwrite: bool
     step("write", 2, 5)
     with atomic.directory(out, overwrite=overwrite, lock=False) as staging:
         data = write_files(staging, exportable, graph, profile=profile, config=config, golden_cases=golden)
-        seal(staging, data)
-        step("verify", 3, 5)
+        data = _small_calls(staging, data, profile.runtime, small_calls, step)
+        step("verify", 4, 5)
         report = verify_bundle(open_bundle(staging))
         data["parity"] = report.to_dict()
         manifest = seal(staging, data)
     step("done", 5, 5)
     return ExportResult(path=Path(out), manifest=manifest, parity=report)
+
+
+def _small_calls(staging: Path, data: dict, settings, mode: str, step) -> dict:
+    """The staged bundle sealed with its small-call record, where the target asks for a small-call session: decided from
+    model.onnx alone where it can be (off, too large: one seal), else from the sealed bundle (on, measure: sealed again)."""
+    if not settings.small_call_threads:
+        seal(staging, data)
+        return data
+    record = small_call_choice.refused(staging / data["graph"]["file"], settings, mode)
+    if record is None:
+        seal(staging, data)
+        step("small calls", 3, 5)
+        record = small_call_choice.decided(open_bundle(staging), mode)
+    data = _with_small_calls(data, record)
+    seal(staging, data)
+    return data
+
+
+def _with_small_calls(data: dict, record) -> dict:
+    """The manifest data with export's small-call record, and the setting off unless the record keeps it."""
+    runtime = data["target"]["runtime"]
+    threads = runtime["small_call_threads"] if record.kept else 0
+    return {**data, "target": {**data["target"], "runtime": {**runtime, "small_call_threads": threads}}, "small_calls": dataclasses.asdict(record)}

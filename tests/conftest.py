@@ -48,7 +48,7 @@ def _export_once(tmp_path_factory, family: str, model: Path, folder: str):
     def make(precision: str = "fp32", target: str = "host-cpu") -> Path:
         if (target, precision) not in made:
             out = tmp_path_factory.mktemp(folder) / f"{target}-{precision}"
-            export_bundle(family=family, target=target, precision=precision, model=model, out=out)
+            export_bundle(family=family, target=target, precision=precision, model=model, out=out, small_calls="off")
             made[(target, precision)] = out
         return made[(target, precision)]
 
@@ -131,7 +131,7 @@ def trix_bundle_factory(trix_checkpoint, tmp_path_factory):
         if (lowering, precision) not in made:
             exportable = exportable_from_model(load_checkpoint(trix_checkpoint), name="trix-test", source={}, lowering=lowering)
             out = tmp_path_factory.mktemp("trix-bundles") / f"{lowering}-{precision}"
-            export_bundle(family="trix", target="host-cpu", precision=precision, out=out, exportable=exportable)
+            export_bundle(family="trix", target="host-cpu", precision=precision, out=out, exportable=exportable, small_calls="off")
             made[(lowering, precision)] = out
         return made[(lowering, precision)]
 

@@ -37,6 +37,7 @@ FIELDS = {
     "Manifest.tensorrt": "TensorRT builder settings (TensorRT targets only)",
     "Manifest.parity": "the parity report measured at export",
     "Manifest.tokenizer": "encoders: the tokenizer that turns text into the graph's token inputs, torch-free",
+    "Manifest.small_calls": "host CPU targets: the measurement behind `target.runtime.small_call_threads` (small calls on fewer threads)",
     "TokenizerInfo.file": "the `tokenizers` library's JSON, relative to the bundle",
     "TokenizerInfo.kind": "always `tokenizers-json`",
     "TokenizerInfo.max_length": "texts are truncated to this many tokens",
@@ -121,13 +122,19 @@ FIELDS = {
     "ParityCheck.limit": "tolerance",
     "ParityCheck.kind": "`min`: value >= limit; `max`: value <= limit",
     "ParityCheck.passed": "the verdict",
+    "SmallCalls.threads": "intra-op threads of the small-call session measured",
+    "SmallCalls.batch": "calls at or below this batch",
+    "SmallCalls.session_us": "median microseconds per such call on the bundle's one session (export host)",
+    "SmallCalls.small_us": "the same on the small-call session, interleaved",
+    "SmallCalls.kept": "whether `target.runtime.small_call_threads` keeps the small-call session",
+    "SmallCalls.why": "the reason, in words",
     "FileEntry.sha256": "64 lowercase hex digits",
     "FileEntry.bytes": "size in bytes",
 }
 
 CLASSES = (m.Manifest, m.ModelInfo, m.Graph, m.TensorDecl, m.DimRange, m.Keys, m.Golden, m.Task, m.EncoderLink,
            m.TokenizerInfo, m.TernaryPacks, m.TernaryTensor, m.TensorRTSettings, m.ShapeRange, m.Dla, m.EngineRecord,
-           m.ParityRecord, m.ParityCheck, m.FileEntry)
+           m.ParityRecord, m.ParityCheck, m.SmallCalls, m.FileEntry)
 
 HEAD = f"""# The gfedge bundle format (version {m.FORMAT_VERSION})
 

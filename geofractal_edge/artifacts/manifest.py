@@ -25,10 +25,11 @@ from geofractal_edge.errors import BundleError
 from geofractal_edge.targets import TargetProfile
 
 FORMAT = "gfedge-bundle"
-FORMAT_VERSION = 5  # 2: `weight_dialect`; model.onnx self-contained (TriX tiles packed inside it). 3: target.runtime
+FORMAT_VERSION = 6  # 2: `weight_dialect`; model.onnx self-contained (TriX tiles packed inside it). 3: target.runtime
 # writes `arena_shrinkage` and `mmap_threshold_kib` (always: the whole RuntimeSettings), which a version-2 reader refuses as unknown fields.
 # 4: target.runtime writes `lut_gemm` (a version-3 reader would refuse it, and would run a LUT-parity bundle without the kernel)
 # 5: target.runtime writes `shrink_above_batch` and `stop_spinning_after_call` (a version-4 reader would refuse them as unknown fields)
+# 6: target.runtime writes `small_call_threads` and `small_call_batch` (a version-5 reader would refuse them as unknown fields)
 OLDEST_READABLE = 1
 MANIFEST = "manifest.json"
 MANIFEST_HASH = "manifest.json.sha256"
@@ -241,6 +242,18 @@ class EngineRecord:
 
 
 @dataclass(frozen=True)
+class SmallCalls:
+    """Export's measurement behind `target.runtime.small_call_threads` (export/small_calls.py), on the export host."""
+
+    threads: int  # the small-call session's intra-op threads, as measured
+    batch: int  # calls at or below this batch
+    session_us: float | None  # median per-call time of such calls on the bundle's one session; None: not measured
+    small_us: float | None  # the same calls on a small-call session, interleaved
+    kept: bool  # whether target.runtime.small_call_threads keeps it
+    why: str  # the reason in words
+
+
+@dataclass(frozen=True)
 class TensorRTSettings:
     """Builder settings a device needs to build its engine from the bundle's ONNX."""
 
@@ -317,6 +330,7 @@ class Manifest:
     tensorrt: TensorRTSettings | None = None
     parity: ParityRecord | None = None
     tokenizer: TokenizerInfo | None = None
+    small_calls: SmallCalls | None = None
 
     def __post_init__(self) -> None:
         for i, rel in enumerate(self.files):
@@ -442,8 +456,14 @@ def _v4_to_v5(data: dict) -> dict:
     return data
 
 
+def _v5_to_v6(data: dict) -> dict:
+    """Format 5's runtime settings lack `small_call_threads` and `small_call_batch`: they take their defaults (off: every
+    call on one session), how a format-5 bundle ran."""
+    return data
+
+
 # version -> function turning a manifest of that version into the next one.
-_UPGRADES: dict[int, Any] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}
+_UPGRADES: dict[int, Any] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6}
 
 
 def _upgrade(data: dict, version: int) -> dict:

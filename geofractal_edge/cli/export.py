@@ -20,6 +20,7 @@ def export(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle (only once the new one is complete)."),
     golden: int | None = typer.Option(None, "--golden", help="Keep only the first N golden cases (smaller bundle; parity and `gfedge verify` use those)."),
     calibration: Path | None = typer.Option(None, "--calibration", help="TriX: a UTF-8 text for the golden cases and int8 calibration instead of the held-out text the checkpoint recorded (every character must be in the model's vocabulary)."),
+    small_calls: str = typer.Option("measure", "--small-calls", help="Where the target runs small calls on fewer threads (host-cpu: batch 1 on 1 thread): measure keeps that only where this host runs them faster; on / off decide without measuring (a CPU device other than this host)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
     format: str = typer.Option("onnx", "--format", help="onnx: a gfedge bundle at --out. triton: a Triton model repository at --out, its bundle beside it as OUT.bundle."),
     ensemble: Path | None = typer.Option(None, "--ensemble", help="With --format triton: the encoder bundle a text collective runs behind; the repository also gets the encoder and an ensemble taking its inputs."),
@@ -45,7 +46,7 @@ def export(
     bundle_out = out if format == "onnx" else out.with_name(out.name + ".bundle")
     with progress_bar(enabled=not as_json) as progress:
         result = export_bundle(family=family, target=target, out=bundle_out, precision=precision, model=model, overwrite=overwrite, progress=progress, config=config, golden=golden,
-                               calibration=calibration)
+                               calibration=calibration, small_calls=small_calls)
     report = result.parity
     summary = {
         "bundle": str(result.path),

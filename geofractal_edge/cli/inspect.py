@@ -40,6 +40,9 @@ def inspect(
     settings = {k: v for k, v in scheme.items() if k not in ("scheme", "precision", "version")}
     console.print(f"quantization: {scheme.get('scheme', '-')} {_pairs(settings)} ({data['weight_dialect']} dialect)")
     console.print(f"runtime settings: {_pairs(data['target']['runtime'])}")
+    small = data.get("small_calls")
+    if small:
+        console.print(f"small calls: {'kept' if small['kept'] else 'not kept'}: {small['why']}")
     parity = data.get("parity")
     if parity:
         console.print(f"parity at export: {'PASSED' if parity['passed'] else 'FAILED'} on {', '.join(parity['providers_used'])}")

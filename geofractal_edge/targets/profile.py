@@ -74,9 +74,19 @@ class RuntimeSettings:
     # multiple of 128 and K and the block of 32; elsewhere it runs the exact kernel. Parity measures the export host's
     # choice: a device that has the kernel where the export host had none runs arithmetic parity did not see.
     lut_gemm: bool = False
+    # Calls whose batch (as shrink_above_batch counts it) is at most `small_call_batch` run through a second onnxruntime
+    # session of the same graph with this many intra-op threads (0: off, every call on one session). Without spinning, a
+    # parallel section wakes a sleeping worker, which costs more than a small graph's operators: the shipped Atlas and
+    # collective defaults at batch 1 ran x1.42-1.47 slower on 2 threads than on 1, and x0.53-0.66 faster at their typical
+    # batch (benchmarks/RESULTS.md, "Issue 11, tenth session"). Export keeps it per bundle only where it measured the small
+    # calls faster (export/small_calls.py); the second session holds a second copy of the weights, so only small graphs.
+    # A small call never shrinks (shrink_above_batch), even where small_call_batch is above it.
+    small_call_threads: int = 0
+    small_call_batch: int = 1
 
     def __post_init__(self) -> None:
-        for name, zero in (("intra_op_threads", "onnxruntime's choice"), ("inter_op_threads", "onnxruntime's choice"), ("shrink_above_batch", "off")):
+        for name, zero in (("intra_op_threads", "onnxruntime's choice"), ("inter_op_threads", "onnxruntime's choice"), ("shrink_above_batch", "off"),
+                           ("small_call_threads", "off"), ("small_call_batch", "off")):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise GfedgeError(f"runtime setting {name} is {value!r}", f"use a whole number >= 0 (0: {zero})")

@@ -35,7 +35,10 @@ def test_gfedge_bench_json_has_both_bundles_with_ratios_to_the_first(bundle_fact
         assert 0 < s["anon_warm_bytes"] <= s["rss_warm_bytes"] + (1 << 20)  # the private part (page noise aside)
         # Loaded again in the same worker: the model's own cost, without onnxruntime's code pages and process-wide state that
         # the first session faulted in (~10 MiB file-backed and ~4 MiB private here; these bundles hold a few KiB of weights).
-        assert 0 < s["model_warm_bytes"] < s["model_load_bytes"] + (1 << 20) and s["reload_seconds"] > 0
+        # With glibc's huge-page malloc (asked for in this run, as the gfedge command does) RSS moves in 2 MiB pages, so a model of
+        # a few KiB can read up to one such page either side of its cost (-1.7 MiB once, in a full `make test`).
+        huge = 2 << 20
+        assert -huge < s["model_warm_bytes"] < s["model_load_bytes"] + huge and s["reload_seconds"] > 0
         # > 4 MiB: a floor well under what onnxruntime 1.32 on x86-64 Linux reads (~14 MiB); another build may differ.
         assert s["runtime_once_bytes"] == s["rss_warm_bytes"] - s["model_warm_bytes"] > 4 << 20
         for b in s["batches"]:

@@ -185,9 +185,34 @@ def shrinks_above(graph, settings: RuntimeSettings) -> tuple[str, int] | None:
     dynamic leading dimension: a graph whose first input has a fixed leading size has no large calls to tell apart)."""
     if not settings.shrink_above_batch or settings.arena_shrinkage:
         return None
-    if leading_dim(graph)[0] is None:
+    name = batch_input(graph)
+    return None if name is None else (name, settings.shrink_above_batch)
+
+
+def batch_input(graph) -> str | None:
+    """The input whose first axis is the batch that `shrink_above_batch` and `small_call_batch` count (the first data
+    input, as `gfedge bench --batch`), or None where the graph has no dynamic leading dimension to count by."""
+    return None if leading_dim(graph)[0] is None else graph.data_inputs[0].name
+
+
+def small_calls(graph, settings: RuntimeSettings, providers: tuple[str, ...] = ("CPUExecutionProvider",)) -> tuple[str, int] | None:
+    """(input name, batch): calls whose input of that name is at most `batch` long on its first axis run through a
+    second session of `small_call_threads` intra-op threads; None where every call runs on one session (the setting
+    off, not fewer threads than the session's (its 0, onnxruntime's choice, read as the CPUs this process may use), a
+    GPU provider first in `providers` (the session's chosen ones), where intra-op threads are not what runs the graph,
+    or no dynamic leading dimension to tell small calls by)."""
+    threads = settings.small_call_threads
+    if not threads or threads >= (settings.intra_op_threads or usable_cpus()) or not settings.small_call_batch:
         return None
-    return graph.data_inputs[0].name, settings.shrink_above_batch
+    if not providers or providers[0] != "CPUExecutionProvider":
+        return None
+    name = batch_input(graph)
+    return None if name is None else (name, settings.small_call_batch)
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def direct_run(session, options=None):

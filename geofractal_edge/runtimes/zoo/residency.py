@@ -134,9 +134,11 @@ class Residency:
         # 0.4-1.1 MiB with an arena per session), memory the zoo would charge to no model. The arena is not
         # shrunk after calls either (after none: arena_shrinkage, nor after large ones: shrink_above_batch): a model's
         # measured cost includes its activations, which a shrinking arena would give back and take again, uncounted by the budget.
+        # No second session for small calls (small_call_threads): it would hold a second copy of the weights, and its
+        # activations would come after the warm-up runs below measured the cost.
         # The entry's input checker (requests are checked with it before the load) is the session's too: one per model.
         session = Session(bundle, providers=self.providers, key_capacity=self.key_capacity, checker=entry.checker,
-                          shared_arena=False, arena_shrinkage=False, shrink_above_batch=0)
+                          shared_arena=False, arena_shrinkage=False, shrink_above_batch=0, small_call_threads=0)
         for folder in self.keyring.folders:
             session.keys.add_folder(folder)
         for name in bundle.key_names()[: self.key_capacity]:

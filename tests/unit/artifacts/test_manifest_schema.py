@@ -113,7 +113,7 @@ def test_a_format_2_manifest_runs_with_the_runtime_settings_it_had(bundle_copy):
         d["format_version"] = 2
         runtime = d["target"]["runtime"]
         del runtime["arena_shrinkage"], runtime["mmap_threshold_kib"], runtime["lut_gemm"], runtime["shrink_above_batch"]
-        del runtime["stop_spinning_after_call"]
+        del runtime["stop_spinning_after_call"], runtime["small_call_threads"], runtime["small_call_batch"]
 
     _rewrite(bundle_copy, as_format_2)
     runtime = open_bundle(bundle_copy).manifest.target.runtime
@@ -126,6 +126,7 @@ def test_a_format_3_manifest_runs_without_the_lookup_table_kernel(bundle_copy):
     def as_format_3(d):
         d["format_version"] = 3
         del d["target"]["runtime"]["lut_gemm"], d["target"]["runtime"]["shrink_above_batch"], d["target"]["runtime"]["stop_spinning_after_call"]
+        del d["target"]["runtime"]["small_call_threads"], d["target"]["runtime"]["small_call_batch"]
 
     _rewrite(bundle_copy, as_format_3)
     assert open_bundle(bundle_copy).manifest.target.runtime.lut_gemm is False
@@ -138,10 +139,24 @@ def test_a_format_4_manifest_hands_activations_back_as_it_did(bundle_copy):
         d["format_version"] = 4
         d["target"]["runtime"]["arena_shrinkage"] = True
         del d["target"]["runtime"]["shrink_above_batch"], d["target"]["runtime"]["stop_spinning_after_call"]
+        del d["target"]["runtime"]["small_call_threads"], d["target"]["runtime"]["small_call_batch"]
 
     _rewrite(bundle_copy, as_format_4)
     runtime = open_bundle(bundle_copy).manifest.target.runtime
     assert runtime.shrink_above_batch == 0 and runtime.arena_shrinkage is True and runtime.stop_spinning_after_call is False
+
+
+def test_a_format_5_manifest_runs_every_call_on_one_session(bundle_copy):
+    """Format 5 had no small_call_threads: it reads as off (one session for every call, as such a bundle ran)."""
+
+    def as_format_5(d):
+        d["format_version"] = 5
+        del d["target"]["runtime"]["small_call_threads"], d["target"]["runtime"]["small_call_batch"]
+        d.pop("small_calls", None)
+
+    _rewrite(bundle_copy, as_format_5)
+    runtime = open_bundle(bundle_copy).manifest.target.runtime
+    assert runtime.small_call_threads == 0 and runtime.small_call_batch == 1
 
 
 @dataclasses.dataclass(frozen=True)
