@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _report import uptime  # noqa: E402
 from _residency import growth_cells, in_fresh_process, primed_growth  # noqa: E402
-from _timing import interleaved  # noqa: E402
+from geofractal_edge.backends.timing import interleaved  # noqa: E402
 
 FIELDS = ("VmRSS", "RssAnon")
 D = 256

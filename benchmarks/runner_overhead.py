@@ -15,7 +15,7 @@ runner's own microseconds show most. For each bundle, one session (the bundle's 
 - run+check: a bare run, then the input check (how a runner meets it: caches cold from the run); printed
             minus a bare run, as "check us": the check's cost between runs.
 
-Each round times every way for `--calls` calls in a Williams-design order (`_timing.interleaved`);
+Each round times every way for `--calls` calls in a Williams-design order (`geofractal_edge.backends.timing.interleaved`);
 figures are medians over rounds of the per-call mean, in microseconds, with each way's ratio to bare.
 """
 
@@ -26,7 +26,7 @@ import os
 from pathlib import Path
 
 from _bundles import keyed, require_bundle
-from _timing import interleaved
+from geofractal_edge.backends.timing import interleaved
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_BUNDLES = [ROOT / ".bench" / "weight_dominated" / "bundles" / f"{name}-default-fp32" for name in ("atlas", "collective")]

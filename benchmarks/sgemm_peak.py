@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _report import uptime  # noqa: E402
-from _timing import interleaved  # noqa: E402
+from geofractal_edge.backends.timing import interleaved  # noqa: E402
 
 
 def main(argv: list[str]) -> None:

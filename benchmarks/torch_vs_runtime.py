@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from _bundles import bundle_state, keyed
-from _timing import interleaved
+from geofractal_edge.backends.timing import interleaved
 from weight_dominated import DEFAULTS, GATES, MODELS, ROOT, bundle_dir
 
 # name -> (family, checkpoint in the work dir or None for the family's shipped default): every model whose fp32 bundle

@@ -34,7 +34,7 @@ import torch
 
 from geofractal_edge.models.trix.ffn import TrixFFN, flat_route, hierarchical_route
 
-from _timing import interleaved
+from geofractal_edge.backends.timing import interleaved
 
 D_MODEL = 128
 TOKEN_BATCHES = (256, 1024)  # 256: the brief's example batch; 1024: the default LM's batch (16 x 64 tokens)

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _bundles import bundle_state, gate_text  # noqa: E402
 from _report import MIB, load_span, uptime  # noqa: E402
-from _timing import interleaved  # noqa: E402
+from geofractal_edge.backends.timing import interleaved  # noqa: E402
 from trix_wide_train import VARIANTS, checkpoint_path, train_all  # noqa: E402
 from weight_dominated import GATES  # noqa: E402  (the acceptance limits, one copy)
 

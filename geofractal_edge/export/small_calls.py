@@ -7,7 +7,7 @@ more than the operators it shares (the shipped Atlas and collective defaults at 
 slower on 2 threads than on 1); on a large one the threads pay off at any batch (MiniLM at batch 1:
 11.23 ms on 1 thread, 7.89 ms on 2; benchmarks/RESULTS.md, tenth session). So export measures, on the staged bundle: the same small-call
 feeds (the first golden case cut to `small_call_batch`) through the bundle's one session and through a
-small-call session, interleaved, the order alternating per round; it keeps the setting only where the
+small-call session, interleaved (backends/timing.py), the order alternating per round; it keeps the setting only where the
 small-call session's median is at least `MIN_GAIN` faster, and never for a graph above
 `MAX_WEIGHT_BYTES` (4 MiB: the second session holds a second copy of the weights). The figures go into the
 manifest (`small_calls`) either way. `gfedge export --small-calls on|off` decides without measuring
@@ -18,7 +18,7 @@ choice measured here (`load(path, small_call_threads=0)` turns it off). No torch
 
 from __future__ import annotations
 
-import statistics
+import functools
 import time
 from pathlib import Path
 
@@ -28,17 +28,19 @@ from geofractal_edge.backends.initializers import graph_weight_bytes
 from geofractal_edge.backends.onnxruntime.loader import (batch_input, create_session, direct_run, plan_providers, provider_options, small_calls,
                                                          usable_cpus)
 from geofractal_edge.backends.onnxruntime.placement import golden_feeds
+from geofractal_edge.backends.timing import interleaved
 from geofractal_edge.targets.profile import RuntimeSettings
 
 # The small-call session must take at most 80% of the one session's time per call. The margin is above this measurement's
 # noise: the shipped TriX default read x0.85 at export and x1.01 through gfedge bench minutes before (RESULTS, tenth session);
-# a second copy of the model for a gain the noise can make up is not kept. The Atlas and collective defaults read x0.59-0.74.
+# a second copy of the model for a gain the noise can make up is not kept. The Atlas and collective defaults read x0.59-0.72.
 MIN_GAIN = 0.20
 # Above this, a second copy of the weights costs more than a small call's microseconds are worth: at 16 MiB the int4
 # collective-wide (10.8 MiB of weights) kept it at x0.89 and its own memory after warm-up went from x0.256 to x0.512 of fp32's
 # (benchmarks/RESULTS.md, tenth session). The shipped defaults hold 0.7-2.7 MiB.
 MAX_WEIGHT_BYTES = 4 << 20
-ROUNDS = 9
+ROUNDS = 10  # whole cycles of the alternating order (backends/timing.interleaved rounds up to them)
+WARM_UP_CALLS = 3
 ROUND_SECONDS = 0.015  # calls per round: about this long on the one session (3 to 500 calls)
 
 
@@ -108,18 +110,12 @@ def _measured(bundle: Bundle, settings: RuntimeSettings, rounds: int) -> SmallCa
 
 def _interleaved(runs: dict, outputs: list[str], feeds: dict, rounds: int) -> tuple[float, float]:
     """(one session, small-call session): median over rounds of the mean microseconds per call, the order alternating."""
-    for run in runs.values():  # warm-up: first-call allocations and prepacking out of the way
-        for _ in range(3):
-            run(outputs, feeds)
+    fns = {label: functools.partial(run, outputs, feeds) for label, run in runs.items()}
+    for fn in fns.values():  # warm-up: first-call allocations and prepacking out of the way
+        for _ in range(WARM_UP_CALLS):
+            fn()
     start = time.perf_counter()
-    runs["one"](outputs, feeds)
+    fns["one"]()
     calls = max(3, min(500, int(ROUND_SECONDS / max(time.perf_counter() - start, 1e-6))))
-    means: dict[str, list[float]] = {"one": [], "small": []}
-    for r in range(rounds):
-        for label in (("one", "small") if r % 2 == 0 else ("small", "one")):
-            run = runs[label]
-            start = time.perf_counter()
-            for _ in range(calls):
-                run(outputs, feeds)
-            means[label].append((time.perf_counter() - start) / calls * 1e6)
-    return statistics.median(means["one"]), statistics.median(means["small"])
+    samples = interleaved(fns, rounds=rounds, reps=calls, warmup=0, rotate=True)
+    return samples["one"].wall_median * 1e6, samples["small"].wall_median * 1e6

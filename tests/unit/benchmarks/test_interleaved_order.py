@@ -1,16 +1,12 @@
-"""benchmarks/_timing.py: interleaved rounds in a balanced order, so no variant always runs first or right after the same one."""
+"""backends/timing.py (the benchmarks' and export's timing): interleaved rounds in a balanced order, so no variant always runs first or right after the same one."""
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 
 import pytest
 
-from tests.conftest import ROOT
-
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from _timing import balanced_orders, interleaved  # noqa: E402
+from geofractal_edge.backends.timing import balanced_orders, interleaved
 
 
 @pytest.mark.parametrize("n", range(1, 8))

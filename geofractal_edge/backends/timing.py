@@ -1,4 +1,5 @@
-"""Interleaved timing: variants called round by round, so that machine noise hits them alike."""
+"""Interleaved timing: variants called round by round, so that machine noise hits them alike (the benchmarks, and
+export's small-call measurement). No torch."""
 
 from __future__ import annotations
 
