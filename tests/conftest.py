@@ -1,5 +1,9 @@
 """Shared fixtures: one tiny Atlas library on real text, trained once, and bundles exported from it.
 
+Under pytest-xdist (`make test` runs two workers) each trained checkpoint and exported bundle is built once for the
+whole run, by the first worker that asks, under a file lock (`built_once`); the other worker reuses the folder. Tests
+must not change a fixture's files in place (copy them, as `bundle_copy` does).
+
 The fixtures stay tiny rather than use the shipped defaults (geofractal_edge/models/<family>/defaults/):
 tests assert tiny shapes (two 300-character texts, 4 route layers over 450 digits), and a TriX default
 exports and verifies about 2x slower than the tiny model trains and exports (measured side by side).
@@ -14,8 +18,29 @@ import sys
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """The folder `name`, made by `build(folder)` once for the whole test run and shared by every xdist worker.
+
+    The first worker to ask builds it under a file lock and marks it done; a worker that asks meanwhile waits on the
+    lock, and later ones reuse it. A build that raised leaves no mark, so the next ask tries again (and fails alike)."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # popen-gwN/: its parent is this run's, shared by the workers
+        base = base.parent
+    folder = base / "built-once" / name
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    done = folder.with_name(folder.name + ".done")
+    with FileLock(str(folder) + ".lock"):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
 
 
 def tiny_texts() -> dict[str, str]:
@@ -31,26 +56,24 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     from geofractal_edge.models.atlas.data import build_vocab
     from geofractal_edge.models.atlas.train import train_library
 
-    texts = tiny_texts()
-    library, report = train_library(texts, config=AtlasConfig.tiny(build_vocab(texts.values())), seed=0)
-    assert report["min_accuracy"] >= 0.99, report
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    save_checkpoint(path, library, texts)
-    return path
+    def build(folder: Path) -> None:
+        texts = tiny_texts()
+        library, report = train_library(texts, config=AtlasConfig.tiny(build_vocab(texts.values())), seed=0)
+        assert report["min_accuracy"] >= 0.99, report
+        save_checkpoint(folder / "tiny.safetensors", library, texts)
+
+    return built_once(tmp_path_factory, "ckpt", build) / "tiny.safetensors"
 
 
 def _export_once(tmp_path_factory, family: str, model: Path, folder: str):
     """make(precision, target) -> the path of `model`'s bundle, exported on first request and reused after."""
     from geofractal_edge.pipeline import export_bundle
 
-    made: dict[tuple[str, str], Path] = {}
-
     def make(precision: str = "fp32", target: str = "host-cpu") -> Path:
-        if (target, precision) not in made:
-            out = tmp_path_factory.mktemp(folder) / f"{target}-{precision}"
-            export_bundle(family=family, target=target, precision=precision, model=model, out=out, small_calls="off")
-            made[(target, precision)] = out
-        return made[(target, precision)]
+        def build(into: Path) -> None:
+            export_bundle(family=family, target=target, precision=precision, model=model, out=into / f"{target}-{precision}", small_calls="off")
+
+        return built_once(tmp_path_factory, f"{folder}-{target}-{precision}", build) / f"{target}-{precision}"
 
     return make
 
@@ -112,10 +135,12 @@ def trix_checkpoint(tmp_path_factory) -> Path:
 
     # 5 tiles: each tile tensor (5 x 64 x 32) is past the exporter's constant-folding limit, so dispatch_by_route keeps its names
     config = dataclasses.replace(TrixConfig.tiny(build_vocab(corpus())), d_hidden=64, n_tiles=5)
-    model, _ = train_lm(config, steps=80, seed=0)
-    path = tmp_path_factory.mktemp("trix") / "trix.safetensors"
-    save_checkpoint(path, model)
-    return path
+
+    def build(folder: Path) -> None:
+        model, _ = train_lm(config, steps=80, seed=0)
+        save_checkpoint(folder / "trix.safetensors", model)
+
+    return built_once(tmp_path_factory, "trix", build) / "trix.safetensors"
 
 
 @pytest.fixture(scope="session")
@@ -125,15 +150,12 @@ def trix_bundle_factory(trix_checkpoint, tmp_path_factory):
     from geofractal_edge.models.trix.family import exportable_from_model
     from geofractal_edge.pipeline import export_bundle
 
-    made: dict[tuple[str, str], Path] = {}
-
     def make(precision: str = "fp32", lowering: str = "gather_by_route") -> Path:
-        if (lowering, precision) not in made:
+        def build(into: Path) -> None:
             exportable = exportable_from_model(load_checkpoint(trix_checkpoint), name="trix-test", source={}, lowering=lowering)
-            out = tmp_path_factory.mktemp("trix-bundles") / f"{lowering}-{precision}"
-            export_bundle(family="trix", target="host-cpu", precision=precision, out=out, exportable=exportable, small_calls="off")
-            made[(lowering, precision)] = out
-        return made[(lowering, precision)]
+            export_bundle(family="trix", target="host-cpu", precision=precision, out=into / f"{lowering}-{precision}", exportable=exportable, small_calls="off")
+
+        return built_once(tmp_path_factory, f"trix-bundles-{lowering}-{precision}", build) / f"{lowering}-{precision}"
 
     return make
 
@@ -141,12 +163,14 @@ def trix_bundle_factory(trix_checkpoint, tmp_path_factory):
 @pytest.fixture(scope="session")
 def collective_checkpoint(tmp_path_factory) -> tuple[Path, dict]:
     """The tiny router collective on scikit-learn's digits, trained once: (checkpoint path, training report)."""
-    from geofractal_edge.models.collective import CollectiveConfig, save_checkpoint, train_collective
+    from geofractal_edge.models.collective import CollectiveConfig, load_checkpoint, save_checkpoint, train_collective
 
-    collective, report = train_collective(CollectiveConfig.tiny(), seed=0)
-    path = tmp_path_factory.mktemp("collective") / "tiny.safetensors"
-    save_checkpoint(path, collective, report=report)
-    return path, report
+    def build(folder: Path) -> None:
+        collective, report = train_collective(CollectiveConfig.tiny(), seed=0)
+        save_checkpoint(folder / "tiny.safetensors", collective, report=report)
+
+    path = built_once(tmp_path_factory, "collective", build) / "tiny.safetensors"
+    return path, load_checkpoint(path)[1]
 
 
 @pytest.fixture(scope="session")
@@ -164,19 +188,17 @@ def minilm_port():
 
 
 @pytest.fixture(scope="session")
-def encoder_bundle_factory(minilm_port, tmp_path_factory):
-    """Export the MiniLM encoder (once per precision; 24 real sentences of golden I/O) and return the bundle path."""
+def encoder_bundle_factory(request, tmp_path_factory):
+    """Export the MiniLM encoder (once per precision; 24 real sentences of golden I/O) and return the bundle path.
+    MiniLM itself is loaded only by a worker that exports."""
     from geofractal_edge.models.collective.encoder import encoder_exportable
     from geofractal_edge.pipeline import export_bundle
 
-    made: dict[str, Path] = {}
-
     def make(precision: str = "fp32") -> Path:
-        if precision not in made:
-            out = tmp_path_factory.mktemp("encoder-bundles") / precision
-            export_bundle(family="collective-encoder", target="host-cpu", precision=precision, out=out,
-                          exportable=encoder_exportable(minilm_port, cases=1, per_case=24))
-            made[precision] = out
-        return made[precision]
+        def build(into: Path) -> None:
+            export_bundle(family="collective-encoder", target="host-cpu", precision=precision, out=into / precision,
+                          exportable=encoder_exportable(request.getfixturevalue("minilm_port"), cases=1, per_case=24))
+
+        return built_once(tmp_path_factory, f"encoder-bundles-{precision}", build) / precision
 
     return make
