@@ -10,7 +10,7 @@ embedding [batch, E] as sentence-transformers computes it (mean over unmasked to
 normalisation when the folder's modules.json lists Normalize). It re-runs the BERT math from the
 loaded model's own weights so that the graph does not depend on transformers' attention code
 (version drift), and runs its layers on the unmasked tokens only (`forward`: a batch's padding costs
-nothing but the attention products); attention products have no weight operand, so int8/int4 quantize the linear layers
+only the embedding lookup, the attention products and four row gathers per layer); attention products have no weight operand, so int8/int4 quantize the linear layers
 only. For int8 the spec asks for input smoothing (export/quantize/smooth.py, `smooth_alpha`): BERT's
 hidden states have outlier channels that swamp per-tensor activation scales (embedding cosine to
 torch on real sentences: 0.83 without, 0.996 with, static int8). It is a graph rewrite at int8 only,
