@@ -6,13 +6,18 @@ Like the CLI, this module may import every stage; the stages themselves import o
 from __future__ import annotations
 
 import dataclasses
+import functools
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+import onnx
 
 from geofractal_edge.artifacts import Manifest, atomic, open_bundle, seal
 from geofractal_edge.errors import GfedgeError
 from geofractal_edge.export.passes import check_full
 from geofractal_edge.export.quantize import QuantConfig, QuantContext, default_config, quantize
+from geofractal_edge.export import int4_choice
 from geofractal_edge.export import small_calls as small_call_choice
 from geofractal_edge.export.ternary import lower_ternary
 from geofractal_edge.export.trace import trace
@@ -33,7 +38,7 @@ class ExportResult:
 def export_bundle(
     *, family: str, target: str, out: Path, precision: str | None = None, model: Path | None = None,
     overwrite: bool = False, progress: Progress | None = None, exportable=None, config: QuantConfig | None = None,
-    golden: int | None = None, calibration: Path | None = None, small_calls: str = "measure",
+    golden: int | None = None, calibration: Path | None = None, small_calls: str = "measure", int4_variants: str = "measure",
 ) -> ExportResult:
     """Export one bundle for one target and precision; parity is measured and recorded in it.
 
@@ -42,9 +47,14 @@ def export_bundle(
     `calibration`: a file the family reads for its golden cases and calibration instead of its own (TriX: a text).
     `small_calls`: where the target asks for a small-call session (`small_call_threads`): `measure` keeps it only where
     this host runs small calls faster on it, `on` / `off` decide without measuring (export/small_calls.py).
+    `int4_variants`: int4 on an onnxruntime target whose family lists alternatives: `measure` builds, verifies and times
+    each here and keeps the fastest that passes parity where it is clearly faster; `family` keeps the family's choice
+    (export/int4_choice.py).
     """
     if small_calls not in small_call_choice.MODES:
         raise GfedgeError(f"--small-calls {small_calls!r} is not a mode", f"use one of {', '.join(small_call_choice.MODES)}")
+    if int4_variants not in int4_choice.MODES:
+        raise GfedgeError(f"--int4-variants {int4_variants!r} is not a mode", f"use one of {', '.join(int4_choice.MODES)}")
     if golden is not None and golden < 1:
         raise GfedgeError(f"--golden {golden} would leave no case to verify", "keep at least 1 golden case")
     def step(phase: str, done: int, total: int) -> None:
@@ -64,7 +74,8 @@ def export_bundle(
     with atomic.locked(Path(out)):  # a second export to the same --out is refused before any work
         atomic.check_free(Path(out), overwrite=overwrite)
         return _export_locked(family=family, profile=profile, config=config, out=Path(out), model=model, overwrite=overwrite,
-                              progress=progress, exportable=exportable, step=step, golden=golden, loader=loader, small_calls=small_calls)
+                              progress=progress, exportable=exportable, step=step, golden=golden, loader=loader, small_calls=small_calls,
+                              int4_variants=int4_variants)
 
 
 def _check_calibration(family: str, path: Path, exportable) -> Path:
@@ -80,24 +91,28 @@ def _check_calibration(family: str, path: Path, exportable) -> Path:
 
 
 def _export_locked(*, family, profile, config, out: Path, model, overwrite: bool, progress, exportable, step, golden, loader,
-                   small_calls: str) -> ExportResult:
+                   small_calls: str, int4_variants: str) -> ExportResult:
     exportable = exportable or family_module(family).load_exportable(model, progress=progress, target=profile, **loader)
+    tried = int4_choice.variants(config, exportable.spec, profile.weight_dialect, int4_variants)  # before the family's choices
     config = config.for_spec(exportable.spec)  # settings left to the family, recorded as resolved
-    dialect = profile.weight_dialect
-    lut = dialect == "ort" and config.precision in exportable.spec.lut_gemm_precisions
+    lut = profile.weight_dialect == "ort" and config.precision in exportable.spec.lut_gemm_precisions
     if lut:  # this bundle's 2-bit tiles run onnxruntime's lookup-table kernel: recorded in its runtime settings, gated by parity
         profile = dataclasses.replace(profile, runtime=profile.runtime.but(lut_gemm=True))
     step("trace", 0, 5)
-    graph = trace(exportable)
+    traced = trace(exportable)
+    lower = functools.partial(_lowered, traced, exportable=exportable, dialect=profile.weight_dialect, lut=lut)
     step("quantize", 1, 5)
-    graph = quantize(graph, config, QuantContext(spec=exportable.spec, calibration=exportable.calibration(), dialect=dialect))
-    if exportable.spec.ternary:
-        graph = lower_ternary(graph, exportable.spec, dialect=dialect, pack_keep_float=not lut)
-    check_full(graph, f"the {config.precision} graph")  # once per export, on the final graph: quantize and lower_ternary leave it out
-    check_shapes(graph, exportable)
-    step("write", 2, 5)
     with atomic.directory(out, overwrite=overwrite, lock=False) as staging:
+        choice = None
+        if tried:
+            step(f"int4: {len(tried)} variants", 1, 5)
+            config, graph, choice = _choose_int4(tried, lower, exportable, profile, out, golden)
+        else:
+            graph = lower(config)
+        step("write", 2, 5)
         data = write_files(staging, exportable, graph, profile=profile, config=config, golden_cases=golden)
+        if choice is not None:
+            data["int4_choice"] = dataclasses.asdict(choice)
         data = _small_calls(staging, data, profile.runtime, small_calls, step)
         step("verify", 4, 5)
         report = verify_bundle(open_bundle(staging))
@@ -105,6 +120,34 @@ def _export_locked(*, family, profile, config, out: Path, model, overwrite: bool
         manifest = seal(staging, data)
     step("done", 5, 5)
     return ExportResult(path=Path(out), manifest=manifest, parity=report)
+
+
+def _lowered(traced: onnx.ModelProto, config: QuantConfig, *, exportable, dialect: str, lut: bool) -> onnx.ModelProto:
+    """The traced graph quantized by `config` and lowered for `dialect` (the traced graph itself is left as it was)."""
+    graph = onnx.ModelProto()
+    graph.CopyFrom(traced)
+    graph = quantize(graph, config, QuantContext(spec=exportable.spec, calibration=exportable.calibration(), dialect=dialect))
+    if exportable.spec.ternary:
+        graph = lower_ternary(graph, exportable.spec, dialect=dialect, pack_keep_float=not lut)
+    check_full(graph, f"the {config.precision} graph")  # once per export, on the final graph: quantize and lower_ternary leave it out
+    check_shapes(graph, exportable)
+    return graph
+
+
+def _choose_int4(tried: tuple, lower, exportable, profile, out: Path, golden: int | None):
+    """(config, graph, Int4Choice): each int4 variant written as a bundle of its own beside `out`, verified, timed
+    (export/int4_choice.py); the scratch bundles are removed."""
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", suffix=".partial", dir=out.parent) as scratch:
+        graphs, bundles, reports = [], [], []
+        for i, candidate in enumerate(tried):
+            graphs.append(lower(candidate))
+            staged = Path(scratch) / f"variant-{i}"
+            staged.mkdir()
+            seal(staged, write_files(staged, exportable, graphs[-1], profile=profile, config=candidate, golden_cases=golden))
+            bundles.append(open_bundle(staged))
+            reports.append(verify_bundle(bundles[-1]))
+        choice = int4_choice.choose(bundles, reports, profile.runtime)
+    return tried[choice.chosen], graphs[choice.chosen], choice
 
 
 def _small_calls(staging: Path, data: dict, settings, mode: str, step) -> dict:

@@ -38,6 +38,8 @@ FIELDS = {
     "Manifest.parity": "the parity report measured at export",
     "Manifest.tokenizer": "encoders: the tokenizer that turns text into the graph's token inputs, torch-free",
     "Manifest.small_calls": "host CPU targets: the measurement behind `target.runtime.small_call_threads` (small calls on fewer threads)",
+    "Manifest.int4_choice": "int4 on onnxruntime targets whose family lists alternatives: the block sizes and accuracy levels export "
+                            "built, verified and timed on the export host, and which one the bundle holds (`quantization` records it)",
     "TokenizerInfo.file": "the `tokenizers` library's JSON, relative to the bundle",
     "TokenizerInfo.kind": "always `tokenizers-json`",
     "TokenizerInfo.max_length": "texts are truncated to this many tokens",
@@ -128,13 +130,22 @@ FIELDS = {
     "SmallCalls.small_us": "the same on the small-call session, interleaved",
     "SmallCalls.kept": "whether `target.runtime.small_call_threads` keeps the small-call session",
     "SmallCalls.why": "the reason, in words",
+    "Int4Variant.block_size": "weights per scale",
+    "Int4Variant.accuracy_level": "MatMulNBits' accuracy_level (0: float32 arithmetic, 4: int8 activations)",
+    "Int4Variant.parity_passed": "whether this variant's bundle passed every parity gate",
+    "Int4Variant.sqnr_db": "its output SQNR against torch over the golden cases, dB; null: not finite",
+    "Int4Variant.batches": "the batch sizes timed (0: the first golden case as recorded)",
+    "Int4Variant.p50_us": "median microseconds per call at each batch, the variants interleaved; empty: not timed (failed parity)",
+    "Int4Choice.variants": "every variant built, the family's own choice first",
+    "Int4Choice.chosen": "index of the variant the bundle holds",
+    "Int4Choice.why": "the reason, in words",
     "FileEntry.sha256": "64 lowercase hex digits",
     "FileEntry.bytes": "size in bytes",
 }
 
 CLASSES = (m.Manifest, m.ModelInfo, m.Graph, m.TensorDecl, m.DimRange, m.Keys, m.Golden, m.Task, m.EncoderLink,
            m.TokenizerInfo, m.TernaryPacks, m.TernaryTensor, m.TensorRTSettings, m.ShapeRange, m.Dla, m.EngineRecord,
-           m.ParityRecord, m.ParityCheck, m.SmallCalls, m.FileEntry)
+           m.ParityRecord, m.ParityCheck, m.SmallCalls, m.Int4Choice, m.Int4Variant, m.FileEntry)
 
 HEAD = f"""# The gfedge bundle format (version {m.FORMAT_VERSION})
 

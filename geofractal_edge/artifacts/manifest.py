@@ -25,11 +25,12 @@ from geofractal_edge.errors import BundleError
 from geofractal_edge.targets import TargetProfile
 
 FORMAT = "gfedge-bundle"
-FORMAT_VERSION = 6  # 2: `weight_dialect`; model.onnx self-contained (TriX tiles packed inside it). 3: target.runtime
+FORMAT_VERSION = 7  # 2: `weight_dialect`; model.onnx self-contained (TriX tiles packed inside it). 3: target.runtime
 # writes `arena_shrinkage` and `mmap_threshold_kib` (always: the whole RuntimeSettings), which a version-2 reader refuses as unknown fields.
 # 4: target.runtime writes `lut_gemm` (a version-3 reader would refuse it, and would run a LUT-parity bundle without the kernel)
 # 5: target.runtime writes `shrink_above_batch` and `stop_spinning_after_call` (a version-4 reader would refuse them as unknown fields)
 # 6: target.runtime writes `small_call_threads` and `small_call_batch` (a version-5 reader would refuse them as unknown fields)
+# 7: `int4_choice`, export's measured int4 setting on onnxruntime targets (a version-6 reader would refuse it as an unknown field)
 OLDEST_READABLE = 1
 MANIFEST = "manifest.json"
 MANIFEST_HASH = "manifest.json.sha256"
@@ -254,6 +255,31 @@ class SmallCalls:
 
 
 @dataclass(frozen=True)
+class Int4Variant:
+    """One int4 setting export built and measured (export/int4_choice.py)."""
+
+    block_size: int
+    accuracy_level: int
+    parity_passed: bool
+    sqnr_db: float | None  # the parity report's output SQNR; None: not finite
+    batches: tuple[int, ...]  # the batch sizes timed (0: the golden case as recorded)
+    p50_us: tuple[float, ...]  # median microseconds per call at each of `batches`; (): not timed (failed parity)
+
+
+@dataclass(frozen=True)
+class Int4Choice:
+    """Export's choice of int4 block size and accuracy level on the export host, and the measurement behind it."""
+
+    variants: tuple[Int4Variant, ...]  # the family's own choice first
+    chosen: int  # index into variants: the bundle's setting
+    why: str  # the reason, in words
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.chosen < len(self.variants):
+            raise invalid("chosen", f"is {self.chosen}, not an index into the {len(self.variants)} variants")
+
+
+@dataclass(frozen=True)
 class TensorRTSettings:
     """Builder settings a device needs to build its engine from the bundle's ONNX."""
 
@@ -331,6 +357,7 @@ class Manifest:
     parity: ParityRecord | None = None
     tokenizer: TokenizerInfo | None = None
     small_calls: SmallCalls | None = None
+    int4_choice: Int4Choice | None = None
 
     def __post_init__(self) -> None:
         for i, rel in enumerate(self.files):
@@ -462,8 +489,13 @@ def _v5_to_v6(data: dict) -> dict:
     return data
 
 
+def _v6_to_v7(data: dict) -> dict:
+    """Format 6 has no `int4_choice`: its int4 settings are the family's or the config's, as recorded in `quantization`."""
+    return data
+
+
 # version -> function turning a manifest of that version into the next one.
-_UPGRADES: dict[int, Any] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6}
+_UPGRADES: dict[int, Any] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7}
 
 
 def _upgrade(data: dict, version: int) -> dict:

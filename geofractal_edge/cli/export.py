@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import typer
@@ -21,6 +22,7 @@ def export(
     golden: int | None = typer.Option(None, "--golden", help="Keep only the first N golden cases (smaller bundle; parity and `gfedge verify` use those)."),
     calibration: Path | None = typer.Option(None, "--calibration", help="TriX: a UTF-8 text for the golden cases and int8 calibration instead of the held-out text the checkpoint recorded (every character must be in the model's vocabulary)."),
     small_calls: str = typer.Option("measure", "--small-calls", help="Where the target runs small calls on fewer threads (host-cpu: batch 1 on 1 thread): measure keeps that only where this host runs them faster; on / off decide without measuring (a CPU device other than this host)."),
+    int4_variants: str = typer.Option("measure", "--int4-variants", help="int4 on a host-cpu target whose family lists alternative block sizes (MiniLM): measure builds, verifies and times each on this host and keeps one only where it is clearly faster; family keeps the family's choice without measuring (a CPU device other than this host)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
     format: str = typer.Option("onnx", "--format", help="onnx: a gfedge bundle at --out. triton: a Triton model repository at --out, its bundle beside it as OUT.bundle."),
     ensemble: Path | None = typer.Option(None, "--ensemble", help="With --format triton: the encoder bundle a text collective runs behind; the repository also gets the encoder and an ensemble taking its inputs."),
@@ -46,7 +48,7 @@ def export(
     bundle_out = out if format == "onnx" else out.with_name(out.name + ".bundle")
     with progress_bar(enabled=not as_json) as progress:
         result = export_bundle(family=family, target=target, out=bundle_out, precision=precision, model=model, overwrite=overwrite, progress=progress, config=config, golden=golden,
-                               calibration=calibration, small_calls=small_calls)
+                               calibration=calibration, small_calls=small_calls, int4_variants=int4_variants)
     report = result.parity
     summary = {
         "bundle": str(result.path),
@@ -56,6 +58,9 @@ def export(
         "bytes": sum(f.bytes for f in result.manifest.files.values()),
         "parity": report.to_dict(),
     }
+    choice = result.manifest.int4_choice
+    if choice is not None:
+        summary["int4_choice"] = dataclasses.asdict(choice)
     note = precision_note(result.manifest.precision, result.manifest.target.ort_providers)
     if note:
         summary["note"] = note
@@ -75,9 +80,17 @@ def export(
         if repo is not None:
             chained = f", ensemble {repo.ensemble}" if repo.ensemble else ""
             console.print(f"wrote Triton repository {repo.path}: models {', '.join(repo.models)}{chained}")
+        if choice is not None:
+            console.print(f"int4: {int4_setting(choice)}")
         verdict(report.passed, f"export parity: {report.task_metric} torch {task['torch']:.2f}% vs runtime {task['runtime']:.2f}%, SQNR {report.metrics['sqnr_db']:.1f} dB")
     if not report.passed:
         raise typer.Exit(1)
+
+
+def int4_setting(choice) -> str:
+    """One line: the int4 setting export kept and why."""
+    kept = choice.variants[choice.chosen]
+    return f"blocks of {kept.block_size}, accuracy_level {kept.accuracy_level}, measured against {len(choice.variants) - 1} alternative(s): {choice.why}"
 
 
 def default_out(family: str, profile, precision: str | None) -> Path:

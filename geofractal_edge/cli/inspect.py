@@ -43,6 +43,10 @@ def inspect(
     small = data.get("small_calls")
     if small:
         console.print(f"small calls: {'kept' if small['kept'] else 'not kept'}: {small['why']}")
+    if opened.manifest.int4_choice is not None:
+        from geofractal_edge.cli.export import int4_setting
+
+        console.print(f"int4 setting: {int4_setting(opened.manifest.int4_choice)}")
     parity = data.get("parity")
     if parity:
         console.print(f"parity at export: {'PASSED' if parity['passed'] else 'FAILED'} on {', '.join(parity['providers_used'])}")

@@ -68,6 +68,9 @@ class ExportSpec:
     # unless the quantization config names them: the family's trade of speed against accuracy (Int4Config)
     int4_block_size: int = 16
     int4_accuracy_level: int = 0
+    # (block size, accuracy level) pairs export also builds, verifies and times on an onnxruntime target, keeping one only
+    # where it runs clearly faster than the pair above on the export host (export/int4_choice.py)
+    int4_alternatives: tuple[tuple[int, int], ...] = ()
     # Precisions whose bundles run 2-bit MatMulNBits with onnxruntime's lookup-table kernel on "ort" targets
     # (RuntimeSettings.lut_gemm): it quantizes the tiles' activations to int8, so only where that is the precision's
     # own contract. Export then keeps float any keep_float tensor it would otherwise pack 2-bit (routing scores stay exact).

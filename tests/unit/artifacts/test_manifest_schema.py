@@ -159,6 +159,18 @@ def test_a_format_5_manifest_runs_every_call_on_one_session(bundle_copy):
     assert runtime.small_call_threads == 0 and runtime.small_call_batch == 1
 
 
+def test_a_format_6_manifest_reads_without_an_int4_choice_and_a_bad_choice_is_refused(bundle_copy):
+    """Format 6 had no int4_choice (its int4 settings are in `quantization`); a chosen index outside the variants is refused."""
+    _rewrite(bundle_copy, lambda d: d.update(format_version=6))
+    assert open_bundle(bundle_copy).manifest.int4_choice is None
+    variant = {"block_size": 32, "accuracy_level": 4, "parity_passed": True, "sqnr_db": 11.3, "batches": [1], "p50_us": [10.0]}
+    _rewrite(bundle_copy, lambda d: d.update(format_version=FORMAT_VERSION, int4_choice={"variants": [variant], "chosen": 0, "why": "x"}))
+    assert open_bundle(bundle_copy).manifest.int4_choice.variants[0].p50_us == (10.0,)
+    _rewrite(bundle_copy, lambda d: d.update(int4_choice={"variants": [variant], "chosen": 1, "why": "x"}))
+    with pytest.raises(BundleError, match="int4_choice.chosen.* is 1, not an index into the 1 variants"):
+        open_bundle(bundle_copy)
+
+
 @dataclasses.dataclass(frozen=True)
 class Inner:
     a: int

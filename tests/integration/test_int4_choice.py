@@ -1,0 +1,44 @@
+"""Export builds, verifies and times int4 variants on the export host, and the bundle holds the one it chose
+(export/int4_choice.py), on the tiny Atlas with alternatives given to its spec."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import onnx
+import pytest
+
+from geofractal_edge.artifacts import open_bundle
+from geofractal_edge.errors import GfedgeError
+from geofractal_edge.models.family import family_module
+from geofractal_edge.pipeline import export_bundle
+
+
+def test_export_measures_int4_variants_and_the_bundle_holds_the_chosen_one(tiny_checkpoint, tmp_path):
+    exportable = family_module("atlas").load_exportable(tiny_checkpoint)
+    exportable.spec = dataclasses.replace(exportable.spec, int4_alternatives=((16, 4), (64, 0)))
+    result = export_bundle(family="atlas", target="host-cpu", precision="int4", out=tmp_path / "b", exportable=exportable, small_calls="off")
+    choice = result.manifest.int4_choice
+    assert [(v.block_size, v.accuracy_level) for v in choice.variants] == [(16, 0), (16, 4), (64, 0)]  # the family's first
+    for variant in choice.variants:
+        assert variant.batches == (1, 2048)  # the batch dimension's min and opt
+        assert len(variant.p50_us) == (2 if variant.parity_passed else 0) and all(t > 0 for t in variant.p50_us)
+        assert variant.sqnr_db is None or variant.sqnr_db > 0
+    kept = choice.variants[choice.chosen]
+    assert kept.parity_passed and result.parity.passed and choice.why
+    assert (result.manifest.quantization["block_size"], result.manifest.quantization["accuracy_level"]) == (kept.block_size, kept.accuracy_level)
+    graph = onnx.load(str(result.path / "model.onnx"))
+    nbits = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute} for n in graph.graph.node if n.op_type == "MatMulNBits"]
+    assert nbits and all(n["block_size"] == kept.block_size and n.get("accuracy_level", 0) == kept.accuracy_level for n in nbits if n["bits"] == 4)
+    assert open_bundle(result.path).manifest.int4_choice == choice  # sealed with the bundle
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # the variants' scratch bundles are gone
+
+
+def test_family_mode_keeps_the_family_choice_without_measuring_and_a_bad_mode_is_refused(tiny_checkpoint, tmp_path):
+    exportable = family_module("atlas").load_exportable(tiny_checkpoint)
+    exportable.spec = dataclasses.replace(exportable.spec, int4_alternatives=((16, 4),))
+    result = export_bundle(family="atlas", target="host-cpu", precision="int4", out=tmp_path / "b", exportable=exportable,
+                           small_calls="off", int4_variants="family")
+    assert result.manifest.int4_choice is None and result.manifest.quantization["accuracy_level"] == 0
+    with pytest.raises(GfedgeError, match="--int4-variants 'fast' is not a mode"):
+        export_bundle(family="atlas", target="host-cpu", precision="int4", out=tmp_path / "c", int4_variants="fast")

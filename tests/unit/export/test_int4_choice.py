@@ -1,0 +1,60 @@
+"""Export's choice of int4 block size and accuracy level: which variants it builds, and how it decides from their parity
+and times (export/int4_choice.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from geofractal_edge.artifacts.manifest import Int4Variant
+from geofractal_edge.export import int4_choice
+from geofractal_edge.export.quantize.int4 import Int4Config
+from geofractal_edge.export.quantize.int8 import Int8Config
+from geofractal_edge.models.spec import ExportSpec, TensorSpec
+
+SPEC = ExportSpec(family="t", inputs=(TensorSpec("x", "float32", ("batch", 4)),), outputs=(TensorSpec("y", "float32", ("batch", 4)),),
+                  dim_ranges={}, task_metric="embedding_retrieval", int4_block_size=32, int4_accuracy_level=4,
+                  int4_alternatives=((128, 4), (32, 4), (64, 0)))
+
+
+def test_the_family_choice_comes_first_then_each_distinct_alternative():
+    tried = int4_choice.variants(Int4Config(), SPEC, "ort", "measure")
+    assert [(c.block_size, c.accuracy_level) for c in tried] == [(32, 4), (128, 4), (64, 0)]  # (32, 4) is the family's own
+    assert all(c.int8_upstream_of == () and c.scale_dtype == "float16" for c in tried)  # the rest as the family resolves it
+
+
+@pytest.mark.parametrize("config, dialect, mode, spec", [
+    (Int4Config(block_size=64), "ort", "measure", SPEC),  # the user named a setting: theirs holds
+    (Int4Config(accuracy_level=0), "ort", "measure", SPEC),
+    (Int4Config(), "qdq", "measure", SPEC),  # TensorRT: no MatMulNBits, nothing to choose
+    (Int4Config(), "ort", "family", SPEC),  # --int4-variants family
+    (Int8Config(), "ort", "measure", SPEC),
+    (Int4Config(), "ort", "measure", dataclasses.replace(SPEC, int4_alternatives=())),
+])
+def test_nothing_to_choose(config, dialect, mode, spec):
+    assert int4_choice.variants(config, spec, dialect, mode) == ()
+
+
+def _record(block: int, passed: bool = True) -> Int4Variant:
+    return Int4Variant(block_size=block, accuracy_level=4, parity_passed=passed, sqnr_db=10.0, batches=(1, 16), p50_us=())
+
+
+def test_an_alternative_is_kept_only_where_it_is_clearly_faster():
+    records = [_record(32), _record(128)]
+    faster = int4_choice._decide(records, {0: [100.0, 1000.0], 1: [85.0, 900.0]})  # geometric mean x0.87
+    assert faster.chosen == 1 and "x0.87" in faster.why
+    noise = int4_choice._decide(records, {0: [100.0, 1000.0], 1: [95.0, 900.0]})  # x0.92: within MIN_GAIN
+    assert noise.chosen == 0 and "x0.92" in noise.why
+    slower = int4_choice._decide(records, {0: [100.0, 1000.0], 1: [50.0, 2100.0]})  # faster at one batch, x1.02 overall
+    assert slower.chosen == 0
+
+
+def test_a_variant_that_failed_parity_is_never_chosen():
+    records = [_record(32), _record(128, passed=False), _record(64)]
+    choice = int4_choice._decide(records, {0: [100.0], 2: [99.0]})  # 1 failed: not timed
+    assert choice.chosen == 0 and choice.variants[1].parity_passed is False
+    assert int4_choice._decide(records[:2], {0: [100.0]}).why == "no alternative passed parity"
+    assert int4_choice._decide([_record(32, passed=False)], {}).chosen == 0  # none passed: export reports the family's failure
+    failed_own = int4_choice._decide([_record(32, passed=False), _record(128), _record(64)], {1: [10.0, 90.0], 2: [9.0, 95.0]})
+    assert failed_own.chosen == 2 and "the family's choice failed parity" in failed_own.why  # a passing bundle, the faster
