@@ -162,7 +162,8 @@ def stage_export(work: Path, reexport: set[str], int8_static: bool) -> None:
             raise SystemExit(f"gfedge export {name} {precision} failed (exit {done.returncode}): {(done.stderr or done.stdout)[-1500:]}")
         parity = summary.get("parity", {})
         results[f"{name}/{precision}"] = {"passed": parity.get("passed"), "checks": parity.get("checks", []), "metrics": parity.get("metrics", {}),
-                                          "seconds": round(time.perf_counter() - started, 1), "commit": _commit()}
+                                          "seconds": round(time.perf_counter() - started, 1), "commit": _commit(),
+                                          "int4_choice": summary.get("int4_choice")}
         results_path.write_text(json.dumps(results, indent=1))
         log(f"  {'PASSED' if parity.get('passed') else 'FAILED'} in {time.perf_counter() - started:.0f} s: {_gates(parity.get('checks', []))}")
     print_parity(work)

@@ -33,7 +33,7 @@ MODES = ("measure", "family")  # gfedge export --int4-variants
 # blocks of 128 read x0.79-0.82 of blocks of 32 on the AVX-512 Xeon; the same bundles' p50 moved by up to 5% between
 # runs of gfedge bench minutes apart.
 MIN_GAIN = 0.10
-ROUNDS = 6  # per batch; rounded up to whole cycles of the alternating order
+ROUNDS = 10  # per batch; rounded up to whole cycles of the alternating order
 WARM_UP_CALLS = 2
 ROUND_SECONDS = 0.03  # calls per round: about this long on the family's choice (1 to 200 calls)
 
