@@ -8,8 +8,10 @@ target, with a config that leaves both settings to the family and `--int4-varian
 builds the family's choice and each alternative as a bundle of its own, verifies each against torch, and times the
 ones that pass, interleaved (backends/timing.py), at the batch dimension's min and opt. An alternative replaces the
 family's choice only where its time, the geometric mean over those batches of its ratio to the family's, is at
-most 1 - `MIN_GAIN`: a coarser block costs some accuracy (MiniLM: SQNR 11.3 -> 9.8 dB at blocks of 128), which
-the noise of this measurement must not buy. Every variant's parity, SQNR and times go into the manifest
+most 1 - `MIN_GAIN` (a coarser block costs some accuracy, MiniLM: SQNR 11.3 -> 9.8 dB at blocks of 128, which the
+noise of this measurement must not buy), and where its weights are at most `MAX_WEIGHT_GROWTH` times the family's
+choice's (memory is what int4 is for: a block larger than a weight's rows pads them, a collective's 288-wide towers
+to 384 at blocks of 128). Every variant's parity, SQNR and times go into the manifest
 (`int4_choice`). `--int4-variants family` keeps the family's choice without measuring (a CPU device other than the
 export host, or reproducible bundles). TensorRT targets (``qdq``) have no such setting. No torch.
 """
@@ -23,19 +25,22 @@ import time
 
 from geofractal_edge.artifacts import Bundle
 from geofractal_edge.artifacts.manifest import Int4Choice, Int4Variant
+from geofractal_edge.backends.initializers import graph_weight_bytes
 from geofractal_edge.backends.inputs import leading_dim
 from geofractal_edge.backends.onnxruntime.loader import create_session, direct_run, plan_providers, provider_options
 from geofractal_edge.backends.onnxruntime.placement import golden_feeds
 from geofractal_edge.backends.timing import interleaved
 
 MODES = ("measure", "family")  # gfedge export --int4-variants
-# An alternative must take at most 90% of the family's choice's time (geometric mean over the batches timed). MiniLM's
-# blocks of 128 read x0.79-0.82 of blocks of 32 on the AVX-512 Xeon; the same bundles' p50 moved by up to 5% between
-# runs of gfedge bench minutes apart.
-MIN_GAIN = 0.10
-ROUNDS = 10  # per batch; rounded up to whole cycles of the alternating order
+# An alternative must take at most 92% of the family's choice's time (geometric mean over the batches timed). A bundle
+# timed against itself this way read x0.95-1.02 (8 measurements, MiniLM and the wide collective at int4, AVX-512 Xeon,
+# load 1.2-1.5; at 6 rounds of 0.03 s, x0.97-1.08). MiniLM's and the wide collective's blocks of 128 read x0.85-0.89
+# of blocks of 32 there (benchmarks/RESULTS.md, thirteenth session).
+MIN_GAIN = 0.08
+MAX_WEIGHT_GROWTH = 1.20  # an alternative's graph weight bytes, at most this times the family's choice's
+ROUNDS = 20  # per batch; rounded up to whole cycles of the alternating order
 WARM_UP_CALLS = 2
-ROUND_SECONDS = 0.03  # calls per round: about this long on the family's choice (1 to 200 calls)
+ROUND_SECONDS = 0.1  # calls per round: about this long on the family's choice (1 to 200 calls)
 
 
 def variants(config, spec, dialect: str, mode: str) -> tuple:
@@ -55,10 +60,11 @@ def choose(bundles: list[Bundle], reports: list, settings) -> Int4Choice:
     """The record for staged bundles of `variants` (the family's choice first) and their parity reports, timed here
     with the target's runtime `settings` (no small-call session: that is decided after)."""
     batches = _batches(bundles[0])
-    passed = [i for i, report in enumerate(reports) if report.passed]
-    times = _timed([bundles[i] for i in passed], batches, settings) if passed else []
-    by_index = dict(zip(passed, times))
-    records = [_variant(bundle, report, by_index.get(i), batches) for i, (bundle, report) in enumerate(zip(bundles, reports))]
+    weights = [graph_weight_bytes(bundle.model_path) for bundle in bundles]
+    eligible = [i for i, report in enumerate(reports) if report.passed and weights[i] <= MAX_WEIGHT_GROWTH * weights[0]]
+    times = _timed([bundles[i] for i in eligible], batches, settings) if eligible else []
+    by_index = dict(zip(eligible, times))
+    records = [_variant(bundle, report, weights[i], by_index.get(i), batches) for i, (bundle, report) in enumerate(zip(bundles, reports))]
     return _decide(records, by_index)
 
 
@@ -68,17 +74,18 @@ def _batches(bundle: Bundle) -> tuple[int, ...]:
     return tuple(dict.fromkeys((low, opt))) if name is not None else (0,)
 
 
-def _variant(bundle: Bundle, report, times: list[float] | None, batches: tuple[int, ...]) -> Int4Variant:
+def _variant(bundle: Bundle, report, weight_bytes: int, times: list[float] | None, batches: tuple[int, ...]) -> Int4Variant:
     quantization = bundle.manifest.quantization
     sqnr = report.metrics.get("sqnr_db")
     return Int4Variant(block_size=quantization["block_size"], accuracy_level=quantization["accuracy_level"], parity_passed=report.passed,
-                       sqnr_db=round(sqnr, 2) if isinstance(sqnr, float) and math.isfinite(sqnr) else None,
+                       sqnr_db=round(sqnr, 2) if isinstance(sqnr, float) and math.isfinite(sqnr) else None, weight_bytes=weight_bytes,
                        batches=batches, p50_us=tuple(round(t, 1) for t in times) if times else ())
 
 
 def _decide(records: list[Int4Variant], times: dict[int, list[float]]) -> Int4Choice:
-    """The family's choice (index 0) unless a variant that passed parity is at least MIN_GAIN faster than it; where the
-    family's choice failed parity, the fastest variant that passed (none: the family's, and export reports its failure)."""
+    """The family's choice (index 0) unless a variant timed (`times`: passed parity, weights within MAX_WEIGHT_GROWTH) is at
+    least MIN_GAIN faster than it; where the family's choice failed parity, the fastest variant timed (none: the family's,
+    and export reports its failure)."""
     if not times:
         return Int4Choice(variants=tuple(records), chosen=0, why="no variant passed parity")
     if 0 not in times:
@@ -87,7 +94,8 @@ def _decide(records: list[Int4Variant], times: dict[int, list[float]]) -> Int4Ch
                                                                     f"the fastest of {len(times)} that did")
     gains = {i: _geomean([t / base for t, base in zip(ts, times[0])]) for i, ts in times.items() if i != 0}
     if not gains:
-        return Int4Choice(variants=tuple(records), chosen=0, why="no alternative passed parity")
+        return Int4Choice(variants=tuple(records), chosen=0,
+                          why=f"no alternative both passed parity and kept its weights within x{MAX_WEIGHT_GROWTH:.2f} of the family's choice's")
     best = min(gains, key=gains.get)
     if gains[best] <= 1 - MIN_GAIN:
         return Int4Choice(variants=tuple(records), chosen=best,

@@ -163,7 +163,7 @@ def test_a_format_6_manifest_reads_without_an_int4_choice_and_a_bad_choice_is_re
     """Format 6 had no int4_choice (its int4 settings are in `quantization`); a chosen index outside the variants is refused."""
     _rewrite(bundle_copy, lambda d: d.update(format_version=6))
     assert open_bundle(bundle_copy).manifest.int4_choice is None
-    variant = {"block_size": 32, "accuracy_level": 4, "parity_passed": True, "sqnr_db": 11.3, "batches": [1], "p50_us": [10.0]}
+    variant = {"block_size": 32, "accuracy_level": 4, "parity_passed": True, "sqnr_db": 11.3, "weight_bytes": 9, "batches": [1], "p50_us": [10.0]}
     _rewrite(bundle_copy, lambda d: d.update(format_version=FORMAT_VERSION, int4_choice={"variants": [variant], "chosen": 0, "why": "x"}))
     assert open_bundle(bundle_copy).manifest.int4_choice.variants[0].p50_us == (10.0,)
     _rewrite(bundle_copy, lambda d: d.update(int4_choice={"variants": [variant], "chosen": 1, "why": "x"}))
