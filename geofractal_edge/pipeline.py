@@ -135,18 +135,22 @@ def _lowered(traced: onnx.ModelProto, config: QuantConfig, *, exportable, dialec
 
 
 def _choose_int4(tried: tuple, lower, exportable, profile, out: Path, golden: int | None):
-    """(config, graph, Int4Choice): each int4 variant written as a bundle of its own beside `out`, verified, timed
-    (export/int4_choice.py); the scratch bundles are removed."""
+    """(config, graph, Int4Choice): each int4 variant written as a bundle of its own beside `out` and verified, then timed
+    with the same model at fp32 (export/int4_choice.py); the scratch bundles are removed."""
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", suffix=".partial", dir=out.parent) as scratch:
+        def staged(name: str, graph: onnx.ModelProto, config: QuantConfig):
+            folder = Path(scratch) / name
+            folder.mkdir()
+            seal(folder, write_files(folder, exportable, graph, profile=profile, config=config, golden_cases=golden))
+            return open_bundle(folder)
+
         graphs, bundles, reports = [], [], []
         for i, candidate in enumerate(tried):
             graphs.append(lower(candidate))
-            staged = Path(scratch) / f"variant-{i}"
-            staged.mkdir()
-            seal(staged, write_files(staged, exportable, graphs[-1], profile=profile, config=candidate, golden_cases=golden))
-            bundles.append(open_bundle(staged))
+            bundles.append(staged(f"variant-{i}", graphs[-1], candidate))
             reports.append(verify_bundle(bundles[-1]))
-        choice = int4_choice.choose(bundles, reports, profile.runtime)
+        fp32 = default_config("fp32").for_target(profile).for_spec(exportable.spec)
+        choice = int4_choice.choose(bundles, reports, staged("fp32", lower(fp32), fp32), profile.runtime)
     return tried[choice.chosen], graphs[choice.chosen], choice
 
 

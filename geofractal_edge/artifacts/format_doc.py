@@ -140,6 +140,8 @@ FIELDS = {
     "Int4Choice.variants": "every variant built, the family's own choice first",
     "Int4Choice.chosen": "index of the variant the bundle holds",
     "Int4Choice.why": "the reason, in words",
+    "Int4Choice.fp32_p50_us": "the same model at fp32, timed with the variants at their batches (median microseconds per call): "
+                              "each variant is judged by its worst ratio to it; empty: no variant was timed",
     "FileEntry.sha256": "64 lowercase hex digits",
     "FileEntry.bytes": "size in bytes",
 }

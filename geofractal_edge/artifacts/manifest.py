@@ -274,6 +274,7 @@ class Int4Choice:
     variants: tuple[Int4Variant, ...]  # the family's own choice first
     chosen: int  # index into variants: the bundle's setting
     why: str  # the reason, in words
+    fp32_p50_us: tuple[float, ...] = ()  # the same model at fp32, timed with the variants at their `batches`; (): none timed
 
     def __post_init__(self) -> None:
         if not 0 <= self.chosen < len(self.variants):

@@ -28,6 +28,7 @@ def test_export_measures_int4_variants_and_the_bundle_holds_the_chosen_one(tiny_
         candidate = variant.parity_passed and variant.weight_bytes <= int4_choice.MAX_WEIGHT_GROWTH * own
         assert len(variant.p50_us) == (2 if candidate else 0) and all(t > 0 for t in variant.p50_us)
         assert variant.sqnr_db is None or variant.sqnr_db > 0
+    assert len(choice.fp32_p50_us) == 2 and all(t > 0 for t in choice.fp32_p50_us)  # the fp32 reference, timed with them
     kept = choice.variants[choice.chosen]
     assert kept.parity_passed and result.parity.passed and choice.why
     assert (result.manifest.quantization["block_size"], result.manifest.quantization["accuracy_level"]) == (kept.block_size, kept.accuracy_level)
