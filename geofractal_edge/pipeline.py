@@ -150,7 +150,7 @@ def _choose_int4(tried: tuple, lower, exportable, profile, out: Path, golden: in
             bundles.append(staged(f"variant-{i}", graphs[-1], candidate))
             reports.append(verify_bundle(bundles[-1]))
         fp32 = default_config("fp32").for_target(profile).for_spec(exportable.spec)
-        choice = int4_choice.choose(bundles, reports, staged("fp32", lower(fp32), fp32), profile.runtime)
+        choice = int4_choice.choose(bundles, reports, lambda: staged("fp32", lower(fp32), fp32), profile.runtime)
     return tried[choice.chosen], graphs[choice.chosen], choice
 
 

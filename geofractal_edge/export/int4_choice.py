@@ -57,18 +57,19 @@ def variants(config, spec, dialect: str, mode: str) -> tuple:
     return (own, *dict.fromkeys(c for c in others if c != own))
 
 
-def choose(bundles: list[Bundle], reports: list, reference: Bundle, settings) -> Int4Choice:
-    """The record for staged bundles of `variants` (the family's choice first) and their parity reports, timed here
-    against `reference` (the same model at fp32) with the target's runtime `settings` (no small-call session: that is
-    decided after)."""
+def choose(bundles: list[Bundle], reports: list, reference, settings) -> Int4Choice:
+    """The record for staged bundles of `variants` (the family's choice first) and their parity reports. Where two or
+    more are candidates (passed parity, weights within MAX_WEIGHT_GROWTH), they are timed here against `reference()`
+    (a staged bundle of the same model at fp32, built only then) with the target's runtime `settings` (no small-call
+    session: that is decided after)."""
     batches = _batches(bundles[0])
     weights = [graph_weight_bytes(bundle.model_path) for bundle in bundles]
     eligible = [i for i, report in enumerate(reports) if report.passed and weights[i] <= MAX_WEIGHT_GROWTH * weights[0]]
-    timed = _timed([reference] + [bundles[i] for i in eligible], batches, settings) if eligible else []
+    timed = _timed([reference()] + [bundles[i] for i in eligible], batches, settings) if len(eligible) > 1 else []
     fp32 = tuple(round(t, 1) for t in timed[0]) if timed else ()
     by_index = dict(zip(eligible, timed[1:]))
     records = [_variant(bundle, report, weights[i], by_index.get(i), batches) for i, (bundle, report) in enumerate(zip(bundles, reports))]
-    return _decide(records, by_index, fp32)
+    return _decide(records, eligible, by_index, fp32)
 
 
 def _batches(bundle: Bundle) -> tuple[int, ...]:
@@ -85,24 +86,25 @@ def _variant(bundle: Bundle, report, weight_bytes: int, times: list[float] | Non
                        batches=batches, p50_us=tuple(round(t, 1) for t in times) if times else ())
 
 
-def _decide(records: list[Int4Variant], times: dict[int, list[float]], fp32: tuple[float, ...]) -> Int4Choice:
-    """The family's choice (index 0) unless a variant timed (`times`: passed parity, weights within MAX_WEIGHT_GROWTH) is
-    at least MIN_GAIN better than it at its worst batch against fp32 (`fp32`: the reference's times at the same batches);
-    where the family's choice failed parity, the variant timed with the best worst batch (none: the family's, and export
-    reports its failure)."""
+def _decide(records: list[Int4Variant], eligible: list[int], times: dict[int, list[float]], fp32: tuple[float, ...]) -> Int4Choice:
+    """The family's choice (index 0) unless a candidate (`eligible`: passed parity, weights within MAX_WEIGHT_GROWTH;
+    `times`: theirs, where there were two or more) is at least MIN_GAIN better than it at its worst batch against fp32
+    (`fp32`: the reference's times at the same batches); where the family's choice failed parity, the candidate with
+    the best worst batch (none: the family's, and export reports its failure)."""
     choice = functools.partial(Int4Choice, variants=tuple(records), fp32_p50_us=fp32)
-    if not times:
+    if not eligible:
         return choice(chosen=0, why="no variant passed parity")
-    worst = {i: max(t / f for t, f in zip(ts, fp32)) for i, ts in times.items()}
+    if eligible == [0]:
+        return choice(chosen=0, why=f"no alternative both passed parity and kept its weights within x{MAX_WEIGHT_GROWTH:.2f} of the family's choice's")
+    if len(eligible) == 1:
+        return choice(chosen=eligible[0], why=f"the family's choice failed parity; {_setting(records[eligible[0]])} passed, the only one")
+    worst = {i: max(t / f for t, f in zip(times[i], fp32)) for i in eligible}
     if 0 not in worst:
         best = min(worst, key=worst.get)
         return choice(chosen=best, why=f"the family's choice failed parity; {_setting(records[best])} passed, at worst x{worst[best]:.2f} of fp32's time")
-    others = {i: w for i, w in worst.items() if i != 0}
-    if not others:
-        return choice(chosen=0, why=f"no alternative both passed parity and kept its weights within x{MAX_WEIGHT_GROWTH:.2f} of the family's choice's")
-    best = min(others, key=others.get)
-    gain = others[best] / worst[0]
-    compared = f"at worst x{others[best]:.2f} of fp32's time against x{worst[0]:.2f} for the family's choice (x{gain:.2f}"
+    best = min((i for i in worst if i != 0), key=worst.get)
+    gain = worst[best] / worst[0]
+    compared = f"at worst x{worst[best]:.2f} of fp32's time against x{worst[0]:.2f} for the family's choice (x{gain:.2f}"
     if gain <= 1 - MIN_GAIN:
         return choice(chosen=best, why=f"{_setting(records[best])}: {compared}, at most x{1 - MIN_GAIN:.2f})")
     return choice(chosen=0, why=f"the best alternative, {_setting(records[best])}: {compared}, above x{1 - MIN_GAIN:.2f})")

@@ -4,6 +4,7 @@ and times (export/int4_choice.py)."""
 from __future__ import annotations
 
 import dataclasses
+import types
 
 import pytest
 
@@ -45,19 +46,37 @@ FP32 = (100.0, 1000.0)  # the same model at fp32, microseconds per call at batch
 
 def test_an_alternative_is_kept_only_where_its_worst_batch_against_fp32_is_clearly_better():
     records = [_record(32), _record(128)]
-    faster = int4_choice._decide(records, {0: [90.0, 1300.0], 1: [85.0, 1100.0]}, FP32)  # worst x1.30 -> x1.10
+    faster = int4_choice._decide(records, [0, 1], {0: [90.0, 1300.0], 1: [85.0, 1100.0]}, FP32)  # worst x1.30 -> x1.10
     assert faster.chosen == 1 and "at worst x1.10 of fp32's time against x1.30" in faster.why and faster.fp32_p50_us == FP32
-    noise = int4_choice._decide(records, {0: [90.0, 1300.0], 1: [80.0, 1250.0]}, FP32)  # x1.25 / x1.30 = x0.96
+    noise = int4_choice._decide(records, [0, 1], {0: [90.0, 1300.0], 1: [80.0, 1250.0]}, FP32)  # x1.25 / x1.30 = x0.96
     assert noise.chosen == 0 and "x0.96, above x0.92" in noise.why
     # faster at batch 1 but worse at its worst batch: the family's choice holds
-    assert int4_choice._decide(records, {0: [90.0, 1000.0], 1: [50.0, 1100.0]}, FP32).chosen == 0
+    assert int4_choice._decide(records, [0, 1], {0: [90.0, 1000.0], 1: [50.0, 1100.0]}, FP32).chosen == 0
 
 
-def test_a_variant_that_failed_parity_is_never_chosen():
+def test_a_variant_that_is_not_a_candidate_is_never_chosen():
     records = [_record(32), _record(128, passed=False), _record(64)]
-    choice = int4_choice._decide(records, {0: [100.0, 900.0], 2: [99.0, 900.0]}, FP32)  # 1 failed: not timed
+    choice = int4_choice._decide(records, [0, 2], {0: [100.0, 900.0], 2: [99.0, 900.0]}, FP32)  # 1 failed parity: not timed
     assert choice.chosen == 0 and choice.variants[1].parity_passed is False
-    assert int4_choice._decide(records[:2], {0: [100.0, 900.0]}, FP32).why.startswith("no alternative both passed parity")
-    assert int4_choice._decide([_record(32, passed=False)], {}, ()).chosen == 0  # none passed: export reports the family's failure
-    failed_own = int4_choice._decide([_record(32, passed=False), _record(128), _record(64)], {1: [120.0, 900.0], 2: [110.0, 950.0]}, FP32)
-    assert failed_own.chosen == 2 and "the family's choice failed parity" in failed_own.why  # a passing bundle, the better worst batch
+    alone = int4_choice._decide(records[:2], [0], {}, ())  # nothing to time against
+    assert alone.chosen == 0 and alone.why.startswith("no alternative both passed parity")
+    assert int4_choice._decide([_record(32, passed=False)], [], {}, ()).chosen == 0  # none passed: export reports the family's failure
+    only = int4_choice._decide([_record(32, passed=False), _record(128)], [1], {}, ())
+    assert only.chosen == 1 and "failed parity" in only.why
+    failed_own = int4_choice._decide([_record(32, passed=False), _record(128), _record(64)], [1, 2], {1: [120.0, 900.0], 2: [110.0, 950.0]}, FP32)
+    assert failed_own.chosen == 2 and "the family's choice failed parity" in failed_own.why  # the better worst batch
+
+
+def test_nothing_is_timed_and_no_fp32_bundle_built_without_two_candidates(tmp_path):
+    class Bundle:  # what `choose` reads of a staged bundle: its quantization, batch dimension and model file
+        def __init__(self, block: int) -> None:
+            self.model_path = tmp_path / f"{block}.onnx"
+            self.model_path.write_bytes(b"")  # no initializers: 0 weight bytes
+            graph = types.SimpleNamespace(data_inputs=[types.SimpleNamespace(shape=("batch", 4))], dim_ranges={"batch": types.SimpleNamespace(min=1, opt=8, max=9)})
+            self.manifest = types.SimpleNamespace(quantization={"block_size": block, "accuracy_level": 4}, graph=graph)
+
+    report = types.SimpleNamespace(passed=True, metrics={"sqnr_db": 10.0})
+    failed = types.SimpleNamespace(passed=False, metrics={})
+    choice = int4_choice.choose([Bundle(32), Bundle(128)], [report, failed], reference=lambda: pytest.fail("built an fp32 bundle"), settings=None)
+    assert choice.chosen == 0 and choice.fp32_p50_us == () and all(v.p50_us == () for v in choice.variants)
+    assert [v.batches for v in choice.variants] == [(1, 8), (1, 8)]
