@@ -155,8 +155,10 @@ def test_export_says_what_fp16_does_on_a_cpu_only_target_and_not_elsewhere(tiny_
     assert "halves the file only" in json.loads(cpu.stdout)["note"]
     shown = gfedge("export", "--target", "cpu", "--model", tiny_checkpoint, "--precision", "fp16", "--out", tmp_path / "cpu2")
     assert shown.returncode == 0 and "note: fp16 on onnxruntime's CPU provider halves the file only" in shown.stderr
-    orin = gfedge("export", "--target", "jetson-orin", "--model", tiny_checkpoint, "--precision", "fp16", "--out", tmp_path / "orin", "--json")
-    assert orin.returncode == 0, orin.stderr
-    assert "note" not in json.loads(orin.stdout)  # TensorRT runs fp16 as fp16 there
-    assert "note" not in json.loads(gfedge("export", "--target", "cpu", "--model", tiny_checkpoint, "--precision", "int8", "--out", tmp_path / "i8",
-                                           "--json").stdout)
+    from geofractal_edge.targets import get_target
+    from geofractal_edge.targets.precisions import precision_note
+
+    # the note export prints (two more CLI exports said the same, 20 s of the suite): none where TensorRT runs fp16 as fp16, none for int8
+    assert precision_note("fp16", get_target("jetson-orin").ort_providers) is None
+    assert precision_note("int8", get_target("cpu").ort_providers) is None
+    assert "halves the file only" in precision_note("fp16", get_target("cpu").ort_providers)
