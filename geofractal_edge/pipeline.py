@@ -136,7 +136,8 @@ def _lowered(traced: onnx.ModelProto, config: QuantConfig, *, exportable, dialec
 
 def _choose_int4(tried: tuple, lower, exportable, profile, out: Path, golden: int | None):
     """(config, graph, Int4Choice): each int4 variant written as a bundle of its own beside `out` and verified, then timed
-    with the same model at fp32 (export/int4_choice.py); the scratch bundles are removed."""
+    with the same model at fp32 (export/int4_choice.py); the scratch bundles are removed. An alternative that cannot be
+    built or verified is recorded with its error (the family's own choice still fails the export as it always did)."""
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", suffix=".partial", dir=out.parent) as scratch:
         def staged(name: str, graph: onnx.ModelProto, config: QuantConfig):
             folder = Path(scratch) / name
@@ -144,13 +145,22 @@ def _choose_int4(tried: tuple, lower, exportable, profile, out: Path, golden: in
             seal(folder, write_files(folder, exportable, graph, profile=profile, config=config, golden_cases=golden))
             return open_bundle(folder)
 
-        graphs, bundles, reports = [], [], []
+        graphs, bundles, reports, errors = [], [], [], {}
         for i, candidate in enumerate(tried):
-            graphs.append(lower(candidate))
-            bundles.append(staged(f"variant-{i}", graphs[-1], candidate))
-            reports.append(verify_bundle(bundles[-1]))
+            try:
+                graph = lower(candidate)
+                bundle = staged(f"variant-{i}", graph, candidate)
+                report = verify_bundle(bundle)
+            except Exception as exc:  # noqa: BLE001 - an optional alternative; its error is recorded in the manifest
+                if i == 0:
+                    raise
+                graph = bundle = report = None
+                errors[i] = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            graphs.append(graph)
+            bundles.append(bundle)
+            reports.append(report)
         fp32 = default_config("fp32").for_target(profile).for_spec(exportable.spec)
-        choice = int4_choice.choose(bundles, reports, lambda: staged("fp32", lower(fp32), fp32), profile.runtime)
+        choice = int4_choice.choose(tried, bundles, reports, errors, lambda: staged("fp32", lower(fp32), fp32), profile.runtime)
     return tried[choice.chosen], graphs[choice.chosen], choice
 
 

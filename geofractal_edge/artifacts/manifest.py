@@ -263,8 +263,9 @@ class Int4Variant:
     parity_passed: bool
     sqnr_db: float | None  # the parity report's output SQNR; None: not finite
     weight_bytes: int  # bytes of the graph's initializers
-    batches: tuple[int, ...]  # the batch sizes timed (0: the golden case as recorded)
+    batches: tuple[int, ...]  # the batch sizes variants are timed at (0: the golden case as recorded)
     p50_us: tuple[float, ...]  # median microseconds per call at each of `batches`; (): not timed (not a candidate)
+    error: str = ""  # why the variant could not be built or verified; "": it was
 
 
 @dataclass(frozen=True)

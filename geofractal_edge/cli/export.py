@@ -22,7 +22,7 @@ def export(
     golden: int | None = typer.Option(None, "--golden", help="Keep only the first N golden cases (smaller bundle; parity and `gfedge verify` use those)."),
     calibration: Path | None = typer.Option(None, "--calibration", help="TriX: a UTF-8 text for the golden cases and int8 calibration instead of the held-out text the checkpoint recorded (every character must be in the model's vocabulary)."),
     small_calls: str = typer.Option("measure", "--small-calls", help="Where the target runs small calls on fewer threads (host-cpu: batch 1 on 1 thread): measure keeps that only where this host runs them faster; on / off decide without measuring (a CPU device other than this host)."),
-    int4_variants: str = typer.Option("measure", "--int4-variants", help="int4 on a host-cpu target whose family lists alternative block sizes (MiniLM): measure builds, verifies and times each on this host and keeps one only where it is clearly faster; family keeps the family's choice without measuring (a CPU device other than this host)."),
+    int4_variants: str = typer.Option("measure", "--int4-variants", help="int4 on a host-cpu target whose family lists alternative block sizes (MiniLM, collectives): measure builds, verifies and times each on this host and keeps one only where it is clearly faster (a measurement: it can differ between runs where variants are close); family keeps the family's choice without measuring (reproducible bundles, or a CPU device other than this host)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
     format: str = typer.Option("onnx", "--format", help="onnx: a gfedge bundle at --out. triton: a Triton model repository at --out, its bundle beside it as OUT.bundle."),
     ensemble: Path | None = typer.Option(None, "--ensemble", help="With --format triton: the encoder bundle a text collective runs behind; the repository also gets the encoder and an ensemble taking its inputs."),
@@ -90,7 +90,8 @@ def export(
 def int4_setting(choice) -> str:
     """One line: the int4 setting export kept and why."""
     kept = choice.variants[choice.chosen]
-    return f"blocks of {kept.block_size}, accuracy_level {kept.accuracy_level}, measured against {len(choice.variants) - 1} alternative(s): {choice.why}"
+    how = "timed against" if choice.fp32_p50_us else "built with"
+    return f"blocks of {kept.block_size}, accuracy_level {kept.accuracy_level} ({how} {len(choice.variants) - 1} alternative(s)): {choice.why}"
 
 
 def default_out(family: str, profile, precision: str | None) -> Path:

@@ -11,20 +11,33 @@ import pytest
 from geofractal_edge.artifacts import open_bundle
 from geofractal_edge.errors import GfedgeError
 from geofractal_edge.export import int4_choice
+from geofractal_edge import pipeline
 from geofractal_edge.models.family import family_module
 from geofractal_edge.pipeline import export_bundle
 
 
-def test_export_measures_int4_variants_and_the_bundle_holds_the_chosen_one(tiny_checkpoint, tmp_path):
+def test_export_measures_int4_variants_and_the_bundle_holds_the_chosen_one(tiny_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setattr(int4_choice, "ROUNDS", 2)  # what is timed and recorded, not how well: a few calls do
+    monkeypatch.setattr(int4_choice, "ROUND_SECONDS", 0.002)
+    quantize = pipeline.quantize
+
+    def failing_at_32(graph, config, context):  # an alternative that cannot be built: recorded, and the export goes on
+        if getattr(config, "block_size", None) == 32:
+            raise RuntimeError("no kernel for this block size\nsecond line")
+        return quantize(graph, config, context)
+
+    monkeypatch.setattr(pipeline, "quantize", failing_at_32)
     exportable = family_module("atlas").load_exportable(tiny_checkpoint)
-    exportable.spec = dataclasses.replace(exportable.spec, int4_alternatives=((16, 4), (64, 0), (128, 0)))
+    exportable.spec = dataclasses.replace(exportable.spec, int4_alternatives=((16, 4), (64, 0), (128, 0), (32, 0)))
     result = export_bundle(family="atlas", target="host-cpu", precision="int4", out=tmp_path / "b", exportable=exportable, small_calls="off")
     choice = result.manifest.int4_choice
-    assert [(v.block_size, v.accuracy_level) for v in choice.variants] == [(16, 0), (16, 4), (64, 0), (128, 0)]  # the family's first
+    assert [(v.block_size, v.accuracy_level) for v in choice.variants] == [(16, 0), (16, 4), (64, 0), (128, 0), (32, 0)]  # the family's first
+    assert choice.variants[4].error == "RuntimeError: no kernel for this block size" and not choice.variants[4].parity_passed
     own = choice.variants[0].weight_bytes
     assert choice.variants[3].weight_bytes > int4_choice.MAX_WEIGHT_GROWTH * own  # the tiny model's 32-wide rows pad to 128
     for variant in choice.variants:
         assert variant.batches == (1, 2048)  # the batch dimension's min and opt
+        assert variant.error == "" or variant is choice.variants[4]
         candidate = variant.parity_passed and variant.weight_bytes <= int4_choice.MAX_WEIGHT_GROWTH * own
         assert len(variant.p50_us) == (2 if candidate else 0) and all(t > 0 for t in variant.p50_us)
         assert variant.sqnr_db is None or variant.sqnr_db > 0

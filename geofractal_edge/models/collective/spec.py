@@ -64,7 +64,7 @@ def collective_spec(*, input_dim: int, input_scale: float, num_classes: int, str
         int4_block_size=32,
         int4_accuracy_level=4,
         # On an AVX-512 Xeon the wide collective's blocks of 32 ran x1.31-1.32 of fp32 at 64 rows and blocks of 128
-        # x1.13-1.17 (x0.54-0.62 / x0.60-0.67 at batch 1; routes and accuracy within the gates): export times both on
-        # the export host and keeps the faster, where its weights grow by at most x1.20 (export/int4_choice.py).
+        # x1.13-1.17 (at batch 1: x0.60-0.67 and x0.54-0.62; routes and accuracy within the gates): export times both
+        # on the export host and keeps the faster, where its weights grow by at most x1.20 (export/int4_choice.py).
         int4_alternatives=((128, 4),),
     )

@@ -26,6 +26,7 @@ def test_the_family_choice_comes_first_then_each_distinct_alternative():
 
 
 @pytest.mark.parametrize("config, dialect, mode, spec", [
+    (Int4Config(), "ort", "measure", dataclasses.replace(SPEC, int4_alternatives=((32, 4),))),  # only the family's own again
     (Int4Config(block_size=64), "ort", "measure", SPEC),  # the user named a setting: theirs holds
     (Int4Config(accuracy_level=0), "ort", "measure", SPEC),
     (Int4Config(), "qdq", "measure", SPEC),  # TensorRT: no MatMulNBits, nothing to choose
@@ -67,16 +68,38 @@ def test_a_variant_that_is_not_a_candidate_is_never_chosen():
     assert failed_own.chosen == 2 and "the family's choice failed parity" in failed_own.why  # the better worst batch
 
 
-def test_nothing_is_timed_and_no_fp32_bundle_built_without_two_candidates(tmp_path):
-    class Bundle:  # what `choose` reads of a staged bundle: its quantization, batch dimension and model file
-        def __init__(self, block: int) -> None:
-            self.model_path = tmp_path / f"{block}.onnx"
-            self.model_path.write_bytes(b"")  # no initializers: 0 weight bytes
-            graph = types.SimpleNamespace(data_inputs=[types.SimpleNamespace(shape=("batch", 4))], dim_ranges={"batch": types.SimpleNamespace(min=1, opt=8, max=9)})
-            self.manifest = types.SimpleNamespace(quantization={"block_size": block, "accuracy_level": 4}, graph=graph)
+class _Bundle:
+    """What `choose` reads of a staged bundle: its batch dimension and model file (no initializers: 0 weight bytes)."""
 
-    report = types.SimpleNamespace(passed=True, metrics={"sqnr_db": 10.0})
+    def __init__(self, folder, block: int) -> None:
+        self.model_path = folder / f"{block}.onnx"
+        self.model_path.write_bytes(b"")
+        graph = types.SimpleNamespace(data_inputs=[types.SimpleNamespace(shape=("batch", 4))], dim_ranges={"batch": types.SimpleNamespace(min=1, opt=8, max=9)})
+        self.manifest = types.SimpleNamespace(graph=graph)
+
+
+PASSED = types.SimpleNamespace(passed=True, metrics={"sqnr_db": 10.0})
+CONFIGS = (Int4Config(block_size=32, accuracy_level=4), Int4Config(block_size=128, accuracy_level=4))
+
+
+def test_nothing_is_timed_and_no_fp32_bundle_built_without_two_candidates(tmp_path):
     failed = types.SimpleNamespace(passed=False, metrics={})
-    choice = int4_choice.choose([Bundle(32), Bundle(128)], [report, failed], reference=lambda: pytest.fail("built an fp32 bundle"), settings=None)
+    choice = int4_choice.choose(CONFIGS, [_Bundle(tmp_path, 32), _Bundle(tmp_path, 128)], [PASSED, failed], {}, reference=lambda: pytest.fail("built an fp32 bundle"), settings=None)
     assert choice.chosen == 0 and choice.fp32_p50_us == () and all(v.p50_us == () for v in choice.variants)
     assert [v.batches for v in choice.variants] == [(1, 8), (1, 8)]
+    broken = int4_choice.choose(CONFIGS, [_Bundle(tmp_path, 32), None], [PASSED, None], {1: "RuntimeError: no kernel"}, reference=lambda: pytest.fail("built"), settings=None)
+    assert broken.chosen == 0 and broken.variants[1].error == "RuntimeError: no kernel" and not broken.variants[1].parity_passed
+
+
+@pytest.mark.parametrize("second, kept", [
+    ([[100.0, 1000.0], [90.0, 1300.0], [95.0, 1250.0]], 0),  # x1.25 against x1.30: x0.96, above the margin
+    ([[100.0, 1000.0], [90.0, 1300.0], [88.0, 1060.0]], 1),  # x1.06 against x1.30: x0.82
+])
+def test_a_switch_is_timed_again_and_kept_only_if_the_second_timing_agrees(tmp_path, monkeypatch, second, kept):
+    """Times per batch (1, 8): fp32, the family's choice, the alternative; the first timing proposes the switch."""
+    first = [[100.0, 1000.0], [90.0, 1300.0], [85.0, 1050.0]]  # worst x1.30 against x1.05: x0.81
+    timings = iter([first, second])
+    monkeypatch.setattr(int4_choice, "_timed", lambda bundles, batches, settings: next(timings))
+    choice = int4_choice.choose(CONFIGS, [_Bundle(tmp_path, 32), _Bundle(tmp_path, 128)], [PASSED, PASSED], {}, reference=lambda: "fp32", settings=None)
+    assert choice.chosen == kept and ("; confirmed by" if kept else "; not confirmed by") in choice.why
+    assert choice.variants[1].p50_us == (85.0, 1050.0) and choice.fp32_p50_us == (100.0, 1000.0)  # the first timing is recorded
