@@ -100,15 +100,14 @@ def _export_locked(*, family, profile, config, out: Path, model, overwrite: bool
         profile = dataclasses.replace(profile, runtime=profile.runtime.but(lut_gemm=True))
     step("trace", 0, 5)
     traced = trace(exportable)
-    lower = functools.partial(_lowered, traced, exportable=exportable, dialect=profile.weight_dialect, lut=lut)
+    lower = functools.partial(_lowered, exportable=exportable, dialect=profile.weight_dialect, lut=lut)
     step("quantize", 1, 5)
     with atomic.directory(out, overwrite=overwrite, lock=False) as staging:
         choice = None
         if tried:
-            step(f"int4: {len(tried)} variants", 1, 5)
-            config, graph, choice = _choose_int4(tried, lower, exportable, profile, out, golden)
+            config, graph, choice = _choose_int4(tried, functools.partial(_copied_lowered, traced, lower), exportable, profile, out, golden)
         else:
-            graph = lower(config)
+            graph = lower(traced, config)
         step("write", 2, 5)
         data = write_files(staging, exportable, graph, profile=profile, config=config, golden_cases=golden)
         if choice is not None:
@@ -122,16 +121,21 @@ def _export_locked(*, family, profile, config, out: Path, model, overwrite: bool
     return ExportResult(path=Path(out), manifest=manifest, parity=report)
 
 
-def _lowered(traced: onnx.ModelProto, config: QuantConfig, *, exportable, dialect: str, lut: bool) -> onnx.ModelProto:
-    """The traced graph quantized by `config` and lowered for `dialect` (the traced graph itself is left as it was)."""
-    graph = onnx.ModelProto()
-    graph.CopyFrom(traced)
+def _lowered(graph: onnx.ModelProto, config: QuantConfig, *, exportable, dialect: str, lut: bool) -> onnx.ModelProto:
+    """The traced graph quantized by `config` and lowered for `dialect` (the passes may change `graph` itself)."""
     graph = quantize(graph, config, QuantContext(spec=exportable.spec, calibration=exportable.calibration(), dialect=dialect))
     if exportable.spec.ternary:
         graph = lower_ternary(graph, exportable.spec, dialect=dialect, pack_keep_float=not lut)
     check_full(graph, f"the {config.precision} graph")  # once per export, on the final graph: quantize and lower_ternary leave it out
     check_shapes(graph, exportable)
     return graph
+
+
+def _copied_lowered(traced: onnx.ModelProto, lower, config: QuantConfig) -> onnx.ModelProto:
+    """`lower` on a copy of the traced graph, which the next variant lowers again."""
+    graph = onnx.ModelProto()
+    graph.CopyFrom(traced)
+    return lower(graph, config)
 
 
 def _choose_int4(tried: tuple, lower, exportable, profile, out: Path, golden: int | None):

@@ -1,5 +1,5 @@
 """Interleaved timing: variants called round by round, so that machine noise hits them alike (the benchmarks, and
-export's small-call measurement). No torch."""
+export's small-call and int4 measurements). No torch."""
 
 from __future__ import annotations
 
@@ -55,6 +55,21 @@ def interleaved(fns: dict[str, Callable[[], object]], *, rounds: int, reps: int 
             samples[name].wall.append((time.perf_counter() - w0) / n)
             samples[name].cpu.append((time.process_time() - c0) / n)
     return samples
+
+
+def calibrated(fns: dict[str, Callable[[], object]], *, rounds: int, round_seconds: float, warm_up: int,
+               calls: tuple[int, int]) -> dict[str, Samples]:
+    """`interleaved` with the order rotating, after every fn has been called `warm_up` times (first-call allocations and
+    prepacking out of the way) and with as many calls per round as make one round of the first fn last about
+    `round_seconds` (at least calls[0], at most calls[1]): what export's measurements time."""
+    for fn in fns.values():
+        for _ in range(warm_up):
+            fn()
+    first = next(iter(fns.values()))
+    start = time.perf_counter()
+    first()
+    reps = max(calls[0], min(calls[1], int(round_seconds / max(time.perf_counter() - start, 1e-6))))
+    return interleaved(fns, rounds=rounds, reps=reps, warmup=0, rotate=True)
 
 
 def balanced_orders(n: int) -> list[list[int]]:

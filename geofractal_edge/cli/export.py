@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from geofractal_edge.cli.render import console, errors, print_json, progress_bar, verdict
+from geofractal_edge.cli.render import console, errors, int4_setting, print_json, progress_bar, verdict
 from geofractal_edge.errors import GfedgeError
 
 
@@ -85,13 +85,6 @@ def export(
         verdict(report.passed, f"export parity: {report.task_metric} torch {task['torch']:.2f}% vs runtime {task['runtime']:.2f}%, SQNR {report.metrics['sqnr_db']:.1f} dB")
     if not report.passed:
         raise typer.Exit(1)
-
-
-def int4_setting(choice) -> str:
-    """One line: the int4 setting export kept and why."""
-    kept = choice.variants[choice.chosen]
-    how = "timed against" if choice.fp32_p50_us else "built with"
-    return f"blocks of {kept.block_size}, accuracy_level {kept.accuracy_level} ({how} {len(choice.variants) - 1} alternative(s)): {choice.why}"
 
 
 def default_out(family: str, profile, precision: str | None) -> Path:

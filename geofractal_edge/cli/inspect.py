@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from geofractal_edge.cli.render import console, print_json
+from geofractal_edge.cli.render import console, int4_setting, print_json
 
 
 def inspect(
@@ -44,8 +44,6 @@ def inspect(
     if small:
         console.print(f"small calls: {'kept' if small['kept'] else 'not kept'}: {small['why']}")
     if opened.manifest.int4_choice is not None:
-        from geofractal_edge.cli.export import int4_setting
-
         console.print(f"int4 setting: {int4_setting(opened.manifest.int4_choice)}")
     parity = data.get("parity")
     if parity:

@@ -51,3 +51,10 @@ def progress_bar(*, enabled: bool = True) -> Iterator:
             progress.update(bars[phase], completed=done, total=total)
 
         yield update
+
+
+def int4_setting(choice) -> str:
+    """One line: the int4 setting export kept and why."""
+    kept = choice.variants[choice.chosen]
+    how = "timed against" if choice.fp32_p50_us else "built with"
+    return f"blocks of {kept.block_size}, accuracy_level {kept.accuracy_level} ({how} {len(choice.variants) - 1} alternative(s)): {choice.why}"

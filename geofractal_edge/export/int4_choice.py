@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import time
 
 from geofractal_edge.artifacts import Bundle
 from geofractal_edge.artifacts.manifest import Int4Choice, Int4Variant
@@ -35,7 +34,7 @@ from geofractal_edge.backends.initializers import graph_weight_bytes
 from geofractal_edge.backends.inputs import leading_dim
 from geofractal_edge.backends.onnxruntime.loader import create_session, direct_run, plan_providers, provider_options
 from geofractal_edge.backends.onnxruntime.placement import golden_feeds
-from geofractal_edge.backends.timing import interleaved
+from geofractal_edge.backends.timing import calibrated
 
 MODES = ("measure", "family")  # gfedge export --int4-variants
 # An alternative's worst ratio to fp32 must be at most 92% of the family's choice's, in two timings. A bundle timed
@@ -132,7 +131,8 @@ def _setting(variant: Int4Variant) -> str:
 
 
 def _timed(bundles: list[Bundle], batches: tuple[int, ...], settings) -> list[list[float]]:
-    """Per bundle, the median microseconds per call at each batch, the bundles interleaved round by round."""
+    """Per bundle, the median microseconds per call at each batch, the bundles interleaved round by round (the first
+    sets the calls per round)."""
     sessions = [_session(bundle, settings) for bundle in bundles]  # (session, the codes it borrows): held to the end
     runs = [direct_run(session) for session, _ in sessions]
     outputs = bundles[0].manifest.graph.output_names
@@ -140,7 +140,7 @@ def _timed(bundles: list[Bundle], batches: tuple[int, ...], settings) -> list[li
     for batch in batches:
         feeds = [golden_feeds(bundle, batch=batch or None) for bundle in bundles]
         fns = {str(i): (lambda run=run, f=f: run(outputs, f)) for i, (run, f) in enumerate(zip(runs, feeds))}
-        samples = interleaved(fns, rounds=ROUNDS, reps=_calls_per_round(fns), warmup=0, rotate=True)
+        samples = calibrated(fns, rounds=ROUNDS, round_seconds=ROUND_SECONDS, warm_up=WARM_UP_CALLS, calls=(1, 200))
         per_batch.append([samples[str(i)].wall_median * 1e6 for i in range(len(bundles))])
     return [list(column) for column in zip(*per_batch)]
 
@@ -148,13 +148,3 @@ def _timed(bundles: list[Bundle], batches: tuple[int, ...], settings) -> list[li
 def _session(bundle: Bundle, settings):
     plan = plan_providers(bundle)
     return create_session(bundle, provider_options(bundle, plan.chosen), settings=settings.but(small_call_threads=0))
-
-
-def _calls_per_round(fns: dict) -> int:
-    """Every fn warmed up (first-call allocations and prepacking out of the way); calls per round from the first's time."""
-    for fn in fns.values():
-        for _ in range(WARM_UP_CALLS):
-            fn()
-    start = time.perf_counter()
-    fns["0"]()
-    return max(1, min(200, int(ROUND_SECONDS / max(time.perf_counter() - start, 1e-6))))

@@ -19,7 +19,6 @@ choice measured here (`load(path, small_call_threads=0)` turns it off). No torch
 from __future__ import annotations
 
 import functools
-import time
 from pathlib import Path
 
 from geofractal_edge.artifacts import Bundle
@@ -28,7 +27,7 @@ from geofractal_edge.backends.initializers import graph_weight_bytes
 from geofractal_edge.backends.onnxruntime.loader import (batch_input, create_session, direct_run, plan_providers, provider_options, small_calls,
                                                          usable_cpus)
 from geofractal_edge.backends.onnxruntime.placement import golden_feeds
-from geofractal_edge.backends.timing import interleaved
+from geofractal_edge.backends.timing import calibrated
 from geofractal_edge.targets.profile import RuntimeSettings
 
 # The small-call session must take at most 80% of the one session's time per call. The margin is above this measurement's
@@ -110,12 +109,6 @@ def _measured(bundle: Bundle, settings: RuntimeSettings, rounds: int) -> SmallCa
 
 def _interleaved(runs: dict, outputs: list[str], feeds: dict, rounds: int) -> tuple[float, float]:
     """(one session, small-call session): median over rounds of the mean microseconds per call, the order alternating."""
-    fns = {label: functools.partial(run, outputs, feeds) for label, run in runs.items()}
-    for fn in fns.values():  # warm-up: first-call allocations and prepacking out of the way
-        for _ in range(WARM_UP_CALLS):
-            fn()
-    start = time.perf_counter()
-    fns["one"]()
-    calls = max(3, min(500, int(ROUND_SECONDS / max(time.perf_counter() - start, 1e-6))))
-    samples = interleaved(fns, rounds=rounds, reps=calls, warmup=0, rotate=True)
+    fns = {label: functools.partial(run, outputs, feeds) for label, run in runs.items()}  # "one" first: it sets the calls per round
+    samples = calibrated(fns, rounds=rounds, round_seconds=ROUND_SECONDS, warm_up=WARM_UP_CALLS, calls=(3, 500))
     return samples["one"].wall_median * 1e6, samples["small"].wall_median * 1e6
