@@ -59,7 +59,7 @@ def export_bundle(
         raise GfedgeError(f"--golden {golden} would leave no case to verify", "keep at least 1 golden case")
     def step(phase: str, done: int, total: int) -> None:
         if progress is not None:
-            progress(f"export {family} {precision or ''}".strip(), done, total)
+            progress(f"export {family} {precision} | {phase}", done, total)
 
     profile = get_target(target)
     if config is not None and precision not in (None, config.precision):
@@ -105,7 +105,7 @@ def _export_locked(*, family, profile, config, out: Path, model, overwrite: bool
     with atomic.directory(out, overwrite=overwrite, lock=False) as staging:
         choice = None
         if tried:
-            config, graph, choice = _choose_int4(tried, functools.partial(_copied_lowered, traced, lower), exportable, profile, out, golden)
+            config, graph, choice = _choose_int4(tried, functools.partial(_copied_lowered, traced, lower), exportable, profile, out, golden, step)
         else:
             graph = lower(traced, config)
         step("write", 2, 5)
@@ -138,7 +138,7 @@ def _copied_lowered(traced: onnx.ModelProto, lower, config: QuantConfig) -> onnx
     return lower(graph, config)
 
 
-def _choose_int4(tried: tuple, lower, exportable, profile, out: Path, golden: int | None):
+def _choose_int4(tried: tuple, lower, exportable, profile, out: Path, golden: int | None, step):
     """(config, graph, Int4Choice): each int4 variant written as a bundle of its own beside `out` and verified, then timed
     with the same model at fp32 (export/int4_choice.py); the scratch bundles are removed. An alternative that cannot be
     built or verified is recorded with its error (the family's own choice still fails the export as it always did)."""
@@ -151,6 +151,7 @@ def _choose_int4(tried: tuple, lower, exportable, profile, out: Path, golden: in
 
         graphs, bundles, reports, errors = [], [], [], {}
         for i, candidate in enumerate(tried):
+            step(f"int4 variant {i + 1} of {len(tried)}: blocks of {candidate.block_size}, accuracy_level {candidate.accuracy_level}", 1, 5)
             try:
                 graph = lower(candidate)
                 bundle = staged(f"variant-{i}", graph, candidate)
@@ -164,6 +165,7 @@ def _choose_int4(tried: tuple, lower, exportable, profile, out: Path, golden: in
             bundles.append(bundle)
             reports.append(report)
         fp32 = default_config("fp32").for_target(profile).for_spec(exportable.spec)
+        step("int4 variants timed against fp32", 1, 5)
         choice = int4_choice.choose(tried, bundles, reports, errors, lambda: staged("fp32", lower(fp32), fp32), profile.runtime)
     return tried[choice.chosen], graphs[choice.chosen], choice
 

@@ -37,7 +37,8 @@ def verdict(passed: bool, detail: str) -> None:
 
 @contextlib.contextmanager
 def progress_bar(*, enabled: bool = True) -> Iterator:
-    """Yield a callback `(phase, done, total)` that draws one bar per phase (on stderr)."""
+    """Yield a callback `(phase, done, total)` that draws one bar per phase (on stderr). A phase "bar | detail" moves
+    the bar named before the " | " and shows the detail beside it (export: "export trix int4 | verify")."""
     if not enabled:
         yield None
         return
@@ -46,9 +47,10 @@ def progress_bar(*, enabled: bool = True) -> Iterator:
     with Progress(*columns, console=errors, transient=False) as progress:
 
         def update(phase: str, done: int, total: int) -> None:
-            if phase not in bars:
-                bars[phase] = progress.add_task(phase, total=total)
-            progress.update(bars[phase], completed=done, total=total)
+            bar = phase.partition(" | ")[0]
+            if bar not in bars:
+                bars[bar] = progress.add_task(phase, total=total)
+            progress.update(bars[bar], completed=done, total=total, description=phase)
 
         yield update
 

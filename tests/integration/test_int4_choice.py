@@ -29,7 +29,14 @@ def test_export_measures_int4_variants_and_the_bundle_holds_the_chosen_one(tiny_
     monkeypatch.setattr(pipeline, "quantize", failing_at_32)
     exportable = family_module("atlas").load_exportable(tiny_checkpoint)
     exportable.spec = dataclasses.replace(exportable.spec, int4_alternatives=((16, 4), (64, 0), (128, 0), (32, 0)))
-    result = export_bundle(family="atlas", target="host-cpu", precision="int4", out=tmp_path / "b", exportable=exportable, small_calls="off")
+    phases = []
+    result = export_bundle(family="atlas", target="host-cpu", precision="int4", out=tmp_path / "b", exportable=exportable, small_calls="off",
+                           progress=lambda phase, done, total: phases.append(phase))
+    assert {p.partition(" | ")[0] for p in phases} == {"export atlas int4"}  # one bar, each phase shown beside it
+    shown = [p.partition(" | ")[2] for p in phases]
+    assert shown[:3] == ["trace", "quantize", "int4 variant 1 of 5: blocks of 16, accuracy_level 0"]
+    assert "int4 variant 5 of 5: blocks of 32, accuracy_level 0" in shown and shown[-1] == "done"
+    assert shown.index("int4 variants timed against fp32") < shown.index("write") < shown.index("verify")
     choice = result.manifest.int4_choice
     assert [(v.block_size, v.accuracy_level) for v in choice.variants] == [(16, 0), (16, 4), (64, 0), (128, 0), (32, 0)]  # the family's first
     assert choice.variants[4].error == "RuntimeError: no kernel for this block size" and not choice.variants[4].parity_passed

@@ -41,9 +41,13 @@ def test_int4_weights_are_8_bit_before_the_routers_4_bit_after_and_stay_so_in_th
     model = onnx.load(str(bundle / "model.onnx"))
     layers = 2
     tiles = _bits(onnx.load(str(trix_bundle_factory("fp32", "compute_all_select") / "model.onnx")))[2]
-    # per layer: qkv and out-projection at 8 bits; the head at 4; the tiles (and routing signatures) at 2, as in the
-    # fp32 bundle: compute-all bundles keep onnxruntime's exact 2-bit kernel (no lookup tables, signatures packed)
-    assert tiles and _bits(model) == {8: 2 * layers, 4: 1, 2: tiles}
+    # per layer: qkv and out-projection at 8 bits in host-cpu's int8 form (dynamic: int8 weights on the integer kernel);
+    # the head at 4; the tiles (and routing signatures) at 2, as in the fp32 bundle: compute-all bundles keep
+    # onnxruntime's exact 2-bit kernel (no lookup tables, signatures packed)
+    assert open_bundle(bundle).manifest.quantization["int8_form"] == "dynamic"
+    assert tiles and _bits(model) == {4: 1, 2: tiles}
+    integer = [n for n in model.graph.node if n.op_type == "MatMulInteger"]
+    assert len(integer) == 2 * layers
     assert not open_bundle(bundle).manifest.target.runtime.lut_gemm
     inits = {i.name: i for i in model.graph.initializer}
     assert inits["tok_emb.weight.int8"].data_type == onnx.TensorProto.INT8
@@ -55,6 +59,8 @@ def test_int4_weights_are_8_bit_before_the_routers_4_bit_after_and_stay_so_in_th
     kept = {i.name: i for i in optimized.graph.initializer}
     assert all(kept[n.input[1]].data_type == onnx.TensorProto.UINT8 for n in optimized.graph.node if n.op_type == "MatMulNBits")
     assert kept["tok_emb.weight.int8"].data_type == onnx.TensorProto.INT8
+    fused = [n for n in optimized.graph.node if n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul")]
+    assert len(fused) == 2 * layers and all(kept[n.input[1]].data_type == onnx.TensorProto.INT8 for n in fused)
     floats = [(i.name, list(i.dims)) for i in optimized.graph.initializer
               if i.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16) and np.prod(i.dims) >= 32 * 32]
     assert not floats, f"a weight was folded back to float: {floats}"

@@ -15,8 +15,12 @@ config names one; TensorRT documents INT4 blocks of 64 and 128 only, so the ``qd
 is untested there. The spec's unquantized tensors and the fp32 feature stage stay float.
 
 Mixed precision: the float weights that the outputs named in `int8_upstream_of` depend on are kept
-at 8 bits (``ort``: MatMulNBits bits 8; ``qdq``: per-output-channel int8 DequantizeLinear; tables in
-both: int8 rows gathered and scaled, int8's own form). A routed family names its routes there (its
+at 8 bits, in the form `int8_form` names: ``dynamic`` (an ``ort`` target whose int8 is dynamic, host-cpu:
+the int8 bundles' own form, per-channel int8 weights on onnxruntime's integer kernel with activations
+quantized per call) or ``weight_only`` (``ort``: MatMulNBits bits 8; ``qdq``: per-output-channel int8
+DequantizeLinear); tables in every form: int8 rows gathered and scaled. On host-cpu MatMulNBits bits 8
+ran the wide TriX model's four attention matrices in 22 ms of an 82 ms call at 16 windows against the
+dynamic form's 7.5 ms (onnxruntime 1.32 profile, AVX-512 Xeon; benchmarks/RESULTS.md). A routed family names its routes there (its
 spec's `int8_upstream_of`): a route is an argmax, and int4 noise in the weights before it flips
 near-ties (TriX test model: 95.7% route agreement in the worse layer all-int4, against a 97% gate).
 """
@@ -33,17 +37,20 @@ import onnx
 from geofractal_edge.errors import GfedgeError
 from geofractal_edge.export import lowbit
 from geofractal_edge.export.passes import dedupe_initializers, dedupe_producers, gemm_to_matmul
-from geofractal_edge.export.quantize import weights
+from geofractal_edge.export.quantize import int8, weights
 from geofractal_edge.export.quantize.base import QuantConfig, QuantContext, register
+from geofractal_edge.export.quantize.int8 import Int8Config
 from geofractal_edge.export.quantize.islands import consumers, feature_stage
 
 SCALE_DTYPES = ("float16", "float32")
+INT8_FORMS = ("dynamic", "weight_only")
 
 
 @dataclass(frozen=True)
 class Int4Config(QuantConfig):
     precision: ClassVar[str] = "int4"
-    version: ClassVar[int] = 2  # 2: the form follows the target's weight dialect (1 had `format`, always "qdq"); scale_dtype
+    # 2: the form follows the target's weight dialect (1 had `format`, always "qdq"); scale_dtype. 3: int8_form
+    version: ClassVar[int] = 3
     # Weights per scale; None: the family's choice (`ExportSpec.int4_block_size`: 16 by default, where
     # 32 lost 3.3 points of the tiny Atlas's char accuracy and 16 lost 1.2, limit 2), resolved by `for_spec`.
     block_size: int | None = None
@@ -56,6 +63,10 @@ class Int4Config(QuantConfig):
     # Graph outputs whose upstream float weights stay 8-bit (see the module doc); None: the family's
     # choice (`ExportSpec.int8_upstream_of`, resolved by `for_spec` so the manifest records it); (): none.
     int8_upstream_of: tuple[str, ...] | None = None
+    # The form of those 8-bit weights: "dynamic" (int8 weights on the integer kernel, activations quantized per call;
+    # "ort" only) or "weight_only" (MatMulNBits bits 8 on "ort", int8 DequantizeLinear on "qdq"). None: "dynamic" on a
+    # target whose int8 activations are dynamic (`for_target`), else "weight_only". Version 2 records were weight_only.
+    int8_form: str | None = None
 
     def __post_init__(self) -> None:
         names = self.int8_upstream_of
@@ -67,14 +78,24 @@ class Int4Config(QuantConfig):
             raise GfedgeError(f"int4 block_size {self.block_size} is not a power of two >= 16", "use 16, 32, 64 or 128")
         if self.accuracy_level is not None and self.accuracy_level not in (0, 1, 2, 3, 4):
             raise GfedgeError(f"int4 accuracy_level {self.accuracy_level} is not one of onnxruntime's", "use 0 (float32) or 4 (int8 activations)")
+        if self.int8_form is not None and self.int8_form not in INT8_FORMS:
+            raise GfedgeError(f"int4 int8_form {self.int8_form!r} is unknown", f"use one of {', '.join(INT8_FORMS)}")
         if self.scale_dtype not in SCALE_DTYPES:
             raise GfedgeError(f"int4 scale_dtype {self.scale_dtype!r} is not supported", f"use one of {', '.join(SCALE_DTYPES)}")
 
     def for_target(self, profile) -> Int4Config:
-        """accuracy_level left None is 0 on a "qdq" target: it is a MatMulNBits setting, and that dialect has none."""
-        if self.accuracy_level is None and profile.weight_dialect != "ort":
-            return dataclasses.replace(self, accuracy_level=0)
-        return self
+        """accuracy_level left None is 0 on a "qdq" target: it is a MatMulNBits setting, and that dialect has none.
+        int8_form left None is the target's int8 form: "dynamic" where its int8 activations are, else "weight_only"."""
+        config = self
+        if config.int8_form == "dynamic" and profile.weight_dialect != "ort":
+            raise GfedgeError(f"int4 int8_form 'dynamic' cannot run on target {profile.name} (weight_dialect {profile.weight_dialect!r}: TensorRT builds int8 from explicit Q/DQ only)",
+                              'use int8_form = "weight_only" (or leave it out) for this target')
+        if config.int8_form is None:
+            dynamic = profile.weight_dialect == "ort" and profile.int8_activations == "dynamic"
+            config = dataclasses.replace(config, int8_form="dynamic" if dynamic else "weight_only")
+        if config.accuracy_level is None and profile.weight_dialect != "ort":
+            config = dataclasses.replace(config, accuracy_level=0)
+        return config
 
     def for_spec(self, spec) -> Int4Config:
         """This config with every setting left as None replaced by the family's choice (the spec's)."""
@@ -95,13 +116,20 @@ def to_int4(model: onnx.ModelProto, config: Int4Config, context: QuantContext) -
     if context.dialect == "ort":
         tables = weights.find(model, skip)["tables"]
         model = _quantizer(model, config, skip | readers, gathers=[t for t in tables if t not in eight], qdq=False)
-        if readers:  # the 8-bit matrices: the same quantizer, on their readers only
+        dynamic = config.int8_form == "dynamic"
+        if readers and dynamic:  # the 8-bit matrices in the int8 bundles' dynamic form, on their readers only
+            model = int8.dynamic_matmuls(model, readers, Int8Config(activations="dynamic"))
+        elif readers:  # the same quantizer at 8 bits, on their readers only
             others = {n.name for n in model.graph.node if n.name not in readers}
             model = _quantizer(model, config, skip | others, gathers=[], qdq=False, bits=8)
         found = weights.find(model, skip)  # what the quantizers left in float
-        for bits in (4, 8):
-            stacked = [n for n in found["stacked"] if (n in eight) == (bits == 8)]
-            model = weights.rewrite(model, stacked, partial(weights.nbits_per_tower, accuracy_level=config.accuracy_level, bits=bits, **blocks))
+        model = weights.rewrite(model, [n for n in found["stacked"] if n not in eight],
+                                partial(weights.nbits_per_tower, accuracy_level=config.accuracy_level, bits=4, **blocks))
+        eight_stacked = [n for n in found["stacked"] if n in eight]
+        if dynamic:
+            model = weights.rewrite(model, eight_stacked, partial(weights.int8_per_tower, reduce_range=Int8Config().reduce_range))
+        else:
+            model = weights.rewrite(model, eight_stacked, partial(weights.nbits_per_tower, accuracy_level=config.accuracy_level, bits=8, **blocks))
     else:
         model = _quantizer(model, config, skip | readers, gathers=[], qdq=True)
         found = weights.find(model, skip)

@@ -147,6 +147,21 @@ def _static(src: str, dst: str, model: onnx.ModelProto, config: Int8Config, cont
 
 def _dynamic(src: str, dst: str, model: onnx.ModelProto, config: Int8Config, context: QuantContext) -> None:
     """MatMul only (Gemm is MatMul by now); embedding tables are left to weights.int8_table (a row scale each)."""
+    _quantize_dynamic(src, dst, config, exclude=_excluded(model, config, context) + _batched(model))
+
+
+def dynamic_matmuls(model: onnx.ModelProto, nodes, config: Int8Config) -> onnx.ModelProto:
+    """The named MatMuls (2-D weights) in the dynamic int8 form, the rest of the graph as it is: int4's 8-bit
+    weights on a target whose int8 is dynamic (quantize.int4). `config`: its per_channel, reduce_range, weight_symmetric."""
+    matmuls = {n.name for n in model.graph.node if n.op_type == "MatMul"} - set(_batched(model))  # stacked: weights.int8_per_tower
+    include = sorted(set(nodes) & matmuls)
+    if not include:  # onnxruntime reads an empty list as "every node"
+        return model
+    return _with_file(model, lambda src, dst: _quantize_dynamic(src, dst, config, include=include))
+
+
+def _quantize_dynamic(src: str, dst: str, config: Int8Config, *, include: list[str] | None = None, exclude: list[str] = ()) -> None:
+    """onnxruntime's quantize_dynamic on MatMuls with a constant weight: `include` only (None: all), less `exclude`."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(
@@ -155,7 +170,8 @@ def _dynamic(src: str, dst: str, model: onnx.ModelProto, config: Int8Config, con
         per_channel=config.per_channel,
         reduce_range=config.reduce_range,
         weight_type=QuantType.QInt8,
-        nodes_to_exclude=_excluded(model, config, context) + _batched(model),
+        nodes_to_quantize=include,
+        nodes_to_exclude=list(exclude),
         extra_options={"WeightSymmetric": config.weight_symmetric, "MatMulConstBOnly": True},
     )
 

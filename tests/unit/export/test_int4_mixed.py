@@ -130,6 +130,37 @@ def test_ort_dialect_keeps_the_router_s_weights_8_bit_and_the_head_4_bit():
     assert (mixed["routes"] == want["routes"]).mean() >= (four["routes"] == want["routes"]).mean()
 
 
+def test_dynamic_form_runs_the_router_s_weights_on_the_integer_kernel_and_the_head_4_bit():
+    spec = toy_spec(int8_upstream_of=("routes",))
+    model = quantize(toy_model(), Int4Config(int8_form="dynamic"), QuantContext(spec=spec, dialect="ort"))
+    ops = {n.name: n.op_type for n in model.graph.node}
+    assert [attr(n, "bits") for n in model.graph.node if n.op_type == "MatMulNBits"] == [4]  # the head only
+    integer = [n for n in model.graph.node if n.op_type == "MatMulInteger"]
+    assert len(integer) == 1 and "DynamicQuantizeLinear" in ops.values()
+    inits = {i.name: i for i in model.graph.initializer}
+    weight = inits[integer[0].input[1]]
+    assert weight.data_type == TensorProto.INT8 and list(weight.dims) == [D, N]
+    assert not [i.name for i in model.graph.initializer if i.data_type == TensorProto.FLOAT and np.prod(i.dims) >= 128]
+    tokens = np.arange(VOCAB, dtype=np.int64)
+    want, weight_only = run(toy_model(), tokens), run(quantize(toy_model(), Int4Config(int8_form="weight_only"), QuantContext(spec=spec, dialect="ort")), tokens)
+    got = run(model, tokens)
+    np.testing.assert_allclose(got["logits"], weight_only["logits"], rtol=0, atol=1e-5)  # the head is the same 4-bit MatMulNBits
+    assert (got["routes"] == want["routes"]).mean() >= 0.9
+
+
+def test_int8_form_follows_the_target_s_int8_and_dynamic_is_refused_for_tensorrt():
+    from geofractal_edge.targets.registry import get_target
+
+    assert default_config("int4").for_target(get_target("host-cpu")).int8_form == "dynamic"  # host-cpu's int8 is dynamic
+    assert default_config("int4").for_target(get_target("jetson-orin-nano")).int8_form == "weight_only"
+    assert Int4Config(int8_form="weight_only").for_target(get_target("host-cpu")).int8_form == "weight_only"  # a config's own wins
+    with pytest.raises(GfedgeError) as err:
+        Int4Config(int8_form="dynamic").for_target(get_target("jetson-orin-nano"))
+    assert "\n" not in str(err.value) and "int8_form" in str(err.value)
+    with pytest.raises(GfedgeError):
+        QuantConfig.from_dict({"scheme": "Int4Config", "int8_form": "static"})
+
+
 def test_qdq_dialect_keeps_the_router_s_weights_int8_per_output_channel():
     model = quantize(toy_model(), default_config("int4"), QuantContext(spec=toy_spec(int8_upstream_of=("routes",)), dialect="qdq"))
     check_full(model, "the int4 qdq graph")  # not run here: quantize leaves the check to the export
@@ -170,13 +201,28 @@ def stacked_router_model() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
 
 
-@pytest.mark.parametrize("dialect", ["ort", "qdq"])
-def test_a_stacked_weight_upstream_of_routes_stays_8_bit_in_both_dialects(dialect):
+@pytest.mark.parametrize("dialect, form", [("ort", "weight_only"), ("ort", "dynamic"), ("qdq", "weight_only")])
+def test_a_stacked_weight_upstream_of_routes_stays_8_bit_in_every_form(dialect, form):
     spec = ExportSpec(family="toy", inputs=(TensorSpec("tokens", "int64", ("batch",), range=(0, VOCAB - 1)),),
                       outputs=(TensorSpec("routes", "int64", (2, "batch"), role="routes"),), dim_ranges={"batch": DimRange(1, 4, 8)},
                       task_metric="accuracy", int8_upstream_of=("routes",))
     model = stacked_router_model()
     tokens = np.arange(VOCAB, dtype=np.int64)
-    quantized = quantize(model, default_config("int4"), QuantContext(spec=spec, dialect=dialect))
+    quantized = quantize(model, Int4Config(int8_form=form), QuantContext(spec=spec, dialect=dialect))
     assert "w_stack" not in {i.name for i in quantized.graph.initializer}  # quantized, not left float
-    np.testing.assert_array_equal(run(quantized, tokens)["routes"], run(model, tokens)["routes"])
+    agree = (run(quantized, tokens)["routes"] == run(model, tokens)["routes"]).mean()
+    if form == "dynamic":  # one int8 weight per tower on the integer kernel; activations quantized too: near-ties may flip
+        assert sum(n.op_type == "DynamicQuantizeMatMul" for n in quantized.graph.node) == 2
+        assert agree >= 0.9
+    else:
+        assert agree == 1.0
+
+
+def test_the_dynamic_pass_touches_only_the_named_matmuls_and_none_when_none_is_named():
+    from geofractal_edge.export.quantize.int8 import Int8Config, dynamic_matmuls
+
+    config = Int8Config(activations="dynamic")
+    only_router = dynamic_matmuls(toy_model(), ["router"], config)
+    assert [n.name for n in only_router.graph.node if n.op_type == "MatMul"] == ["head"]  # the head left as it was
+    untouched = dynamic_matmuls(toy_model(), ["embed"], config)  # a Gather only: onnxruntime would read [] as every node
+    assert [n.op_type for n in untouched.graph.node] == [n.op_type for n in toy_model().graph.node]

@@ -167,8 +167,8 @@ def test_manifest_records_quantization_config(bundle_factory):
 
     manifest = open_bundle(bundle_factory("int4")).manifest.to_dict()
     # int8_upstream_of as resolved for the family: Atlas has no routes, so none of its weights stays 8-bit
-    assert manifest["quantization"] == {"scheme": "Int4Config", "precision": "int4", "version": 2, "block_size": 16, "symmetric": True,
-                                        "scale_dtype": "float16", "accuracy_level": 0, "int8_upstream_of": []}
+    assert manifest["quantization"] == {"scheme": "Int4Config", "precision": "int4", "version": 3, "block_size": 16, "symmetric": True,
+                                        "scale_dtype": "float16", "accuracy_level": 0, "int8_upstream_of": [], "int8_form": "dynamic"}
     assert manifest["weight_dialect"] == manifest["target"]["weight_dialect"] == "ort"
 
 
