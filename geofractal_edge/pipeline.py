@@ -165,7 +165,7 @@ def _choose_int4(tried: tuple, lower, exportable, profile, out: Path, golden: in
             bundles.append(bundle)
             reports.append(report)
         fp32 = default_config("fp32").for_target(profile).for_spec(exportable.spec)
-        step("int4 variants timed against fp32", 1, 5)
+        step("int4 variants: choosing", 1, 5)
         choice = int4_choice.choose(tried, bundles, reports, errors, lambda: staged("fp32", lower(fp32), fp32), profile.runtime)
     return tried[choice.chosen], graphs[choice.chosen], choice
 

@@ -36,7 +36,7 @@ def test_export_measures_int4_variants_and_the_bundle_holds_the_chosen_one(tiny_
     shown = [p.partition(" | ")[2] for p in phases]
     assert shown[:3] == ["trace", "quantize", "int4 variant 1 of 5: blocks of 16, accuracy_level 0"]
     assert "int4 variant 5 of 5: blocks of 32, accuracy_level 0" in shown and shown[-1] == "done"
-    assert shown.index("int4 variants timed against fp32") < shown.index("write") < shown.index("verify")
+    assert shown.index("int4 variants: choosing") < shown.index("write") < shown.index("verify")
     choice = result.manifest.int4_choice
     assert [(v.block_size, v.accuracy_level) for v in choice.variants] == [(16, 0), (16, 4), (64, 0), (128, 0), (32, 0)]  # the family's first
     assert choice.variants[4].error == "RuntimeError: no kernel for this block size" and not choice.variants[4].parity_passed

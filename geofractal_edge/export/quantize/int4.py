@@ -17,7 +17,7 @@ is untested there. The spec's unquantized tensors and the fp32 feature stage sta
 Mixed precision: the float weights that the outputs named in `int8_upstream_of` depend on are kept
 at 8 bits, in the form `int8_form` names: ``dynamic`` (an ``ort`` target whose int8 is dynamic, host-cpu:
 the int8 bundles' own form, per-channel int8 weights on onnxruntime's integer kernel with activations
-quantized per call) or ``weight_only`` (``ort``: MatMulNBits bits 8; ``qdq``: per-output-channel int8
+quantized per call; 7-bit codes, `reduce_range`, as there) or ``weight_only`` (``ort``: MatMulNBits bits 8; ``qdq``: per-output-channel int8
 DequantizeLinear); tables in every form: int8 rows gathered and scaled. On host-cpu MatMulNBits bits 8
 ran the wide TriX model's four attention matrices in 22 ms of an 82 ms call at 16 windows against the
 dynamic form's 7.5 ms (onnxruntime 1.32 profile, AVX-512 Xeon; benchmarks/RESULTS.md). A routed family names its routes there (its
@@ -44,6 +44,9 @@ from geofractal_edge.export.quantize.islands import consumers, feature_stage
 
 SCALE_DTYPES = ("float16", "float32")
 INT8_FORMS = ("dynamic", "weight_only")
+# The dynamic form's settings: the int8 bundles' defaults (per-channel, symmetric, 7-bit codes: reduce_range)
+EIGHT_DYNAMIC = Int8Config(activations="dynamic")
+WEIGHT_ONLY_FIX = 'use int8_form = "weight_only" (or leave it out) for a TensorRT target'
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class Int4Config(QuantConfig):
     # The form of those 8-bit weights: "dynamic" (int8 weights on the integer kernel, activations quantized per call;
     # "ort" only) or "weight_only" (MatMulNBits bits 8 on "ort", int8 DequantizeLinear on "qdq"). None: "dynamic" on a
     # target whose int8 activations are dynamic (`for_target`), else "weight_only". Version 2 records were weight_only.
+    # Recorded as resolved for the target even where int8_upstream_of is empty (no weight is 8-bit: it then changes nothing).
     int8_form: str | None = None
 
     def __post_init__(self) -> None:
@@ -88,8 +92,7 @@ class Int4Config(QuantConfig):
         int8_form left None is the target's int8 form: "dynamic" where its int8 activations are, else "weight_only"."""
         config = self
         if config.int8_form == "dynamic" and profile.weight_dialect != "ort":
-            raise GfedgeError(f"int4 int8_form 'dynamic' cannot run on target {profile.name} (weight_dialect {profile.weight_dialect!r}: TensorRT builds int8 from explicit Q/DQ only)",
-                              'use int8_form = "weight_only" (or leave it out) for this target')
+            raise int8.dynamic_refused("int4 int8_form", f"target {profile.name} (weight_dialect {profile.weight_dialect!r})", WEIGHT_ONLY_FIX)
         if config.int8_form is None:
             dynamic = profile.weight_dialect == "ort" and profile.int8_activations == "dynamic"
             config = dataclasses.replace(config, int8_form="dynamic" if dynamic else "weight_only")
@@ -106,6 +109,9 @@ class Int4Config(QuantConfig):
 @register(Int4Config)
 def to_int4(model: onnx.ModelProto, config: Int4Config, context: QuantContext) -> onnx.ModelProto:
     config = config.for_spec(context.spec)
+    dynamic = config.int8_form == "dynamic"
+    if dynamic and context.dialect != "ort":
+        raise int8.dynamic_refused("int4 int8_form", f"the {context.dialect!r} weight dialect", WEIGHT_ONLY_FIX)
     kept = context.spec.unquantized
     model = lowbit.require_opset(gemm_to_matmul(model, keep=kept), lowbit.INT4_OPSET)
     skip = set(consumers(model, kept)) | set(feature_stage(model, context.spec.fp32_inputs))
@@ -116,9 +122,8 @@ def to_int4(model: onnx.ModelProto, config: Int4Config, context: QuantContext) -
     if context.dialect == "ort":
         tables = weights.find(model, skip)["tables"]
         model = _quantizer(model, config, skip | readers, gathers=[t for t in tables if t not in eight], qdq=False)
-        dynamic = config.int8_form == "dynamic"
         if readers and dynamic:  # the 8-bit matrices in the int8 bundles' dynamic form, on their readers only
-            model = int8.dynamic_matmuls(model, readers, Int8Config(activations="dynamic"))
+            model = int8.dynamic_matmuls(model, readers - skip, EIGHT_DYNAMIC)
         elif readers:  # the same quantizer at 8 bits, on their readers only
             others = {n.name for n in model.graph.node if n.name not in readers}
             model = _quantizer(model, config, skip | others, gathers=[], qdq=False, bits=8)
@@ -127,7 +132,7 @@ def to_int4(model: onnx.ModelProto, config: Int4Config, context: QuantContext) -
                                 partial(weights.nbits_per_tower, accuracy_level=config.accuracy_level, bits=4, **blocks))
         eight_stacked = [n for n in found["stacked"] if n in eight]
         if dynamic:
-            model = weights.rewrite(model, eight_stacked, partial(weights.int8_per_tower, reduce_range=Int8Config().reduce_range))
+            model = weights.rewrite(model, eight_stacked, partial(weights.int8_per_tower, reduce_range=EIGHT_DYNAMIC.reduce_range))
         else:
             model = weights.rewrite(model, eight_stacked, partial(weights.nbits_per_tower, accuracy_level=config.accuracy_level, bits=8, **blocks))
     else:

@@ -84,8 +84,8 @@ class Int8Config(QuantConfig):
         if self.activations == "target":
             return dataclasses.replace(self, activations=profile.int8_activations)
         if self.activations == "dynamic" and profile.weight_dialect != "ort":
-            raise GfedgeError(f"int8 activations 'dynamic' cannot run on target {profile.name} (weight_dialect {profile.weight_dialect!r}: TensorRT builds int8 from explicit Q/DQ only)",
-                              'use activations = "static" (or "target") for this target')
+            raise dynamic_refused("int8 activations", f"target {profile.name} (weight_dialect {profile.weight_dialect!r})",
+                                  'use activations = "static" (or "target") for this target')
         return self
 
     def for_spec(self, spec) -> Int8Config:
@@ -95,12 +95,17 @@ class Int8Config(QuantConfig):
         return self
 
 
+def dynamic_refused(setting: str, where: str, fix: str) -> GfedgeError:
+    """The one-line error for dynamic int8 asked of a TensorRT target (`where`: the target or dialect, in words)."""
+    return GfedgeError(f"{setting} 'dynamic' cannot run on {where}: TensorRT builds int8 from explicit Q/DQ only", fix)
+
+
 @register(Int8Config)
 def to_int8(model: onnx.ModelProto, config: Int8Config, context: QuantContext) -> onnx.ModelProto:
     config = config.for_spec(context.spec)
     dynamic = config.activations == "dynamic"
     if dynamic and context.dialect != "ort":
-        raise GfedgeError(f"int8 activations 'dynamic' cannot be written in the {context.dialect!r} weight dialect", 'use activations = "static" for a TensorRT target')
+        raise dynamic_refused("int8 activations", f"the {context.dialect!r} weight dialect", 'use activations = "static" for a TensorRT target')
     if dynamic or config.smooth_alpha > 0:
         model = gemm_to_matmul(model, keep=context.spec.unquantized)
     if config.smooth_alpha > 0:

@@ -49,7 +49,7 @@ def trix_spec(*, vocab_size: int, context: int, n_layers: int, batch_max: int = 
         # int4 keeps the weights before every router (embeddings, attention) at 8 bits: all-4-bit moved
         # 4.3% of the test model's layer-0 routes (gate: 3%); the head and the ternary tiles stay 4- and 2-bit.
         # On host-cpu those 8-bit weights take the int8 bundles' dynamic form (Int4Config.int8_form): as MatMulNBits
-        # bits 8 they held the wide model's int4 at x1.29-1.36 of fp32 at 16 windows on an AVX-512 Xeon.
+        # bits 8 they held the wide model's int4 at x1.21-1.42 of fp32 at 16 windows on an AVX-512 Xeon (four runs).
         int8_upstream_of=("routes",),
         # The 4-bit head on onnxruntime computes with int8 activations (MatMulNBits accuracy_level 4): float
         # arithmetic ran int4 at x1.12 of fp32 (shipped default) and x1.15 (64-tile wide model) at batch 1, 1 thread;

@@ -159,6 +159,8 @@ def test_int8_form_follows_the_target_s_int8_and_dynamic_is_refused_for_tensorrt
     assert "\n" not in str(err.value) and "int8_form" in str(err.value)
     with pytest.raises(GfedgeError):
         QuantConfig.from_dict({"scheme": "Int4Config", "int8_form": "static"})
+    with pytest.raises(GfedgeError, match="TensorRT builds int8 from explicit Q/DQ only"):  # quantize without a target: refused too
+        quantize(toy_model(), Int4Config(int8_form="dynamic"), QuantContext(spec=toy_spec(int8_upstream_of=("routes",)), dialect="qdq"))
 
 
 def test_qdq_dialect_keeps_the_router_s_weights_int8_per_output_channel():
