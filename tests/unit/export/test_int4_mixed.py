@@ -228,3 +228,19 @@ def test_the_dynamic_pass_touches_only_the_named_matmuls_and_none_when_none_is_n
     assert [n.name for n in only_router.graph.node if n.op_type == "MatMul"] == ["head"]  # the head left as it was
     untouched = dynamic_matmuls(toy_model(), ["embed"], config)  # a Gather only: onnxruntime would read [] as every node
     assert [n.op_type for n in untouched.graph.node] == [n.op_type for n in toy_model().graph.node]
+
+
+def test_quantizing_in_a_fresh_process_prints_none_of_onnxruntime_s_notices():
+    """onnxruntime's matmul_nbits_quantizer turns the root logger to INFO when first imported (inside the quantize
+    call), after which quantize_dynamic's notices ("Quantization parameters for tensor ... not specified") printed."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from test_int4_mixed import *; "
+            "quantize(toy_model(), Int4Config(int8_form='dynamic'), QuantContext(spec=toy_spec(int8_upstream_of=('routes',)), dialect='ort')); "
+            "import logging; logging.getLogger('after').warning('a warning after the block still prints')")
+    done = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Quantization parameters" not in done.stderr and "pre-processing" not in done.stderr, done.stderr[-2000:]
+    assert "a warning after the block still prints" in done.stderr  # logging is given back as it was
