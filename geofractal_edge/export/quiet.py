@@ -10,16 +10,16 @@ import logging
 import warnings
 from collections.abc import Iterator
 
+# Loggers whose level is given back after the block: an import inside it may set one for good (onnxruntime's
+# matmul_nbits_quantizer calls logging.basicConfig(level=INFO), which sets the root logger to INFO).
 _LOGGERS = ("torch.onnx", "torch._dynamo", "torch.export", "root", "onnxruntime.quantization", "onnxscript")
 
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
+    """Inside: no log record below ERROR from any logger (logging.disable holds whatever levels the block sets), no
+    warning. After: the disable threshold and the `_LOGGERS` levels as they were."""
     saved = {name: logging.getLogger(None if name == "root" else name).level for name in _LOGGERS}
-    for name in _LOGGERS:
-        logging.getLogger(None if name == "root" else name).setLevel(logging.ERROR)
-    # and below every logger's level: onnxruntime's matmul_nbits_quantizer calls logging.basicConfig(level=INFO) when
-    # first imported, which set the root logger back to INFO inside this block (quantize_dynamic's notices printed)
     disabled = logging.root.manager.disable
     logging.disable(max(disabled, logging.WARNING))
     try:

@@ -128,13 +128,10 @@ def to_int4(model: onnx.ModelProto, config: Int4Config, context: QuantContext) -
             others = {n.name for n in model.graph.node if n.name not in readers}
             model = _quantizer(model, config, skip | others, gathers=[], qdq=False, bits=8)
         found = weights.find(model, skip)  # what the quantizers left in float
-        model = weights.rewrite(model, [n for n in found["stacked"] if n not in eight],
-                                partial(weights.nbits_per_tower, accuracy_level=config.accuracy_level, bits=4, **blocks))
-        eight_stacked = [n for n in found["stacked"] if n in eight]
-        if dynamic:
-            model = weights.rewrite(model, eight_stacked, partial(weights.int8_per_tower, reduce_range=EIGHT_DYNAMIC.reduce_range))
-        else:
-            model = weights.rewrite(model, eight_stacked, partial(weights.nbits_per_tower, accuracy_level=config.accuracy_level, bits=8, **blocks))
+        nbits = partial(weights.nbits_per_tower, accuracy_level=config.accuracy_level, **blocks)
+        eight_form = partial(weights.int8_per_tower, reduce_range=EIGHT_DYNAMIC.reduce_range) if dynamic else partial(nbits, bits=8)
+        model = weights.rewrite(model, [n for n in found["stacked"] if n not in eight], partial(nbits, bits=4))
+        model = weights.rewrite(model, [n for n in found["stacked"] if n in eight], eight_form)
     else:
         model = _quantizer(model, config, skip | readers, gathers=[], qdq=True)
         found = weights.find(model, skip)
