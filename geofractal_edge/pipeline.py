@@ -5,6 +5,7 @@ Like the CLI, this module may import every stage; the stages themselves import o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import tempfile
@@ -17,7 +18,7 @@ from geofractal_edge.artifacts import Manifest, atomic, open_bundle, seal
 from geofractal_edge.errors import GfedgeError
 from geofractal_edge.export.passes import check_full
 from geofractal_edge.export.quantize import QuantConfig, QuantContext, default_config, quantize
-from geofractal_edge.export import int4_choice
+from geofractal_edge.export import int4_choice, lut_choice
 from geofractal_edge.export import small_calls as small_call_choice
 from geofractal_edge.export.ternary import lower_ternary
 from geofractal_edge.export.trace import trace
@@ -39,6 +40,7 @@ def export_bundle(
     *, family: str, target: str, out: Path, precision: str | None = None, model: Path | None = None,
     overwrite: bool = False, progress: Progress | None = None, exportable=None, config: QuantConfig | None = None,
     golden: int | None = None, calibration: Path | None = None, small_calls: str = "measure", int4_variants: str = "measure",
+    lut_gemm: str = "measure", traced: onnx.ModelProto | None = None,
 ) -> ExportResult:
     """Export one bundle for one target and precision; parity is measured and recorded in it.
 
@@ -50,11 +52,19 @@ def export_bundle(
     `int4_variants`: int4 on an onnxruntime target whose family lists alternatives: `measure` builds, verifies and times
     each here and keeps the fastest that passes parity where it is clearly faster; `family` keeps the family's choice
     (export/int4_choice.py).
+    `lut_gemm`: where the family asks for onnxruntime's lookup-table 2-bit kernel at this precision on an onnxruntime
+    target: `measure` keeps it only where this host runs the bundle clearly faster with it at its worst batch against
+    fp32, `on` / `off` decide without measuring (export/lut_choice.py).
+    `traced`: `export.trace.trace(exportable)` from an earlier call, for a script that exports one model at several
+    precisions or targets (the trace is most of a small model's export); it is copied, never changed. Its inputs and
+    outputs must be the exportable's.
     """
     if small_calls not in small_call_choice.MODES:
         raise GfedgeError(f"--small-calls {small_calls!r} is not a mode", f"use one of {', '.join(small_call_choice.MODES)}")
     if int4_variants not in int4_choice.MODES:
         raise GfedgeError(f"--int4-variants {int4_variants!r} is not a mode", f"use one of {', '.join(int4_choice.MODES)}")
+    if lut_gemm not in lut_choice.MODES:
+        raise GfedgeError(f"--lut-gemm {lut_gemm!r} is not a mode", f"use one of {', '.join(lut_choice.MODES)}")
     if golden is not None and golden < 1:
         raise GfedgeError(f"--golden {golden} would leave no case to verify", "keep at least 1 golden case")
     def step(phase: str, done: int, total: int) -> None:
@@ -75,7 +85,7 @@ def export_bundle(
         atomic.check_free(Path(out), overwrite=overwrite)
         return _export_locked(family=family, profile=profile, config=config, out=Path(out), model=model, overwrite=overwrite,
                               progress=progress, exportable=exportable, step=step, golden=golden, loader=loader, small_calls=small_calls,
-                              int4_variants=int4_variants)
+                              int4_variants=int4_variants, lut_gemm=lut_gemm, traced=traced)
 
 
 def _check_calibration(family: str, path: Path, exportable) -> Path:
@@ -91,27 +101,33 @@ def _check_calibration(family: str, path: Path, exportable) -> Path:
 
 
 def _export_locked(*, family, profile, config, out: Path, model, overwrite: bool, progress, exportable, step, golden, loader,
-                   small_calls: str, int4_variants: str) -> ExportResult:
+                   small_calls: str, int4_variants: str, lut_gemm: str, traced: onnx.ModelProto | None) -> ExportResult:
     exportable = exportable or family_module(family).load_exportable(model, progress=progress, target=profile, **loader)
     tried = int4_choice.variants(config, exportable.spec, profile.weight_dialect, int4_variants)  # before the family's choices
     config = config.for_spec(exportable.spec)  # settings left to the family, recorded as resolved
-    lut = profile.weight_dialect == "ort" and config.precision in exportable.spec.lut_gemm_precisions
-    if lut:  # this bundle's 2-bit tiles run onnxruntime's lookup-table kernel: recorded in its runtime settings, gated by parity
+    asked = profile.weight_dialect == "ort" and config.precision in exportable.spec.lut_gemm_precisions
+    lut = asked and lut_gemm != "off"
+    plain = profile  # the target's own settings: what the fp32 reference of a measurement runs with
+    if lut:  # this bundle's 2-bit tiles run onnxruntime's lookup-table kernel unless measured otherwise; gated by parity
         profile = dataclasses.replace(profile, runtime=profile.runtime.but(lut_gemm=True))
     step("trace", 0, 5)
-    traced = trace(exportable)
+    traced = trace(exportable) if traced is None else _retraced(traced, exportable)
     lower = functools.partial(_lowered, exportable=exportable, dialect=profile.weight_dialect, lut=lut)
+    copied = functools.partial(_copied_lowered, traced, lower)  # the traced graph stays as it is for another lowering
     step("quantize", 1, 5)
     with atomic.directory(out, overwrite=overwrite, lock=False) as staging:
         choice = None
         if tried:
-            config, graph, choice = _choose_int4(tried, functools.partial(_copied_lowered, traced, lower), exportable, profile, out, golden, step)
+            config, graph, choice = _choose_int4(tried, copied, exportable, profile, out, golden, step)
         else:
-            graph = lower(traced, config)
+            graph = copied(config) if lut and lut_gemm == "measure" else lower(traced, config)
         step("write", 2, 5)
         data = write_files(staging, exportable, graph, profile=profile, config=config, golden_cases=golden)
         if choice is not None:
             data["int4_choice"] = dataclasses.asdict(choice)
+        if asked:
+            fp32 = functools.partial(_copied_lowered, traced, functools.partial(lower, lut=False))  # as an fp32 export lowers it
+            data = _lut_choice(staging, data, lut_gemm, lambda: _reference(fp32, exportable, plain, out, golden), step)
         data = _small_calls(staging, data, profile.runtime, small_calls, step)
         step("verify", 4, 5)
         report = verify_bundle(open_bundle(staging))
@@ -131,11 +147,35 @@ def _lowered(graph: onnx.ModelProto, config: QuantConfig, *, exportable, dialect
     return graph
 
 
+def _retraced(traced: onnx.ModelProto, exportable) -> onnx.ModelProto:
+    """A copy of a trace given to export_bundle, refused where its inputs or outputs are not the exportable's."""
+    spec = exportable.spec
+    names = ([i.name for i in traced.graph.input], [o.name for o in traced.graph.output])
+    want = ([t.name for t in spec.inputs], [t.name for t in spec.outputs])
+    if names != want:
+        raise GfedgeError(f"the traced graph takes {names[0]} and gives {names[1]}, the {spec.family} model {want[0]} and {want[1]}",
+                          "pass the trace of the same exportable, or none")
+    graph = onnx.ModelProto()
+    graph.CopyFrom(traced)
+    return graph
+
+
 def _copied_lowered(traced: onnx.ModelProto, lower, config: QuantConfig) -> onnx.ModelProto:
     """`lower` on a copy of the traced graph, which the next variant lowers again."""
     graph = onnx.ModelProto()
     graph.CopyFrom(traced)
     return lower(graph, config)
+
+
+def _stage(folder: Path, exportable, graph: onnx.ModelProto, profile, config: QuantConfig, golden: int | None):
+    """`graph` written and sealed as a bundle of its own in `folder` (made here), opened."""
+    folder.mkdir()
+    seal(folder, write_files(folder, exportable, graph, profile=profile, config=config, golden_cases=golden))
+    return open_bundle(folder)
+
+
+def _fp32(exportable, profile) -> QuantConfig:
+    return default_config("fp32").for_target(profile).for_spec(exportable.spec)
 
 
 def _choose_int4(tried: tuple, lower, exportable, profile, out: Path, golden: int | None, step):
@@ -144,10 +184,7 @@ def _choose_int4(tried: tuple, lower, exportable, profile, out: Path, golden: in
     built or verified is recorded with its error (the family's own choice still fails the export as it always did)."""
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", suffix=".partial", dir=out.parent) as scratch:
         def staged(name: str, graph: onnx.ModelProto, config: QuantConfig):
-            folder = Path(scratch) / name
-            folder.mkdir()
-            seal(folder, write_files(folder, exportable, graph, profile=profile, config=config, golden_cases=golden))
-            return open_bundle(folder)
+            return _stage(Path(scratch) / name, exportable, graph, profile, config, golden)
 
         graphs, bundles, reports, errors = [], [], [], {}
         for i, candidate in enumerate(tried):
@@ -164,10 +201,32 @@ def _choose_int4(tried: tuple, lower, exportable, profile, out: Path, golden: in
             graphs.append(graph)
             bundles.append(bundle)
             reports.append(report)
-        fp32 = default_config("fp32").for_target(profile).for_spec(exportable.spec)
+        fp32 = _fp32(exportable, profile)
         step("int4 variants: choosing", 1, 5)
         choice = int4_choice.choose(tried, bundles, reports, errors, lambda: staged("fp32", lower(fp32), fp32), profile.runtime)
     return tried[choice.chosen], graphs[choice.chosen], choice
+
+
+@contextlib.contextmanager
+def _reference(lower, exportable, profile, out: Path, golden: int | None):
+    """The same model at fp32, staged beside `out` for a measurement, removed after it."""
+    fp32 = _fp32(exportable, profile)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", suffix=".partial", dir=out.parent) as scratch:
+        yield _stage(Path(scratch) / "fp32", exportable, lower(fp32), profile, fp32, golden)
+
+
+def _lut_choice(staging: Path, data: dict, mode: str, reference, step) -> dict:
+    """The manifest data with export's lookup-table kernel record, and the setting off unless the record keeps it: decided
+    as asked (`on`, `off`), or measured on the staged bundle (sealed for it) against `reference()` (export/lut_choice.py)."""
+    if mode == "measure":
+        seal(staging, data)
+        step("lookup-table kernel: measuring", 3, 5)
+        with reference() as fp32:
+            record = lut_choice.measured(open_bundle(staging), fp32)
+    else:
+        record = lut_choice.unmeasured(mode)
+    runtime = {**data["target"]["runtime"], "lut_gemm": record.kept}
+    return {**data, "target": {**data["target"], "runtime": runtime}, "lut_choice": dataclasses.asdict(record)}
 
 
 def _small_calls(staging: Path, data: dict, settings, mode: str, step) -> dict:

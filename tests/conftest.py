@@ -43,6 +43,19 @@ def built_once(tmp_path_factory, name: str, build) -> Path:
     return folder
 
 
+def traced_once(tmp_path_factory, key: str, exportable):
+    """`exportable`'s ONNX trace, made once for the whole run under `key` (a model, target and lowering): each precision's
+    export lowers a copy (`export_bundle(traced=...)`), since the trace is most of a tiny model's export."""
+    import onnx
+
+    from geofractal_edge.export.trace import trace
+
+    def build(folder: Path) -> None:
+        onnx.save(trace(exportable), str(folder / "traced.onnx"))
+
+    return onnx.load(str(built_once(tmp_path_factory, f"traced-{key}", build) / "traced.onnx"))
+
+
 def tiny_texts() -> dict[str, str]:
     from geofractal_edge.models.atlas.data import default_texts
 
@@ -67,11 +80,15 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 def _export_once(tmp_path_factory, family: str, model: Path, folder: str):
     """make(precision, target) -> the path of `model`'s bundle, exported on first request and reused after."""
+    from geofractal_edge.models.family import family_module
     from geofractal_edge.pipeline import export_bundle
+    from geofractal_edge.targets import get_target
 
     def make(precision: str = "fp32", target: str = "host-cpu") -> Path:
         def build(into: Path) -> None:
-            export_bundle(family=family, target=target, precision=precision, model=model, out=into / f"{target}-{precision}", small_calls="off")
+            exportable = family_module(family).load_exportable(model, target=get_target(target))
+            export_bundle(family=family, target=target, precision=precision, out=into / f"{target}-{precision}", small_calls="off",
+                          exportable=exportable, traced=traced_once(tmp_path_factory, f"{folder}-{target}", exportable))
 
         return built_once(tmp_path_factory, f"{folder}-{target}-{precision}", build) / f"{target}-{precision}"
 
@@ -153,7 +170,9 @@ def trix_bundle_factory(trix_checkpoint, tmp_path_factory):
     def make(precision: str = "fp32", lowering: str = "gather_by_route") -> Path:
         def build(into: Path) -> None:
             exportable = exportable_from_model(load_checkpoint(trix_checkpoint), name="trix-test", source={}, lowering=lowering)
-            export_bundle(family="trix", target="host-cpu", precision=precision, out=into / f"{lowering}-{precision}", exportable=exportable, small_calls="off")
+            export_bundle(family="trix", target="host-cpu", precision=precision, out=into / f"{lowering}-{precision}", exportable=exportable, small_calls="off",
+                          traced=traced_once(tmp_path_factory, f"trix-{lowering}", exportable),
+                          lut_gemm="on")  # the lookup-table kernel as the family asks for it, unmeasured (tests/integration/test_lut_choice.py measures)
 
         return built_once(tmp_path_factory, f"trix-bundles-{lowering}-{precision}", build) / f"{lowering}-{precision}"
 
@@ -196,8 +215,9 @@ def encoder_bundle_factory(request, tmp_path_factory):
 
     def make(precision: str = "fp32") -> Path:
         def build(into: Path) -> None:
+            exportable = encoder_exportable(request.getfixturevalue("minilm_port"), cases=1, per_case=24)
             export_bundle(family="collective-encoder", target="host-cpu", precision=precision, out=into / precision,
-                          exportable=encoder_exportable(request.getfixturevalue("minilm_port"), cases=1, per_case=24))
+                          exportable=exportable, traced=traced_once(tmp_path_factory, "encoder", exportable))
 
         return built_once(tmp_path_factory, f"encoder-bundles-{precision}", build) / precision
 

@@ -40,6 +40,8 @@ FIELDS = {
     "Manifest.small_calls": "host CPU targets: the measurement behind `target.runtime.small_call_threads` (small calls on fewer threads)",
     "Manifest.int4_choice": "int4 on onnxruntime targets whose family lists alternatives: the block sizes and accuracy levels export "
                             "built, verified and timed on the export host, and which one the bundle holds (`quantization` records it)",
+    "Manifest.lut_choice": "onnxruntime targets where the family asks for the lookup-table 2-bit kernel at this precision (TriX int8 / int4 "
+                           "of many tiles): the measurement behind `target.runtime.lut_gemm`, or that the user decided at export",
     "TokenizerInfo.file": "the `tokenizers` library's JSON, relative to the bundle",
     "TokenizerInfo.kind": "always `tokenizers-json`",
     "TokenizerInfo.max_length": "texts are truncated to this many tokens",
@@ -143,13 +145,20 @@ FIELDS = {
     "Int4Choice.why": "the reason, in words",
     "Int4Choice.fp32_p50_us": "the same model at fp32, timed with the variants at their batches (median microseconds per call): "
                               "each variant is judged by its worst ratio to it; empty: no variant was timed",
+    "LutChoice.kept": "whether `target.runtime.lut_gemm` keeps onnxruntime's lookup-table 2-bit kernel",
+    "LutChoice.why": "the reason, in words",
+    "LutChoice.batches": "the batch sizes timed (0: the first golden case as recorded); empty: not measured (`--lut-gemm on` or `off`)",
+    "LutChoice.fp32_p50_us": "the same model at fp32, median microseconds per call at each batch, interleaved with the two below: "
+                             "each setting is judged by its worst ratio to it",
+    "LutChoice.on_p50_us": "the bundle with the lookup-table kernel",
+    "LutChoice.off_p50_us": "the bundle with the exact 2-bit kernel",
     "FileEntry.sha256": "64 lowercase hex digits",
     "FileEntry.bytes": "size in bytes",
 }
 
 CLASSES = (m.Manifest, m.ModelInfo, m.Graph, m.TensorDecl, m.DimRange, m.Keys, m.Golden, m.Task, m.EncoderLink,
            m.TokenizerInfo, m.TernaryPacks, m.TernaryTensor, m.TensorRTSettings, m.ShapeRange, m.Dla, m.EngineRecord,
-           m.ParityRecord, m.ParityCheck, m.SmallCalls, m.Int4Choice, m.Int4Variant, m.FileEntry)
+           m.ParityRecord, m.ParityCheck, m.SmallCalls, m.Int4Choice, m.Int4Variant, m.LutChoice, m.FileEntry)
 
 HEAD = f"""# The gfedge bundle format (version {m.FORMAT_VERSION})
 

@@ -25,12 +25,13 @@ from geofractal_edge.errors import BundleError
 from geofractal_edge.targets import TargetProfile
 
 FORMAT = "gfedge-bundle"
-FORMAT_VERSION = 7  # 2: `weight_dialect`; model.onnx self-contained (TriX tiles packed inside it). 3: target.runtime
+FORMAT_VERSION = 8  # 2: `weight_dialect`; model.onnx self-contained (TriX tiles packed inside it). 3: target.runtime
 # writes `arena_shrinkage` and `mmap_threshold_kib` (always: the whole RuntimeSettings), which a version-2 reader refuses as unknown fields.
 # 4: target.runtime writes `lut_gemm` (a version-3 reader would refuse it, and would run a LUT-parity bundle without the kernel)
 # 5: target.runtime writes `shrink_above_batch` and `stop_spinning_after_call` (a version-4 reader would refuse them as unknown fields)
 # 6: target.runtime writes `small_call_threads` and `small_call_batch` (a version-5 reader would refuse them as unknown fields)
 # 7: `int4_choice`, export's measured int4 setting on onnxruntime targets (a version-6 reader would refuse it as an unknown field)
+# 8: `lut_choice`, export's measurement behind `target.runtime.lut_gemm` (a version-7 reader would refuse it as an unknown field)
 OLDEST_READABLE = 1
 MANIFEST = "manifest.json"
 MANIFEST_HASH = "manifest.json.sha256"
@@ -283,6 +284,24 @@ class Int4Choice:
 
 
 @dataclass(frozen=True)
+class LutChoice:
+    """Export's measurement behind `target.runtime.lut_gemm` (export/lut_choice.py), on the export host: the bundle timed
+    with onnxruntime's lookup-table 2-bit kernel and without it, beside the same model at fp32."""
+
+    kept: bool  # whether target.runtime.lut_gemm keeps the kernel
+    why: str  # the reason in words
+    batches: tuple[int, ...] = ()  # the batch sizes timed (0: the golden case as recorded); (): not measured
+    fp32_p50_us: tuple[float, ...] = ()  # median microseconds per call at each of `batches`: the same model at fp32
+    on_p50_us: tuple[float, ...] = ()  # the bundle with the kernel
+    off_p50_us: tuple[float, ...] = ()  # the bundle without it (the exact 2-bit kernel)
+
+    def __post_init__(self) -> None:
+        for name in ("fp32_p50_us", "on_p50_us", "off_p50_us"):
+            if len(getattr(self, name)) != len(self.batches):
+                raise invalid(name, f"holds {len(getattr(self, name))} times for {len(self.batches)} batches")
+
+
+@dataclass(frozen=True)
 class TensorRTSettings:
     """Builder settings a device needs to build its engine from the bundle's ONNX."""
 
@@ -361,6 +380,7 @@ class Manifest:
     tokenizer: TokenizerInfo | None = None
     small_calls: SmallCalls | None = None
     int4_choice: Int4Choice | None = None
+    lut_choice: LutChoice | None = None
 
     def __post_init__(self) -> None:
         for i, rel in enumerate(self.files):
@@ -497,8 +517,13 @@ def _v6_to_v7(data: dict) -> dict:
     return data
 
 
+def _v7_to_v8(data: dict) -> dict:
+    """Format 7 has no `lut_choice`: its `target.runtime.lut_gemm` is the family's choice, not measured."""
+    return data
+
+
 # version -> function turning a manifest of that version into the next one.
-_UPGRADES: dict[int, Any] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7}
+_UPGRADES: dict[int, Any] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7, 7: _v7_to_v8}
 
 
 def _upgrade(data: dict, version: int) -> dict:

@@ -23,6 +23,7 @@ def export(
     calibration: Path | None = typer.Option(None, "--calibration", help="TriX: a UTF-8 text for the golden cases and int8 calibration instead of the held-out text the checkpoint recorded (every character must be in the model's vocabulary)."),
     small_calls: str = typer.Option("measure", "--small-calls", help="Where the target runs small calls on fewer threads (host-cpu: batch 1 on 1 thread): measure keeps that only where this host runs them faster; on / off decide without measuring (a CPU device other than this host)."),
     int4_variants: str = typer.Option("measure", "--int4-variants", help="int4 on a host-cpu target whose family lists alternative block sizes (MiniLM, collectives): measure builds, verifies and times each on this host and keeps one only where it is clearly faster (a measurement: it can differ between runs where variants are close); family keeps the family's choice without measuring (reproducible bundles, or a CPU device other than this host)."),
+    lut_gemm: str = typer.Option("measure", "--lut-gemm", help="TriX int8 / int4 bundles of many tiles on host-cpu: onnxruntime's lookup-table 2-bit kernel (int8 activations): measure times the bundle with and without it on this host and keeps it only where it is clearly faster at its worst batch against fp32; on / off decide without measuring (a CPU device other than this host). Other bundles ignore it."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
     format: str = typer.Option("onnx", "--format", help="onnx: a gfedge bundle at --out. triton: a Triton model repository at --out, its bundle beside it as OUT.bundle."),
     ensemble: Path | None = typer.Option(None, "--ensemble", help="With --format triton: the encoder bundle a text collective runs behind; the repository also gets the encoder and an ensemble taking its inputs."),
@@ -48,7 +49,7 @@ def export(
     bundle_out = out if format == "onnx" else out.with_name(out.name + ".bundle")
     with progress_bar(enabled=not as_json) as progress:
         result = export_bundle(family=family, target=target, out=bundle_out, precision=precision, model=model, overwrite=overwrite, progress=progress, config=config, golden=golden,
-                               calibration=calibration, small_calls=small_calls, int4_variants=int4_variants)
+                               calibration=calibration, small_calls=small_calls, int4_variants=int4_variants, lut_gemm=lut_gemm)
     report = result.parity
     summary = {
         "bundle": str(result.path),
@@ -61,6 +62,8 @@ def export(
     choice = result.manifest.int4_choice
     if choice is not None:
         summary["int4_choice"] = dataclasses.asdict(choice)
+    if result.manifest.lut_choice is not None:
+        summary["lut_choice"] = dataclasses.asdict(result.manifest.lut_choice)
     note = precision_note(result.manifest.precision, result.manifest.target.ort_providers)
     if note:
         summary["note"] = note
@@ -82,6 +85,9 @@ def export(
             console.print(f"wrote Triton repository {repo.path}: models {', '.join(repo.models)}{chained}")
         if choice is not None:
             console.print(f"int4: {int4_setting(choice)}")
+        if result.manifest.lut_choice is not None:
+            lut = result.manifest.lut_choice
+            console.print(f"lookup-table 2-bit kernel {'kept' if lut.kept else 'not kept'}: {lut.why}")
         verdict(report.passed, f"export parity: {report.task_metric} torch {task['torch']:.2f}% vs runtime {task['runtime']:.2f}%, SQNR {report.metrics['sqnr_db']:.1f} dB")
     if not report.passed:
         raise typer.Exit(1)

@@ -45,6 +45,9 @@ def inspect(
         console.print(f"small calls: {'kept' if small['kept'] else 'not kept'}: {small['why']}")
     if opened.manifest.int4_choice is not None:
         console.print(f"int4 setting: {int4_setting(opened.manifest.int4_choice)}")
+    lut = opened.manifest.lut_choice
+    if lut is not None:
+        console.print(f"lookup-table 2-bit kernel: {'kept' if lut.kept else 'not kept'}: {lut.why}")
     parity = data.get("parity")
     if parity:
         console.print(f"parity at export: {'PASSED' if parity['passed'] else 'FAILED'} on {', '.join(parity['providers_used'])}")

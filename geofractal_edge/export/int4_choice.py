@@ -28,13 +28,9 @@ import dataclasses
 import functools
 import math
 
-from geofractal_edge.artifacts import Bundle
 from geofractal_edge.artifacts.manifest import Int4Choice, Int4Variant
 from geofractal_edge.backends.initializers import graph_weight_bytes
-from geofractal_edge.backends.inputs import leading_dim
-from geofractal_edge.backends.onnxruntime.loader import create_session, direct_run, plan_providers, provider_options
-from geofractal_edge.backends.onnxruntime.placement import golden_feeds
-from geofractal_edge.backends.timing import calibrated
+from geofractal_edge.export.timed import batches as timed_batches, timed, worst as worst_ratio
 
 MODES = ("measure", "family")  # gfedge export --int4-variants
 # An alternative's worst ratio to fp32 must be at most 92% of the family's choice's, in two timings. A bundle timed
@@ -43,9 +39,6 @@ MODES = ("measure", "family")  # gfedge export --int4-variants
 # blocks of 32 at their worst batch (benchmarks/RESULTS.md, thirteenth session).
 MIN_GAIN = 0.08
 MAX_WEIGHT_GROWTH = 1.20  # an alternative's graph weight bytes, at most this times the family's choice's
-ROUNDS = 20  # per batch; rounded up to whole cycles of the alternating order
-WARM_UP_CALLS = 2
-ROUND_SECONDS = 0.1  # calls per round: about this long on the fp32 reference (1 to 200 calls)
 
 
 def variants(config, spec, dialect: str, mode: str) -> tuple:
@@ -67,7 +60,7 @@ def choose(configs: tuple, bundles: list, reports: list, errors: dict[int, str],
     parity, weights within MAX_WEIGHT_GROWTH; where the family's choice failed, every one that passed), they are timed
     here against `reference()` (a staged bundle of the same model at fp32, built only then) with the target's runtime
     `settings` (no small-call session: that is decided after); a switch is timed again and kept only if confirmed."""
-    batches = _batches(bundles[0])
+    batches = timed_batches(bundles[0])
     weights = [graph_weight_bytes(b.model_path) if b is not None else None for b in bundles]
     passed = [i for i, report in enumerate(reports) if report is not None and report.passed]
     eligible = [i for i in passed if weights[i] <= MAX_WEIGHT_GROWTH * weights[0]] if 0 in passed else passed
@@ -75,24 +68,18 @@ def choose(configs: tuple, bundles: list, reports: list, errors: dict[int, str],
     if len(eligible) > 1:
         runs["fp32"] = reference()
         runs.update({i: bundles[i] for i in eligible})
-    timed = _timed(list(runs.values()), batches, settings) if runs else []
-    fp32 = tuple(round(t, 1) for t in timed[0]) if timed else ()
-    by_index = dict(zip(eligible, timed[1:]))
+    times = timed([(b, settings) for b in runs.values()], batches) if runs else []
+    fp32 = tuple(round(t, 1) for t in times[0]) if times else ()
+    by_index = dict(zip(eligible, times[1:]))
     records = [_variant(configs[i], reports[i], weights[i], by_index.get(i), batches, errors.get(i, "")) for i in range(len(configs))]
     choice = _decide(records, eligible, by_index, fp32)
     if choice.chosen != 0 and 0 in eligible:  # a switch: confirmed by a second timing of the two and fp32
-        again = _timed([runs["fp32"], bundles[0], bundles[choice.chosen]], batches, settings)
+        again = timed([(b, settings) for b in (runs["fp32"], bundles[0], bundles[choice.chosen])], batches)
         second = _decide(records, [0, choice.chosen], {0: again[1], choice.chosen: again[2]}, tuple(again[0]))
         confirmed = second.chosen == choice.chosen
         why = f"{choice.why}; {'confirmed' if confirmed else 'not confirmed'} by a second timing: {second.why}"
         choice = dataclasses.replace(choice, chosen=choice.chosen if confirmed else 0, why=why)
     return choice
-
-
-def _batches(bundle: Bundle) -> tuple[int, ...]:
-    """The batch dimension's min and opt, as gfedge bench times it; a graph without one: its golden case as recorded (0)."""
-    name, low, opt, _ = leading_dim(bundle.manifest.graph)
-    return tuple(dict.fromkeys((low, opt))) if name is not None else (0,)
 
 
 def _variant(config, report, weight_bytes: int | None, times: list[float] | None, batches: tuple[int, ...], error: str) -> Int4Variant:
@@ -114,7 +101,7 @@ def _decide(records: list[Int4Variant], eligible: list[int], times: dict[int, li
         return choice(chosen=0, why=f"no alternative both passed parity and kept its weights within x{MAX_WEIGHT_GROWTH:.2f} of the family's choice's")
     if len(eligible) == 1:
         return choice(chosen=eligible[0], why=f"the family's choice failed parity; {_setting(records[eligible[0]])} passed, the only one")
-    worst = {i: max(t / f for t, f in zip(times[i], fp32)) for i in eligible}
+    worst = {i: worst_ratio(times[i], fp32) for i in eligible}
     if 0 not in worst:
         best = min(worst, key=worst.get)
         return choice(chosen=best, why=f"the family's choice failed parity; {_setting(records[best])} passed, at worst x{worst[best]:.2f} of fp32's time")
@@ -128,23 +115,3 @@ def _decide(records: list[Int4Variant], eligible: list[int], times: dict[int, li
 
 def _setting(variant: Int4Variant) -> str:
     return f"blocks of {variant.block_size}, accuracy_level {variant.accuracy_level}"
-
-
-def _timed(bundles: list[Bundle], batches: tuple[int, ...], settings) -> list[list[float]]:
-    """Per bundle, the median microseconds per call at each batch, the bundles interleaved round by round (the first
-    sets the calls per round)."""
-    sessions = [_session(bundle, settings) for bundle in bundles]  # (session, the codes it borrows): held to the end
-    runs = [direct_run(session) for session, _ in sessions]
-    outputs = bundles[0].manifest.graph.output_names
-    per_batch = []
-    for batch in batches:
-        feeds = [golden_feeds(bundle, batch=batch or None) for bundle in bundles]
-        fns = {str(i): (lambda run=run, f=f: run(outputs, f)) for i, (run, f) in enumerate(zip(runs, feeds))}
-        samples = calibrated(fns, rounds=ROUNDS, round_seconds=ROUND_SECONDS, warm_up=WARM_UP_CALLS, calls=(1, 200))
-        per_batch.append([samples[str(i)].wall_median * 1e6 for i in range(len(bundles))])
-    return [list(column) for column in zip(*per_batch)]
-
-
-def _session(bundle: Bundle, settings):
-    plan = plan_providers(bundle)
-    return create_session(bundle, provider_options(bundle, plan.chosen), settings=settings.but(small_call_threads=0))

@@ -69,7 +69,8 @@ class RuntimeSettings:
     shrink_above_batch: int = 0
     # onnxruntime's lookup-table kernel for 2-bit MatMulNBits (session config mlas.use_lut_gemm): it quantizes each
     # call's activations to int8, so export turns it on per bundle only where the family asks for it at that precision
-    # (ExportSpec.lut_gemm_precisions: TriX int8/int4 under dispatch_by_route) and parity then gates the bundle.
+    # (ExportSpec.lut_gemm_precisions: TriX int8/int4 under dispatch_by_route) and the export host measured it faster at
+    # the bundle's worst batch against fp32 (export/lut_choice.py); parity then gates the bundle.
     # onnxruntime 1.32 uses it only where the CPU has the kernel (AVX2 on x86), prepacking is on and a weight's N is a
     # multiple of 128 and K and the block of 32; elsewhere it runs the exact kernel. Parity measures the export host's
     # choice: a device that has the kernel where the export host had none runs arithmetic parity did not see.

@@ -10,15 +10,15 @@ import pytest
 
 from geofractal_edge.artifacts import open_bundle
 from geofractal_edge.errors import GfedgeError
-from geofractal_edge.export import int4_choice
+from geofractal_edge.export import int4_choice, timed
 from geofractal_edge import pipeline
 from geofractal_edge.models.family import family_module
 from geofractal_edge.pipeline import export_bundle
 
 
 def test_export_measures_int4_variants_and_the_bundle_holds_the_chosen_one(tiny_checkpoint, tmp_path, monkeypatch):
-    monkeypatch.setattr(int4_choice, "ROUNDS", 2)  # what is timed and recorded, not how well: a few calls do
-    monkeypatch.setattr(int4_choice, "ROUND_SECONDS", 0.002)
+    monkeypatch.setattr(timed, "ROUNDS", 2)  # what is timed and recorded, not how well: a few calls do
+    monkeypatch.setattr(timed, "ROUND_SECONDS", 0.002)
     quantize = pipeline.quantize
 
     def failing_at_32(graph, config, context):  # an alternative that cannot be built: recorded, and the export goes on

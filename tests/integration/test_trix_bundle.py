@@ -165,7 +165,7 @@ def test_the_runtime_runs_the_lookup_table_kernel_a_dispatch_bundle_records(tmp_
     for precision in ("fp32", "int8"):
         exportable = exportable_from_model(lm, name="t", source={}, lowering="dispatch_by_route")
         bundles[precision] = export_bundle(family="trix", target="host-cpu", precision=precision, out=tmp_path / precision,
-                                           exportable=exportable).path
+                                           exportable=exportable, lut_gemm="on").path
     assert open_bundle(bundles["int8"]).manifest.target.runtime.lut_gemm
     assert not open_bundle(bundles["fp32"]).manifest.target.runtime.lut_gemm
     shown = gfedge("inspect", bundles["int8"])

@@ -13,12 +13,14 @@ MAX_BATCH = 256
 # batch range stops where one such copy would pass this many bytes. A 64-tile model of 256 x 256 tiles
 # checked at 256 windows (4.3 GB per gather) was OOM-killed at 12.8 GB (benchmarks/RESULTS.md, wide TriX).
 GATHER_BYTES = 1 << 30
-# Precisions whose 2-bit tiles run onnxruntime's lookup-table kernel (int8 activations) on "ort" targets, under
+# Precisions whose 2-bit tiles may run onnxruntime's lookup-table kernel (int8 activations) on "ort" targets, under
 # dispatch_by_route only: their activations are int8 anyway, and fp32 keeps the exact kernel
-# (ExportSpec.lut_gemm_precisions). Measured on host-cpu, 1 thread (benchmarks/RESULTS.md): on the 64-tile model's
-# dispatch bundles int8 p50 x0.32 of fp32 at batch 1; on the shipped default (compute_all_select, one MatMulNBits
-# over all tiles) the kernel ran int8 x0.76 of fp32 at batch 1 but x1.13 at 16 windows (x0.87 without it), int4
-# x1.28 at 16, so compute-all bundles keep the exact kernel.
+# (ExportSpec.lut_gemm_precisions). Export keeps the kernel only where the export host measures it clearly faster at
+# the bundle's worst batch against fp32 (export/lut_choice.py): on the 64-tile model's dispatch bundles int8 ran x0.32
+# of fp32 at batch 1 with it on an AVX2 EPYC, but on an AVX-512 Xeon x0.68-0.72 at batch 1 and x1.04-1.20 at 16
+# windows, against x0.83-0.91 at both without it (benchmarks/RESULTS.md). On the shipped default (compute_all_select,
+# one MatMulNBits over all tiles) the kernel ran int8 x0.76 of fp32 at batch 1 but x1.13 at 16 windows (x0.87
+# without it), int4 x1.28 at 16, so compute-all bundles do not ask for it.
 LUT_PRECISIONS = ("int8", "int4")
 
 

@@ -1,0 +1,58 @@
+"""Keep onnxruntime's lookup-table 2-bit kernel in a bundle only where the export host measured it worth its error.
+
+A family may ask for the kernel (session config `mlas.use_lut_gemm`) at some precisions (`ExportSpec.lut_gemm_precisions`:
+TriX int8 and int4 under dispatch_by_route, whose many per-tile 2-bit products it was written for). It quantizes each
+call's activations to int8, and how fast it runs depends on the host and the rows per call: on the wide TriX's int8 and
+int4 bundles it ran x0.68-0.72 of fp32 at batch 1 on an AVX-512 Xeon, against x0.86-0.88 with the exact kernel, but
+x1.04-1.20 at 16 windows, against x0.83-0.91 (benchmarks/RESULTS.md, fifteenth session), where an AVX2 EPYC had measured
+it x0.32 at batch 1. So on an ``ort`` target with `--lut-gemm measure` (the default) export times the staged bundle with
+the kernel and without it, interleaved (export/timed.py) with the same model at fp32, at the batch dimension's min and
+opt, and judges each setting by its worst batch against fp32, as int4's variants are (what a user must not get is a
+low-bit bundle slower than float at the batch they run). The kernel is kept only where its worst ratio is at most
+1 - `MIN_GAIN` of the exact kernel's, in two timings (it is the less exact one: noise must not buy it). Parity gates the
+bundle with the setting kept. `on` / `off` decide without measuring (a CPU device other than this host, or reproducible
+bundles). The graph is the same either way: the routing signatures stay float where the kernel was asked for (it would
+quantize the scores), a few KiB. The figures go into the manifest (`lut_choice`). No torch.
+"""
+
+from __future__ import annotations
+
+from geofractal_edge.artifacts import Bundle
+from geofractal_edge.artifacts.manifest import LutChoice
+from geofractal_edge.export.timed import batches as timed_batches, timed, worst
+
+MODES = ("measure", "on", "off")  # gfedge export --lut-gemm
+# The kernel's worst ratio to fp32 must be at most 92% of the exact kernel's, in two timings: int4_choice's margin, from the
+# same kind of measurement (a bundle timed against itself read x0.935-1.034 per batch there).
+MIN_GAIN = 0.08
+
+
+def unmeasured(mode: str) -> LutChoice:
+    """The record where the user decided at export (`on` / `off`)."""
+    return LutChoice(kept=mode == "on", why=f"{'asked' if mode == 'on' else 'turned off'} at export (--lut-gemm {mode}), not measured")
+
+
+def measured(bundle: Bundle, reference: Bundle) -> LutChoice:
+    """The measurement behind `bundle`'s lut_gemm (staged with the kernel asked for; `reference`: the same model at fp32,
+    staged), with the bundle's own runtime settings otherwise."""
+    settings = bundle.manifest.target.runtime
+    batches = timed_batches(bundle)
+    runs = [(reference, reference.manifest.target.runtime.but(lut_gemm=False)), (bundle, settings.but(lut_gemm=True)),
+            (bundle, settings.but(lut_gemm=False))]
+    first = decide(batches, *timed(runs, batches))
+    if not first.kept:
+        return first
+    second = decide(batches, *timed(runs, batches))  # the less exact kernel is kept only where a second timing agrees
+    return LutChoice(kept=second.kept, why=f"{first.why}; {'confirmed' if second.kept else 'not confirmed'} by a second timing: {second.why}",
+                     batches=second.batches, fp32_p50_us=second.fp32_p50_us, on_p50_us=second.on_p50_us, off_p50_us=second.off_p50_us)
+
+
+def decide(batches: tuple[int, ...], fp32: list[float], on: list[float], off: list[float]) -> LutChoice:
+    """The kernel kept where its worst batch against fp32 is at most 1 - MIN_GAIN of the exact kernel's worst batch."""
+    with_lut, without = worst(on, fp32), worst(off, fp32)
+    gain = with_lut / without
+    kept = gain <= 1 - MIN_GAIN
+    why = (f"with the lookup-table kernel at worst x{with_lut:.2f} of fp32's time, without it x{without:.2f}"
+           f" (x{gain:.2f}, {'at most' if kept else 'above'} x{1 - MIN_GAIN:.2f})")
+    rounded = (lambda times: tuple(round(t, 1) for t in times))
+    return LutChoice(kept=kept, why=why, batches=tuple(batches), fp32_p50_us=rounded(fp32), on_p50_us=rounded(on), off_p50_us=rounded(off))

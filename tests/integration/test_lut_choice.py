@@ -1,0 +1,65 @@
+"""Export measures onnxruntime's lookup-table 2-bit kernel on a TriX dispatch bundle and the bundle follows the record;
+`--lut-gemm off` packs the routing signatures at 2 bits as an fp32 bundle does (export/lut_choice.py)."""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+import pytest
+
+from geofractal_edge.artifacts import open_bundle
+from geofractal_edge.export import timed
+from geofractal_edge.models.trix.checkpoint import load_checkpoint
+from geofractal_edge.models.trix.family import exportable_from_model
+from geofractal_edge.pipeline import export_bundle
+from tests.conftest import gfedge, traced_once
+
+
+def _export(checkpoint, factory, out, mode):
+    exportable = exportable_from_model(load_checkpoint(checkpoint), name="t", source={}, lowering="dispatch_by_route")
+    return export_bundle(family="trix", target="host-cpu", precision="int8", out=out, exportable=exportable, small_calls="off", lut_gemm=mode,
+                         traced=traced_once(factory, "trix-dispatch_by_route", exportable))
+
+
+def _float_signatures(bundle) -> list[str]:
+    graph = onnx.load(str(open_bundle(bundle).model_path))
+    return [i.name for i in graph.graph.initializer if i.name.endswith("signatures")]
+
+
+def test_measure_records_three_timings_and_the_runtime_follows_the_record(trix_checkpoint, tmp_path_factory, tmp_path, monkeypatch):
+    monkeypatch.setattr(timed, "ROUNDS", 2)  # the wiring, not the figure: a short measurement
+    monkeypatch.setattr(timed, "ROUND_SECONDS", 0.005)
+    result = _export(trix_checkpoint, tmp_path_factory, tmp_path / "measure", "measure")
+    choice = result.manifest.lut_choice
+    assert result.parity.passed and choice is not None
+    assert choice.batches == (1, 16) and all(len(t) == 2 and min(t) > 0 for t in (choice.fp32_p50_us, choice.on_p50_us, choice.off_p50_us))
+    assert result.manifest.target.runtime.lut_gemm == choice.kept and "with the lookup-table kernel at worst" in choice.why
+    assert _float_signatures(result.path), "the kernel was asked for: the routing scores stay float whichever way it went"
+    shown = gfedge("inspect", result.path)
+    assert shown.returncode == 0 and f"lookup-table 2-bit kernel: {'kept' if choice.kept else 'not kept'}" in shown.stdout, shown.stdout
+    stored = json.loads((result.path / "manifest.json").read_text())["lut_choice"]
+    assert stored["kept"] == choice.kept and stored["on_p50_us"] == list(choice.on_p50_us)
+
+
+def test_off_keeps_the_exact_kernel_and_packs_the_signatures(trix_checkpoint, trix_bundle_factory, tmp_path_factory, tmp_path):
+    result = _export(trix_checkpoint, tmp_path_factory, tmp_path / "off", "off")
+    assert result.parity.passed and not result.manifest.target.runtime.lut_gemm
+    assert not result.manifest.lut_choice.kept and "--lut-gemm off" in result.manifest.lut_choice.why
+    assert not _float_signatures(result.path)  # 2-bit, read by the exact kernel, as in the fp32 bundle
+    assert _float_signatures(trix_bundle_factory("int8", "dispatch_by_route"))  # the conftest bundle: --lut-gemm on
+
+
+def test_a_family_that_asks_for_no_kernel_gets_no_record(trix_bundle_factory):
+    assert open_bundle(trix_bundle_factory("int8", "compute_all_select")).manifest.lut_choice is None
+    assert open_bundle(trix_bundle_factory("fp32", "dispatch_by_route")).manifest.lut_choice is None
+
+
+def test_a_trace_of_another_model_is_refused_in_one_line(trix_checkpoint, bundle_factory, tmp_path):
+    from geofractal_edge.errors import GfedgeError
+
+    other = onnx.load(str(bundle_factory("fp32") / "model.onnx"))  # Atlas's graph: other inputs and outputs
+    exportable = exportable_from_model(load_checkpoint(trix_checkpoint), name="t", source={}, lowering="dispatch_by_route")
+    with pytest.raises(GfedgeError, match="the traced graph takes .* the trix model") as caught:
+        export_bundle(family="trix", target="host-cpu", precision="fp32", out=tmp_path / "b", exportable=exportable, traced=other)
+    assert caught.value.fix == "pass the trace of the same exportable, or none" and not (tmp_path / "b").exists()
