@@ -48,15 +48,17 @@ TYPICAL = 16  # the TriX spec's opt batch (windows of 64 characters)
 
 def export_all(work: Path, *, lowering: str, precisions=PRECISIONS, max_batch: int | None = None, folder: str = "bundles") -> dict[str, Path]:
     """Bundles of the hierarchical checkpoint for host-cpu; prints each bundle's parity gates and quantization scheme."""
+    from geofractal_edge.export.trace import trace
     from geofractal_edge.pipeline import export_bundle
 
-    bundles = {}
+    bundles, traced = {}, None
     for precision in precisions:
         out = work / folder / precision
         start = time.perf_counter()
         exportable = hier_exportable(work, lowering=lowering, float_tiles=precision == "float32", max_batch=max_batch)
+        traced = traced or trace(exportable)  # one module: float tiles change only the spec's ternary list
         result = export_bundle(family="trix", target="host-cpu", out=out, precision="fp32" if precision == "float32" else precision,
-                               exportable=exportable, overwrite=True)
+                               exportable=exportable, overwrite=True, traced=traced)
         bundles[precision] = out
         print(f"{precision}: exported in {time.perf_counter() - start:.0f} s, {describe(result.manifest)}; parity {'PASSED' if result.parity.passed else 'FAILED'}")
         for check in result.parity.checks:
@@ -87,7 +89,8 @@ def hier_exportable(work: Path, *, lowering: str, float_tiles: bool, max_batch: 
 def describe(manifest) -> str:
     """The lowering and quantization scheme a bundle was written with (what `gfedge inspect` shows)."""
     quant = {k: v for k, v in dict(manifest.quantization).items() if k != "precision"}
-    return f"lowering {dict(manifest.family_info).get('lowering')}, quantization {json.dumps(quant, sort_keys=True)}"
+    lut = "" if manifest.lut_choice is None else f"; lookup-table kernel {'kept' if manifest.lut_choice.kept else 'not kept'}: {manifest.lut_choice.why}"
+    return f"lowering {dict(manifest.family_info).get('lowering')}, quantization {json.dumps(quant, sort_keys=True)}{lut}"
 
 
 def bench_all(bundles: dict[str, Path], *, threads: int, runs: int) -> dict:

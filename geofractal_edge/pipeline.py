@@ -21,7 +21,7 @@ from geofractal_edge.export.quantize import QuantConfig, QuantContext, default_c
 from geofractal_edge.export import int4_choice, lut_choice
 from geofractal_edge.export import small_calls as small_call_choice
 from geofractal_edge.export.ternary import lower_ternary
-from geofractal_edge.export.trace import trace
+from geofractal_edge.export.trace import Traced, fingerprint, trace
 from geofractal_edge.export.validate import check_shapes
 from geofractal_edge.export.writer import write_files
 from geofractal_edge.models.family import Progress, family_module
@@ -40,7 +40,7 @@ def export_bundle(
     *, family: str, target: str, out: Path, precision: str | None = None, model: Path | None = None,
     overwrite: bool = False, progress: Progress | None = None, exportable=None, config: QuantConfig | None = None,
     golden: int | None = None, calibration: Path | None = None, small_calls: str = "measure", int4_variants: str = "measure",
-    lut_gemm: str = "measure", traced: onnx.ModelProto | None = None,
+    lut_gemm: str = "measure", traced: Traced | None = None,
 ) -> ExportResult:
     """Export one bundle for one target and precision; parity is measured and recorded in it.
 
@@ -55,9 +55,9 @@ def export_bundle(
     `lut_gemm`: where the family asks for onnxruntime's lookup-table 2-bit kernel at this precision on an onnxruntime
     target: `measure` keeps it only where this host runs the bundle clearly faster with it at its worst batch against
     fp32, `on` / `off` decide without measuring (export/lut_choice.py).
-    `traced`: `export.trace.trace(exportable)` from an earlier call, for a script that exports one model at several
-    precisions or targets (the trace is most of a small model's export); it is copied, never changed. Its inputs and
-    outputs must be the exportable's.
+    `traced`: `export.trace.traced(exportable)` from an earlier call, for a script that exports one model at several
+    precisions (the trace is most of a small model's export); copied, never changed, and refused unless its fingerprint
+    (weights, lowering, inputs, outputs, dimension ranges) is this export's exportable's.
     """
     if small_calls not in small_call_choice.MODES:
         raise GfedgeError(f"--small-calls {small_calls!r} is not a mode", f"use one of {', '.join(small_call_choice.MODES)}")
@@ -101,7 +101,7 @@ def _check_calibration(family: str, path: Path, exportable) -> Path:
 
 
 def _export_locked(*, family, profile, config, out: Path, model, overwrite: bool, progress, exportable, step, golden, loader,
-                   small_calls: str, int4_variants: str, lut_gemm: str, traced: onnx.ModelProto | None) -> ExportResult:
+                   small_calls: str, int4_variants: str, lut_gemm: str, traced: Traced | None) -> ExportResult:
     exportable = exportable or family_module(family).load_exportable(model, progress=progress, target=profile, **loader)
     tried = int4_choice.variants(config, exportable.spec, profile.weight_dialect, int4_variants)  # before the family's choices
     config = config.for_spec(exportable.spec)  # settings left to the family, recorded as resolved
@@ -114,20 +114,21 @@ def _export_locked(*, family, profile, config, out: Path, model, overwrite: bool
     traced = trace(exportable) if traced is None else _retraced(traced, exportable)
     lower = functools.partial(_lowered, exportable=exportable, dialect=profile.weight_dialect, lut=lut)
     copied = functools.partial(_copied_lowered, traced, lower)  # the traced graph stays as it is for another lowering
+    fp32 = functools.partial(_copied_lowered, traced, functools.partial(lower, lut=False))  # as an fp32 export lowers it
+    reference = functools.partial(_reference, fp32, exportable, plain, out, golden)  # staged for a measurement, then removed
     step("quantize", 1, 5)
     with atomic.directory(out, overwrite=overwrite, lock=False) as staging:
         choice = None
         if tried:
-            config, graph, choice = _choose_int4(tried, copied, exportable, profile, out, golden, step)
+            config, graph, choice = _choose_int4(tried, copied, exportable, profile, out, golden, step, reference)
         else:
-            graph = copied(config) if lut and lut_gemm == "measure" else lower(traced, config)
+            graph = copied(config)
         step("write", 2, 5)
         data = write_files(staging, exportable, graph, profile=profile, config=config, golden_cases=golden)
         if choice is not None:
             data["int4_choice"] = dataclasses.asdict(choice)
         if asked:
-            fp32 = functools.partial(_copied_lowered, traced, functools.partial(lower, lut=False))  # as an fp32 export lowers it
-            data = _lut_choice(staging, data, lut_gemm, lambda: _reference(fp32, exportable, plain, out, golden), step)
+            data = _lut_choice(staging, data, lut_gemm, reference, step)
         data = _small_calls(staging, data, profile.runtime, small_calls, step)
         step("verify", 4, 5)
         report = verify_bundle(open_bundle(staging))
@@ -147,17 +148,12 @@ def _lowered(graph: onnx.ModelProto, config: QuantConfig, *, exportable, dialect
     return graph
 
 
-def _retraced(traced: onnx.ModelProto, exportable) -> onnx.ModelProto:
-    """A copy of a trace given to export_bundle, refused where its inputs or outputs are not the exportable's."""
-    spec = exportable.spec
-    names = ([i.name for i in traced.graph.input], [o.name for o in traced.graph.output])
-    want = ([t.name for t in spec.inputs], [t.name for t in spec.outputs])
-    if names != want:
-        raise GfedgeError(f"the traced graph takes {names[0]} and gives {names[1]}, the {spec.family} model {want[0]} and {want[1]}",
-                          "pass the trace of the same exportable, or none")
-    graph = onnx.ModelProto()
-    graph.CopyFrom(traced)
-    return graph
+def _retraced(given: Traced, exportable) -> onnx.ModelProto:
+    """A trace given to export_bundle, refused where it was traced from another model, lowering or shape range."""
+    if given.fingerprint != fingerprint(exportable):
+        raise GfedgeError(f"the traced graph given to export is not a trace of this {exportable.spec.family} model (other weights, lowering or shapes)",
+                          "pass export.trace.traced() of the same exportable for this target, or none")
+    return given.graph  # every lowering below takes a copy (_copied_lowered)
 
 
 def _copied_lowered(traced: onnx.ModelProto, lower, config: QuantConfig) -> onnx.ModelProto:
@@ -174,15 +170,11 @@ def _stage(folder: Path, exportable, graph: onnx.ModelProto, profile, config: Qu
     return open_bundle(folder)
 
 
-def _fp32(exportable, profile) -> QuantConfig:
-    return default_config("fp32").for_target(profile).for_spec(exportable.spec)
-
-
-def _choose_int4(tried: tuple, lower, exportable, profile, out: Path, golden: int | None, step):
+def _choose_int4(tried: tuple, lower, exportable, profile, out: Path, golden: int | None, step, reference):
     """(config, graph, Int4Choice): each int4 variant written as a bundle of its own beside `out` and verified, then timed
-    with the same model at fp32 (export/int4_choice.py); the scratch bundles are removed. An alternative that cannot be
-    built or verified is recorded with its error (the family's own choice still fails the export as it always did)."""
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", suffix=".partial", dir=out.parent) as scratch:
+    with the same model at fp32 (`reference()`, export/int4_choice.py); the scratch bundles are removed. An alternative that
+    cannot be built or verified is recorded with its error (the family's own choice still fails the export as it always did)."""
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", suffix=".partial", dir=out.parent) as scratch, contextlib.ExitStack() as held:
         def staged(name: str, graph: onnx.ModelProto, config: QuantConfig):
             return _stage(Path(scratch) / name, exportable, graph, profile, config, golden)
 
@@ -201,16 +193,16 @@ def _choose_int4(tried: tuple, lower, exportable, profile, out: Path, golden: in
             graphs.append(graph)
             bundles.append(bundle)
             reports.append(report)
-        fp32 = _fp32(exportable, profile)
         step("int4 variants: choosing", 1, 5)
-        choice = int4_choice.choose(tried, bundles, reports, errors, lambda: staged("fp32", lower(fp32), fp32), profile.runtime)
+        choice = int4_choice.choose(tried, bundles, reports, errors, lambda: held.enter_context(reference()), profile.runtime)
     return tried[choice.chosen], graphs[choice.chosen], choice
 
 
 @contextlib.contextmanager
 def _reference(lower, exportable, profile, out: Path, golden: int | None):
-    """The same model at fp32, staged beside `out` for a measurement, removed after it."""
-    fp32 = _fp32(exportable, profile)
+    """The same model at fp32 (`lower`: its lowering), staged beside `out` for a measurement with the target's own
+    settings (`profile`), removed after it."""
+    fp32 = default_config("fp32").for_target(profile).for_spec(exportable.spec)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", suffix=".partial", dir=out.parent) as scratch:
         yield _stage(Path(scratch) / "fp32", exportable, lower(fp32), profile, fp32, golden)
 

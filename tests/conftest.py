@@ -44,16 +44,20 @@ def built_once(tmp_path_factory, name: str, build) -> Path:
 
 
 def traced_once(tmp_path_factory, key: str, exportable):
-    """`exportable`'s ONNX trace, made once for the whole run under `key` (a model, target and lowering): each precision's
-    export lowers a copy (`export_bundle(traced=...)`), since the trace is most of a tiny model's export."""
+    """`exportable`'s trace (export.trace.Traced), made once for the whole run under `key` (a model, target and lowering):
+    each precision's export lowers a copy (`export_bundle(traced=...)`, which checks its fingerprint), since the trace is
+    most of a tiny model's export."""
     import onnx
 
-    from geofractal_edge.export.trace import trace
+    from geofractal_edge.export.trace import Traced, traced
 
     def build(folder: Path) -> None:
-        onnx.save(trace(exportable), str(folder / "traced.onnx"))
+        made = traced(exportable)
+        onnx.save(made.graph, str(folder / "traced.onnx"))
+        (folder / "fingerprint").write_text(made.fingerprint)
 
-    return onnx.load(str(built_once(tmp_path_factory, f"traced-{key}", build) / "traced.onnx"))
+    folder = built_once(tmp_path_factory, f"traced-{key}", build)
+    return Traced(onnx.load(str(folder / "traced.onnx")), (folder / "fingerprint").read_text())
 
 
 def tiny_texts() -> dict[str, str]:

@@ -285,8 +285,9 @@ class Int4Choice:
 
 @dataclass(frozen=True)
 class LutChoice:
-    """Export's measurement behind `target.runtime.lut_gemm` (export/lut_choice.py), on the export host: the bundle timed
-    with onnxruntime's lookup-table 2-bit kernel and without it, beside the same model at fp32."""
+    """Export's measurement behind `target.runtime.lut_gemm` (export/lut_choice.py), on the export host.
+
+    The bundle timed with onnxruntime's lookup-table 2-bit kernel and without it, beside the same model at fp32."""
 
     kept: bool  # whether target.runtime.lut_gemm keeps the kernel
     why: str  # the reason in words

@@ -30,14 +30,9 @@ import math
 
 from geofractal_edge.artifacts.manifest import Int4Choice, Int4Variant
 from geofractal_edge.backends.initializers import graph_weight_bytes
-from geofractal_edge.export.timed import batches as timed_batches, timed, worst as worst_ratio
+from geofractal_edge.export.timed import MIN_GAIN, batches as timed_batches, rounded, timed, worst as worst_ratio
 
 MODES = ("measure", "family")  # gfedge export --int4-variants
-# An alternative's worst ratio to fp32 must be at most 92% of the family's choice's, in two timings. A bundle timed
-# against itself this way read x0.935-1.034 per batch (8 measurements, MiniLM and the wide collective at int4, AVX-512
-# Xeon, load 1.4-1.5; at 6 rounds of 0.03 s, x0.917-1.216). On that host MiniLM's and the wide collective's blocks of 128 read x0.80-0.87 of
-# blocks of 32 at their worst batch (benchmarks/RESULTS.md, thirteenth session).
-MIN_GAIN = 0.08
 MAX_WEIGHT_GROWTH = 1.20  # an alternative's graph weight bytes, at most this times the family's choice's
 
 
@@ -58,23 +53,24 @@ def choose(configs: tuple, bundles: list, reports: list, errors: dict[int, str],
     """The record for `variants`' `configs` (the family's choice first), their staged bundles and parity reports (None
     for an alternative that could not be built, `errors[i]` saying why). Where two or more are candidates (passed
     parity, weights within MAX_WEIGHT_GROWTH; where the family's choice failed, every one that passed), they are timed
-    here against `reference()` (a staged bundle of the same model at fp32, built only then) with the target's runtime
-    `settings` (no small-call session: that is decided after); a switch is timed again and kept only if confirmed."""
+    here against `reference()` (a staged bundle of the same model at fp32, built only then, run with its own runtime
+    settings) with the target's runtime `settings` (no small-call session: that is decided after); a switch is timed again and kept only if confirmed."""
     batches = timed_batches(bundles[0])
     weights = [graph_weight_bytes(b.model_path) if b is not None else None for b in bundles]
     passed = [i for i, report in enumerate(reports) if report is not None and report.passed]
     eligible = [i for i in passed if weights[i] <= MAX_WEIGHT_GROWTH * weights[0]] if 0 in passed else passed
-    runs = {}
+    runs = {}  # (bundle, runtime settings): the fp32 reference with its own, the variants with the target's
     if len(eligible) > 1:
-        runs["fp32"] = reference()
-        runs.update({i: bundles[i] for i in eligible})
-    times = timed([(b, settings) for b in runs.values()], batches) if runs else []
-    fp32 = tuple(round(t, 1) for t in times[0]) if times else ()
+        fp32_bundle = reference()
+        runs["fp32"] = (fp32_bundle, fp32_bundle.manifest.target.runtime)
+        runs.update({i: (bundles[i], settings) for i in eligible})
+    times = timed(list(runs.values()), batches) if runs else []
+    fp32 = rounded(times[0]) if times else ()
     by_index = dict(zip(eligible, times[1:]))
     records = [_variant(configs[i], reports[i], weights[i], by_index.get(i), batches, errors.get(i, "")) for i in range(len(configs))]
     choice = _decide(records, eligible, by_index, fp32)
     if choice.chosen != 0 and 0 in eligible:  # a switch: confirmed by a second timing of the two and fp32
-        again = timed([(b, settings) for b in (runs["fp32"], bundles[0], bundles[choice.chosen])], batches)
+        again = timed([runs["fp32"], runs[0], runs[choice.chosen]], batches)
         second = _decide(records, [0, choice.chosen], {0: again[1], choice.chosen: again[2]}, tuple(again[0]))
         confirmed = second.chosen == choice.chosen
         why = f"{choice.why}; {'confirmed' if confirmed else 'not confirmed'} by a second timing: {second.why}"
@@ -86,7 +82,7 @@ def _variant(config, report, weight_bytes: int | None, times: list[float] | None
     sqnr = report.metrics.get("sqnr_db") if report is not None else None
     return Int4Variant(block_size=config.block_size, accuracy_level=config.accuracy_level, parity_passed=bool(report is not None and report.passed),
                        sqnr_db=round(sqnr, 2) if isinstance(sqnr, float) and math.isfinite(sqnr) else None, weight_bytes=weight_bytes or 0,
-                       batches=batches, p50_us=tuple(round(t, 1) for t in times) if times else (), error=error)
+                       batches=batches, p50_us=rounded(times) if times else (), error=error)
 
 
 def _decide(records: list[Int4Variant], eligible: list[int], times: dict[int, list[float]], fp32: tuple[float, ...]) -> Int4Choice:

@@ -19,12 +19,9 @@ from __future__ import annotations
 
 from geofractal_edge.artifacts import Bundle
 from geofractal_edge.artifacts.manifest import LutChoice
-from geofractal_edge.export.timed import batches as timed_batches, timed, worst
+from geofractal_edge.export.timed import MIN_GAIN, batches as timed_batches, rounded, timed, worst
 
 MODES = ("measure", "on", "off")  # gfedge export --lut-gemm
-# The kernel's worst ratio to fp32 must be at most 92% of the exact kernel's, in two timings: int4_choice's margin, from the
-# same kind of measurement (a bundle timed against itself read x0.935-1.034 per batch there).
-MIN_GAIN = 0.08
 
 
 def unmeasured(mode: str) -> LutChoice:
@@ -54,5 +51,4 @@ def decide(batches: tuple[int, ...], fp32: list[float], on: list[float], off: li
     kept = gain <= 1 - MIN_GAIN
     why = (f"with the lookup-table kernel at worst x{with_lut:.2f} of fp32's time, without it x{without:.2f}"
            f" (x{gain:.2f}, {'at most' if kept else 'above'} x{1 - MIN_GAIN:.2f})")
-    rounded = (lambda times: tuple(round(t, 1) for t in times))
     return LutChoice(kept=kept, why=why, batches=tuple(batches), fp32_p50_us=rounded(fp32), on_p50_us=rounded(on), off_p50_us=rounded(off))

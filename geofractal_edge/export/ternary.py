@@ -17,7 +17,7 @@ of a MatMul (compute-every-tile lowering, and routing signatures) or the data of
 
 The spec's ternary codes must all be lowered; its keep-float tensors are packed the same way when
 they hold only -1, 0 and +1 (TriX's routing signatures: lossless, scores stay float), unless the
-bundle runs onnxruntime's lookup-table kernel (pack_keep_float=False: it would quantize the scores).
+bundle asks for onnxruntime's lookup-table kernel (pack_keep_float=False: it would quantize the scores).
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from geofractal_edge.models.spec import ExportSpec
 def lower_ternary(model: onnx.ModelProto, spec: ExportSpec, *, dialect: str, pack_keep_float: bool = True) -> onnx.ModelProto:
     """The graph with the spec's ternary tensors in the dialect's low-bit form.
 
-    pack_keep_float=False leaves the keep-float tensors float: a bundle that runs 2-bit MatMulNBits with
-    onnxruntime's lookup-table kernel (int8 activations) must not route through it.
+    pack_keep_float=False leaves the keep-float tensors float: a bundle that may run 2-bit MatMulNBits with
+    onnxruntime's lookup-table kernel (int8 activations; export/lut_choice.py decides) must not route through it.
 
     Every tensor lowered is checked to hold only -1, 0 and +1 here, for both dialects. The full ONNX check
     is the caller's (`pipeline` runs `passes.check_full` once, on the graph the bundle holds).

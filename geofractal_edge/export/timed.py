@@ -14,6 +14,12 @@ from geofractal_edge.backends.onnxruntime.placement import golden_feeds
 from geofractal_edge.backends.timing import calibrated
 from geofractal_edge.targets.profile import RuntimeSettings
 
+# A setting that is less exact or costs more (a coarser int4 block, the lookup-table kernel) must be at least this much
+# better than the one it replaces at its worst batch against fp32, in two timings. A bundle timed against itself this way
+# read x0.935-1.034 per batch (8 measurements, MiniLM and the wide collective at int4, AVX-512 Xeon, load 1.4-1.5; at 6
+# rounds of 0.03 s, x0.917-1.216). On that host MiniLM's and the wide collective's blocks of 128 read x0.80-0.87 of
+# blocks of 32 at their worst batch (benchmarks/RESULTS.md, thirteenth session).
+MIN_GAIN = 0.08
 ROUNDS = 20  # per batch; rounded up to whole cycles of the alternating order
 WARM_UP_CALLS = 2
 ROUND_SECONDS = 0.1  # calls per round: about this long on the first pair (1 to 200 calls)
@@ -37,6 +43,11 @@ def timed(runs: list[tuple[Bundle, RuntimeSettings]], at: tuple[int, ...]) -> li
         samples = calibrated(fns, rounds=ROUNDS, round_seconds=ROUND_SECONDS, warm_up=WARM_UP_CALLS, calls=(1, 200))
         per_batch.append([samples[str(i)].wall_median * 1e6 for i in range(len(runs))])
     return [list(column) for column in zip(*per_batch)]
+
+
+def rounded(times) -> tuple[float, ...]:
+    """Times as the manifest records them: microseconds to one decimal."""
+    return tuple(round(t, 1) for t in times)
 
 
 def worst(times: list[float], reference: tuple[float, ...] | list[float]) -> float:

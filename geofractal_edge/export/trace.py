@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import json
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
@@ -42,6 +45,36 @@ def trace(exportable: Exportable) -> onnx.ModelProto:
     _name_dims(model, spec)
     _drop_stack_traces(model.graph)
     return model
+
+
+def fingerprint(exportable: Exportable) -> str:
+    """What a trace depends on: the module's weights and buffers, its lowering, and the spec's inputs, outputs and
+    dimension ranges (sha256). export_bundle(traced=...) checks a reused trace against it."""
+    torch = require("torch")
+    digest = hashlib.sha256()
+    spec = exportable.spec
+    facts = {"family": spec.family, "lowering": exportable.info.get("lowering"), "class": type(exportable.module).__qualname__,
+             "inputs": [(t.name, t.dtype, list(t.shape)) for t in spec.inputs], "outputs": [(t.name, t.dtype, list(t.shape)) for t in spec.outputs],
+             "dims": {name: [r.min, r.max] for name, r in sorted(spec.dim_ranges.items())}}
+    digest.update(json.dumps(facts, sort_keys=True, default=str).encode())
+    with torch.no_grad():
+        for name, tensor in exportable.module.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Traced:
+    """A trace with the fingerprint of the exportable it came from, for export_bundle(traced=...): one model exported
+    at several precisions is traced once (the trace is most of a small model's export)."""
+
+    graph: onnx.ModelProto
+    fingerprint: str
+
+
+def traced(exportable: Exportable) -> Traced:
+    return Traced(trace(exportable), fingerprint(exportable))
 
 
 # torch's exporter records every node's Python stack trace, absolute paths of this machine's source tree

@@ -71,9 +71,10 @@ class ExportSpec:
     # (block size, accuracy level) pairs export also builds, verifies and times on an onnxruntime target, keeping one only
     # where it runs clearly faster than the pair above on the export host (export/int4_choice.py)
     int4_alternatives: tuple[tuple[int, int], ...] = ()
-    # Precisions whose bundles run 2-bit MatMulNBits with onnxruntime's lookup-table kernel on "ort" targets
+    # Precisions whose bundles ask for onnxruntime's lookup-table kernel for 2-bit MatMulNBits on "ort" targets
     # (RuntimeSettings.lut_gemm): it quantizes the tiles' activations to int8, so only where that is the precision's
-    # own contract. Export then keeps float any keep_float tensor it would otherwise pack 2-bit (routing scores stay exact).
+    # own contract. Export keeps it only where the export host measures it faster (export/lut_choice.py), and keeps
+    # float any keep_float tensor it would otherwise pack 2-bit wherever it was asked for (routing scores stay exact).
     lut_gemm_precisions: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:

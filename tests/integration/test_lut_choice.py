@@ -40,6 +40,7 @@ def test_measure_records_three_timings_and_the_runtime_follows_the_record(trix_c
     assert shown.returncode == 0 and f"lookup-table 2-bit kernel: {'kept' if choice.kept else 'not kept'}" in shown.stdout, shown.stdout
     stored = json.loads((result.path / "manifest.json").read_text())["lut_choice"]
     assert stored["kept"] == choice.kept and stored["on_p50_us"] == list(choice.on_p50_us)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["measure"]  # the staged fp32 reference is gone
 
 
 def test_off_keeps_the_exact_kernel_and_packs_the_signatures(trix_checkpoint, trix_bundle_factory, tmp_path_factory, tmp_path):
@@ -55,11 +56,13 @@ def test_a_family_that_asks_for_no_kernel_gets_no_record(trix_bundle_factory):
     assert open_bundle(trix_bundle_factory("fp32", "dispatch_by_route")).manifest.lut_choice is None
 
 
-def test_a_trace_of_another_model_is_refused_in_one_line(trix_checkpoint, bundle_factory, tmp_path):
+def test_a_trace_of_another_lowering_is_refused_in_one_line(trix_checkpoint, tmp_path_factory, tmp_path):
+    """A trace is reused only for the exportable it came from: the same weights under another lowering are refused."""
     from geofractal_edge.errors import GfedgeError
 
-    other = onnx.load(str(bundle_factory("fp32") / "model.onnx"))  # Atlas's graph: other inputs and outputs
-    exportable = exportable_from_model(load_checkpoint(trix_checkpoint), name="t", source={}, lowering="dispatch_by_route")
-    with pytest.raises(GfedgeError, match="the traced graph takes .* the trix model") as caught:
-        export_bundle(family="trix", target="host-cpu", precision="fp32", out=tmp_path / "b", exportable=exportable, traced=other)
-    assert caught.value.fix == "pass the trace of the same exportable, or none" and not (tmp_path / "b").exists()
+    gather = exportable_from_model(load_checkpoint(trix_checkpoint), name="t", source={}, lowering="gather_by_route")
+    dispatch = exportable_from_model(load_checkpoint(trix_checkpoint), name="t", source={}, lowering="dispatch_by_route")
+    other = traced_once(tmp_path_factory, "trix-gather_by_route", gather)
+    with pytest.raises(GfedgeError, match="not a trace of this trix model") as caught:
+        export_bundle(family="trix", target="host-cpu", precision="fp32", out=tmp_path / "b", exportable=dispatch, traced=other)
+    assert "pass export.trace.traced() of the same exportable" in caught.value.fix and not (tmp_path / "b").exists()

@@ -31,8 +31,8 @@ each other: the margin output marks those tokens.
   2-bit lowering turns into one MatMulNBits per tile with no transposes left), so the graph has 2 x n
   matmuls per layer. onnxruntime's exact 2-bit kernel
   dequantizes its tile on every call (~0.2 ms for 256 x 256 on this host); the lookup-table kernel
-  (``mlas.use_lut_gemm``, int8 activations; used by int8 and int4 bundles of this lowering, and
-  only for tiles whose N is a multiple of 128 and K of 32) does not. Chosen on onnxruntime targets
+  (``mlas.use_lut_gemm``, int8 activations; asked for by int8 and int4 bundles of this lowering, kept
+  where export measures it faster, and run only for tiles whose N is a multiple of 128 and K of 32) does not. Chosen on onnxruntime targets
   above ``compute_all_max_tiles`` (models/trix/family.py). torch's exporter writes six index nodes per tile
   (Equal, NonZero, Transpose, Squeeze, Reshape, Gather); the 2-bit lowering replaces them with one sort and one
   Split per layer and hoists the tile scales and GELU out of the tiles (export/dispatch.py), leaving two

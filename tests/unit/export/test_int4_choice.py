@@ -99,7 +99,15 @@ def test_a_switch_is_timed_again_and_kept_only_if_the_second_timing_agrees(tmp_p
     """Times per batch (1, 8): fp32, the family's choice, the alternative; the first timing proposes the switch."""
     first = [[100.0, 1000.0], [90.0, 1300.0], [85.0, 1050.0]]  # worst x1.30 against x1.05: x0.81
     timings = iter([first, second])
-    monkeypatch.setattr(int4_choice, "timed", lambda runs, at: next(timings))
-    choice = int4_choice.choose(CONFIGS, [_Bundle(tmp_path, 32), _Bundle(tmp_path, 128)], [PASSED, PASSED], {}, reference=lambda: "fp32", settings=None)
+    fp32 = types.SimpleNamespace(manifest=types.SimpleNamespace(target=types.SimpleNamespace(runtime="fp32's own")))
+    settings = []
+
+    def fake_timed(runs, at):
+        settings.append([s for _, s in runs])
+        return next(timings)
+
+    monkeypatch.setattr(int4_choice, "timed", fake_timed)
+    choice = int4_choice.choose(CONFIGS, [_Bundle(tmp_path, 32), _Bundle(tmp_path, 128)], [PASSED, PASSED], {}, reference=lambda: fp32, settings="target's")
+    assert settings == [["fp32's own", "target's", "target's"]] * 2  # the reference runs with its own settings, the variants with the target's
     assert choice.chosen == kept and ("; confirmed by" if kept else "; not confirmed by") in choice.why
     assert choice.variants[1].p50_us == (85.0, 1050.0) and choice.fp32_p50_us == (100.0, 1000.0)  # the first timing is recorded

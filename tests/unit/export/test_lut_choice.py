@@ -35,11 +35,18 @@ def test_within_the_margin_the_exact_kernel_holds():
 
 def test_a_kept_kernel_must_be_confirmed_by_a_second_timing(monkeypatch):
     timings = iter([([100.0], [50.0], [100.0]), ([100.0], [99.0], [100.0])])  # clearly faster, then not
-    monkeypatch.setattr(lut_choice, "timed", lambda runs, at: next(timings))
+    kernels = []
+
+    def fake_timed(runs, at):
+        kernels.append([settings.lut_gemm for _, settings in runs])
+        return next(timings)
+
+    monkeypatch.setattr(lut_choice, "timed", fake_timed)
     monkeypatch.setattr(lut_choice, "timed_batches", lambda bundle: (1,))
     staged = SimpleNamespace(manifest=SimpleNamespace(target=SimpleNamespace(runtime=RuntimeSettings())))
     choice = lut_choice.measured(staged, staged)
     assert not choice.kept and "(x0.50, at most x0.92); not confirmed by a second timing" in choice.why and choice.on_p50_us == (99.0,)
+    assert kernels == [[False, True, False]] * 2  # fp32 on the exact kernel, the bundle with it and without it
 
 
 def test_unmeasured_records_say_who_decided():
