@@ -3,9 +3,9 @@
 A family may ask for the kernel (session config `mlas.use_lut_gemm`) at some precisions (`ExportSpec.lut_gemm_precisions`:
 TriX int8 and int4 under dispatch_by_route, whose many per-tile 2-bit products it was written for). It quantizes each
 call's activations to int8, and how fast it runs depends on the host and the rows per call: on the wide TriX's int8 and
-int4 bundles it ran x0.68-0.72 of fp32 at batch 1 on an AVX-512 Xeon, against x0.86-0.88 with the exact kernel, but
-x1.04-1.20 at 16 windows, against x0.83-0.91 (benchmarks/RESULTS.md, fifteenth session), where an AVX2 EPYC had measured
-it x0.32 at batch 1. So on an ``ort`` target with `--lut-gemm measure` (the default) export times the staged bundle with
+int4 bundles it ran x0.63-0.72 of fp32 at batch 1 on an AVX-512 Xeon, against x0.87-0.88 with the exact kernel, but
+x1.09-1.20 at 16 windows, against x0.83-0.91 (gfedge bench, 1 and 2 threads; benchmarks/RESULTS.md, fifteenth session), where an AMD EPYC had measured
+it x0.32 at batch 1 and x0.59 at 16 windows (fourth session). So on an ``ort`` target with `--lut-gemm measure` (the default) export times the staged bundle with
 the kernel and without it, interleaved (export/timed.py) with the same model at fp32, at the batch dimension's min and
 opt, and judges each setting by its worst batch against fp32, as int4's variants are (what a user must not get is a
 low-bit bundle slower than float at the batch they run). The kernel is kept only where its worst ratio is at most

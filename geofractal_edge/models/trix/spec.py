@@ -17,8 +17,8 @@ GATHER_BYTES = 1 << 30
 # dispatch_by_route only: their activations are int8 anyway, and fp32 keeps the exact kernel
 # (ExportSpec.lut_gemm_precisions). Export keeps the kernel only where the export host measures it clearly faster at
 # the bundle's worst batch against fp32 (export/lut_choice.py): on the 64-tile model's dispatch bundles int8 ran x0.32
-# of fp32 at batch 1 with it on an AVX2 EPYC, but on an AVX-512 Xeon x0.68-0.72 at batch 1 and x1.04-1.20 at 16
-# windows, against x0.83-0.91 at both without it (benchmarks/RESULTS.md). On the shipped default (compute_all_select,
+# of fp32 at batch 1 (x0.59 at 16 windows) with it on an AMD EPYC, but on an AVX-512 Xeon x0.63-0.72 at batch 1 and x1.09-1.20 at 16
+# windows, against x0.87-0.88 and x0.83-0.91 without it (benchmarks/RESULTS.md). On the shipped default (compute_all_select,
 # one MatMulNBits over all tiles) the kernel ran int8 x0.76 of fp32 at batch 1 but x1.13 at 16 windows (x0.87
 # without it), int4 x1.28 at 16, so compute-all bundles do not ask for it.
 LUT_PRECISIONS = ("int8", "int4")
