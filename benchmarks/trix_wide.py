@@ -48,7 +48,7 @@ TYPICAL = 16  # the TriX spec's opt batch (windows of 64 characters)
 
 def export_all(work: Path, *, lowering: str, precisions=PRECISIONS, max_batch: int | None = None, folder: str = "bundles") -> dict[str, Path]:
     """Bundles of the hierarchical checkpoint for host-cpu; prints each bundle's parity gates and quantization scheme."""
-    from geofractal_edge.export.trace import trace
+    from geofractal_edge.export.trace import traced as trace_of
     from geofractal_edge.pipeline import export_bundle
 
     bundles, traced = {}, None
@@ -56,7 +56,7 @@ def export_all(work: Path, *, lowering: str, precisions=PRECISIONS, max_batch: i
         out = work / folder / precision
         start = time.perf_counter()
         exportable = hier_exportable(work, lowering=lowering, float_tiles=precision == "float32", max_batch=max_batch)
-        traced = traced or trace(exportable)  # one module: float tiles change only the spec's ternary list
+        traced = traced or trace_of(exportable)  # one module: float tiles change only the spec's ternary list
         result = export_bundle(family="trix", target="host-cpu", out=out, precision="fp32" if precision == "float32" else precision,
                                exportable=exportable, overwrite=True, traced=traced)
         bundles[precision] = out

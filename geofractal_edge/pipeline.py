@@ -150,6 +150,8 @@ def _lowered(graph: onnx.ModelProto, config: QuantConfig, *, exportable, dialect
 
 def _retraced(given: Traced, exportable) -> onnx.ModelProto:
     """A trace given to export_bundle, refused where it was traced from another model, lowering or shape range."""
+    if not isinstance(given, Traced):
+        raise TypeError(f"export_bundle(traced=...) takes export.trace.traced(exportable), not {type(given).__name__}")
     if given.fingerprint != fingerprint(exportable):
         raise GfedgeError(f"the traced graph given to export is not a trace of this {exportable.spec.family} model (other weights, lowering or shapes)",
                           "pass export.trace.traced() of the same exportable for this target, or none")
