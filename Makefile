@@ -1,6 +1,6 @@
 # make demo: create .venv if needed, install, run the main job on the embedded default.
 # make test: the test suite without the tests marked slow, on two pytest-xdist workers (7-10 minutes on a 2-core machine).
-# make test-slow: the slow ones (encoder bundles opened by every tool, ten SIGTERM trials, 8x500 serving, DDP); CI runs both.
+# make test-slow: the slow ones (encoder bundles opened by every tool, the encoder export's check count, the lookup-table kernel run, ten SIGTERM trials, 8x500 serving, DDP); CI runs both.
 # make defaults: retrain the shipped default checkpoints (models/<family>/defaults/) with the current code
 #   and recipes (3 min 31 s on an idle 2-core host; the tensors came out identical to the shipped ones).
 PYTHON ?= python3

@@ -143,6 +143,7 @@ def test_int8_dispatch_runs_the_lookup_table_kernel_with_float_routing_and_passe
     assert min(report.metrics["route_agreement"]["by_output"]["routes"]["per_layer"]) >= 0.99
 
 
+@pytest.mark.slow  # two exports of a 9-tile model of 128 x 128 tiles (30-40 s): CI runs it with the slow tests
 def test_the_runtime_runs_the_lookup_table_kernel_a_dispatch_bundle_records(tmp_path):
     """A TriX with 128 x 128 tiles (shapes onnxruntime's kernel takes): the int8 dispatch bundle records lut_gemm, its
     session runs the kernel (logits move against the same bundle with lut_gemm=False, by int8-activation noise only),
