@@ -219,8 +219,7 @@ def _lut_choice(staging: Path, data: dict, mode: str, reference, step) -> dict:
             record = lut_choice.measured(open_bundle(staging), fp32)
     else:
         record = lut_choice.unmeasured(mode)
-    runtime = {**data["target"]["runtime"], "lut_gemm": record.kept}
-    return {**data, "target": {**data["target"], "runtime": runtime}, "lut_choice": dataclasses.asdict(record)}
+    return _with_runtime(data, "lut_choice", record, lut_gemm=record.kept)
 
 
 def _small_calls(staging: Path, data: dict, settings, mode: str, step) -> dict:
@@ -241,6 +240,10 @@ def _small_calls(staging: Path, data: dict, settings, mode: str, step) -> dict:
 
 def _with_small_calls(data: dict, record) -> dict:
     """The manifest data with export's small-call record, and the setting off unless the record keeps it."""
-    runtime = data["target"]["runtime"]
-    threads = runtime["small_call_threads"] if record.kept else 0
-    return {**data, "target": {**data["target"], "runtime": {**runtime, "small_call_threads": threads}}, "small_calls": dataclasses.asdict(record)}
+    return _with_runtime(data, "small_calls", record, small_call_threads=data["target"]["runtime"]["small_call_threads"] if record.kept else 0)
+
+
+def _with_runtime(data: dict, field: str, record, **settings) -> dict:
+    """The manifest data with one of export's measurement records at `field` and the runtime settings it decided."""
+    target = {**data["target"], "runtime": {**data["target"]["runtime"], **settings}}
+    return {**data, "target": target, field: dataclasses.asdict(record)}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from geofractal_edge.cli.render import console, errors, int4_setting, print_json, progress_bar, verdict
+from geofractal_edge.cli.render import console, errors, int4_setting, kept_line, print_json, progress_bar, verdict
 from geofractal_edge.errors import GfedgeError
 
 
@@ -86,8 +86,7 @@ def export(
         if choice is not None:
             console.print(f"int4: {int4_setting(choice)}")
         if result.manifest.lut_choice is not None:
-            lut = result.manifest.lut_choice
-            console.print(f"lookup-table 2-bit kernel {'kept' if lut.kept else 'not kept'}: {lut.why}")
+            console.print(kept_line("lookup-table 2-bit kernel", result.manifest.lut_choice))
         verdict(report.passed, f"export parity: {report.task_metric} torch {task['torch']:.2f}% vs runtime {task['runtime']:.2f}%, SQNR {report.metrics['sqnr_db']:.1f} dB")
     if not report.passed:
         raise typer.Exit(1)

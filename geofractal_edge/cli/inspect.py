@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from geofractal_edge.cli.render import console, int4_setting, print_json
+from geofractal_edge.cli.render import console, int4_setting, kept_line, print_json
 
 
 def inspect(
@@ -40,14 +40,12 @@ def inspect(
     settings = {k: v for k, v in scheme.items() if k not in ("scheme", "precision", "version")}
     console.print(f"quantization: {scheme.get('scheme', '-')} {_pairs(settings)} ({data['weight_dialect']} dialect)")
     console.print(f"runtime settings: {_pairs(data['target']['runtime'])}")
-    small = data.get("small_calls")
-    if small:
-        console.print(f"small calls: {'kept' if small['kept'] else 'not kept'}: {small['why']}")
+    if opened.manifest.small_calls is not None:
+        console.print(kept_line("small calls", opened.manifest.small_calls))
     if opened.manifest.int4_choice is not None:
         console.print(f"int4 setting: {int4_setting(opened.manifest.int4_choice)}")
-    lut = opened.manifest.lut_choice
-    if lut is not None:
-        console.print(f"lookup-table 2-bit kernel: {'kept' if lut.kept else 'not kept'}: {lut.why}")
+    if opened.manifest.lut_choice is not None:
+        console.print(kept_line("lookup-table 2-bit kernel", opened.manifest.lut_choice))
     parity = data.get("parity")
     if parity:
         console.print(f"parity at export: {'PASSED' if parity['passed'] else 'FAILED'} on {', '.join(parity['providers_used'])}")

@@ -55,6 +55,11 @@ def progress_bar(*, enabled: bool = True) -> Iterator:
         yield update
 
 
+def kept_line(name: str, record) -> str:
+    """One line: a setting export measured (small calls, the lookup-table kernel), whether it was kept and why."""
+    return f"{name}: {'kept' if record.kept else 'not kept'}: {record.why}"
+
+
 def int4_setting(choice) -> str:
     """One line: the int4 setting export kept and why."""
     kept = choice.variants[choice.chosen]

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
-import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
 
+from geofractal_edge.artifacts.hashing import arrays_sha256, canonical_sha256
 from geofractal_edge.backends.lazy import require
 from geofractal_edge.errors import GfedgeError
 from geofractal_edge.export.quiet import quiet
@@ -50,18 +49,12 @@ def trace(exportable: Exportable) -> onnx.ModelProto:
 def fingerprint(exportable: Exportable) -> str:
     """What a trace depends on: the module's weights and buffers, its lowering, and the spec's inputs, outputs and
     dimension ranges (sha256). export_bundle(traced=...) checks a reused trace against it."""
-    torch = require("torch")
-    digest = hashlib.sha256()
     spec = exportable.spec
-    facts = {"family": spec.family, "lowering": exportable.info.get("lowering"), "class": type(exportable.module).__qualname__,
-             "inputs": [(t.name, t.dtype, list(t.shape)) for t in spec.inputs], "outputs": [(t.name, t.dtype, list(t.shape)) for t in spec.outputs],
-             "dims": {name: [r.min, r.max] for name, r in sorted(spec.dim_ranges.items())}}
-    digest.update(json.dumps(facts, sort_keys=True, default=str).encode())
-    with torch.no_grad():
-        for name, tensor in exportable.module.state_dict().items():
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    weights = arrays_sha256({name: t.detach().cpu().numpy() for name, t in exportable.module.state_dict().items()})
+    return canonical_sha256({"family": spec.family, "lowering": exportable.info.get("lowering"), "class": type(exportable.module).__qualname__,
+                             "inputs": [[t.name, t.dtype, list(t.shape)] for t in spec.inputs],
+                             "outputs": [[t.name, t.dtype, list(t.shape)] for t in spec.outputs],
+                             "dims": {name: [r.min, r.max] for name, r in spec.dim_ranges.items()}, "weights": weights})
 
 
 @dataclass(frozen=True)
