@@ -15,6 +15,7 @@ from pathlib import Path
 import onnx
 
 from geofractal_edge.artifacts import Manifest, atomic, open_bundle, seal
+from geofractal_edge.artifacts.manifest import LutChoice
 from geofractal_edge.errors import GfedgeError
 from geofractal_edge.export.passes import check_full
 from geofractal_edge.export.quantize import QuantConfig, QuantContext, default_config, quantize
@@ -114,8 +115,8 @@ def _export_locked(*, family, profile, config, out: Path, model, overwrite: bool
     traced = trace(exportable) if traced is None else _retraced(traced, exportable)
     lower = functools.partial(_lowered, exportable=exportable, dialect=profile.weight_dialect, lut=lut)
     copied = functools.partial(_copied_lowered, traced, lower)  # the traced graph stays as it is for another lowering
-    fp32 = functools.partial(_copied_lowered, traced, functools.partial(lower, lut=False))  # as an fp32 export lowers it
-    reference = functools.partial(_reference, fp32, exportable, plain, out, golden)  # staged for a measurement, then removed
+    exact = functools.partial(_copied_lowered, traced, functools.partial(lower, lut=False))  # for the exact kernel, as fp32 is
+    reference = functools.partial(_reference, exact, exportable, plain, out, golden)  # staged for a measurement, then removed
     step("quantize", 1, 5)
     with atomic.directory(out, overwrite=overwrite, lock=False) as staging:
         choice = None
@@ -128,7 +129,10 @@ def _export_locked(*, family, profile, config, out: Path, model, overwrite: bool
         if choice is not None:
             data["int4_choice"] = dataclasses.asdict(choice)
         if asked:
-            data = _lut_choice(staging, data, lut_gemm, reference, step)
+            record = _lut_choice(staging, data, lut_gemm, reference, step)
+            if lut and not record.kept:  # measured off: the signatures packed, as a bundle that never asked for the kernel holds them
+                atomic.write_bytes(staging / data["graph"]["file"], exact(config).SerializeToString())
+            data = _with_runtime(data, "lut_choice", record, lut_gemm=record.kept)
         data = _small_calls(staging, data, profile.runtime, small_calls, step)
         step("verify", 4, 5)
         report = verify_bundle(open_bundle(staging))
@@ -209,9 +213,9 @@ def _reference(lower, exportable, profile, out: Path, golden: int | None):
         yield _stage(Path(scratch) / "fp32", exportable, lower(fp32), profile, fp32, golden)
 
 
-def _lut_choice(staging: Path, data: dict, mode: str, reference, step) -> dict:
-    """The manifest data with export's lookup-table kernel record, and the setting off unless the record keeps it: decided
-    as asked (`on`, `off`), or measured on the staged bundle (sealed for it) against `reference()` (export/lut_choice.py)."""
+def _lut_choice(staging: Path, data: dict, mode: str, reference, step) -> LutChoice:
+    """Export's lookup-table kernel record: decided as asked (`on`, `off`), or measured on the staged bundle (sealed for
+    it, its routing signatures float) against `reference()` (export/lut_choice.py)."""
     if mode == "measure":
         seal(staging, data)
         step("lookup-table kernel: measuring", 3, 5)
@@ -219,7 +223,7 @@ def _lut_choice(staging: Path, data: dict, mode: str, reference, step) -> dict:
             record = lut_choice.measured(open_bundle(staging), fp32)
     else:
         record = lut_choice.unmeasured(mode)
-    return _with_runtime(data, "lut_choice", record, lut_gemm=record.kept)
+    return record
 
 
 def _small_calls(staging: Path, data: dict, settings, mode: str, step) -> dict:

@@ -11,9 +11,10 @@ opt, and judges each setting by its worst batch against fp32, as int4's variants
 low-bit bundle slower than float at the batch they run). The kernel is kept only where its worst ratio is at most
 1 - `MIN_GAIN` of the exact kernel's, in two timings (it is the less exact one: noise must not buy it). Parity gates the
 bundle with the setting kept. `on` / `off` decide without measuring (a CPU device other than this host, or reproducible
-bundles). The graph is the same either way: the routing signatures stay float where the kernel was asked for (it would
-quantize the scores), also where it is then not kept (the wide TriX: 176 KiB of float signatures against 11 KiB packed,
-3.4% of its int8 weights). The figures go into the manifest (`lut_choice`). No torch.
+bundles). The bundle is timed with its routing signatures float (the kernel would quantize the scores); where the
+kernel is not kept, export writes the graph again with them packed 2-bit, as a bundle that never asked for it holds
+them (the wide TriX: 11 KiB against 176 KiB of float, 3.4% of its int8 weights), and parity gates that graph. The
+figures go into the manifest (`lut_choice`). No torch.
 """
 
 from __future__ import annotations

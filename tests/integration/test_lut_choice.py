@@ -1,5 +1,6 @@
 """Export measures onnxruntime's lookup-table 2-bit kernel on a TriX dispatch bundle and the bundle follows the record;
-`--lut-gemm off` packs the routing signatures at 2 bits as an fp32 bundle does (export/lut_choice.py)."""
+where it is not kept (measured or `--lut-gemm off`) the routing signatures are packed at 2 bits as an fp32 bundle holds them
+(export/lut_choice.py)."""
 
 from __future__ import annotations
 
@@ -35,12 +36,28 @@ def test_measure_records_three_timings_and_the_runtime_follows_the_record(trix_c
     assert result.parity.passed and choice is not None
     assert choice.batches == (1, 16) and all(len(t) == 2 and min(t) > 0 for t in (choice.fp32_p50_us, choice.on_p50_us, choice.off_p50_us))
     assert result.manifest.target.runtime.lut_gemm == choice.kept and "with the lookup-table kernel at worst" in choice.why
-    assert _float_signatures(result.path), "the kernel was asked for: the routing scores stay float whichever way it went"
+    assert bool(_float_signatures(result.path)) == choice.kept, "float routing scores only where the kernel stays"
     shown = gfedge("inspect", result.path)
     assert shown.returncode == 0 and f"lookup-table 2-bit kernel: {'kept' if choice.kept else 'not kept'}" in shown.stdout, shown.stdout
     stored = json.loads((result.path / "manifest.json").read_text())["lut_choice"]
     assert stored["kept"] == choice.kept and stored["on_p50_us"] == list(choice.on_p50_us)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["measure"]  # the staged fp32 reference is gone
+
+
+@pytest.mark.parametrize("faster", [True, False], ids=["kept", "measured-off"])
+def test_the_signatures_stay_float_only_where_the_measured_kernel_is_kept(trix_checkpoint, tmp_path_factory, tmp_path, monkeypatch, faster):
+    """Timings faked to decide each way: where the kernel is measured off, export writes the graph again with the
+    signatures packed (as --lut-gemm off does), and parity and the manifest's hashes are of that graph."""
+    from geofractal_edge.export import lut_choice
+
+    def fake_timed(runs, at):  # fp32, with the kernel, without it: the kernel x0.5 or x1.5 of the exact one's time
+        return [1000.0] * len(at), [(500.0 if faster else 1500.0)] * len(at), [1000.0] * len(at)
+
+    monkeypatch.setattr(lut_choice, "timed", fake_timed)
+    result = _export(trix_checkpoint, tmp_path_factory, tmp_path / "faked", "measure")
+    assert result.parity.passed and result.manifest.lut_choice.kept is faster and result.manifest.target.runtime.lut_gemm is faster
+    assert bool(_float_signatures(result.path)) is faster
+    assert gfedge("verify", result.path).returncode == 0  # the rewritten model.onnx is the one the manifest hashes
 
 
 def test_off_keeps_the_exact_kernel_and_packs_the_signatures(trix_checkpoint, trix_bundle_factory, tmp_path_factory, tmp_path):
