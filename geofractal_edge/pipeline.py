@@ -131,6 +131,7 @@ def _export_locked(*, family, profile, config, out: Path, model, overwrite: bool
         if asked:
             record = _lut_choice(staging, data, lut_gemm, reference, step)
             if lut and not record.kept:  # measured off: the signatures packed, as a bundle that never asked for the kernel holds them
+                step("lookup-table kernel not kept: packing the routing signatures", 3, 5)
                 atomic.write_bytes(staging / data["graph"]["file"], exact(config).SerializeToString())
             data = _with_runtime(data, "lut_choice", record, lut_gemm=record.kept)
         data = _small_calls(staging, data, profile.runtime, small_calls, step)
