@@ -13,7 +13,7 @@ low-bit bundle slower than float at the batch they run). The kernel is kept only
 bundle with the setting kept. `on` / `off` decide without measuring (a CPU device other than this host, or reproducible
 bundles). The bundle is timed with its routing signatures float (the kernel would quantize the scores); where the
 kernel is not kept, export writes the graph again with them packed 2-bit, as a bundle that never asked for it holds
-them (the wide TriX: 11 KiB against 176 KiB of float, 3.4% of its int8 weights), and parity gates that graph. The
+them (the wide TriX: 11 KiB against 176 KiB of float, which were 3.6% of its int8 weights), and parity gates that graph. The
 figures go into the manifest (`lut_choice`). No torch.
 """
 
