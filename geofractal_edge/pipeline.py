@@ -116,7 +116,8 @@ def _export_locked(*, family, profile, config, out: Path, model, overwrite: bool
     lower = functools.partial(_lowered, exportable=exportable, dialect=profile.weight_dialect, lut=lut)
     copied = functools.partial(_copied_lowered, traced, lower)  # the traced graph stays as it is for another lowering
     exact = functools.partial(_copied_lowered, traced, functools.partial(lower, lut=False))  # for the exact kernel, as fp32 is
-    reference = functools.partial(_reference, exact, exportable, plain, out, golden)  # staged for a measurement, then removed
+    scratch = functools.partial(_scratch, exportable=exportable, out=out, golden=golden)  # a bundle staged for a measurement
+    reference = functools.partial(_reference, exact, scratch, plain, exportable.spec)
     step("quantize", 1, 5)
     with atomic.directory(out, overwrite=overwrite, lock=False) as staging:
         choice = None
@@ -129,10 +130,12 @@ def _export_locked(*, family, profile, config, out: Path, model, overwrite: bool
         if choice is not None:
             data["int4_choice"] = dataclasses.asdict(choice)
         if asked:
-            record = _lut_choice(staging, data, lut_gemm, reference, step)
-            if lut and not record.kept:  # measured off: the signatures packed, as a bundle that never asked for the kernel holds them
-                step("lookup-table kernel not kept: packing the routing signatures", 3, 5)
-                atomic.write_bytes(staging / data["graph"]["file"], exact(config).SerializeToString())
+            step("lookup-table kernel", 3, 5)
+            packed = exact(config) if lut_gemm == "measure" else None  # without the kernel: routing signatures packed 2-bit
+            record = lut_choice.unmeasured(lut_gemm) if packed is None else _lut_measured(
+                staging, data, reference, functools.partial(scratch, "packed", packed, profile, config))
+            if packed is not None and not record.kept:  # the graph timed without the kernel is the one the bundle holds
+                atomic.write_bytes(staging / data["graph"]["file"], packed.SerializeToString())
             data = _with_runtime(data, "lut_choice", record, lut_gemm=record.kept)
         data = _small_calls(staging, data, profile.runtime, small_calls, step)
         step("verify", 4, 5)
@@ -206,25 +209,24 @@ def _choose_int4(tried: tuple, lower, exportable, profile, out: Path, golden: in
 
 
 @contextlib.contextmanager
-def _reference(lower, exportable, profile, out: Path, golden: int | None):
-    """The same model at fp32 (`lower`: its lowering), staged beside `out` for a measurement with the target's own
-    settings (`profile`), removed after it."""
-    fp32 = default_config("fp32").for_target(profile).for_spec(exportable.spec)
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", suffix=".partial", dir=out.parent) as scratch:
-        yield _stage(Path(scratch) / "fp32", exportable, lower(fp32), profile, fp32, golden)
+def _scratch(name: str, graph: onnx.ModelProto, profile, config: QuantConfig, *, exportable, out: Path, golden: int | None):
+    """`graph` staged as a bundle of its own beside `out` for a measurement (`profile`: its settings), removed after it."""
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", suffix=".partial", dir=out.parent) as folder:
+        yield _stage(Path(folder) / name, exportable, graph, profile, config, golden)
 
 
-def _lut_choice(staging: Path, data: dict, mode: str, reference, step) -> LutChoice:
-    """Export's lookup-table kernel record: decided as asked (`on`, `off`), or measured on the staged bundle (sealed for
-    it, its routing signatures float) against `reference()` (export/lut_choice.py)."""
-    if mode == "measure":
-        seal(staging, data)
-        step("lookup-table kernel: measuring", 3, 5)
-        with reference() as fp32:
-            record = lut_choice.measured(open_bundle(staging), fp32)
-    else:
-        record = lut_choice.unmeasured(mode)
-    return record
+def _reference(lower, scratch, profile, spec):
+    """The same model at fp32 (`lower`: its lowering) staged by `scratch` with the target's own settings (`profile`)."""
+    fp32 = default_config("fp32").for_target(profile).for_spec(spec)
+    return scratch("fp32", lower(fp32), profile, fp32)
+
+
+def _lut_measured(staging: Path, data: dict, reference, packed) -> LutChoice:
+    """Export's lookup-table kernel measurement (export/lut_choice.py): the staged bundle (sealed for it; routing
+    signatures float) with the kernel, against `packed()` (signatures packed 2-bit) without it and `reference()`."""
+    seal(staging, data)
+    with reference() as fp32, packed() as exact:
+        return lut_choice.measured(open_bundle(staging), exact, fp32)
 
 
 def _small_calls(staging: Path, data: dict, settings, mode: str, step) -> dict:

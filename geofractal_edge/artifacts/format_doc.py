@@ -151,8 +151,8 @@ FIELDS = {
     "LutChoice.fp32_p50_us": "the same model at fp32, median microseconds per call at each batch, interleaved with the two below: "
                              "each setting is judged by its worst ratio to it",
     "LutChoice.on_p50_us": "the bundle with the lookup-table kernel",
-    "LutChoice.off_p50_us": "the bundle with the exact 2-bit kernel (timed with float routing signatures; where the kernel is "
-                            "not kept, model.onnx holds them packed 2-bit)",
+    "LutChoice.off_p50_us": "the bundle with the exact 2-bit kernel and its routing signatures packed 2-bit (the graph "
+                            "model.onnx holds where the kernel is not kept)",
     "FileEntry.sha256": "64 lowercase hex digits",
     "FileEntry.bytes": "size in bytes",
 }

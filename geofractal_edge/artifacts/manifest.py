@@ -294,7 +294,7 @@ class LutChoice:
     batches: tuple[int, ...] = ()  # the batch sizes timed (0: the golden case as recorded); (): not measured
     fp32_p50_us: tuple[float, ...] = ()  # median microseconds per call at each of `batches`: the same model at fp32
     on_p50_us: tuple[float, ...] = ()  # the bundle with the kernel
-    off_p50_us: tuple[float, ...] = ()  # the bundle without it (the exact 2-bit kernel)
+    off_p50_us: tuple[float, ...] = ()  # the bundle without it (the exact 2-bit kernel, signatures packed 2-bit)
 
     def __post_init__(self) -> None:
         for name in ("fp32_p50_us", "on_p50_us", "off_p50_us"):

@@ -11,10 +11,10 @@ opt, and judges each setting by its worst batch against fp32, as int4's variants
 low-bit bundle slower than float at the batch they run). The kernel is kept only where its worst ratio is at most
 1 - `MIN_GAIN` of the exact kernel's, in two timings (it is the less exact one: noise must not buy it). Parity gates the
 bundle with the setting kept. `on` / `off` decide without measuring (a CPU device other than this host, or reproducible
-bundles). The bundle is timed with its routing signatures float (the kernel would quantize the scores); where the
-kernel is not kept, export writes the graph again with them packed 2-bit, as a bundle that never asked for it holds
-them (the wide TriX: 11 KiB against 176 KiB of float, which were 3.6% of its int8 weights), and parity gates that graph. The
-figures go into the manifest (`lut_choice`). No torch.
+bundles). With the kernel the bundle keeps its routing signatures float (the kernel would quantize the scores);
+without it they are packed 2-bit, as in a bundle that never asked for it (the wide TriX: 11 KiB against 176 KiB of
+float, which were 3.6% of its int8 weights). Each setting is timed on its own graph, and the bundle holds the graph of
+the setting kept; parity gates it. The figures go into the manifest (`lut_choice`). No torch.
 """
 
 from __future__ import annotations
@@ -33,13 +33,13 @@ def unmeasured(mode: str) -> LutChoice:
     return LutChoice(kept=mode == "on", why=f"{'asked' if mode == 'on' else 'turned off'} at export (--lut-gemm {mode}), not measured")
 
 
-def measured(bundle: Bundle, reference: Bundle) -> LutChoice:
-    """The measurement behind `bundle`'s lut_gemm (staged with the kernel asked for; `reference`: the same model at fp32,
-    staged), with the bundle's own runtime settings otherwise."""
-    settings = bundle.manifest.target.runtime
+def measured(bundle: Bundle, exact: Bundle, reference: Bundle) -> LutChoice:
+    """The measurement behind `bundle`'s lut_gemm: `bundle` (staged with the kernel asked for, routing signatures float)
+    with the kernel, `exact` (the same graph with the signatures packed 2-bit) without it, and `reference` (the same
+    model at fp32), each with its own runtime settings otherwise."""
     batches = timed_batches(bundle)
-    runs = [(reference, reference.manifest.target.runtime.but(lut_gemm=False)), (bundle, settings.but(lut_gemm=True)),
-            (bundle, settings.but(lut_gemm=False))]
+    runs = [(reference, reference.manifest.target.runtime.but(lut_gemm=False)), (bundle, bundle.manifest.target.runtime.but(lut_gemm=True)),
+            (exact, exact.manifest.target.runtime.but(lut_gemm=False))]
     first = decide(batches, *timed(runs, batches))
     if not first.kept:
         return first

@@ -44,7 +44,7 @@ def test_a_kept_kernel_must_be_confirmed_by_a_second_timing(monkeypatch):
     monkeypatch.setattr(lut_choice, "timed", fake_timed)
     monkeypatch.setattr(lut_choice, "timed_batches", lambda bundle: (1,))
     staged = SimpleNamespace(manifest=SimpleNamespace(target=SimpleNamespace(runtime=RuntimeSettings())))
-    choice = lut_choice.measured(staged, staged)
+    choice = lut_choice.measured(staged, staged, staged)
     assert not choice.kept and "(x0.50, at most x0.92); not confirmed by a second timing" in choice.why and choice.on_p50_us == (99.0,)
     assert kernels == [[False, True, False]] * 2  # fp32 on the exact kernel, the bundle with it and without it
 
