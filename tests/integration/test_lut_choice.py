@@ -46,8 +46,8 @@ def test_measure_records_three_timings_and_the_runtime_follows_the_record(trix_c
 
 @pytest.mark.parametrize("faster", [True, False], ids=["kept", "measured-off"])
 def test_the_signatures_stay_float_only_where_the_measured_kernel_is_kept(trix_checkpoint, tmp_path_factory, tmp_path, monkeypatch, faster):
-    """Timings faked to decide each way: where the kernel is measured off, export writes the graph again with the
-    signatures packed (as --lut-gemm off does), and parity and the manifest's hashes are of that graph."""
+    """Timings faked to decide each way: where the kernel is measured off, the bundle holds the graph timed without it,
+    signatures packed (as --lut-gemm off writes it), and parity and the manifest's hashes are of that graph."""
     from geofractal_edge.export import lut_choice
 
     def fake_timed(runs, at):  # fp32, with the kernel, without it: the kernel x0.5 or x1.5 of the exact one's time
