@@ -106,6 +106,9 @@ def _export_locked(*, family, profile, config, out: Path, model, overwrite: bool
     exportable = exportable or family_module(family).load_exportable(model, progress=progress, target=profile, **loader)
     tried = int4_choice.variants(config, exportable.spec, profile.weight_dialect, int4_variants)  # before the family's choices
     config = config.for_spec(exportable.spec)  # settings left to the family, recorded as resolved
+    if getattr(config, "tile_accuracy_level", 0) and not exportable.spec.ternary:
+        raise GfedgeError(f"tile_accuracy_level {config.tile_accuracy_level} is set, but family {exportable.spec.family} has no ternary tiles",
+                          "drop tile_accuracy_level from the quantization config (it is read by --family trix)")
     asked = profile.weight_dialect == "ort" and config.precision in exportable.spec.lut_gemm_precisions
     lut = asked and lut_gemm != "off"
     plain = profile  # the target's own settings: what the fp32 reference of a measurement runs with
@@ -115,7 +118,7 @@ def _export_locked(*, family, profile, config, out: Path, model, overwrite: bool
     traced = trace(exportable) if traced is None else _retraced(traced, exportable)
     lower = functools.partial(_lowered, exportable=exportable, dialect=profile.weight_dialect, lut=lut)
     copied = functools.partial(_copied_lowered, traced, lower)  # the traced graph stays as it is for another lowering
-    exact = functools.partial(_copied_lowered, traced, functools.partial(lower, lut=False))  # for the exact kernel, as fp32 is
+    exact = functools.partial(_copied_lowered, traced, functools.partial(lower, lut=False))  # without the lookup-table kernel, as fp32 is
     scratch = functools.partial(_scratch, exportable=exportable, out=out, golden=golden)  # a bundle staged for a measurement
     reference = functools.partial(_reference, exact, scratch, plain, exportable.spec)
     step("quantize", 1, 5)
@@ -150,7 +153,8 @@ def _lowered(graph: onnx.ModelProto, config: QuantConfig, *, exportable, dialect
     """The traced graph quantized by `config` and lowered for `dialect` (the passes may change `graph` itself)."""
     graph = quantize(graph, config, QuantContext(spec=exportable.spec, calibration=exportable.calibration(), dialect=dialect))
     if exportable.spec.ternary:
-        graph = lower_ternary(graph, exportable.spec, dialect=dialect, pack_keep_float=not lut)
+        level = getattr(config, "tile_accuracy_level", 0)  # int8 / int4 configs; 4: the tiles take int8 activations
+        graph = lower_ternary(graph, exportable.spec, dialect=dialect, pack_keep_float=not lut, tile_accuracy_level=level)
     check_full(graph, f"the {config.precision} graph")  # once per export, on the final graph: quantize and lower_ternary leave it out
     check_shapes(graph, exportable)
     return graph

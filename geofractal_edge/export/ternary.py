@@ -18,6 +18,12 @@ of a MatMul (compute-every-tile lowering, and routing signatures) or the data of
 The spec's ternary codes must all be lowered; its keep-float tensors are packed the same way when
 they hold only -1, 0 and +1 (TriX's routing signatures: lossless, scores stay float), unless the
 bundle asks for onnxruntime's lookup-table kernel (pack_keep_float=False: it would quantize the scores).
+
+``tile_accuracy_level`` (``ort``): MatMulNBits' accuracy_level on the tiles' products, never on a packed
+keep-float tensor's (routing scores stay float arithmetic). 0: float arithmetic, the exact kernel, which
+onnxruntime runs for 2 bits by dequantizing the whole tile every call (~0.2-0.4 ms per 256 x 256 tile at 1-64
+rows), the tiles 2-bit in the session; 4: int8 activations (19-35 us at 1-4 rows on an AVX-512 VNNI Xeon), which
+onnxruntime prepacks to ~3x the tiles' 2-bit bytes: an int8 or int4 config's `tile_accuracy_level`, not a default.
 """
 
 from __future__ import annotations
@@ -35,7 +41,9 @@ from geofractal_edge.export.passes import attrs, drop_unused_initializers, per_s
 from geofractal_edge.export.ternary_int4 import ternary_to_int4_dq
 from geofractal_edge.models.spec import ExportSpec
 
-def lower_ternary(model: onnx.ModelProto, spec: ExportSpec, *, dialect: str, pack_keep_float: bool = True) -> onnx.ModelProto:
+
+def lower_ternary(model: onnx.ModelProto, spec: ExportSpec, *, dialect: str, pack_keep_float: bool = True,
+                  tile_accuracy_level: int = 0) -> onnx.ModelProto:
     """The graph with the spec's ternary tensors in the dialect's low-bit form.
 
     pack_keep_float=False leaves the keep-float tensors float: a bundle that may run 2-bit MatMulNBits with
@@ -44,6 +52,8 @@ def lower_ternary(model: onnx.ModelProto, spec: ExportSpec, *, dialect: str, pac
     Every tensor lowered is checked to hold only -1, 0 and +1 here, for both dialects. The full ONNX check
     is the caller's (`pipeline` runs `passes.check_full` once, on the graph the bundle holds).
     """
+    if tile_accuracy_level and dialect != "ort":
+        raise Bug(f"tile accuracy_level {tile_accuracy_level} asked for the {dialect!r} dialect, which has no MatMulNBits")
     inits = {i.name: i for i in model.graph.initializer}
     required = [c for c, _ in spec.ternary if c in inits]
     missing = [c for c, _ in spec.ternary if c not in inits]
@@ -60,7 +70,27 @@ def lower_ternary(model: onnx.ModelProto, spec: ExportSpec, *, dialect: str, pac
         return ternary_to_int4_dq(model, {c: values[c] for c, _ in pairs}, pairs)
     model = onnx.shape_inference.infer_shapes(model)  # a copy, so the caller's graph is left as it is; the only inference:
     shapes = Shapes.of(model)  # onnx cannot infer through MatMulNBits, and the lowering keeps the names of the values it replaces
-    return split_dispatch(_lower_ort(model, values, required=set(required), ranks=shapes.ranks), shapes=shapes)
+    lowered = _lower_ort(model, values, required=set(required), ranks=shapes.ranks)
+    if tile_accuracy_level:
+        _tiles_at(lowered, set(required), tile_accuracy_level)
+    return split_dispatch(lowered, shapes=shapes)
+
+
+def _tiles_at(model: onnx.ModelProto, codes: set[str], level: int) -> None:
+    """Every MatMulNBits that reads one of the `codes` tensors' 2-bit forms (`name.q2`, `name.q2t.<t>`) at `level`."""
+    tiles = [node for node in model.graph.node if node.op_type == "MatMulNBits" and _codes_of(node.input[1]) in codes]
+    if not tiles:
+        raise Bug(f"tile accuracy_level {level} asked, but no 2-bit product of a ternary tensor is in the graph")
+    for node in tiles:
+        node.attribute.append(helper.make_attribute("accuracy_level", level))
+
+
+def _codes_of(packed: str) -> str:
+    """The ternary tensor a 2-bit weight initializer was packed from (`_pack_shared`'s and `_pack_tiles`' names)."""
+    head, _, tail = packed.rpartition(".q2t.")
+    if head and tail.isdigit():
+        return head
+    return packed.removesuffix(".q2")
 
 
 def _lower_ort(model: onnx.ModelProto, values: dict[str, np.ndarray], *, required: set[str], ranks: dict[str, int]) -> onnx.ModelProto:

@@ -28,6 +28,17 @@ def _float_signatures(bundle) -> list[str]:
     return [i.name for i in graph.graph.initializer if i.name.endswith("signatures")]
 
 
+def _levels(bundle) -> dict[str, set[int]]:
+    """MatMulNBits accuracy_level of the 2-bit products, by what they read: tiles or routing signatures."""
+    graph = onnx.load(str(open_bundle(bundle).model_path))
+    levels: dict[str, set[int]] = {"tiles": set(), "signatures": set()}
+    for node in graph.graph.node:
+        attrs = {a.name: a.i for a in node.attribute}
+        if node.op_type == "MatMulNBits" and attrs.get("bits") == 2:
+            levels["tiles" if "_q.q2" in node.input[1] else "signatures"].add(attrs.get("accuracy_level", 0))
+    return levels
+
+
 def test_measure_records_three_timings_and_the_runtime_follows_the_record(trix_checkpoint, tmp_path_factory, tmp_path, monkeypatch):
     monkeypatch.setattr(timed, "ROUNDS", 2)  # the wiring, not the figure: a short measurement
     monkeypatch.setattr(timed, "ROUND_SECONDS", 0.005)
@@ -64,8 +75,22 @@ def test_off_keeps_the_exact_kernel_and_packs_the_signatures(trix_checkpoint, tr
     result = _export(trix_checkpoint, tmp_path_factory, tmp_path / "off", "off")
     assert result.parity.passed and not result.manifest.target.runtime.lut_gemm
     assert not result.manifest.lut_choice.kept and "--lut-gemm off" in result.manifest.lut_choice.why
-    assert not _float_signatures(result.path)  # 2-bit, read by the exact kernel, as in the fp32 bundle
+    assert not _float_signatures(result.path)  # 2-bit, read in float arithmetic, as in the fp32 bundle
     assert _float_signatures(trix_bundle_factory("int8", "dispatch_by_route"))  # the conftest bundle: --lut-gemm on
+    assert _levels(result.path) == {"tiles": {0}, "signatures": {0}}  # float arithmetic: the tiles stay 2-bit in memory
+
+
+def test_a_config_asks_int8_activations_for_the_tiles_and_the_routers_stay_float(trix_checkpoint, tmp_path_factory, tmp_path):
+    """Int8Config(tile_accuracy_level=4): every tile product at MatMulNBits accuracy_level 4, no routing product; recorded
+    in the manifest's quantization, gated by parity, and the graph the manifest hashes."""
+    from geofractal_edge.export.quantize.int8 import Int8Config
+
+    exportable = exportable_from_model(load_checkpoint(trix_checkpoint), name="t", source={}, lowering="dispatch_by_route")
+    result = export_bundle(family="trix", target="host-cpu", out=tmp_path / "al4", exportable=exportable, small_calls="off", lut_gemm="off",
+                           config=Int8Config(tile_accuracy_level=4), traced=traced_once(tmp_path_factory, "trix-dispatch_by_route", exportable))
+    assert result.parity.passed and result.manifest.quantization["tile_accuracy_level"] == 4
+    assert _levels(result.path) == {"tiles": {4}, "signatures": {0}}
+    assert gfedge("verify", result.path).returncode == 0
 
 
 def test_a_family_that_asks_for_no_kernel_gets_no_record(trix_bundle_factory):

@@ -90,6 +90,24 @@ class QuantConfig:
         return self
 
 
+# MatMulNBits accuracy_level for ternary tiles' 2-bit products on "ort" targets (`tile_accuracy_level` of the int8 and
+# int4 configs; export/ternary.py): 0 float arithmetic, the tiles 2-bit in the session; 4 int8 activations.
+TILE_ACCURACY_LEVELS = (0, 4)
+TILE_LEVEL_FIX = "use 0 (float arithmetic, tiles 2-bit in memory) or 4 (int8 activations: faster, ~3x the tiles' memory)"
+
+
+def checked_tile_level(scheme: str, level) -> None:
+    if isinstance(level, bool) or level not in TILE_ACCURACY_LEVELS:
+        raise GfedgeError(f"{scheme} tile_accuracy_level {level!r} is not 0 or 4", TILE_LEVEL_FIX)
+
+
+def tile_level_for_target(scheme: str, level: int, profile) -> None:
+    """A tile accuracy level other than 0 asked of a target whose weight dialect has no MatMulNBits is refused."""
+    if level and profile.weight_dialect != "ort":
+        raise GfedgeError(f"{scheme} tile_accuracy_level {level} is an onnxruntime MatMulNBits setting; target {profile.name} builds "
+                          f"TensorRT engines (weight_dialect {profile.weight_dialect!r})", "drop tile_accuracy_level for this target")
+
+
 Transform = Callable[[onnx.ModelProto, QuantConfig, QuantContext], onnx.ModelProto]
 _TRANSFORMS: dict[type[QuantConfig], Transform] = {}
 _DEFAULTS: dict[str, type[QuantConfig]] = {}  # precision -> its default scheme

@@ -38,7 +38,7 @@ from geofractal_edge.errors import GfedgeError
 from geofractal_edge.export import lowbit
 from geofractal_edge.export.passes import dedupe_initializers, dedupe_producers, gemm_to_matmul
 from geofractal_edge.export.quantize import int8, weights
-from geofractal_edge.export.quantize.base import QuantConfig, QuantContext, register
+from geofractal_edge.export.quantize.base import QuantConfig, QuantContext, checked_tile_level, register, tile_level_for_target
 from geofractal_edge.export.quantize.int8 import Int8Config
 from geofractal_edge.export.quantize.islands import consumers, feature_stage
 
@@ -71,8 +71,12 @@ class Int4Config(QuantConfig):
     # target whose int8 activations are dynamic (`for_target`), else "weight_only". Version 2 records were weight_only.
     # Recorded as resolved for the target even where int8_upstream_of is empty (no weight is 8-bit: it then changes nothing).
     int8_form: str | None = None
+    # TriX's ternary tiles: MatMulNBits' accuracy_level on their 2-bit products, as Int8Config's (0 or 4; a record
+    # written before this field existed reads 0).
+    tile_accuracy_level: int = 0
 
     def __post_init__(self) -> None:
+        checked_tile_level("int4", self.tile_accuracy_level)
         names = self.int8_upstream_of
         if names is not None:
             if isinstance(names, str) or not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and n for n in names):
@@ -91,6 +95,7 @@ class Int4Config(QuantConfig):
         """accuracy_level left None is 0 on a "qdq" target: it is a MatMulNBits setting, and that dialect has none.
         int8_form left None is the target's int8 form: "dynamic" where its int8 activations are, else "weight_only"."""
         config = self
+        tile_level_for_target("int4", config.tile_accuracy_level, profile)
         if config.int8_form == "dynamic" and profile.weight_dialect != "ort":
             raise int8.dynamic_refused("int4 int8_form", f"target {profile.name} (weight_dialect {profile.weight_dialect!r})", WEIGHT_ONLY_FIX)
         if config.int8_form is None:

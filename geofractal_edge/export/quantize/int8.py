@@ -39,7 +39,7 @@ from geofractal_edge.errors import GfedgeError
 from geofractal_edge.export import lowbit
 from geofractal_edge.export.passes import gemm_to_matmul
 from geofractal_edge.export.quantize import weights
-from geofractal_edge.export.quantize.base import QuantConfig, QuantContext, register
+from geofractal_edge.export.quantize.base import QuantConfig, QuantContext, checked_tile_level, register, tile_level_for_target
 from geofractal_edge.export.quantize.islands import consumers, feature_stage
 from geofractal_edge.export.quantize.smooth import smooth
 from geofractal_edge.models.spec import is_smooth_alpha
@@ -67,8 +67,14 @@ class Int8Config(QuantConfig):
     # None: the family's choice (`ExportSpec.smooth_alpha`: MiniLM 0.5, others 0), resolved by `for_spec` so the
     # manifest records it. A record written before this field existed reads as None: the spec's, as it was then.
     smooth_alpha: float | None = None
+    # TriX's ternary tiles on onnxruntime targets: MatMulNBits' accuracy_level on their 2-bit products (export/ternary.py).
+    # 0: float arithmetic, the tiles stay 2-bit in the session; 4: int8 activations, ~x0.6 of the time at batch 1 on the
+    # wide TriX's dispatch bundles, but onnxruntime prepacks each tile to ~3x its 2-bit bytes (benchmarks/RESULTS.md,
+    # seventeenth session). A record written before this field existed reads 0, as its tiles ran.
+    tile_accuracy_level: int = 0
 
     def __post_init__(self) -> None:
+        checked_tile_level("int8", self.tile_accuracy_level)
         if self.smooth_alpha is not None:
             if not is_smooth_alpha(self.smooth_alpha):
                 raise GfedgeError(f"int8 smooth_alpha {self.smooth_alpha!r} is not a number from 0 to 1",
@@ -81,6 +87,7 @@ class Int8Config(QuantConfig):
 
     def for_target(self, profile) -> Int8Config:
         """This config with `activations = "target"` replaced by the profile's choice."""
+        tile_level_for_target("int8", self.tile_accuracy_level, profile)
         if self.activations == "target":
             return dataclasses.replace(self, activations=profile.int8_activations)
         if self.activations == "dynamic" and profile.weight_dialect != "ort":

@@ -168,8 +168,34 @@ def test_manifest_records_quantization_config(bundle_factory):
     manifest = open_bundle(bundle_factory("int4")).manifest.to_dict()
     # int8_upstream_of as resolved for the family: Atlas has no routes, so none of its weights stays 8-bit
     assert manifest["quantization"] == {"scheme": "Int4Config", "precision": "int4", "version": 3, "block_size": 16, "symmetric": True,
-                                        "scale_dtype": "float16", "accuracy_level": 0, "int8_upstream_of": [], "int8_form": "dynamic"}
+                                        "scale_dtype": "float16", "accuracy_level": 0, "int8_upstream_of": [], "int8_form": "dynamic",
+                                        "tile_accuracy_level": 0}
     assert manifest["weight_dialect"] == manifest["target"]["weight_dialect"] == "ort"
+
+
+@pytest.mark.parametrize("scheme", ["Int8Config", "Int4Config"])
+def test_tile_accuracy_level_is_0_or_4_on_onnxruntime_targets_only(scheme):
+    from geofractal_edge.export.quantize.base import QuantConfig
+    from geofractal_edge.targets import get_target
+
+    assert QuantConfig.from_dict({"scheme": scheme}).tile_accuracy_level == 0  # a record without it: float tiles, as before
+    config = QuantConfig.from_dict({"scheme": scheme, "tile_accuracy_level": 4})
+    assert config.for_target(get_target("host-cpu")).tile_accuracy_level == 4
+    with pytest.raises(GfedgeError, match="is not 0 or 4") as bad:
+        QuantConfig.from_dict({"scheme": scheme, "tile_accuracy_level": 2})
+    assert "int8 activations" in bad.value.fix
+    with pytest.raises(GfedgeError, match="MatMulNBits setting; target jetson-agx-orin builds TensorRT engines") as trt:
+        config.for_target(get_target("jetson-orin"))
+    assert "drop tile_accuracy_level" in trt.value.fix
+
+
+def test_tile_accuracy_level_for_a_family_without_tiles_is_refused_before_any_file(tmp_path):
+    from geofractal_edge.export.quantize.int8 import Int8Config
+    from geofractal_edge.pipeline import export_bundle
+
+    with pytest.raises(GfedgeError, match="family atlas has no ternary tiles") as caught:
+        export_bundle(family="atlas", target="host-cpu", out=tmp_path / "b", config=Int8Config(tile_accuracy_level=4))
+    assert "--family trix" in caught.value.fix and not (tmp_path / "b").exists()
 
 
 # ---- the registry: one default scheme per precision, dispatch on the config's type -------------

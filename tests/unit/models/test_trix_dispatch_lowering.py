@@ -84,6 +84,42 @@ def test_without_packing_keep_float_the_routing_signatures_stay_float(tmp_path) 
     assert {f"blocks.{i}.ffn.signatures" for i in range(2)} <= {i.name for i in kept.graph.initializer}
 
 
+def test_tile_accuracy_level_reaches_every_tile_product_and_no_routing_product(tmp_path) -> None:
+    """int8 activations for the tiles (accuracy_level 4) where asked; the routing signatures keep float arithmetic."""
+    ort = pytest.importorskip("onnxruntime")
+    from geofractal_edge.export.ternary import lower_ternary
+    from geofractal_edge.models.trix.spec import trix_spec
+
+    model, graph = _export(tmp_path, "hierarchical", 9)
+    spec = trix_spec(vocab_size=len(VOCAB), context=16, n_layers=2, lowering="dispatch_by_route")
+    lowered = lower_ternary(graph, spec, dialect="ort", tile_accuracy_level=4)
+    level = {node.input[1]: {a.name: a.i for a in node.attribute}.get("accuracy_level", 0)
+             for node in lowered.graph.node if node.op_type == "MatMulNBits"}
+    tiles = {name: lv for name, lv in level.items() if "_q.q2t." in name}
+    routing = {name: lv for name, lv in level.items() if "signatures" in name}
+    assert len(tiles) == 2 * 2 * 9 and set(tiles.values()) == {4}
+    assert routing and set(routing.values()) == {0}
+    assert set(level) == set(tiles) | set(routing), "every 2-bit product is a tile's or a router's"
+    plain = lower_ternary(graph, spec, dialect="ort")
+    assert not any(a.name == "accuracy_level" for node in plain.graph.node for a in node.attribute if node.op_type == "MatMulNBits")
+    tokens = torch.randint(0, len(VOCAB), (3, 16))
+    logits, routes, _ = model.forward_with_routes(tokens)
+    got, got_routes, _ = ort.InferenceSession(lowered.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"tokens": tokens.numpy()})
+    same = (got_routes == routes.numpy()).all(axis=0)  # [B, T]: tokens every layer routed as torch did
+    assert same.mean() >= 0.9, same.mean()  # an untrained model has near-ties; int8 noise in a tile flips a few of the next layer's
+    assert np.abs(got - logits.numpy())[same].max() < 0.05 * np.abs(logits.numpy()).max()  # int8 activations: close, not exact
+
+
+def test_tile_accuracy_level_is_refused_for_the_qdq_dialect(tmp_path) -> None:
+    from geofractal_edge.errors import Bug
+    from geofractal_edge.export.ternary import lower_ternary
+    from geofractal_edge.models.trix.spec import trix_spec
+
+    _, graph = _export(tmp_path, "flat", 9)
+    with pytest.raises(Bug, match="no MatMulNBits"):
+        lower_ternary(graph, trix_spec(vocab_size=len(VOCAB), context=16, n_layers=2), dialect="qdq", tile_accuracy_level=4)
+
+
 def test_host_cpu_dispatches_many_tiles_and_tensorrt_gathers_them() -> None:
     from geofractal_edge.models.trix.family import FOLDED_ELEMENTS, choose_lowering
     from geofractal_edge.targets import get_target
