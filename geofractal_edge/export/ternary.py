@@ -22,8 +22,9 @@ bundle asks for onnxruntime's lookup-table kernel (pack_keep_float=False: it wou
 ``tile_accuracy_level`` (``ort``): MatMulNBits' accuracy_level on the tiles' products, never on a packed
 keep-float tensor's (routing scores stay float arithmetic). 0: float arithmetic, the exact kernel, which
 onnxruntime runs for 2 bits by dequantizing the whole tile every call (~0.2-0.4 ms per 256 x 256 tile at 1-64
-rows), the tiles 2-bit in the session; 4: int8 activations (19-35 us at 1-4 rows on an AVX-512 VNNI Xeon), which
-onnxruntime prepacks to ~3x the tiles' 2-bit bytes: an int8 or int4 config's `tile_accuracy_level`, not a default.
+rows), the tiles 2-bit in the session; 4: int8 activations (19-35 us at 1-4 rows on an AVX-512 VNNI Xeon), for which
+onnxruntime prepacks each tile to ~2.6x its 2-bit bytes: an int8 or int4 config's `tile_accuracy_level`, not a default.
+A model whose tiles are only gathered (gather_by_route: GatherBlockQuantized, no product) refuses a level other than 0.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from geofractal_edge.errors import Bug
+from geofractal_edge.errors import Bug, GfedgeError
 from geofractal_edge.export import lowbit
 from geofractal_edge.export.dispatch import Shapes, split_dispatch
 from geofractal_edge.export.passes import attrs, drop_unused_initializers, per_slice, readers
@@ -80,7 +81,8 @@ def _tiles_at(model: onnx.ModelProto, codes: set[str], level: int) -> None:
     """Every MatMulNBits that reads one of the `codes` tensors' 2-bit forms (`name.q2`, `name.q2t.<t>`) at `level`."""
     tiles = [node for node in model.graph.node if node.op_type == "MatMulNBits" and _codes_of(node.input[1]) in codes]
     if not tiles:
-        raise Bug(f"tile accuracy_level {level} asked, but no 2-bit product of a ternary tensor is in the graph")
+        raise GfedgeError(f"tile_accuracy_level {level} is set, but this graph multiplies no ternary tile (its tiles are gathered: "
+                          "gather_by_route)", "drop tile_accuracy_level from the quantization config for this model")
     for node in tiles:
         node.attribute.append(helper.make_attribute("accuracy_level", level))
 

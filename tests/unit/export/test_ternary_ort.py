@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from geofractal_edge.errors import Bug
+from geofractal_edge.errors import Bug, GfedgeError
 from geofractal_edge.export import lowbit
 from geofractal_edge.export.quantize import QuantContext, default_config, quantize
 from geofractal_edge.export.ternary import lower_ternary
@@ -123,3 +123,15 @@ def test_a_tile_select_becomes_one_matmulnbits_per_matmul_on_that_tile(t):
 def test_a_tile_select_past_the_tiles_is_a_bug_not_a_wrapped_tile(t):
     with pytest.raises(Bug, match=f"tile select sel reads tile {t} of w_q, which has {N}"):
         lower_ternary(_select(t), _spec((("w_q", "unused"),)), dialect="ort")
+
+
+def test_a_tile_accuracy_level_reaches_every_product_of_the_codes_and_needs_one():
+    """Per-tile and shared products take the level; a model whose ternary tensors are only gathered refuses it in one line."""
+    model = _graph(np.random.default_rng(0))
+    lowered = lower_ternary(model, _spec((("t_q", "unused"), ("s_q", "unused"), ("g_q", "unused"))), dialect="ort", tile_accuracy_level=4)
+    levels = [{a.name: a.i for a in n.attribute}.get("accuracy_level") for n in lowered.graph.node if n.op_type == "MatMulNBits"]
+    assert levels == [4] * (2 * N + 2)
+    assert all(a.name != "accuracy_level" for n in lowered.graph.node if n.op_type == "GatherBlockQuantized" for a in n.attribute)
+    with pytest.raises(GfedgeError, match="multiplies no ternary tile") as caught:
+        lower_ternary(model, _spec((("g_q", "unused"),)), dialect="ort", tile_accuracy_level=4)
+    assert "drop tile_accuracy_level" in caught.value.fix
