@@ -106,11 +106,15 @@ def _export_locked(*, family, profile, config, out: Path, model, overwrite: bool
     exportable = exportable or family_module(family).load_exportable(model, progress=progress, target=profile, **loader)
     tried = int4_choice.variants(config, exportable.spec, profile.weight_dialect, int4_variants)  # before the family's choices
     config = config.for_spec(exportable.spec)  # settings left to the family, recorded as resolved
-    if getattr(config, "tile_accuracy_level", 0) and not exportable.spec.ternary:
-        raise GfedgeError(f"tile_accuracy_level {config.tile_accuracy_level} is set, but family {exportable.spec.family} has no ternary tiles",
+    tile_level = getattr(config, "tile_accuracy_level", 0)  # int8 / int4 configs: the tiles' MatMulNBits accuracy_level
+    if tile_level and not exportable.spec.ternary:
+        raise GfedgeError(f"tile_accuracy_level {tile_level} is set, but family {exportable.spec.family} has no ternary tiles",
                           "drop tile_accuracy_level from the quantization config (it is read by --family trix)")
     asked = profile.weight_dialect == "ort" and config.precision in exportable.spec.lut_gemm_precisions
-    lut = asked and lut_gemm != "off"
+    if asked and tile_level and lut_gemm == "on":  # the lookup-table kernel would run the tiles whatever their accuracy_level
+        raise GfedgeError(f"--lut-gemm on and tile_accuracy_level {tile_level} both choose the tiles' kernel",
+                          "drop one: --lut-gemm off (or measure), or tile_accuracy_level from the quantization config")
+    lut = asked and lut_gemm != "off" and not tile_level
     plain = profile  # the target's own settings: what the fp32 reference of a measurement runs with
     if lut:  # this bundle's 2-bit tiles run onnxruntime's lookup-table kernel unless measured otherwise; gated by parity
         profile = dataclasses.replace(profile, runtime=profile.runtime.but(lut_gemm=True))
@@ -134,8 +138,8 @@ def _export_locked(*, family, profile, config, out: Path, model, overwrite: bool
             data["int4_choice"] = dataclasses.asdict(choice)
         if asked:
             step("lookup-table kernel", 3, 5)
-            packed = exact(config) if lut_gemm == "measure" else None  # without the kernel: routing signatures packed 2-bit
-            record = lut_choice.unmeasured(lut_gemm) if packed is None else _lut_measured(
+            packed = exact(config) if lut and lut_gemm == "measure" else None  # without the kernel: signatures packed 2-bit
+            record = lut_choice.unmeasured(lut_gemm, tile_level=tile_level) if packed is None else _lut_measured(
                 staging, data, reference, functools.partial(scratch, "packed", packed, profile, config))
             if packed is not None and not record.kept:  # the graph timed without the kernel is the one the bundle holds
                 atomic.write_bytes(staging / data["graph"]["file"], packed.SerializeToString())

@@ -23,7 +23,8 @@ FIELDS = {
     "Manifest.quantization": "the quantization scheme's config: `scheme`, `precision`, `version` and the scheme's own fields",
     "Manifest.weight_dialect": "how low-bit weights sit in the graph, the target's `weight_dialect`: `ort` (onnxruntime's "
                                "`com.microsoft` MatMulNBits / GatherBlockQuantized: int4 weights and 2-bit TriX tiles stay packed "
-                               "in the session) or `qdq` (standard blocked DequantizeLinear, zero point 0, for TensorRT)",
+                               "in the session, but for a TriX tile run with int8 activations, `tile_accuracy_level` 4 in "
+                               "`quantization`, which onnxruntime prepacks at ~2.7x its bytes) or `qdq` (standard blocked DequantizeLinear, zero point 0, for TensorRT)",
     "Manifest.opset": "ONNX opset of `model.onnx`",
     "Manifest.toolchain": "package versions of the exporting host",
     "Manifest.graph": "the ONNX graph and its declared inputs and outputs",
@@ -151,8 +152,8 @@ FIELDS = {
     "LutChoice.fp32_p50_us": "the same model at fp32, median microseconds per call at each batch, interleaved with the two below: "
                              "each setting is judged by its worst ratio to it",
     "LutChoice.on_p50_us": "the bundle with the lookup-table kernel",
-    "LutChoice.off_p50_us": "the bundle with the exact 2-bit kernel and its routing signatures packed 2-bit (the graph "
-                            "model.onnx holds where the kernel is not kept)",
+    "LutChoice.off_p50_us": "the bundle without the lookup-table kernel (its tiles at float arithmetic) and its routing "
+                            "signatures packed 2-bit (the graph model.onnx holds where the kernel is not kept)",
     "FileEntry.sha256": "64 lowercase hex digits",
     "FileEntry.bytes": "size in bytes",
 }

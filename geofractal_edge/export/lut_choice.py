@@ -28,8 +28,12 @@ from geofractal_edge.export.timed import MIN_GAIN, batches as timed_batches, rou
 MODES = ("measure", "on", "off")  # gfedge export --lut-gemm
 
 
-def unmeasured(mode: str) -> LutChoice:
-    """The record where the user decided at export (`on` / `off`)."""
+def unmeasured(mode: str, *, tile_level: int = 0) -> LutChoice:
+    """The record where the user decided at export (`on` / `off`), or chose the tiles' accuracy_level (`tile_level`,
+    the quantization config's tile_accuracy_level: the lookup-table kernel would override it, so it is not asked)."""
+    if tile_level:
+        return LutChoice(kept=False, why=f"left out: the quantization config's tile_accuracy_level {tile_level} runs the tiles with int8 "
+                                         "activations (the lookup-table kernel would override it), not measured")
     return LutChoice(kept=mode == "on", why=f"{'asked' if mode == 'on' else 'turned off'} at export (--lut-gemm {mode}), not measured")
 
 

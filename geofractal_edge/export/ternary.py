@@ -21,9 +21,9 @@ bundle asks for onnxruntime's lookup-table kernel (pack_keep_float=False: it wou
 
 ``tile_accuracy_level`` (``ort``): MatMulNBits' accuracy_level on the tiles' products, never on a packed
 keep-float tensor's (routing scores stay float arithmetic). 0: float arithmetic, the exact kernel, which
-onnxruntime runs for 2 bits by dequantizing the whole tile every call (~0.2-0.4 ms per 256 x 256 tile at 1-64
-rows), the tiles 2-bit in the session; 4: int8 activations (19-35 us at 1-4 rows on an AVX-512 VNNI Xeon), for which
-onnxruntime prepacks each tile to ~2.6x its 2-bit bytes: an int8 or int4 config's `tile_accuracy_level`, not a default.
+onnxruntime runs for 2 bits by dequantizing the whole tile every call (0.2-0.5 ms per 256 x 256 tile at 1-64
+rows), the tiles 2-bit in the session; 4: int8 activations (19-27 us at 1-4 rows on an AVX-512 VNNI Xeon), for which
+onnxruntime prepacks each tile to ~2.7x its 2-bit bytes: an int8 or int4 config's `tile_accuracy_level`, not a default.
 A model whose tiles are only gathered (gather_by_route: GatherBlockQuantized, no product) refuses a level other than 0.
 """
 

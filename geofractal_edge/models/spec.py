@@ -78,6 +78,9 @@ class ExportSpec:
     lut_gemm_precisions: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        both = sorted({c for c, _ in self.ternary} & set(self.keep_float))
+        if both:
+            raise Bug(f"family {self.family}'s ExportSpec lists {both[0]} as both ternary codes and keep_float")
         if not is_smooth_alpha(self.smooth_alpha):
             raise Bug(f"family {self.family}'s ExportSpec has smooth_alpha {self.smooth_alpha!r}, not a number from 0 to 1")
 

@@ -80,17 +80,32 @@ def test_off_keeps_the_exact_kernel_and_packs_the_signatures(trix_checkpoint, tr
     assert _levels(result.path) == {"tiles": {0}, "signatures": {0}}  # float arithmetic: the tiles stay 2-bit in memory
 
 
-def test_a_config_asks_int8_activations_for_the_tiles_and_the_routers_stay_float(trix_checkpoint, tmp_path_factory, tmp_path):
-    """Int8Config(tile_accuracy_level=4): every tile product at MatMulNBits accuracy_level 4, no routing product; recorded
-    in the manifest's quantization, gated by parity, and the graph the manifest hashes."""
+@pytest.mark.parametrize("scheme", ["Int8Config", "Int4Config"])
+def test_a_config_asks_int8_activations_for_the_tiles_and_the_routers_stay_float(trix_checkpoint, tmp_path_factory, tmp_path, scheme):
+    """tile_accuracy_level=4: every tile product at MatMulNBits accuracy_level 4, no routing product; recorded in the
+    manifest's quantization, gated by parity, and the graph the manifest hashes. The lookup-table kernel (which would
+    override the level) is left out with the reason recorded, not measured (lut_gemm left at its default, measure)."""
+    from geofractal_edge.export.quantize import QuantConfig
+
+    exportable = exportable_from_model(load_checkpoint(trix_checkpoint), name="t", source={}, lowering="dispatch_by_route")
+    result = export_bundle(family="trix", target="host-cpu", out=tmp_path / "al4", exportable=exportable, small_calls="off",
+                           config=QuantConfig.from_dict({"scheme": scheme, "tile_accuracy_level": 4}),
+                           traced=traced_once(tmp_path_factory, "trix-dispatch_by_route", exportable))
+    assert result.parity.passed and result.manifest.quantization["tile_accuracy_level"] == 4
+    assert _levels(result.path) == {"tiles": {4}, "signatures": {0}}
+    choice = result.manifest.lut_choice
+    assert not choice.kept and not choice.batches and "tile_accuracy_level 4" in choice.why and not result.manifest.target.runtime.lut_gemm
+    assert gfedge("verify", result.path).returncode == 0
+
+
+def test_the_lookup_table_kernel_and_a_tile_accuracy_level_are_not_both_taken(trix_checkpoint, tmp_path):
+    from geofractal_edge.errors import GfedgeError
     from geofractal_edge.export.quantize.int8 import Int8Config
 
     exportable = exportable_from_model(load_checkpoint(trix_checkpoint), name="t", source={}, lowering="dispatch_by_route")
-    result = export_bundle(family="trix", target="host-cpu", out=tmp_path / "al4", exportable=exportable, small_calls="off", lut_gemm="off",
-                           config=Int8Config(tile_accuracy_level=4), traced=traced_once(tmp_path_factory, "trix-dispatch_by_route", exportable))
-    assert result.parity.passed and result.manifest.quantization["tile_accuracy_level"] == 4
-    assert _levels(result.path) == {"tiles": {4}, "signatures": {0}}
-    assert gfedge("verify", result.path).returncode == 0
+    with pytest.raises(GfedgeError, match="--lut-gemm on and tile_accuracy_level 4 both choose") as caught:
+        export_bundle(family="trix", target="host-cpu", out=tmp_path / "b", exportable=exportable, lut_gemm="on", config=Int8Config(tile_accuracy_level=4))
+    assert "drop one" in caught.value.fix and not (tmp_path / "b").exists()
 
 
 def test_a_family_that_asks_for_no_kernel_gets_no_record(trix_bundle_factory):

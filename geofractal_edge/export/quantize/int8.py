@@ -69,7 +69,7 @@ class Int8Config(QuantConfig):
     smooth_alpha: float | None = None
     # TriX's ternary tiles on onnxruntime targets: MatMulNBits' accuracy_level on their 2-bit products (export/ternary.py).
     # 0: float arithmetic, the tiles stay 2-bit in the session; 4: int8 activations: the wide TriX's int8 dispatch bundle
-    # ran x0.54-0.64 of fp32's time at batch 1 (x0.87-0.88 with float tiles), but onnxruntime prepacks each tile to ~2.6x
+    # ran x0.54-0.64 of fp32's time at batch 1 (x0.87-0.88 with float tiles), but onnxruntime prepacks each tile to ~2.7x
     # its 2-bit bytes, model memory x1.54-1.63 of fp32's (benchmarks/RESULTS.md, seventeenth session). A record written
     # before this field existed reads 0, as its tiles ran.
     tile_accuracy_level: int = 0

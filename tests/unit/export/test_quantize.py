@@ -184,6 +184,8 @@ def test_tile_accuracy_level_is_0_or_4_on_onnxruntime_targets_only(scheme):
     with pytest.raises(GfedgeError, match="is not 0 or 4") as bad:
         QuantConfig.from_dict({"scheme": scheme, "tile_accuracy_level": 2})
     assert "int8 activations" in bad.value.fix
+    with pytest.raises(GfedgeError, match="tile_accuracy_level 4.0 is not 0 or 4"):  # a float would reach the graph as a float attribute
+        type(config)(tile_accuracy_level=4.0)
     with pytest.raises(GfedgeError, match="MatMulNBits setting; target jetson-agx-orin builds TensorRT engines") as trt:
         config.for_target(get_target("jetson-orin"))
     assert "drop tile_accuracy_level" in trt.value.fix

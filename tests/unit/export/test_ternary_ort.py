@@ -131,7 +131,16 @@ def test_a_tile_accuracy_level_reaches_every_product_of_the_codes_and_needs_one(
     lowered = lower_ternary(model, _spec((("t_q", "unused"), ("s_q", "unused"), ("g_q", "unused"))), dialect="ort", tile_accuracy_level=4)
     levels = [{a.name: a.i for a in n.attribute}.get("accuracy_level") for n in lowered.graph.node if n.op_type == "MatMulNBits"]
     assert levels == [4] * (2 * N + 2)
-    assert all(a.name != "accuracy_level" for n in lowered.graph.node if n.op_type == "GatherBlockQuantized" for a in n.attribute)
+    kept = ExportSpec(family="toy", inputs=(), outputs=(), dim_ranges={}, task_metric="accuracy", ternary=(("t_q", "unused"), ("g_q", "unused")),
+                      keep_float=("s_q",))  # s_q packed 2-bit as a keep-float tensor (lossless): its products keep float arithmetic
+    by_weight = {n.name: {a.name: a.i for a in n.attribute}.get("accuracy_level", 0)
+                 for n in lower_ternary(model, kept, dialect="ort", tile_accuracy_level=4).graph.node if n.op_type == "MatMulNBits"}
+    assert sorted(by_weight.values()) == [0, 0] + [4] * (2 * N), by_weight
     with pytest.raises(GfedgeError, match="multiplies no ternary tile") as caught:
         lower_ternary(model, _spec((("g_q", "unused"),)), dialect="ort", tile_accuracy_level=4)
     assert "drop tile_accuracy_level" in caught.value.fix
+
+
+def test_a_tensor_listed_as_ternary_and_keep_float_is_a_bug():
+    with pytest.raises(Bug, match="both ternary codes and keep_float"):
+        ExportSpec(family="toy", inputs=(), outputs=(), dim_ranges={}, task_metric="accuracy", ternary=(("w_q", "s"),), keep_float=("w_q",))
