@@ -71,32 +71,14 @@ def lower_ternary(model: onnx.ModelProto, spec: ExportSpec, *, dialect: str, pac
         return ternary_to_int4_dq(model, {c: values[c] for c, _ in pairs}, pairs)
     model = onnx.shape_inference.infer_shapes(model)  # a copy, so the caller's graph is left as it is; the only inference:
     shapes = Shapes.of(model)  # onnx cannot infer through MatMulNBits, and the lowering keeps the names of the values it replaces
-    lowered = _lower_ort(model, values, required=set(required), ranks=shapes.ranks)
-    if tile_accuracy_level:
-        _tiles_at(lowered, set(required), tile_accuracy_level)
+    lowered = _lower_ort(model, values, required=set(required), ranks=shapes.ranks, tile_level=tile_accuracy_level)
     return split_dispatch(lowered, shapes=shapes)
 
 
-def _tiles_at(model: onnx.ModelProto, codes: set[str], level: int) -> None:
-    """Every MatMulNBits that reads one of the `codes` tensors' 2-bit forms (`name.q2`, `name.q2t.<t>`) at `level`."""
-    tiles = [node for node in model.graph.node if node.op_type == "MatMulNBits" and _codes_of(node.input[1]) in codes]
-    if not tiles:
-        raise GfedgeError(f"tile_accuracy_level {level} is set, but this graph multiplies no ternary tile (its tiles are gathered: "
-                          "gather_by_route)", "drop tile_accuracy_level from the quantization config for this model")
-    for node in tiles:
-        node.attribute.append(helper.make_attribute("accuracy_level", level))
-
-
-def _codes_of(packed: str) -> str:
-    """The ternary tensor a 2-bit weight initializer was packed from (`_pack_shared`'s and `_pack_tiles`' names)."""
-    head, _, tail = packed.rpartition(".q2t.")
-    if head and tail.isdigit():
-        return head
-    return packed.removesuffix(".q2")
-
-
-def _lower_ort(model: onnx.ModelProto, values: dict[str, np.ndarray], *, required: set[str], ranks: dict[str, int]) -> onnx.ModelProto:
-    """`model` (shape-inferred, changed in place) with each use of `values` in 2-bit form; `ranks` are its values' ranks."""
+def _lower_ort(model: onnx.ModelProto, values: dict[str, np.ndarray], *, required: set[str], ranks: dict[str, int],
+               tile_level: int = 0) -> onnx.ModelProto:
+    """`model` (shape-inferred, changed in place) with each use of `values` in 2-bit form; `ranks` are its values' ranks;
+    the products of the `required` (ternary code) tensors at MatMulNBits accuracy_level `tile_level` where it is not 0."""
     view = _View.of(model, ranks)
     uses = {n: [node if i == 0 else None for node, i in view.reads[n]] for n in values if n in view.reads}  # None: not the first input
     patterns = {n: [_pattern(node, n, view) for node in nodes] for n, nodes in uses.items()}
@@ -107,7 +89,7 @@ def _lower_ort(model: onnx.ModelProto, values: dict[str, np.ndarray], *, require
     lowered = {node.output[0]: (n, p) for n in lowerable for node, p in zip(uses[n], patterns[n])}  # each reader: (tensor, pattern)
     graph = model.graph
     dtype = {i.name: i.data_type for i in graph.initializer}
-    nodes, inits, packed = [], [], set()
+    nodes, inits, packed, tiles = [], [], set(), 0
     instead: dict[str, tuple[list, list]] = {}  # by a node's output: the (nodes, initializers) that replace it where it stands
     for node in graph.node:
         out = node.output[0]
@@ -119,10 +101,16 @@ def _lower_ort(model: onnx.ModelProto, values: dict[str, np.ndarray], *, require
                 made, consts = pack(name, values[name], dtype[name])
                 nodes += made
                 inits += consts
-            instead |= read(node, name, values[name].shape, view)
+            replaced = read(node, name, values[name].shape, view)
+            if tile_level and name in required:
+                tiles += _at_level(replaced, tile_level)
+            instead |= replaced
         made, consts = instead.pop(out, ([node], []))
         nodes += made
         inits += consts
+    if tile_level and not tiles:
+        raise GfedgeError(f"tile_accuracy_level {tile_level} is set, but this graph multiplies no ternary tile (its tiles are gathered: "
+                          "gather_by_route)", "drop tile_accuracy_level from the quantization config for this model")
     del graph.node[:]
     graph.node.extend(nodes)
     graph.initializer.extend(inits)
@@ -130,6 +118,14 @@ def _lower_ort(model: onnx.ModelProto, values: dict[str, np.ndarray], *, require
     drop_unused_initializers(model)
     lowbit.use_ms_domain(model)
     return model
+
+
+def _at_level(replaced: dict[str, tuple[list, list]], level: int) -> int:
+    """The MatMulNBits among a read's replacement nodes set to accuracy_level `level`; how many there were."""
+    products = [node for made, _ in replaced.values() for node in made if node.op_type == "MatMulNBits"]
+    for node in products:
+        node.attribute.append(helper.make_attribute("accuracy_level", level))
+    return len(products)
 
 
 class _View(NamedTuple):
