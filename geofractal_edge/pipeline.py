@@ -106,7 +106,7 @@ def _export_locked(*, family, profile, config, out: Path, model, overwrite: bool
     exportable = exportable or family_module(family).load_exportable(model, progress=progress, target=profile, **loader)
     tried = int4_choice.variants(config, exportable.spec, profile.weight_dialect, int4_variants)  # before the family's choices
     config = config.for_spec(exportable.spec)  # settings left to the family, recorded as resolved
-    tile_level = getattr(config, "tile_accuracy_level", 0)  # int8 / int4 configs: the tiles' MatMulNBits accuracy_level
+    tile_level = config.tile_level  # the tiles' MatMulNBits accuracy_level (int8 / int4 configs' tile_accuracy_level)
     if tile_level and not exportable.spec.ternary:
         raise GfedgeError(f"tile_accuracy_level {tile_level} is set, but family {exportable.spec.family} has no ternary tiles",
                           "drop tile_accuracy_level from the quantization config (it is read by --family trix)")
@@ -157,8 +157,7 @@ def _lowered(graph: onnx.ModelProto, config: QuantConfig, *, exportable, dialect
     """The traced graph quantized by `config` and lowered for `dialect` (the passes may change `graph` itself)."""
     graph = quantize(graph, config, QuantContext(spec=exportable.spec, calibration=exportable.calibration(), dialect=dialect))
     if exportable.spec.ternary:
-        level = getattr(config, "tile_accuracy_level", 0)  # int8 / int4 configs; 4: the tiles take int8 activations
-        graph = lower_ternary(graph, exportable.spec, dialect=dialect, pack_keep_float=not lut, tile_accuracy_level=level)
+        graph = lower_ternary(graph, exportable.spec, dialect=dialect, pack_keep_float=not lut, tile_accuracy_level=config.tile_level)
     check_full(graph, f"the {config.precision} graph")  # once per export, on the final graph: quantize and lower_ternary leave it out
     check_shapes(graph, exportable)
     return graph

@@ -51,6 +51,12 @@ class QuantConfig:
     def to_dict(self) -> dict:
         return {"scheme": type(self).__name__, "precision": self.precision, "version": self.version, **dataclasses.asdict(self)}
 
+    @property
+    def tile_level(self) -> int:
+        """MatMulNBits accuracy_level of a model's ternary tile products (export/ternary.py): the int8 and int4 schemes'
+        `tile_accuracy_level`; 0 (float arithmetic) in a scheme without one."""
+        return 0
+
     def for_target(self, profile) -> QuantConfig:
         """This config as it applies on `profile` (a `TargetProfile`): a scheme whose settings may
         defer to the target (int8's `activations = "target"`) resolves them here, before export, so

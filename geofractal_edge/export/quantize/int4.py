@@ -75,6 +75,10 @@ class Int4Config(QuantConfig):
     # written before this field existed reads 0).
     tile_accuracy_level: int = 0
 
+    @property
+    def tile_level(self) -> int:
+        return self.tile_accuracy_level
+
     def __post_init__(self) -> None:
         checked_tile_level("int4", self.tile_accuracy_level)
         names = self.int8_upstream_of

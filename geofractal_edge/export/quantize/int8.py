@@ -74,6 +74,10 @@ class Int8Config(QuantConfig):
     # before this field existed reads 0, as its tiles ran.
     tile_accuracy_level: int = 0
 
+    @property
+    def tile_level(self) -> int:
+        return self.tile_accuracy_level
+
     def __post_init__(self) -> None:
         checked_tile_level("int8", self.tile_accuracy_level)
         if self.smooth_alpha is not None:

@@ -181,6 +181,8 @@ def test_tile_accuracy_level_is_0_or_4_on_onnxruntime_targets_only(scheme):
     assert QuantConfig.from_dict({"scheme": scheme}).tile_accuracy_level == 0  # a record without it: float tiles, as before
     config = QuantConfig.from_dict({"scheme": scheme, "tile_accuracy_level": 4})
     assert config.for_target(get_target("host-cpu")).tile_accuracy_level == 4
+    assert config.tile_level == 4 and QuantConfig.from_dict({"scheme": scheme}).tile_level == 0  # what export reads
+    assert all(QuantConfig.from_dict({"scheme": other}).tile_level == 0 for other in ("Fp32Config", "Fp16Config"))  # no tiles setting
     with pytest.raises(GfedgeError, match="is not 0 or 4") as bad:
         QuantConfig.from_dict({"scheme": scheme, "tile_accuracy_level": 2})
     assert "int8 activations" in bad.value.fix
