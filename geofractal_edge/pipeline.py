@@ -138,11 +138,9 @@ def _export_locked(*, family, profile, config, out: Path, model, overwrite: bool
             data["int4_choice"] = dataclasses.asdict(choice)
         if asked:
             step("lookup-table kernel", 3, 5)
-            packed = exact(config) if lut and lut_gemm == "measure" else None  # without the kernel: signatures packed 2-bit
-            record = lut_choice.unmeasured(lut_gemm, tile_level=tile_level) if packed is None else _lut_measured(
-                staging, data, reference, functools.partial(scratch, "packed", packed, profile, config))
-            if packed is not None and not record.kept:  # the graph timed without the kernel is the one the bundle holds
-                atomic.write_bytes(staging / data["graph"]["file"], packed.SerializeToString())
+            measure = lut and lut_gemm == "measure"  # lut is off where a tile level is set
+            stage = functools.partial(scratch, "packed", profile=profile, config=config)
+            record = _lut_measured(staging, data, reference, stage, exact(config)) if measure else lut_choice.unmeasured(lut_gemm, tile_level=tile_level)
             data = _with_runtime(data, "lut_choice", record, lut_gemm=record.kept)
         data = _small_calls(staging, data, profile.runtime, small_calls, step)
         step("verify", 4, 5)
@@ -228,12 +226,16 @@ def _reference(lower, scratch, profile, spec):
     return scratch("fp32", lower(fp32), profile, fp32)
 
 
-def _lut_measured(staging: Path, data: dict, reference, packed) -> LutChoice:
+def _lut_measured(staging: Path, data: dict, reference, stage, packed: onnx.ModelProto) -> LutChoice:
     """Export's lookup-table kernel measurement (export/lut_choice.py): the staged bundle (sealed for it; routing
-    signatures float) with the kernel, against `packed()` (signatures packed 2-bit) without it and `reference()`."""
+    signatures float) with the kernel, against `packed` (signatures packed 2-bit, staged by `stage`) without it and
+    `reference()`. Where the kernel is not kept, the staged bundle's graph becomes `packed`, the graph timed without it."""
     seal(staging, data)
-    with reference() as fp32, packed() as exact:
-        return lut_choice.measured(open_bundle(staging), exact, fp32)
+    with reference() as fp32, stage(packed) as exact:
+        record = lut_choice.measured(open_bundle(staging), exact, fp32)
+    if not record.kept:
+        atomic.write_bytes(staging / data["graph"]["file"], packed.SerializeToString())
+    return record
 
 
 def _small_calls(staging: Path, data: dict, settings, mode: str, step) -> dict:

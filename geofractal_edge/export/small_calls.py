@@ -86,13 +86,12 @@ def _prepack_growth(model_path: Path) -> int:
     """Bytes a session adds above the graph's own for the 2-bit weights it prepacks for int8 activations."""
     import onnx
 
+    from geofractal_edge.export.passes import attrs
+
     graph = onnx.load(str(model_path), load_external_data=False).graph
     sizes = {i.name: len(i.raw_data) for i in graph.initializer}
-    grown = set()
-    for node in graph.node:
-        level = {a.name: a.i for a in node.attribute if a.name in ("bits", "accuracy_level")}
-        if node.op_type == "MatMulNBits" and level.get("bits") == 2 and level.get("accuracy_level") == 4:
-            grown.add(node.input[1])
+    grown = {node.input[1] for node in graph.node if node.op_type == "MatMulNBits"
+             and (settings := attrs(node)).get("bits") == 2 and settings.get("accuracy_level") == 4}
     return int(sum(sizes.get(name, 0) for name in grown) * (TWO_BIT_INT8_PREPACK - 1))
 
 

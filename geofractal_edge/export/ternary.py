@@ -86,10 +86,13 @@ def _lower_ort(model: onnx.ModelProto, values: dict[str, np.ndarray], *, require
     bad = sorted(required - lowerable)
     if bad:
         raise Bug(f"ternary tensor {bad[0]} is read in a way the 2-bit lowering does not know: {[n.op_type for n in uses.get(bad[0], [])]}")
+    if tile_level and all(p == "gather" for n in required for p in patterns[n]):
+        raise GfedgeError(f"tile_accuracy_level {tile_level} is set, but this graph multiplies no ternary tile (its tiles are gathered: "
+                          "gather_by_route)", "drop tile_accuracy_level from the quantization config for this model")
     lowered = {node.output[0]: (n, p) for n in lowerable for node, p in zip(uses[n], patterns[n])}  # each reader: (tensor, pattern)
     graph = model.graph
     dtype = {i.name: i.data_type for i in graph.initializer}
-    nodes, inits, packed, tiles = [], [], set(), 0
+    nodes, inits, packed = [], [], set()
     instead: dict[str, tuple[list, list]] = {}  # by a node's output: the (nodes, initializers) that replace it where it stands
     for node in graph.node:
         out = node.output[0]
@@ -101,16 +104,10 @@ def _lower_ort(model: onnx.ModelProto, values: dict[str, np.ndarray], *, require
                 made, consts = pack(name, values[name], dtype[name])
                 nodes += made
                 inits += consts
-            replaced = read(node, name, values[name].shape, view)
-            if tile_level and name in required:
-                tiles += _at_level(replaced, tile_level)
-            instead |= replaced
+            instead |= read(node, name, values[name].shape, view, tile_level if name in required else 0)
         made, consts = instead.pop(out, ([node], []))
         nodes += made
         inits += consts
-    if tile_level and not tiles:
-        raise GfedgeError(f"tile_accuracy_level {tile_level} is set, but this graph multiplies no ternary tile (its tiles are gathered: "
-                          "gather_by_route)", "drop tile_accuracy_level from the quantization config for this model")
     del graph.node[:]
     graph.node.extend(nodes)
     graph.initializer.extend(inits)
@@ -118,14 +115,6 @@ def _lower_ort(model: onnx.ModelProto, values: dict[str, np.ndarray], *, require
     drop_unused_initializers(model)
     lowbit.use_ms_domain(model)
     return model
-
-
-def _at_level(replaced: dict[str, tuple[list, list]], level: int) -> int:
-    """The MatMulNBits among a read's replacement nodes set to accuracy_level `level`; how many there were."""
-    products = [node for made, _ in replaced.values() for node in made if node.op_type == "MatMulNBits"]
-    for node in products:
-        node.attribute.append(helper.make_attribute("accuracy_level", level))
-    return len(products)
 
 
 class _View(NamedTuple):
@@ -190,8 +179,10 @@ def _unit_scales(name: str, rows: tuple[int, ...], blocks: int, dtype: int) -> t
 
 # `_LOWER` maps each pattern to a pair: `pack(name, w, dtype) -> (nodes, initializers)` makes the tensor's codes
 # and unit scales (once per tensor); `read(node, name, shape, view) -> {output of each node replaced: (nodes,
-# initializers)}` what replaces the reader (and, for a tile select, the nodes after it). `_in_place` turns a
-# one-reader function `f(node, name, shape) -> (nodes, initializers)` into such a read.
+# initializers)}` what replaces the reader (and, for a tile select, the nodes after it). `level` is the MatMulNBits
+# accuracy_level of the products a read makes (a tile's: the config's tile_accuracy_level; a packed keep-float
+# tensor's: 0); a gather makes none. `_in_place` turns a one-reader function `f(node, name, shape, level) -> (nodes,
+# initializers)` into such a read.
 
 
 def _pack_shared(name: str, w: np.ndarray, dtype: int):
@@ -206,7 +197,7 @@ def _pack_shared(name: str, w: np.ndarray, dtype: int):
     return [scales], inits
 
 
-def _matmul_shared(node, name: str, shape: tuple[int, ...]):
+def _matmul_shared(node, name: str, shape: tuple[int, ...], level: int):
     """MatMul(W [.., a, b], Y [b, M]) -> [.., a, M]: one MatMulNBits over every row of W (N = n * a)."""
     lead, b = shape[:-2], shape[-1]
     rows = int(np.prod(shape[:-1]))
@@ -215,7 +206,7 @@ def _matmul_shared(node, name: str, shape: tuple[int, ...]):
     nodes = [
         helper.make_node("Transpose", [node.input[1]], [f"{base}.a"], name=f"{base}.a", perm=[1, 0]),  # [M, b]
         lowbit.matmul_nbits(f"{base}.a", f"{base}.y", name=base, packed=f"{name}.q2", scales=f"{name}.q2_scales", k=b, n=rows, bits=2,
-                            block_size=lowbit.block_size_for(b)),  # [M, N]
+                            block_size=lowbit.block_size_for(b), accuracy_level=level),  # [M, N]
     ]
     if lead:
         nodes.append(helper.make_node("Reshape", [f"{base}.y", f"{name}.q2_shape"], [f"{base}.r"], name=f"{base}.r"))  # [M, n, a]
@@ -233,7 +224,7 @@ def _pack_tiles(name: str, w: np.ndarray, dtype: int):
     return [scales], [shape, *(lowbit.constant(f"{name}.q2t.{t}", tile) for t, tile in enumerate(packed))]
 
 
-def _matmul_per_tile(node, name: str, shape: tuple[int, ...]):
+def _matmul_per_tile(node, name: str, shape: tuple[int, ...], level: int):
     """MatMul(W [n, a, b], Y [n, b, M]) -> [n, a, M]: tile t's product is MatMulNBits(Y[t]^T, W[t]).
 
     The per-slice frame is passes.per_slice, as for int4/int8 per-tower weights; here the sliced
@@ -244,14 +235,14 @@ def _matmul_per_tile(node, name: str, shape: tuple[int, ...]):
     def tile(t: int, y: str, out: str, part: str) -> list[onnx.NodeProto]:  # Y[t] [1, b, M] -> [1, a, M]
         return [
             helper.make_node("Transpose", [y], [f"{part}.a"], name=f"{part}.a", perm=[0, 2, 1]),  # [1, M, b]
-            _tile_nbits(name, t, f"{part}.a", f"{part}.mm", part, a, b),  # [1, M, a]
+            _tile_nbits(name, t, f"{part}.a", f"{part}.mm", part, a, b, level),  # [1, M, a]
             helper.make_node("Transpose", [f"{part}.mm"], [out], name=f"{part}.t", perm=[0, 2, 1]),  # [1, a, M]
         ]
 
     return per_slice(node, 1, n, "q2", tile)  # Y[t] keeps its leading 1 through the tile
 
 
-def _select_matmul(node, name: str, shape: tuple[int, ...], view: _View) -> dict[str, tuple[list, list]]:
+def _select_matmul(node, name: str, shape: tuple[int, ...], view: _View, level: int) -> dict[str, tuple[list, list]]:
     """Gather(W [n, a, b], t) -> Transpose -> MatMul(X, .): the Gather and Transposes go, each MatMul becomes MatMulNBits(X, W[t])."""
     n, t = shape[0], view.scalars[node.input[1]]
     if not -n <= t < n:
@@ -259,20 +250,20 @@ def _select_matmul(node, name: str, shape: tuple[int, ...], view: _View) -> dict
     instead = {node.output[0]: ([], [])}
     for transpose in view.readers(node.output[0]):
         instead[transpose.output[0]] = ([], [])
-        instead |= {mm.output[0]: ([_rows_matmul(name, t % n, mm, shape)], []) for mm in view.readers(transpose.output[0])}
+        instead |= {mm.output[0]: ([_rows_matmul(name, t % n, mm, shape, level)], []) for mm in view.readers(transpose.output[0])}
     return instead
 
 
-def _rows_matmul(name: str, t: int, matmul: onnx.NodeProto, shape: tuple[int, ...]) -> onnx.NodeProto:
+def _rows_matmul(name: str, t: int, matmul: onnx.NodeProto, shape: tuple[int, ...], level: int) -> onnx.NodeProto:
     """MatMul(X [M, b], W[t]^T) -> MatMulNBits(X, W[t]) [M, a], W [n, a, b] packed per tile by `_pack_tiles`."""
     _, a, b = shape
-    return _tile_nbits(name, t, matmul.input[0], matmul.output[0], f"{matmul.name or matmul.output[0]}.q2", a, b)
+    return _tile_nbits(name, t, matmul.input[0], matmul.output[0], f"{matmul.name or matmul.output[0]}.q2", a, b, level)
 
 
-def _tile_nbits(name: str, t: int, x: str, out: str, node_name: str, a: int, b: int) -> onnx.NodeProto:
+def _tile_nbits(name: str, t: int, x: str, out: str, node_name: str, a: int, b: int, level: int) -> onnx.NodeProto:
     """MatMulNBits(X [M, b], tile t of `name`) -> [M, a]: the 2-bit codes and scales `_pack_tiles` wrote."""
     return lowbit.matmul_nbits(x, out, name=node_name, packed=f"{name}.q2t.{t}", scales=f"{name}.q2t_scales", k=b, n=a, bits=2,
-                               block_size=lowbit.block_size_for(b))
+                               block_size=lowbit.block_size_for(b), accuracy_level=level)
 
 
 def _pack_gather(name: str, w: np.ndarray, dtype: int):
@@ -282,8 +273,8 @@ def _pack_gather(name: str, w: np.ndarray, dtype: int):
     return [scales], [lowbit.constant(f"{name}.q2g", packed.reshape(*w.shape[:-1], -1)), shape]  # [n, ..., k_blocks * block / 4]
 
 
-def _gather(node, name: str, shape: tuple[int, ...]):
-    """Gather(W [n, ..., b], i) -> GatherBlockQuantized of the same codes."""
+def _gather(node, name: str, shape: tuple[int, ...], level: int):
+    """Gather(W [n, ..., b], i) -> GatherBlockQuantized of the same codes (no product: `level` has nothing to set)."""
     b = shape[-1]
     block = lowbit.block_size_for(b)
     out, base = node.output[0], f"{node.name or node.output[0]}.q2"
@@ -300,7 +291,7 @@ def _gather(node, name: str, shape: tuple[int, ...]):
 
 def _in_place(read):
     """A `read` that replaces only the reader itself, as a `_LOWER` read: {reader's output: (nodes, initializers)}."""
-    return lambda node, name, shape, view: {node.output[0]: read(node, name, shape)}
+    return lambda node, name, shape, view, level: {node.output[0]: read(node, name, shape, level)}
 
 
 _LOWER = {"matmul_shared": (_pack_shared, _in_place(_matmul_shared)), "matmul_per_tile": (_pack_tiles, _in_place(_matmul_per_tile)),
